@@ -1,0 +1,63 @@
+# leukoloop: two commands for people (`make run`, `make test`); the rest are their steps.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA ?=
+# Tests keep their database, broker folders and media apart from the ones `make run` uses.
+TEST_VAR := $(CURDIR)/var/test
+PG_URL ?= postgres://postgres@127.0.0.1:5432/leukoloop
+REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test install lint pytest migrate worker clean bench-import
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --no-input
+
+## make run [DATA=folder|manifest.csv|zip]: the platform on an embedded default (SQLite, filesystem broker)
+run: migrate
+	$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)")
+	@echo "starting a worker and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops both)"
+	@$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 --pool=solo > var/worker.log 2>&1 & \
+	  worker=$$!; trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
+	  echo "worker pid $$worker, log in var/worker.log"; \
+	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload
+
+worker: install
+	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 --pool=solo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+## make test: install everything, lint, run the suite. With CI=true the suite runs on PostgreSQL + Redis,
+## and the worker tests run a second time on the embedded default (SQLite + filesystem broker).
+test: install lint
+ifeq ($(CI),true)
+	LEUKOLOOP_VAR_DIR=$(TEST_VAR) LEUKOLOOP_TEST_MODE=services DATABASE_URL=$(PG_URL) \
+	  CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest
+	LEUKOLOOP_VAR_DIR=$(TEST_VAR)/embedded LEUKOLOOP_TEST_MODE=embedded $(BIN)/pytest -m worker
+else
+	LEUKOLOOP_VAR_DIR=$(TEST_VAR) $(BIN)/pytest
+endif
+
+bench-import: install
+	$(PY) bench/import_speed.py --data ../shared/data/leukocytes/manifest.csv
+
+clean:
+	rm -rf var

@@ -1,0 +1,268 @@
+"""Projects, cells, labels, memberships, background jobs and model versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from annotation.taxonomy import WBCATT_ATTRIBUTES, AttributeSpec
+
+
+def default_attribute_schema() -> list[AttributeSpec]:
+    return [dict(spec) for spec in WBCATT_ATTRIBUTES]  # type: ignore[misc]
+
+
+class QueryStrategy(models.TextChoices):
+    HYBRID = "hybrid", "Uncertainty + diversity (margin thinned by k-center)"
+    MARGIN = "margin", "Margin"
+    ENTROPY = "entropy", "Entropy"
+    LEAST_CONFIDENCE = "least_confidence", "Least confidence"
+    TYPICLUST = "typiclust", "TypiClust"
+    PROBCOVER = "probcover", "ProbCover"
+    KCENTER = "kcenter", "k-center greedy (coreset)"
+    BADGE = "badge", "BADGE"
+    RANDOM = "random", "Random"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True)
+    attribute_schema = models.JSONField(
+        default=default_attribute_schema,
+        help_text="Ordered list of {name, values}: each morphological attribute and its allowed values.",
+    )
+    label_budget = models.PositiveIntegerField(
+        default=2000, help_text="How many labels the project plans to spend in total."
+    )
+    query_strategy = models.CharField(
+        max_length=32, choices=QueryStrategy.choices, default=QueryStrategy.HYBRID
+    )
+    query_batch_size = models.PositiveIntegerField(
+        default=48, validators=[MinValueValidator(1), MaxValueValidator(500)]
+    )
+    is_synthetic_demo = models.BooleanField(
+        default=False, help_text="Cells were drawn by leukoloop itself, not taken from a microscope."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def attribute_values(self) -> dict[str, list[str]]:
+        return {spec["name"]: list(spec["values"]) for spec in self.attribute_schema}
+
+
+class LabelClass(models.Model):
+    """One class of a project's taxonomy, in display order, with its keyboard key."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="classes")
+    name = models.SlugField(max_length=64)
+    display_name = models.CharField(max_length=120)
+    colour = models.CharField(max_length=7, default="#777777")
+    key = models.CharField(max_length=1, blank=True)
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="unique_class_name_per_project"),
+            models.UniqueConstraint(
+                fields=["project", "key"], condition=~Q(key=""), name="unique_class_key_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ANNOTATOR = "annotator", "Annotator"
+        REVIEWER = "reviewer", "Reviewer"
+        LEAD = "lead", "Project lead"
+        ADMIN = "admin", "Project admin"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="one_membership_per_user_and_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+
+def cell_upload_to(instance: Cell, filename: str) -> str:
+    # Content-addressed paths: the same bytes always land in the same place, so re-imports write nothing
+    # new and two projects sharing an image share one file.
+    return f"cells/{instance.content_hash[:2]}/{filename}"
+
+
+class Cell(models.Model):
+    class Role(models.TextChoices):
+        POOL = "pool", "Pool (to be labelled)"
+        VALIDATION = "validation", "Validation"
+        TEST = "test", "Test"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cells")
+    image = models.FileField(upload_to=cell_upload_to, max_length=255)
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the image file's bytes.")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    original_name = models.CharField(max_length=500, blank=True, help_text="Path the cell was imported from.")
+    source = models.CharField(max_length=64, blank=True, help_text="Scanner, site or dataset of origin.")
+    patient_id = models.CharField(max_length=64, blank=True)
+    slide_id = models.CharField(max_length=64, blank=True)
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.POOL)
+    # Hidden reference (ground truth) for simulation and evaluation; never shown to annotators.
+    reference_label = models.ForeignKey(
+        LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reference_attributes = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="unique_cell_content_per_project"
+            )
+        ]
+        indexes = [models.Index(fields=["project", "role"])]
+
+    def __str__(self) -> str:
+        return f"cell {self.pk} ({self.original_name or self.content_hash[:12]})"
+
+
+class Annotation(models.Model):
+    """One label given to one cell by one person (or by an import). History is kept: a newer annotation by
+    the same annotator supersedes the older one, which stays in the table with ``superseded_by`` set."""
+
+    class Origin(models.TextChoices):
+        MANUAL = "manual", "Labelled in leukoloop"
+        IMPORT = "import", "Imported with the data"
+        REVIEW = "review", "Reviewer decision"
+
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="annotations")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
+    )
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.MANUAL)
+    label = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    attributes = models.JSONField(default=dict, blank=True)
+    unsure = models.BooleanField(default=False)
+    seconds_spent = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="supersedes"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cell", "annotator"],
+                condition=Q(superseded_by__isnull=True),
+                name="one_current_annotation_per_annotator",
+            ),
+            models.CheckConstraint(
+                condition=Q(label__isnull=False) | Q(unsure=True), name="annotation_has_label_or_is_unsure"
+            ),
+        ]
+        indexes = [models.Index(fields=["cell", "superseded_by"])]
+
+    def __str__(self) -> str:
+        return f"{self.label or 'unsure'} on cell {self.cell_id}"
+
+    @property
+    def is_current(self) -> bool:
+        return self.superseded_by_id is None
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        IMPORT = "import", "Import cells"
+        PRETRAIN = "pretrain", "Pretrain encoder"
+        EMBED = "embed", "Embed and index cells"
+        RETRAIN = "retrain", "Retrain classifier"
+        QUERY = "query", "Build query batch"
+        EXPORT = "export", "Export"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    message = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0.0) & Q(progress__lte=1.0), name="job_progress_between_0_and_1"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        ENCODER = "encoder", "Self-supervised encoder"
+        CLASSIFIER = "classifier", "Classifier"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    version = models.PositiveIntegerField()
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    artifacts: models.JSONField[dict[str, Any], dict[str, Any]] = models.JSONField(
+        default=dict, blank=True, help_text="Paths of the files this version consists of."
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    label_count = models.PositiveIntegerField(default=0)
+    # Annotation ids are never reused or overwritten, so this list pins the exact training labels.
+    trained_on = models.JSONField(default=list, blank=True, help_text="Ids of the annotations used.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "kind", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "kind", "version"], name="unique_model_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.kind} v{self.version}"

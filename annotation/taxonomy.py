@@ -1,0 +1,79 @@
+"""Default label taxonomy and morphological attribute schema for peripheral blood smears.
+
+Classes follow the reference method's 9 white-blood-cell types; attributes are the 11 of WBCAtt
+(Tsutsui et al., NeurIPS 2023). Both are plain data so that projects can start from them and edit.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypedDict
+
+
+class ClassSpec(TypedDict):
+    name: str
+    display_name: str
+    colour: str
+    key: str
+
+
+class AttributeSpec(TypedDict):
+    name: str
+    values: list[str]
+
+
+# Keys are the digits 1-9 in the order pathologists read a differential; colours are distinct
+# enough to tell apart on a grid and keep white text legible.
+BLOOD_SMEAR_CLASSES: Final[list[ClassSpec]] = [
+    {"name": "neutrophil", "display_name": "Neutrophil", "colour": "#1f77b4", "key": "1"},
+    {"name": "lymphocyte", "display_name": "Lymphocyte", "colour": "#2ca02c", "key": "2"},
+    {"name": "monocyte", "display_name": "Monocyte", "colour": "#9467bd", "key": "3"},
+    {"name": "eosinophil", "display_name": "Eosinophil", "colour": "#d62728", "key": "4"},
+    {"name": "basophil", "display_name": "Basophil", "colour": "#8c564b", "key": "5"},
+    {"name": "ig", "display_name": "Immature granulocyte", "colour": "#e377c2", "key": "6"},
+    {"name": "blast", "display_name": "Blast", "colour": "#b8860b", "key": "7"},
+    {"name": "erythroblast", "display_name": "Erythroblast", "colour": "#17becf", "key": "8"},
+    {"name": "platelet", "display_name": "Platelet", "colour": "#7f7f7f", "key": "9"},
+]
+
+WBCATT_ATTRIBUTES: Final[list[AttributeSpec]] = [
+    {"name": "cell_size", "values": ["small", "big"]},
+    {"name": "cell_shape", "values": ["round", "irregular"]},
+    {
+        "name": "nucleus_shape",
+        "values": [
+            "unsegmented-round",
+            "unsegmented-indented",
+            "unsegmented-band",
+            "segmented-bilobed",
+            "segmented-multilobed",
+            "irregular",
+        ],
+    },
+    {"name": "nuclear_cytoplasmic_ratio", "values": ["low", "high"]},
+    {"name": "chromatin_density", "values": ["densely", "loosely"]},
+    {"name": "cytoplasm_vacuole", "values": ["yes", "no"]},
+    {"name": "cytoplasm_texture", "values": ["clear", "frosted"]},
+    {"name": "cytoplasm_colour", "values": ["light blue", "blue", "purple blue"]},
+    {"name": "granule_type", "values": ["small", "round", "coarse", "nil"]},
+    {"name": "granule_colour", "values": ["pink", "red", "purple", "nil"]},
+    {"name": "granularity", "values": ["yes", "no"]},
+]
+
+
+def validate_attribute_schema(schema: object) -> list[AttributeSpec]:
+    """Check an attribute schema's shape; raise ValueError with a readable message otherwise."""
+    if not isinstance(schema, list):
+        raise ValueError("attribute schema must be a list of {name, values}")
+    seen: set[str] = set()
+    for item in schema:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError(f"attribute entry {item!r} needs a string 'name'")
+        values = item.get("values")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"attribute {item['name']!r} needs a non-empty list of string 'values'")
+        if len(set(values)) != len(values):
+            raise ValueError(f"attribute {item['name']!r} lists a value twice")
+        if item["name"] in seen:
+            raise ValueError(f"attribute {item['name']!r} appears twice")
+        seen.add(item["name"])
+    return schema

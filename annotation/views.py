@@ -1,0 +1,67 @@
+"""Server-rendered pages. Thin: check access, call a selector, render."""
+
+from __future__ import annotations
+
+import mimetypes
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db import connection
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from annotation import selectors
+from annotation.access import cell_for_user, project_for_user
+from annotation.models import Cell, LabelClass, Project
+
+CELLS_PER_PAGE = 96
+
+
+@login_required
+def project_list(request: HttpRequest) -> HttpResponse:
+    projects = selectors.project_list_for_user(user=request.user)
+    return render(request, "annotation/project_list.html", {"projects": projects})
+
+
+@login_required
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_user(user=request.user, project_id=project_id)
+    role_filter = request.GET.get("role", "")
+    cells = selectors.cell_list(
+        project=project, role=role_filter if role_filter in Cell.Role.values else None
+    )
+    page = Paginator(cells, CELLS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "project": project,
+        "my_role": selectors.project_role(user=request.user, project=project),
+        "page": page,
+        "cell_count": cells.count(),
+        "role_filter": role_filter,
+        "roles": Cell.Role.choices,
+        "classes": _classes_with_counts(project),
+        "jobs": selectors.job_list(project=project)[:10],
+    }
+    return render(request, "annotation/project_detail.html", context)
+
+
+def _classes_with_counts(project: Project) -> list[tuple[LabelClass, int]]:
+    counts = selectors.label_counts(project=project)
+    return [(c, counts.get(c.name, 0)) for c in project.classes.all()]
+
+
+@login_required
+@require_GET
+def cell_image(request: HttpRequest, cell_id: int) -> FileResponse:
+    cell = cell_for_user(user=request.user, cell_id=cell_id)
+    content_type, _ = mimetypes.guess_type(cell.image.name or "")
+    response = FileResponse(cell.image.open("rb"), content_type=content_type or "application/octet-stream")
+    # Content-addressed files never change, so browsers may keep them.
+    response["Cache-Control"] = "private, max-age=31536000, immutable"
+    return response
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok", "database": connection.vendor})

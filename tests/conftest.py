@@ -1,0 +1,204 @@
+"""Shared fixtures: service checks, real cell images from ../shared, users, and a real Celery worker.
+
+Modes (set by the Makefile):
+- LEUKOLOOP_TEST_MODE=services (CI): PostgreSQL + Redis must be reachable; a missing service fails the run.
+- otherwise: whatever DATABASE_URL / CELERY_BROKER_URL say, by default SQLite + filesystem broker.
+Under CI=true, tests that need ../shared/data/leukocytes fail instead of skipping when it is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+MODE = os.environ.get("LEUKOLOOP_TEST_MODE", "")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if MODE != "services":
+        return
+    problems = []
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        problems.append(
+            f"LEUKOLOOP_TEST_MODE=services needs PostgreSQL, DATABASE_URL gives {database['ENGINE']}"
+        )
+    else:
+        import psycopg2
+
+        try:
+            psycopg2.connect(
+                host=database["HOST"], port=database["PORT"] or 5432, user=database["USER"], dbname="postgres"
+            ).close()
+        except psycopg2.OperationalError as exc:
+            problems.append(f"PostgreSQL is not reachable: {exc}")
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        problems.append(f"LEUKOLOOP_TEST_MODE=services needs Redis, broker is {settings.CELERY_BROKER_URL}")
+    else:
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.CELERY_BROKER_URL).ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis is not reachable: {exc}")
+    if problems:
+        pytest.exit("required services missing:\n  " + "\n  ".join(problems), returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Each test writes images to its own folder; nothing lands in the developer's var/.
+    settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
+
+
+# --- Real data ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(settings.LEUKOLOOP_DATA_DIR)
+    if not (path / "manifest.csv").is_file():
+        message = f"real leukocyte images not found at {path} (set LEUKOLOOP_DATA_DIR)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def manifest_rows(data_dir: Path) -> list[dict[str, str]]:
+    with (data_dir / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+ManifestWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def make_manifest(data_dir: Path, manifest_rows: list[dict[str, str]], tmp_path: Path) -> ManifestWriter:
+    """Write a manifest of a small real subset (``per_class`` images of each class, plus ``extra`` paths)
+    whose images are copied next to it, as a user's own folder would be."""
+
+    def write(per_class: int = 3, extra: tuple[str, ...] = (), folder: str = "subset") -> Path:
+        root = tmp_path / folder
+        chosen: list[dict[str, str]] = []
+        taken: dict[str, int] = {}
+        for row in manifest_rows:
+            if taken.get(row["label"], 0) < per_class:
+                taken[row["label"]] = taken.get(row["label"], 0) + 1
+                chosen.append(row)
+        by_path = {row["path"]: row for row in manifest_rows}
+        chosen += [by_path[p] for p in extra if p not in {r["path"] for r in chosen}]
+        for row in chosen:
+            target = root / row["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_dir / row["path"], target)
+        manifest = root / "manifest.csv"
+        with manifest.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(manifest_rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(chosen)
+        return manifest
+
+    return write
+
+
+# --- Users ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lead(db: None) -> User:
+    return User.objects.create_user("lead", password="pw-lead-123")
+
+
+@pytest.fixture
+def annotator(db: None) -> User:
+    return User.objects.create_user("annotator", password="pw-annotator-123")
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    return User.objects.create_user("outsider", password="pw-outsider-123")
+
+
+# --- A real Celery worker -------------------------------------------------------------------------
+
+
+def _worker_database_url() -> str:
+    from django.db import connection
+
+    params = connection.settings_dict
+    if params["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or "postgres"
+    return (
+        f"postgres://{user}@{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
+    )
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[Path]:
+    """Start ``celery worker`` as a separate OS process on the test database and broker; yield its log."""
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _worker_database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "LEUKOLOOP_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- worker log ---\n{tail}")
