@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from annotation import services
-from annotation.importing.service import LabelMode, import_cells
+from annotation.importing.service import LabelMode, StoreMode, import_cells
 from annotation.models import Cell, Job
 
 JobProgress = Callable[[float, str], None]
@@ -50,6 +50,7 @@ def run_import(job: Job, progress: JobProgress) -> dict[str, Any]:
         project=job.project,
         source=Path(params["source"]),
         labels=LabelMode(params.get("labels", LabelMode.REFERENCE)),
+        store=StoreMode(params.get("store", StoreMode.REFERENCE)),
         default_role=params.get("role", Cell.Role.POOL),
         max_pixels=params.get("max_pixels"),
         progress=lambda done, total: progress(done / max(total, 1), f"checked {done} of {total} files"),

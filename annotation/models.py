@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -103,12 +104,6 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} as {self.role}"
 
 
-def cell_upload_to(instance: Cell, filename: str) -> str:
-    # Content-addressed paths: the same bytes always land in the same place, so re-imports write nothing
-    # new and two projects sharing an image share one file.
-    return f"cells/{instance.content_hash[:2]}/{filename}"
-
-
 class Cell(models.Model):
     class Role(models.TextChoices):
         POOL = "pool", "Pool (to be labelled)"
@@ -116,7 +111,9 @@ class Cell(models.Model):
         TEST = "test", "Test"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cells")
-    image = models.FileField(upload_to=cell_upload_to, max_length=255)
+    # Either a name relative to MEDIA_ROOT (a copy leukoloop owns, content-addressed) or the absolute path
+    # of a file registered where it lies (large local collections are not duplicated).
+    image = models.CharField(max_length=1000)
     content_hash = models.CharField(max_length=64, help_text="SHA-256 of the image file's bytes.")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
@@ -127,7 +124,7 @@ class Cell(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.POOL)
     # Hidden reference (ground truth) for simulation and evaluation; never shown to annotators.
     reference_label = models.ForeignKey(
-        LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        LabelClass, null=True, blank=True, on_delete=models.RESTRICT, related_name="+"
     )
     reference_attributes = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -144,6 +141,11 @@ class Cell(models.Model):
     def __str__(self) -> str:
         return f"cell {self.pk} ({self.original_name or self.content_hash[:12]})"
 
+    @property
+    def image_path(self) -> Path:
+        path = Path(self.image)
+        return path if path.is_absolute() else Path(settings.MEDIA_ROOT) / path
+
 
 class Annotation(models.Model):
     """One label given to one cell by one person (or by an import). History is kept: a newer annotation by
@@ -159,13 +161,13 @@ class Annotation(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="annotations"
     )
     origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.MANUAL)
-    label = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    label = models.ForeignKey(LabelClass, null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
     attributes = models.JSONField(default=dict, blank=True)
     unsure = models.BooleanField(default=False)
     seconds_spent = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
     created_at = models.DateTimeField(auto_now_add=True)
     superseded_by = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="supersedes"
+        "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="supersedes"
     )
 
     class Meta:

@@ -8,7 +8,7 @@ never leaves a half-written image under a real name.
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -22,17 +22,30 @@ def cell_image_name(content_hash: str, image_format: str) -> str:
     return f"cells/{content_hash[:2]}/{content_hash}.{ext}"
 
 
+_made_folders: set[Path] = set()
+
+
 def store_cell_image(name: str, data: bytes) -> None:
-    """Write ``data`` to ``MEDIA_ROOT/name`` unless a file is already there (same name = same bytes)."""
+    """Write ``data`` to ``MEDIA_ROOT/name`` unless a complete file is already there.
+
+    Same name means same bytes, so an existing file of the right size is kept. The data goes to a
+    per-thread part file first and is renamed into place, so a reader never sees half an image.
+    """
     target = Path(settings.MEDIA_ROOT) / name
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        if target.stat().st_size == len(data):
+            return
+    except FileNotFoundError:
+        pass
+    folder = target.parent
+    if folder not in _made_folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        _made_folders.add(folder)
+    part = folder / f".{target.name}.{os.getpid()}-{threading.get_ident()}.part"
+    try:
+        with open(part, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, target)
+        os.replace(part, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         raise

@@ -7,7 +7,7 @@ import mimetypes
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -54,8 +54,11 @@ def _classes_with_counts(project: Project) -> list[tuple[LabelClass, int]]:
 @require_GET
 def cell_image(request: HttpRequest, cell_id: int) -> FileResponse:
     cell = cell_for_user(user=request.user, cell_id=cell_id)
-    content_type, _ = mimetypes.guess_type(cell.image.name or "")
-    response = FileResponse(cell.image.open("rb"), content_type=content_type or "application/octet-stream")
+    path = cell.image_path
+    if not path.is_file():
+        raise Http404(f"image file of cell {cell.pk} is missing at {path}")
+    content_type, _ = mimetypes.guess_type(path.name)
+    response = FileResponse(path.open("rb"), content_type=content_type or "application/octet-stream")
     # Content-addressed files never change, so browsers may keep them.
     response["Cache-Control"] = "private, max-age=31536000, immutable"
     return response

@@ -32,6 +32,8 @@ class SourceError(Exception):
 class SourceEntry:
     name: str
     read: Callable[[], bytes]
+    # Where the file lies on this machine, if it is a plain file (zip members have none).
+    path: Path | None = None
     label: str = ""
     source: str = ""
     patient_id: str = ""
@@ -67,9 +69,14 @@ def list_source(source: Path) -> Listing:
             return path.read_bytes
 
         def file_exists(rel: str) -> bool:
-            return (base / rel).is_file()
+            # Not checked here: a missing file fails when read and is reported then, which spares a
+            # system call per row on large manifests.
+            return True
 
-        return list(_list_manifest(raw, source.name, read_file, file_exists))
+        def file_path(rel: str) -> Path:
+            return base / rel
+
+        return list(_list_manifest(raw, source.name, read_file, file_exists, file_path))
     raise SourceError(f"{source} is neither a folder, a .csv manifest nor a .zip archive")
 
 
@@ -82,7 +89,7 @@ def _list_image_folder(root: Path) -> Iterator[SourceEntry | SourceProblem]:
             yield SourceProblem(rel, f"skipped: {path.suffix or 'no'} extension is not an image type")
             continue
         parts = PurePosixPath(rel).parts
-        yield SourceEntry(name=rel, read=path.read_bytes, label=parts[0] if len(parts) > 1 else "")
+        yield SourceEntry(name=rel, read=path.read_bytes, path=path, label=parts[0] if len(parts) > 1 else "")
 
 
 def _safe_member_name(name: str) -> str | None:
@@ -160,6 +167,7 @@ def _list_manifest(
     manifest_name: str,
     read_file: Callable[[str], Callable[[], bytes]],
     file_exists: Callable[[str], bool],
+    file_path: Callable[[str], Path] | None = None,
 ) -> Iterator[SourceEntry | SourceProblem]:
     try:
         text = raw.decode("utf-8-sig")
@@ -190,6 +198,7 @@ def _list_manifest(
             yield SourceEntry(
                 name=rel,
                 read=read_file(rel),
+                path=file_path(rel) if file_path is not None else None,
                 label=row.get(LABEL_COLUMN, "").strip(),
                 source=row.get("source", "").strip(),
                 patient_id=row.get("patient_id", "").strip(),

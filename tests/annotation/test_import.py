@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from annotation.importing.service import LabelMode, import_cells
+from annotation.importing.service import LabelMode, StoreMode, import_cells
 from annotation.importing.sources import SourceError
 from annotation.models import Annotation, Cell, Project
 from annotation.services import project_create
@@ -42,7 +42,7 @@ def test_manifest_import_creates_cells_with_reference_labels_and_attributes(
         assert cell.reference_label is not None and cell.reference_label.name == row["label"]
         assert cell.source == row["source"]
         assert (cell.width, cell.height) == (224, 224)
-        assert Path(cell.image.path).read_bytes() == (manifest.parent / row["path"]).read_bytes()
+        assert cell.image_path == (manifest.parent / row["path"]).absolute()
         if row["cell_size"]:
             assert cell.reference_attributes is not None
             assert cell.reference_attributes["cell_size"] == row["cell_size"]
@@ -213,3 +213,33 @@ def test_command_prints_one_error_line_per_bad_file_and_a_summary(
     assert "imported 18 cells" in out.getvalue()
     assert "3 errors" in out.getvalue()
     assert Project.objects.get(name="cmd").cells.count() == 18
+
+
+def test_copy_mode_keeps_a_content_addressed_copy_and_reference_mode_points_at_the_file(
+    make_manifest: ManifestWriter,
+) -> None:
+    manifest = make_manifest(per_class=1)
+    copied = project_create(name="copied")
+    referenced = project_create(name="referenced")
+    import_cells(project=copied, source=manifest, store=StoreMode.COPY)
+    import_cells(project=referenced, source=manifest, store=StoreMode.REFERENCE)
+
+    for cell in copied.cells.all():
+        assert not Path(cell.image).is_absolute()
+        assert cell.image_path.name.startswith(cell.content_hash)
+        assert cell.image_path.read_bytes() == (manifest.parent / cell.original_name).read_bytes()
+    for cell in referenced.cells.all():
+        assert cell.image_path == (manifest.parent / cell.original_name).absolute()
+
+
+def test_zip_members_are_always_copied(
+    project: Project, make_manifest: ManifestWriter, tmp_path: Path
+) -> None:
+    manifest = make_manifest(per_class=1)
+    image = next((manifest.parent / "images").rglob("*.jpg"))
+    archive = write_zip(tmp_path / "one.zip", {f"blast/{image.name}": image.read_bytes()})
+    import_cells(project=project, source=archive, store=StoreMode.REFERENCE)
+
+    cell = Cell.objects.get(project=project)
+    assert cell.image_path.is_file()
+    assert cell.image_path.read_bytes() == image.read_bytes()

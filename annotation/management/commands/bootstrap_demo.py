@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from annotation.demo import write_demo_folder
-from annotation.importing.service import LabelMode, import_cells
+from annotation.importing.service import LabelMode, StoreMode, import_cells
 from annotation.models import Membership
 from annotation.services import membership_set, project_get_or_create
 from annotation.taxonomy import BLOOD_SMEAR_CLASSES
@@ -54,7 +54,11 @@ class Command(BaseCommand):
                 with tempfile.TemporaryDirectory() as tmp:
                     folder = write_demo_folder(Path(tmp), classes=[c["name"] for c in BLOOD_SMEAR_CLASSES])
                     report = import_cells(
-                        project=project, source=folder, labels=LabelMode.REFERENCE, default_source="synthetic"
+                        project=project,
+                        source=folder,
+                        labels=LabelMode.REFERENCE,
+                        store=StoreMode.COPY,  # the drawing folder is temporary
+                        default_source="synthetic",
                     )
                 self.stdout.write(f"drew {report.imported} synthetic cells into {project.name!r}")
         admin = get_user_model().objects.get(username=username)

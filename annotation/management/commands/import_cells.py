@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotation.importing.service import ImportReport, LabelMode, import_cells
+from annotation.importing.service import ImportReport, LabelMode, StoreMode, import_cells
 from annotation.importing.sources import SourceError
 from annotation.models import Cell
 from annotation.services import project_get_or_create
@@ -31,6 +31,13 @@ class Command(BaseCommand):
             choices=[m.value for m in LabelMode],
             default=LabelMode.REFERENCE.value,
             help="import labels as annotations, as hidden reference labels (default), or ignore them",
+        )
+        parser.add_argument(
+            "--store",
+            choices=[m.value for m in StoreMode],
+            default=StoreMode.REFERENCE.value,
+            help="register local files where they lie (default) or copy them into the media folder; "
+            "zip members are always copied",
         )
         parser.add_argument("--role", choices=Cell.Role.values, default=Cell.Role.POOL)
         parser.add_argument("--source-name", default="", help="source recorded for cells that name none")
@@ -53,6 +60,7 @@ class Command(BaseCommand):
                 project=project,
                 source=options["source"],
                 labels=LabelMode(options["labels"]),
+                store=StoreMode(options["store"]),
                 default_role=options["role"],
                 default_source=options["source_name"],
                 max_pixels=options["max_pixels"],

@@ -1,0 +1,143 @@
+"""Import speed against the floor: reading, hashing and PIL-verifying the same files in one process.
+
+    .venv/bin/python bench/import_speed.py --data ../shared/data/leukocytes/manifest.csv \
+        [--configs sqlite-reference,sqlite-copy,postgres-reference]
+
+The floor is timed here, after one untimed pass that warms the page cache, so that the ratio compares
+work, not disk. Each import configuration then runs in its own process (Django is configured once per
+process) into a fresh project on a fresh database, and times ``import_cells`` alone. Configurations:
+``<sqlite|postgres>-<reference|copy>``: the database, and whether files are registered in place (the
+default for local folders and manifests) or copied into the media folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/leukoloop_bench"
+
+
+def manifest_paths(manifest: Path) -> list[Path]:
+    with manifest.open(newline="") as handle:
+        return [manifest.parent / row["path"] for row in csv.DictReader(handle)]
+
+
+def read_hash_verify(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        data = path.read_bytes()
+        hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    return time.perf_counter() - start
+
+
+def import_once(manifest: Path, store: str) -> dict[str, object]:
+    """Run in a child process whose environment already names the database and var folder."""
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0)
+    from annotation.importing.service import LabelMode, StoreMode, import_cells
+    from annotation.models import Project
+    from annotation.services import project_create
+
+    Project.objects.filter(name="bench-import").delete()
+    project = project_create(name="bench-import")
+    start = time.perf_counter()
+    report = import_cells(
+        project=project, source=manifest, labels=LabelMode.REFERENCE, store=StoreMode(store)
+    )
+    seconds = time.perf_counter() - start
+    project.delete()
+    return {
+        "import_seconds": round(seconds, 2),
+        "database": connection.vendor,
+        "imported": report.imported,
+        "duplicates": len(report.duplicates),
+        "conflicts": len(report.conflicts),
+        "errors": len(report.errors),
+    }
+
+
+def run_config(manifest: Path, config: str) -> dict[str, object]:
+    database, store = config.split("-")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "LEUKOLOOP_VAR_DIR": tmp, "DJANGO_SETTINGS_MODULE": "config.settings"}
+        env.pop("DATABASE_URL", None)
+        if database == "postgres":
+            env["DATABASE_URL"] = POSTGRES_URL
+            subprocess.run(
+                ["createdb", "-h", "127.0.0.1", "-U", "postgres", "leukoloop_bench"],
+                capture_output=True,
+                check=False,
+            )
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "--data", str(manifest), "--store", store],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="manifest CSV")
+    parser.add_argument("--configs", default="sqlite-reference,sqlite-copy,postgres-reference")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "import_speed.json")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--store", default="reference", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    manifest = args.data.resolve()
+    if args.child:
+        print(json.dumps(import_once(manifest, args.store)))
+        return
+
+    paths = manifest_paths(manifest)
+    read_hash_verify(paths)  # warm the page cache; untimed
+    baseline = read_hash_verify(paths)
+    runs = {}
+    for config in args.configs.split(","):
+        found = run_config(manifest, config)
+        found["ratio_to_read_hash_verify"] = round(float(found["import_seconds"]) / baseline, 2)  # type: ignore[arg-type]
+        runs[config] = found
+        print(
+            f"{config}: {found['import_seconds']} s, ratio {found['ratio_to_read_hash_verify']}",
+            file=sys.stderr,
+        )
+    result = {
+        "command": "python bench/import_speed.py " + " ".join(sys.argv[1:]),
+        "files": len(paths),
+        "read_hash_verify_seconds": round(baseline, 2),
+        "imports": runs,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    }
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
