@@ -68,15 +68,12 @@ def list_source(source: Path) -> Listing:
             path = base / rel
             return path.read_bytes
 
-        def file_exists(rel: str) -> bool:
-            # Not checked here: a missing file fails when read and is reported then, which spares a
-            # system call per row on large manifests.
-            return True
-
         def file_path(rel: str) -> Path:
             return base / rel
 
-        return list(_list_manifest(raw, source.name, read_file, file_exists, file_path))
+        # Existence is not checked while listing: a missing file fails when read and is reported then,
+        # which spares a system call per row on large manifests.
+        return list(_list_manifest(raw, source.name, read_file, None, file_path))
     raise SourceError(f"{source} is neither a folder, a .csv manifest nor a .zip archive")
 
 
@@ -166,7 +163,7 @@ def _list_manifest(
     raw: bytes,
     manifest_name: str,
     read_file: Callable[[str], Callable[[], bytes]],
-    file_exists: Callable[[str], bool],
+    file_exists: Callable[[str], bool] | None,
     file_path: Callable[[str], Path] | None = None,
 ) -> Iterator[SourceEntry | SourceProblem]:
     try:
@@ -192,7 +189,7 @@ def _list_manifest(
             if not rel:
                 yield SourceProblem(f"{manifest_name}:{line}", "row has an empty path")
                 continue
-            if not file_exists(rel):
+            if file_exists is not None and not file_exists(rel):
                 yield SourceProblem(rel, f"missing file (listed on line {line} of {manifest_name})")
                 continue
             yield SourceEntry(
