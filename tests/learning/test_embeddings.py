@@ -1,0 +1,77 @@
+"""Embedding extraction on real cells and the ids.npy / embeddings.npy / meta.json format."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learning.data import CellImageDataset, CellRecord, default_data_dir, read_manifest, sample_per_class
+from learning.embeddings import extract_embeddings, load_embeddings, save_embeddings
+from models_zoo import create_model
+
+
+@pytest.fixture(scope="module")
+def cells() -> list[CellRecord]:
+    path = default_data_dir() / "manifest.csv"
+    if not path.is_file():
+        message = f"real leukocyte data not found at {path} (set LEUKOLOOP_DATA_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return sample_per_class(read_manifest(path), 2, seed=5)  # 18 real cells
+
+
+@pytest.mark.realdata
+def test_extract_embeddings_shapes_norms_and_paths(cells: list[CellRecord], tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("lightcnn", width=8)  # 64-d
+    emb = extract_embeddings(model, cells, image_size=32, batch_size=7)
+    assert emb.shape == (len(cells), 64) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert model.training  # the caller's mode is restored
+
+    # Same numbers whether images come preloaded, through DataLoader workers, or in another batch size.
+    dataset = CellImageDataset(cells, 32)
+    dataset.preload()
+    np.testing.assert_allclose(extract_embeddings(model, dataset, batch_size=64), emb, atol=1e-5)
+    workers = extract_embeddings(model, CellImageDataset(cells, 32), batch_size=5, num_workers=1)
+    np.testing.assert_allclose(workers, emb, atol=1e-5)
+    raw = extract_embeddings(model, dataset, normalize=False)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+
+    ids = [c.id for c in cells]
+    folder = save_embeddings(tmp_path / "emb", ids, emb, meta={"encoder": "lightcnn", "image_size": 32})
+    assert sorted(p.name for p in folder.iterdir()) == ["embeddings.npy", "ids.npy", "meta.json"]
+    ids2, emb2, meta = load_embeddings(folder)
+    assert ids2.tolist() == ids
+    np.testing.assert_array_equal(emb2, emb)
+    assert meta == {
+        "n": len(cells),
+        "dim": 64,
+        "dtype": "float32",
+        "normalized": True,
+        "encoder": "lightcnn",
+        "image_size": 32,
+    }
+    assert json.loads((folder / "meta.json").read_text())["n"] == len(cells)
+
+
+def test_save_embeddings_validates(tmp_path: Path) -> None:
+    emb = np.eye(3, dtype=np.float64)
+    with pytest.raises(ValueError):
+        save_embeddings(tmp_path, ["a", "b"], emb)
+    with pytest.raises(ValueError, match="unique"):
+        save_embeddings(tmp_path, ["a", "a", "b"], emb)
+    save_embeddings(tmp_path, ["a", "b", "c"], emb)
+    ids, loaded, meta = load_embeddings(tmp_path)
+    assert loaded.dtype == np.float32 and meta["normalized"] is True and ids.dtype.kind == "U"
+
+
+def test_extract_needs_image_size_for_records(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        extract_embeddings(create_model("lightcnn", width=8), [CellRecord("x", tmp_path / "x.jpg")])

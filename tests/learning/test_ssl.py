@@ -1,0 +1,183 @@
+"""Semi-hard triplet loss against a slow reference, and tiny real pretraining runs that checkpoint,
+load and resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from learning.data import CellRecord, data_hash, default_data_dir, read_manifest, sample_per_class
+from learning.selfsup import (
+    METHODS,
+    create_method,
+    load_checkpoint,
+    load_encoder,
+    pretrain,
+    triplet_semihard_loss,
+)
+from models_zoo import create_model
+
+
+def slow_triplet_semihard(emb: torch.Tensor, labels: torch.Tensor, margin: float) -> float:
+    """Loop version of FaceNet's online semi-hard mining with TensorFlow Addons' fallback rule."""
+    d = torch.cdist(emb.double(), emb.double())
+    terms = []
+    for a in range(len(labels)):
+        negatives = [n for n in range(len(labels)) if labels[n] != labels[a]]
+        if not negatives:
+            continue
+        for p in range(len(labels)):
+            if p == a or labels[p] != labels[a]:
+                continue
+            farther = [d[a, n].item() for n in negatives if d[a, n] > d[a, p]]
+            d_an = min(farther) if farther else max(d[a, n].item() for n in negatives)
+            terms.append(max(0.0, margin + d[a, p].item() - d_an))
+    return sum(terms) / len(terms) if terms else 0.0
+
+
+GRID = list(itertools.product([4, 9, 16], [2, 32], [2, 3], [0.2, 1.0], [True, False]))
+
+
+@pytest.mark.parametrize(("batch", "dim", "group", "margin", "normalise"), GRID)
+def test_triplet_semihard_matches_slow_reference(
+    batch: int, dim: int, group: int, margin: float, normalise: bool
+) -> None:
+    g = torch.Generator().manual_seed(batch * 1000 + dim * 10 + group)
+    emb = torch.randn(batch, dim, generator=g)
+    if normalise:
+        emb = F.normalize(emb, dim=1)
+    labels = torch.randperm(batch, generator=g) // group  # groups of `group` (the last may be smaller)
+    got = triplet_semihard_loss(emb, labels, margin)
+    assert got.item() == pytest.approx(slow_triplet_semihard(emb, labels, margin), abs=1e-5)
+
+
+def test_triplet_semihard_gradients_and_edge_cases() -> None:
+    emb = torch.randn(8, 4, requires_grad=True)
+    labels = torch.arange(4).repeat(2)
+    loss = triplet_semihard_loss(emb, labels, 1.0)
+    loss.backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all() and loss.item() > 0
+
+    # Identical views (distance 0, where sqrt has no derivative) still give finite gradients.
+    same = torch.randn(4, 3).repeat(2, 1).requires_grad_()
+    triplet_semihard_loss(same, labels, 0.5).backward()
+    assert same.grad is not None and torch.isfinite(same.grad).all()
+
+    # Positives together, negatives far beyond the margin: nothing to learn.
+    spread = torch.eye(4).repeat(2, 1) * 10.0
+    assert triplet_semihard_loss(spread, labels, 1.0).item() == 0.0
+    # No negatives (one identity) or no positives (all distinct): zero, still differentiable.
+    for lab in (torch.zeros(8, dtype=torch.long), torch.arange(8)):
+        zero = triplet_semihard_loss(emb, lab, 1.0)
+        assert zero.item() == 0.0 and zero.requires_grad
+    with pytest.raises(ValueError):
+        triplet_semihard_loss(emb, labels[:3], 1.0)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_losses_are_finite(name: str) -> None:
+    torch.manual_seed(0)
+    method = create_method(name, create_model("lightcnn", width=8))
+    x0, x1 = torch.rand(6, 3, 32, 32), torch.rand(6, 3, 32, 32)
+    loss = method.training_loss(x0, x1)
+    loss.backward()
+    method.on_step_end(0.5)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+# --- real pretraining runs --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cells() -> list[CellRecord]:
+    path = default_data_dir() / "manifest.csv"
+    if not path.is_file():
+        message = f"real leukocyte data not found at {path} (set LEUKOLOOP_DATA_DIR)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return sample_per_class(read_manifest(path), 4)[:32]  # 32 real cells, every class
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_pretrain_checkpoint_load_and_resume(cells: list[CellRecord], tmp_path: Path, method: str) -> None:
+    first = pretrain(
+        cells,
+        method=method,
+        backbone="lightcnn",
+        backbone_kwargs={"width": 8},
+        image_size=32,
+        epochs=1,
+        batch_size=16,
+        out=tmp_path / "run.pt",
+        progress=False,
+        seed=1,
+    )
+    json.dumps(first)  # JSON-able
+    assert first["stopped_by"] == "epochs"
+    assert first["steps_done"] == 2 and first["epochs_done"] == 1.0
+    assert len(first["history"]) == 1 and first["final_loss"] == pytest.approx(first["final_loss"])
+
+    encoder, meta = load_encoder(tmp_path / "run.pt")
+    assert not encoder.training
+    assert meta["backbone"] == "lightcnn" and meta["backbone_kwargs"] == {"width": 8}
+    assert meta["method"] == method and meta["image_size"] == 32
+    assert meta["data_hash"] == data_hash(cells) and meta["n_images"] == 32
+    assert meta["epochs_done"] == 1.0 and meta["seconds"] > 0
+    with torch.no_grad():
+        z = encoder.forward_features(torch.rand(3, 3, 32, 32))
+    assert z.shape == (3, meta["embedding_dim"]) == (3, 64)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+
+    second = pretrain(
+        cells, epochs=2, out=tmp_path / "resumed.pt", resume=tmp_path / "run.pt", progress=False
+    )
+    assert second["method"] == method and second["image_size"] == 32  # taken from the checkpoint
+    assert second["steps_done"] == 4 and second["steps_this_run"] == 2 and second["epochs_done"] == 2.0
+    assert len(second["history"]) == 2 and second["seconds"] > first["seconds"]
+    resumed, meta2 = load_encoder(tmp_path / "resumed.pt")
+    assert meta2["created"] == meta["created"]
+    changed = [
+        k for k, v in resumed.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])
+    ]
+    assert changed  # it trained on
+    state = load_checkpoint(tmp_path / "resumed.pt")
+    assert state["optimizer"]["state"]  # optimizer moments travel with the checkpoint
+
+    with pytest.raises(ValueError, match="differs"):
+        pretrain(
+            cells,
+            method="simclr" if method != "simclr" else "byol",
+            epochs=3,
+            out=tmp_path / "x.pt",
+            resume=tmp_path / "resumed.pt",
+            progress=False,
+        )
+
+
+@pytest.mark.realdata
+def test_pretrain_time_budget(cells: list[CellRecord], tmp_path: Path) -> None:
+    result = pretrain(
+        cells[:8],
+        backbone="lightcnn",
+        backbone_kwargs={"width": 8},
+        image_size=32,
+        minutes=1e-4,
+        batch_size=4,
+        out=tmp_path / "budget.pt",
+        progress=False,
+    )
+    assert result["stopped_by"] == "minutes"
+    assert result["seconds_this_run"] < 30
+    assert (tmp_path / "budget.pt").is_file()
+    _, meta = load_encoder(tmp_path / "budget.pt")
+    assert meta["steps_done"] == result["steps_done"]
+    with pytest.raises(ValueError, match="epochs, minutes"):
+        pretrain(cells, out=tmp_path / "never.pt")
