@@ -18,13 +18,16 @@ def default_attribute_schema() -> list[AttributeSpec]:
 
 
 class QueryStrategy(models.TextChoices):
+    """The strategies of ``learning.query.STRATEGIES`` (a test keeps the two lists equal)."""
+
     HYBRID = "hybrid", "Uncertainty + diversity (margin thinned by k-center)"
     MARGIN = "margin", "Margin"
     ENTROPY = "entropy", "Entropy"
     LEAST_CONFIDENCE = "least_confidence", "Least confidence"
     TYPICLUST = "typiclust", "TypiClust"
     PROBCOVER = "probcover", "ProbCover"
-    KCENTER = "kcenter", "k-center greedy (coreset)"
+    CORESET = "coreset", "k-center greedy (coreset)"
+    KMEANS_MEDOIDS = "kmeans_medoids", "k-means medoids"
     BADGE = "badge", "BADGE"
     RANDOM = "random", "Random"
 

@@ -33,7 +33,7 @@ def _key_values(items: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m learning.selfsup", description=__doc__)
-    p.add_argument("--manifest", default=str(default_data_dir() / "manifest.csv"))
+    p.add_argument("--data", "--manifest", dest="manifest", default=str(default_data_dir() / "manifest.csv"))
     p.add_argument("--limit", type=int, default=None, help="use the first N cells only")
     p.add_argument("--method", choices=sorted(METHODS), default=None)
     p.add_argument("--backbone", choices=list_models(), default=None)

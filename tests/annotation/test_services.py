@@ -101,3 +101,10 @@ def test_progress_is_clamped_and_only_written_while_running(project: Project) ->
     services.job_progress(job_id=job.pk, progress=7.0, message="over")
     job.refresh_from_db()
     assert (job.progress, job.message) == (1.0, "over")
+
+
+def test_project_strategy_choices_are_the_learning_engines_strategies() -> None:
+    from annotation.models import QueryStrategy
+    from learning.query import STRATEGIES
+
+    assert set(QueryStrategy.values) == set(STRATEGIES)

@@ -1,0 +1,163 @@
+"""End to end on ~200 real cells: split -> pretrain -> embed -> benchmark, through ``python -m learning``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from learning.__main__ import main
+from learning.benchmark import initial_stratified
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture
+def small_manifest(data_dir: Path, manifest_rows: list[dict[str, str]], tmp_path: Path) -> Path:
+    taken: dict[str, int] = {}
+    rows = []
+    for row in manifest_rows:
+        if taken.get(row["label"], 0) < 22:
+            taken[row["label"]] = taken.get(row["label"], 0) + 1
+            rows.append({**row, "path": str(data_dir / row["path"])})
+    path = tmp_path / "small.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(manifest_rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_pretrain_embed_benchmark_end_to_end(
+    small_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = run(
+        [
+            "split",
+            "--data",
+            str(small_manifest),
+            "--test-fraction",
+            "0.25",
+            "--out-dir",
+            str(tmp_path / "split"),
+        ],
+        capsys,
+    )
+    assert split["pool"] + split["test"] == 9 * 22  # type: ignore[operator]
+
+    pretrained = run(
+        [
+            "pretrain",
+            "--data",
+            str(tmp_path / "split" / "pool.csv"),
+            "--method",
+            "simclr",
+            "--backbone",
+            "lightcnn",
+            "--backbone-kw",
+            "width=8",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--out",
+            str(tmp_path / "enc.pt"),
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert pretrained["method"] == "simclr"
+    assert (tmp_path / "enc.pt").is_file()
+
+    embedded = run(
+        [
+            "embed",
+            "--encoder",
+            str(tmp_path / "enc.pt"),
+            "--data",
+            str(tmp_path / "split" / "test.csv"),
+            "--out",
+            str(tmp_path / "emb"),
+        ],
+        capsys,
+    )
+    emb = np.load(tmp_path / "emb" / "embeddings.npy")
+    assert emb.shape == (split["test"], embedded["dim"])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
+
+    out = tmp_path / "bench"
+    result = run(
+        [
+            "benchmark",
+            "--pool",
+            str(tmp_path / "split" / "pool.csv"),
+            "--test",
+            str(tmp_path / "split" / "test.csv"),
+            "--encoder",
+            str(tmp_path / "enc.pt"),
+            "--strategies",
+            "random,margin,typiclust",
+            "--batch",
+            "9",
+            "--rounds",
+            "2",
+            "--seeds",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["strategies"]) == {"random", "margin", "typiclust"}
+    assert 0.0 <= summary["full_label_macro_f1"] <= 1.0
+    for entry in summary["strategies"].values():
+        assert set(entry["labels_to_reach"]) == {"0.95", "0.99"}
+        assert 0.0 <= entry["final_test"]["macro_f1"] <= 1.0
+        assert "per_source_macro_f1" in entry["final_test"]
+        assert "attribute_mean_macro_f1" in entry["final_test"]
+    with (out / "curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 2 * 3  # strategies x seeds x (rounds + 1)
+    assert sorted({int(r["labels"]) for r in rows}) == [9, 18, 27]
+    assert (out / "learning_curves.png").stat().st_size > 10_000
+    assert result["full_label_macro_f1"] == summary["full_label_macro_f1"]
+
+
+def test_stratified_start_spreads_over_classes() -> None:
+    y = np.array(["a"] * 10 + ["b"] * 3 + ["c"] * 1)
+    picked = initial_stratified(y, 7, np.random.default_rng(0))
+    assert len(set(picked.tolist())) == 7
+    counts = {c: int((y[picked] == c).sum()) for c in "abc"}
+    assert counts == {"a": 3, "b": 3, "c": 1}
+
+
+def test_unknown_command_and_strategy_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["nonsense"]) == 2
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "benchmark",
+                "--pool",
+                "p.csv",
+                "--test",
+                "t.csv",
+                "--strategies",
+                "magic",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    assert "unknown strategies" in capsys.readouterr().err
