@@ -82,7 +82,7 @@ class CellRecord:
 def read_manifest(csv_path: str | Path, *, limit: int | None = None) -> list[CellRecord]:
     """Read a manifest CSV into records, in file order; ``limit`` keeps the first rows only."""
     csv_path = Path(csv_path)
-    root = csv_path.resolve().parent
+    root = csv_path.absolute().parent  # not resolve(): symlinked data folders keep their own paths
     records: list[CellRecord] = []
     with csv_path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
