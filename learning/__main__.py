@@ -212,6 +212,7 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     return {
         "out": str(args.out),
         "full_label_macro_f1": summary["full_label_macro_f1"],
+        "knn20_macro_f1": summary["knn20_macro_f1"],
         "strategies": {
             s: {k: v for k, v in entry.items() if k != "final_test_per_seed"}
             for s, entry in summary["strategies"].items()

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from learning.classifiers import ClassifierKind, MultiTaskClassifier, make_classifier
-from learning.evaluation import attribute_scores, evaluate, macro_f1, summarise_learning_curves
+from learning.evaluation import attribute_scores, evaluate, knn_macro_f1, macro_f1, summarise_learning_curves
 from learning.query import STRATEGIES, resolve_strategy, select
 
 Progress = Callable[[str], None]
@@ -202,6 +202,9 @@ def run_benchmark(
     full_f1 = macro_f1(problem.test_y, full.predict(problem.test_x))
     full_fit_s = time.perf_counter() - t0
     say(f"full-label macro-F1 {full_f1:.4f} ({len(problem.pool_x)} labels, {full_fit_s:.1f} s)")
+    # Quality of the embedding itself, before any classifier: the usual 20-NN probe.
+    knn20 = knn_macro_f1(problem.pool_x, problem.pool_y, problem.test_x, problem.test_y, k=20)
+    say(f"20-NN macro-F1 of the embedding {knn20:.4f}")
 
     records: list[RoundRecord] = []
     finals: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
@@ -243,6 +246,7 @@ def run_benchmark(
         {
             "full_label_macro_f1": full_f1,
             "full_label_fit_seconds": full_fit_s,
+            "knn20_macro_f1": knn20,
             "pool_size": len(problem.pool_x),
             "test_size": len(problem.test_x),
             "protocol": {

@@ -356,3 +356,37 @@ def summarise_learning_curves(
             speed[key] = n_random / n_strategy if n_random is not None and n_strategy else None
         out["strategies"][name]["speedup_vs_random"] = speed
     return out
+
+
+def knn_predict(
+    train_x: np.ndarray, train_y: np.ndarray | Sequence[Any], test_x: np.ndarray, *, k: int = 20
+) -> np.ndarray:
+    """Majority vote of the ``k`` most cosine-similar training cells (ties: the most similar wins).
+
+    The usual label-free measure of embedding quality (e.g. Wu et al. 2018, Caron et al. 2021 use a
+    weighted k-NN); ``train_x`` (N, D), ``test_x`` (M, D); returns (M,) str predictions.
+    """
+    from learning.index import EmbeddingIndex  # FAISS only when needed
+
+    labels = _as_str(train_y)
+    classes, codes = np.unique(labels, return_inverse=True)
+    index = EmbeddingIndex.build(train_x, ivf_threshold=10**12)
+    _sims, neighbours = index.search(test_x, min(k, len(train_x)))
+    votes = np.zeros((len(test_x), len(classes)), dtype=np.float64)
+    rows = np.repeat(np.arange(len(test_x)), neighbours.shape[1])
+    # A tiny rank-decaying weight breaks ties in favour of the closer neighbours.
+    weights = np.tile(1.0 + 1e-6 * np.arange(neighbours.shape[1], 0, -1), len(test_x))
+    np.add.at(votes, (rows, codes[neighbours.ravel()]), weights)
+    return np.asarray(classes[votes.argmax(axis=1)])
+
+
+def knn_macro_f1(
+    train_x: np.ndarray,
+    train_y: np.ndarray | Sequence[Any],
+    test_x: np.ndarray,
+    test_y: np.ndarray | Sequence[Any],
+    *,
+    k: int = 20,
+) -> float:
+    """Macro-F1 of :func:`knn_predict` on a labelled test set (over the labels present in ``test_y``)."""
+    return macro_f1(test_y, knn_predict(train_x, train_y, test_x, k=k))

@@ -186,3 +186,15 @@ def test_summary_reports_speedup_over_random() -> None:
     assert typ["aulc"] > out["strategies"]["random"]["aulc"] > out["strategies"]["bad"]["aulc"]
     default_ref = summarise_learning_curves(curves)
     assert default_ref["reference_score"] == pytest.approx(0.96)
+
+
+def test_knn_predict_votes_by_nearest_neighbours() -> None:
+    from learning.evaluation import knn_macro_f1, knn_predict
+
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.1, 0.9]], dtype=np.float32)
+    labels = np.array(["a", "a", "a", "b", "b"])
+    test = np.array([[1.0, 0.05], [0.05, 1.0]], dtype=np.float32)
+    assert knn_predict(train, labels, test, k=3).tolist() == ["a", "b"]
+    # k=5 everywhere: "a" holds the majority for both queries
+    assert knn_predict(train, labels, test, k=5).tolist() == ["a", "a"]
+    assert knn_macro_f1(train, labels, test, np.array(["a", "b"]), k=3) == 1.0
