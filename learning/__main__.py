@@ -127,10 +127,19 @@ def write_manifest(path: Path, records: Sequence[CellRecord], source_csv: Path) 
             writer.writerow({**rows[record.id], "path": str(record.path)})
 
 
+def content_groups(records: Sequence[CellRecord]) -> list[list[int]]:
+    """Indices of byte-identical images grouped together (SHA-256 of the files), in manifest order."""
+    groups: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(hashlib.sha256(record.path.read_bytes()).hexdigest(), []).append(i)
+    return list(groups.values())
+
+
 def cmd_split(argv: Sequence[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m learning split",
-        description="Stratified (label x source) pool/test split of a manifest.",
+        description="Stratified (label x source) pool/test split of a manifest. Byte-identical images stay "
+        "on one side, so a duplicate can never be trained on and tested on.",
     )
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--test-fraction", type=float, default=0.15)
@@ -138,12 +147,22 @@ def cmd_split(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     records = read_manifest(args.data)
-    pool_idx, test_idx = stratified_split(
-        [(r.label, r.source) for r in records], args.test_fraction, seed=args.seed
+    groups = content_groups(records)
+    # Split the distinct images; each group follows its first member's stratum and side.
+    first = [records[g[0]] for g in groups]
+    pool_groups, test_groups = stratified_split(
+        [(r.label, r.source) for r in first], args.test_fraction, seed=args.seed
     )
+    pool_idx = sorted(i for g in pool_groups for i in groups[g])
+    test_idx = sorted(i for g in test_groups for i in groups[g])
     write_manifest(args.out_dir / "pool.csv", [records[i] for i in pool_idx], args.data)
     write_manifest(args.out_dir / "test.csv", [records[i] for i in test_idx], args.data)
-    return {"pool": len(pool_idx), "test": len(test_idx), "out_dir": str(args.out_dir)}
+    return {
+        "pool": len(pool_idx),
+        "test": len(test_idx),
+        "duplicate_groups_kept_together": sum(len(g) > 1 for g in groups),
+        "out_dir": str(args.out_dir),
+    }
 
 
 def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:

@@ -161,3 +161,41 @@ def test_unknown_command_and_strategy_are_refused(capsys: pytest.CaptureFixture[
             ]
         )
     assert "unknown strategies" in capsys.readouterr().err
+
+
+def test_split_keeps_byte_identical_images_on_one_side(
+    data_dir: Path, manifest_rows: list[dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shared set's cross-class duplicate pair plus a handful of other cells.
+    pair = {"images/eosinophil/EO_225902.jpg", "images/neutrophil/BNE_191112.jpg"}
+    rows = [r for r in manifest_rows if r["path"] in pair]
+    rows += [
+        r for r in manifest_rows if r["label"] in {"eosinophil", "neutrophil"} and r["path"] not in pair
+    ][:20]
+    path = tmp_path / "dup.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(manifest_rows[0].keys()))
+        writer.writeheader()
+        writer.writerows({**r, "path": str(data_dir / r["path"])} for r in rows)
+    for seed in range(6):
+        result = run(
+            [
+                "split",
+                "--data",
+                str(path),
+                "--test-fraction",
+                "0.5",
+                "--seed",
+                str(seed),
+                "--out-dir",
+                str(tmp_path / f"s{seed}"),
+            ],
+            capsys,
+        )
+        assert result["duplicate_groups_kept_together"] == 1
+        sides = []
+        for side in ("pool", "test"):
+            with (tmp_path / f"s{seed}" / f"{side}.csv").open() as handle:
+                names = {Path(r["path"]).name for r in csv.DictReader(handle)}
+            sides.append(len(names & {Path(p).name for p in pair}))
+        assert sorted(sides) == [0, 2]
