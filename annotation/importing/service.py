@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -252,22 +253,26 @@ def import_cells(
     return report
 
 
-def _build_cell(project: Project, item: _Prepared, labels: LabelMode, defaults: _Defaults) -> Cell:
+def _cell_values(
+    project: Project, item: _Prepared, labels: LabelMode, defaults: _Defaults
+) -> dict[str, object]:
+    """Column values of the cell a prepared file becomes (keys are ``_CELL_COLUMNS`` but created_at)."""
+    entry = item.entry
     is_reference = labels is LabelMode.REFERENCE
-    return Cell(
-        project=project,
-        image=item.image,
-        content_hash=item.content_hash,
-        width=item.width,
-        height=item.height,
-        original_name=item.entry.name[:500],
-        source=(item.entry.source or defaults.source)[:64],
-        patient_id=item.entry.patient_id[:64],
-        slide_id=item.entry.slide_id[:64],
-        role=item.entry.role or defaults.role,
-        reference_label=item.label if is_reference else None,
-        reference_attributes=(item.attributes or None) if is_reference else None,
-    )
+    return {
+        "project_id": project.pk,
+        "image": item.image,
+        "content_hash": item.content_hash,
+        "width": item.width,
+        "height": item.height,
+        "original_name": entry.name[:500],
+        "source": (entry.source or defaults.source)[:64],
+        "patient_id": entry.patient_id[:64],
+        "slide_id": entry.slide_id[:64],
+        "role": entry.role or defaults.role,
+        "reference_label_id": item.label.pk if is_reference and item.label is not None else None,
+        "reference_attributes": item.attributes if is_reference and item.attributes else None,
+    }
 
 
 _CELL_COLUMNS = (
@@ -299,28 +304,14 @@ def _insert_cells(
     """
     attributes_field = Cell._meta.get_field("reference_attributes")
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
-    is_reference = labels is LabelMode.REFERENCE
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for item in chunk:
-        entry = item.entry
-        attributes = item.attributes if is_reference and item.attributes else None
-        rows.append(
-            (
-                project.pk,
-                item.image,
-                item.content_hash,
-                item.width,
-                item.height,
-                entry.name[:500],
-                (entry.source or defaults.source)[:64],
-                entry.patient_id[:64],
-                entry.slide_id[:64],
-                entry.role or defaults.role,
-                item.label.pk if is_reference and item.label is not None else None,
-                attributes_field.get_db_prep_save(attributes, connection),
-                created_at,
-            )
+        values = _cell_values(project, item, labels, defaults)
+        values["reference_attributes"] = attributes_field.get_db_prep_save(
+            values["reference_attributes"], connection
         )
+        values["created_at"] = created_at
+        rows.append(tuple(values[column] for column in _CELL_COLUMNS))
     table = connection.ops.quote_name(Cell._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _CELL_COLUMNS)
     placeholders = "(" + ", ".join(["%s"] * len(_CELL_COLUMNS)) + ")"
@@ -330,9 +321,9 @@ def _insert_cells(
         # order on both backends (Django's own bulk_create relies on the same).
         for start in range(0, len(rows), 2000):
             batch = rows[start : start + 2000]
-            values = ", ".join([placeholders] * len(batch))
+            tuples = ", ".join([placeholders] * len(batch))
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING id",
+                f"INSERT INTO {table} ({columns}) VALUES {tuples} RETURNING id",
                 [value for row in batch for value in row],
             )
             ids.extend(pk for (pk,) in cursor.fetchall())
@@ -356,7 +347,7 @@ def _write_chunk(
     for item in chunk:
         try:
             with transaction.atomic():
-                cell = _build_cell(project, item, labels, defaults)
+                cell = Cell(**_cell_values(project, item, labels, defaults))
                 cell.save()
                 created = _create_annotations([cell.pk], [item], labels)
             report.imported += 1

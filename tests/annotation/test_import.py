@@ -243,3 +243,20 @@ def test_zip_members_are_always_copied(
     cell = Cell.objects.get(project=project)
     assert cell.image_path.is_file()
     assert cell.image_path.read_bytes() == image.read_bytes()
+
+
+def test_cells_imported_meanwhile_by_someone_else_fall_back_to_one_by_one_inserts(
+    project: Project, make_manifest: ManifestWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annotation.importing import service
+
+    import_cells(project=project, source=make_manifest(per_class=1, folder="first"))
+    # Pretend the project looked empty when this import started, as if another import ran meanwhile:
+    # the chunk insert clashes and every cell is retried in its own transaction.
+    monkeypatch.setattr(service, "frozenset", lambda _rows: frozenset(), raising=False)
+    report = import_cells(project=project, source=make_manifest(per_class=2, folder="second"))
+
+    assert report.imported == 9
+    assert report.already_present == 9
+    assert Cell.objects.filter(project=project).count() == 18
+    assert Cell.objects.filter(project=project, reference_label__isnull=True).count() == 0
