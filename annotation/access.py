@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from annotation.models import Cell, Project
+from annotation.models import Cell, Membership, Project
 from annotation.selectors import AnyUser, project_role
 
 
@@ -20,3 +21,17 @@ def cell_for_user(*, user: AnyUser, cell_id: int) -> Cell:
     if cell is None or project_role(user=user, project=cell.project) is None:
         raise Http404("No such cell")
     return cell
+
+
+REVIEWERS = (Membership.Role.REVIEWER, Membership.Role.LEAD, Membership.Role.ADMIN)
+LEADS = (Membership.Role.LEAD, Membership.Role.ADMIN)
+
+
+def require_role(*, user: AnyUser, project: Project, roles: tuple[str, ...]) -> str:
+    """The user's role if it is one of ``roles``; outsiders get 404, members without the role 403."""
+    role = project_role(user=user, project=project)
+    if role is None:
+        raise Http404("No such project")
+    if role not in roles:
+        raise PermissionDenied(f"this needs one of the roles {', '.join(roles)}; you are {role}")
+    return role

@@ -7,5 +7,7 @@ class AnnotationConfig(AppConfig):
     verbose_name = "Cell annotation"
 
     def ready(self) -> None:
-        # Register job handlers with the task dispatcher.
+        # Register job handlers with the task dispatcher: the import job here, the learning loop's jobs
+        # (pretrain, embed, retrain, query) in the learning engine's service layer.
         from annotation import jobs  # noqa: F401
+        from learning.service import jobs as learning_jobs  # noqa: F401

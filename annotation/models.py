@@ -51,6 +51,35 @@ class Project(models.Model):
     is_synthetic_demo = models.BooleanField(
         default=False, help_text="Cells were drawn by leukoloop itself, not taken from a microscope."
     )
+    # --- How the loop learns (read by the background jobs) ---
+    encoder_backbone = models.CharField(
+        max_length=64, default="efficientnet_lite0", help_text="models_zoo backbone of the encoder."
+    )
+    encoder_pretrained = models.BooleanField(
+        default=True, help_text="Start the encoder from ImageNet weights (shipped inside the wheel)."
+    )
+    ssl_method = models.CharField(
+        max_length=16,
+        choices=[("simclr", "SimCLR"), ("byol", "BYOL"), ("triplet", "Triplet (reference method)")],
+        default="simclr",
+    )
+    image_size = models.PositiveIntegerField(
+        default=64, validators=[MinValueValidator(16), MaxValueValidator(512)], help_text="Side in pixels."
+    )
+    pretrain_minutes = models.FloatField(
+        default=10.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Label-free pretraining budget; 0 uses the initial weights as they are.",
+    )
+    classifier_kind = models.CharField(
+        max_length=16,
+        choices=[("logreg", "Logistic regression"), ("svm", "Linear SVM"), ("mlp", "MLP head")],
+        default="logreg",
+    )
+    finetune_every = models.PositiveIntegerField(
+        default=0,
+        help_text="Fine-tune the whole encoder on the labels every N submitted batches (0: never).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -169,9 +198,12 @@ class Annotation(models.Model):
     unsure = models.BooleanField(default=False)
     seconds_spent = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
     created_at = models.DateTimeField(auto_now_add=True)
+    # A newer annotation by the same person replaces this one; an undone annotation points at itself
+    # (``withdrawn_at`` set), which makes the one it replaced current again.
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="supersedes"
     )
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -210,6 +242,8 @@ class Job(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # A retrain requested while another retrain of the project runs: it starts when that one ends.
+        WAITING = "waiting", "Waiting for the running retrain"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
@@ -227,6 +261,9 @@ class Job(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Written every few seconds while a worker runs the job; a running job whose heartbeat stopped
+    # belongs to a dead worker and is handed to another (see annotation.services.job_requeue_stale).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -248,6 +285,7 @@ class Job(models.Model):
 class ModelVersion(models.Model):
     class Kind(models.TextChoices):
         ENCODER = "encoder", "Self-supervised encoder"
+        INDEX = "index", "Embeddings and FAISS index"
         CLASSIFIER = "classifier", "Classifier"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
@@ -261,13 +299,72 @@ class ModelVersion(models.Model):
     label_count = models.PositiveIntegerField(default=0)
     # Annotation ids are never reused or overwritten, so this list pins the exact training labels.
     trained_on = models.JSONField(default=list, blank=True, help_text="Ids of the annotations used.")
+    # The version this one was built from: an index's encoder, a classifier's index.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["project", "kind", "-version"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "kind", "version"], name="unique_model_version")
+            models.UniqueConstraint(fields=["project", "kind", "version"], name="unique_model_version"),
+            # A retried job finds the version it wrote before it died instead of writing a second one.
+            models.UniqueConstraint(
+                fields=["job", "kind"], condition=Q(job__isnull=False), name="one_model_version_per_job"
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.project} {self.kind} v{self.version}"
+
+
+class QueryBatch(models.Model):
+    """A batch of cells chosen for labelling, with the provenance of the choice."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
+    number = models.PositiveIntegerField()
+    requested_strategy = models.CharField(max_length=32)
+    strategy = models.CharField(max_length=32, help_text="The strategy that ran (cold start replaces some).")
+    classifier = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    index = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    job = models.OneToOneField(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="batch")
+    labelled_count = models.PositiveIntegerField(default=0, help_text="Labels in the project when chosen.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [models.UniqueConstraint(fields=["project", "number"], name="unique_batch_number")]
+
+    def __str__(self) -> str:
+        return f"{self.project} batch {self.number}"
+
+
+class QueryItem(models.Model):
+    """One cell of a batch: why it was chosen (score, rank) and what the model suggested."""
+
+    batch = models.ForeignKey(QueryBatch, on_delete=models.CASCADE, related_name="items")
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="query_items")
+    rank = models.PositiveIntegerField()
+    score = models.FloatField(null=True, blank=True, help_text="The strategy's informativeness score.")
+    suggestion = models.ForeignKey(
+        LabelClass, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confidence = models.FloatField(null=True, blank=True)
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    skipped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["batch", "rank"]
+        constraints = [models.UniqueConstraint(fields=["batch", "cell"], name="unique_cell_per_batch")]
+
+    def __str__(self) -> str:
+        return f"cell {self.cell_id} in batch {self.batch_id}"

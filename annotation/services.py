@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from annotation.models import Annotation, Cell, Job, LabelClass, Membership, Project
+from annotation.models import Annotation, Cell, Job, LabelClass, Membership, Project, QueryBatch, QueryItem
 from annotation.taxonomy import BLOOD_SMEAR_CLASSES, WBCATT_ATTRIBUTES, ClassSpec, validate_attribute_schema
 
 
@@ -99,6 +101,90 @@ def annotation_create(
     return annotation
 
 
+@transaction.atomic
+def annotation_withdraw(*, annotation: Annotation, user: User) -> Annotation | None:
+    """Undo: take back ``annotation`` (which must be ``user``'s current one). Nothing is deleted: the row
+    is marked withdrawn and the annotation it replaced, if any, becomes current again (and is returned).
+    """
+    locked = Annotation.objects.select_for_update().get(pk=annotation.pk)
+    if locked.annotator_id != user.pk:
+        raise PermissionError("only the annotator can take back their own label")
+    if locked.superseded_by_id is not None:
+        raise ValueError("this label is no longer current; only the latest one can be undone")
+    Annotation.objects.filter(pk=locked.pk).update(superseded_by=locked.pk, withdrawn_at=timezone.now())
+    previous = Annotation.objects.filter(superseded_by=locked.pk).exclude(pk=locked.pk).first()
+    if previous is not None:
+        Annotation.objects.filter(pk=previous.pk).update(superseded_by=None)
+        previous.refresh_from_db()
+    return previous
+
+
+def review_decide(
+    *, cell: Cell, reviewer: User, label: LabelClass, attributes: dict[str, str] | None = None
+) -> Annotation:
+    """A reviewer's final decision on a cell: an annotation of origin ``review`` (history is kept)."""
+    return annotation_create(
+        cell=cell,
+        annotator=reviewer,
+        label=label,
+        attributes=attributes,
+        origin=Annotation.Origin.REVIEW,
+    )
+
+
+def query_item_skip(*, item: QueryItem, user: User) -> QueryItem:
+    """Skip a queried cell: it leaves the batch for everyone and is not queried again."""
+    QueryItem.objects.filter(pk=item.pk, skipped_at__isnull=True).update(
+        skipped_at=timezone.now(), skipped_by=user
+    )
+    item.refresh_from_db()
+    return item
+
+
+@transaction.atomic
+def batch_submit(*, batch: QueryBatch, user: User) -> Job:
+    """The annotator is done with a batch: retrain on every label so far and build the next batch."""
+    QueryBatch.objects.filter(pk=batch.pk, submitted_at__isnull=True).update(
+        submitted_at=timezone.now(), submitted_by=user
+    )
+    return retrain_request(project=batch.project, created_by=user, reason=f"batch {batch.number} submitted")
+
+
+@transaction.atomic
+def retrain_request(*, project: Project, created_by: User | None = None, reason: str = "") -> Job:
+    """Ask for a retrain (which also builds the next query batch). At most one retrain per project is
+    in flight: a request while one is queued joins it (it will see the new labels anyway); a request
+    while one runs leaves exactly one job waiting, released when the running one ends."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()  # one request at a time per project
+    retrains = Job.objects.filter(project=project, kind=Job.Kind.RETRAIN)
+    pending = retrains.filter(status__in=[Job.Status.QUEUED, Job.Status.WAITING]).first()
+    if pending is not None:
+        return pending
+    params = {"reason": reason}
+    if retrains.filter(status=Job.Status.RUNNING).exists():
+        return Job.objects.create(
+            kind=Job.Kind.RETRAIN,
+            project=project,
+            status=Job.Status.WAITING,
+            params=params,
+            created_by=created_by,
+            message="waits for the running retrain",
+        )
+    return job_create(kind=Job.Kind.RETRAIN, project=project, params=params, created_by=created_by)
+
+
+@transaction.atomic
+def job_release_waiting(*, project_id: int, kind: str) -> Job | None:
+    """Hand the job waiting behind a finished one to a worker."""
+    Project.objects.select_for_update().filter(pk=project_id).first()
+    waiting = Job.objects.filter(project_id=project_id, kind=kind, status=Job.Status.WAITING).first()
+    if waiting is None:
+        return None
+    Job.objects.filter(pk=waiting.pk).update(status=Job.Status.QUEUED, message="")
+    job_enqueue(job=waiting)
+    return waiting
+
+
 # --- Jobs -----------------------------------------------------------------------------------------
 
 
@@ -124,20 +210,52 @@ def job_enqueue(*, job: Job) -> None:
     transaction.on_commit(lambda: run_job.delay(job_id))
 
 
+def _stale_before() -> Any:
+    return timezone.now() - timedelta(seconds=settings.LEUKOLOOP_JOB_STALE_SECONDS)
+
+
+def _stale_running() -> Q:
+    return Q(status=Job.Status.RUNNING) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=_stale_before()))
+
+
 def job_claim(*, job_id: int) -> bool:
     """Mark a queued job running. A conditional UPDATE, so two workers can never both claim one job.
 
-    A job found ``running`` was claimed by a worker that died before finishing (late acknowledgement
-    delivered it again): it is claimed anew and its attempt counter goes up."""
-    claimed = Job.objects.filter(pk=job_id, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).update(
-        status=Job.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, error=""
+    A ``running`` job whose heartbeat stopped was claimed by a worker that died before finishing (late
+    acknowledgement or the stale-job sweep delivered it again): it is claimed anew and its attempt
+    counter goes up. A running job with a live heartbeat is left to its worker."""
+    now = timezone.now()
+    claimed = (
+        Job.objects.filter(pk=job_id)
+        .filter(Q(status=Job.Status.QUEUED) | _stale_running())
+        .update(
+            status=Job.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=F("attempts") + 1,
+            error="",
+        )
     )
     return claimed == 1
 
 
+def job_heartbeat(*, job_id: int) -> None:
+    Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
+
+
+def job_requeue_stale() -> list[int]:
+    """Send every running job whose worker stopped beating back to the queue; returns their ids."""
+    from annotation.tasks import run_job
+
+    stale = list(Job.objects.filter(_stale_running()).values_list("pk", flat=True))
+    for job_id in stale:
+        run_job.delay(job_id)
+    return stale
+
+
 def job_progress(*, job_id: int, progress: float, message: str = "") -> None:
     Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).update(
-        progress=min(max(progress, 0.0), 1.0), message=message[:500]
+        progress=min(max(progress, 0.0), 1.0), message=message[:500], heartbeat_at=timezone.now()
     )
 
 

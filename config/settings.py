@@ -124,6 +124,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # The transport does not create its folders.
     for _folder in ("queue", "processed", "control"):
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis hands an unacknowledged job to another worker after this many seconds. Pretraining runs for
+    # many minutes, so the default hour is raised; a dead worker's job is picked up much sooner by the
+    # heartbeat sweep (LEUKOLOOP_JOB_STALE_SECONDS) anyway.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("LEUKOLOOP_VISIBILITY_TIMEOUT", 6 * 3600)
+    }
 # Job state lives in the Job table, so Celery's own result store is not needed.
 CELERY_TASK_IGNORE_RESULT = True
 # A job is acknowledged only after it finished, so a killed worker's job is delivered again.
@@ -133,10 +140,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "leukoloop")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Workers that run `celery worker -B` (one per deployment) sweep for jobs of dead workers every minute.
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-jobs": {"task": "leukoloop.requeue_stale_jobs", "schedule": 60.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- leukoloop ------------------------------------------------------------------------------------
 # Images above this many pixels are refused at import (decompression-bomb guard).
 LEUKOLOOP_MAX_IMAGE_PIXELS = env_int("LEUKOLOOP_MAX_IMAGE_PIXELS", 40_000_000)
+# A running job writes a heartbeat every few seconds; one silent for this long is a dead worker's.
+LEUKOLOOP_JOB_STALE_SECONDS = env_int("LEUKOLOOP_JOB_STALE_SECONDS", 60)
+LEUKOLOOP_JOB_HEARTBEAT_SECONDS = env_int("LEUKOLOOP_JOB_HEARTBEAT_SECONDS", 5)
+# Encoders, embeddings, FAISS indexes and classifiers, one folder per job.
+LEUKOLOOP_ARTIFACTS_DIR = Path(env_str("LEUKOLOOP_ARTIFACTS_DIR", str(VAR_DIR / "artifacts"))).resolve()
 LEUKOLOOP_DATA_DIR = Path(
     env_str("LEUKOLOOP_DATA_DIR", str(BASE_DIR.parent / "shared" / "data" / "leukocytes"))
 ).resolve()

@@ -202,3 +202,58 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, log: P
         time.sleep(0.2)
     tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- worker log ---\n{tail}")
+
+
+# --- The active-learning loop ---------------------------------------------------------------------
+
+
+def run_queued_jobs(*, limit: int = 20) -> list[int]:
+    """Run queued jobs one after another in this process, as a worker would; returns their ids.
+
+    For tests without a worker process: inside a test transaction ``on_commit`` never fires, so nothing
+    reaches the broker and the jobs wait in the table."""
+    from django.test import override_settings
+
+    from annotation.models import Job
+    from annotation.tasks import run_job
+
+    ran: list[int] = []
+    # No heartbeat thread: its own connection would wait on the test's open transaction.
+    with override_settings(LEUKOLOOP_JOB_HEARTBEAT_SECONDS=3600):
+        while len(ran) < limit:
+            job = Job.objects.filter(status=Job.Status.QUEUED).order_by("pk").first()
+            if job is None:
+                break
+            run_job(job.pk)
+            ran.append(job.pk)
+    return ran
+
+
+LOOP_SETTINGS = {
+    "encoder_backbone": "lightcnn",
+    "encoder_pretrained": False,
+    "image_size": 32,
+    "pretrain_minutes": 0.03,
+    "query_batch_size": 12,
+}
+
+
+@pytest.fixture
+def loop_project(make_manifest: ManifestWriter, lead: User) -> Any:
+    """A project of 72 real cells (8 per class, one per class held out for validation) with a tiny
+    encoder configuration, so the whole loop runs in seconds on 2 cores."""
+    from annotation import services
+    from annotation.importing.service import LabelMode, import_cells
+    from annotation.models import Cell, Project
+
+    project = services.project_create(name="loop", lead=lead)
+    Project.objects.filter(pk=project.pk).update(**LOOP_SETTINGS)
+    project.refresh_from_db()
+    import_cells(project=project, source=make_manifest(per_class=8), labels=LabelMode.REFERENCE)
+    validation = []
+    for label_class in project.classes.all():
+        first = Cell.objects.filter(project=project, reference_label=label_class).order_by("pk").first()
+        if first is not None:
+            validation.append(first.pk)
+    Cell.objects.filter(pk__in=validation).update(role=Cell.Role.VALIDATION)
+    return project

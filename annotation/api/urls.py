@@ -1,6 +1,6 @@
 from django.urls import path
 
-from annotation.api import views
+from annotation.api import loop, views
 
 urlpatterns = [
     path("projects/", views.ProjectListApi.as_view(), name="api-project-list"),
@@ -8,4 +8,27 @@ urlpatterns = [
     path("projects/<int:project_id>/cells/", views.CellListApi.as_view(), name="api-cell-list"),
     path("projects/<int:project_id>/jobs/", views.JobListApi.as_view(), name="api-job-list"),
     path("jobs/<int:job_id>/", views.JobDetailApi.as_view(), name="api-job-detail"),
+    # The active-learning loop and the labelling page
+    path("projects/<int:project_id>/loop/", loop.LoopStateApi.as_view(), name="api-loop"),
+    path("projects/<int:project_id>/loop/start/", loop.LoopStartApi.as_view(), name="api-loop-start"),
+    path(
+        "projects/<int:project_id>/batches/current/", loop.CurrentBatchApi.as_view(), name="api-batch-current"
+    ),
+    path(
+        "projects/<int:project_id>/batches/<int:batch_id>/submit/",
+        loop.BatchSubmitApi.as_view(),
+        name="api-batch-submit",
+    ),
+    path(
+        "projects/<int:project_id>/batches/<int:batch_id>/skip/",
+        loop.BatchSkipApi.as_view(),
+        name="api-batch-skip",
+    ),
+    path("projects/<int:project_id>/annotations/", loop.AnnotationCreateApi.as_view(), name="api-annotate"),
+    path(
+        "annotations/<int:annotation_id>/undo/", loop.AnnotationUndoApi.as_view(), name="api-annotation-undo"
+    ),
+    path("projects/<int:project_id>/review/", loop.ReviewQueueApi.as_view(), name="api-review"),
+    path("cells/<int:cell_id>/why/", loop.CellWhyApi.as_view(), name="api-cell-why"),
+    path("cells/<int:cell_id>/similar/", loop.CellSimilarApi.as_view(), name="api-cell-similar"),
 ]

@@ -22,7 +22,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ def pretrain(
     num_threads: int | None = None,
     channels_last: bool | None = None,
     cache_dir: str | Path | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, Any]:
     """Label-free pretraining of a ``models_zoo`` backbone on ``records``; writes a checkpoint to ``out``.
 
@@ -140,6 +141,8 @@ def pretrain(
         device: default CUDA when available, else CPU with ``num_threads`` (default all cores) threads.
         channels_last: NHWC memory layout (default on CPU, where oneDNN convolutions run faster with it).
         cache_dir: keep the decoded image tensor there between runs.
+        on_progress: called after every step with (fraction of the budget done, a short message), for
+            callers that report progress elsewhere (the platform's job rows).
 
     Returns:
         JSON-able summary: checkpoint, method, backbone, epochs_done, steps_done, seconds,
@@ -321,6 +324,11 @@ def pretrain(
                 if bar is not None:
                     bar.update()
                     bar.set_postfix(loss=f"{last_loss:.4f}", epoch=f"{steps_done / steps_per_epoch:.2f}")
+                if on_progress is not None:
+                    on_progress(
+                        progress_fraction(),
+                        f"epoch {steps_done / steps_per_epoch:.2f}, loss {last_loss:.4f}",
+                    )
                 stopped_by = done()
                 if stopped_by is not None:
                     break

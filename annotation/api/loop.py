@@ -1,0 +1,216 @@
+"""API of the labelling page: loop state, batches, labels (single and many), undo, skip, review,
+similar cells and provenance. Every view checks project membership first (outsiders get 404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import loop_state, services
+from annotation.access import LEADS, REVIEWERS, cell_for_user, project_for_user, require_role
+from annotation.models import Annotation, Cell, Job, LabelClass, Project, QueryBatch, QueryItem
+
+
+def _label(project: Project, name: str | None) -> LabelClass | None:
+    if name in (None, ""):
+        return None
+    label = LabelClass.objects.filter(project=project, name=name).first()
+    if label is None:
+        raise ValidationError({"label": f"{name!r} is not a class of this project"})
+    return label
+
+
+class LoopStateApi(APIView):
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        return Response(loop_state.loop_state(project=project))
+
+
+class StartSerializer(serializers.Serializer[dict[str, Any]]):
+    minutes = serializers.FloatField(required=False, min_value=0.0, max_value=24 * 60)
+
+
+class LoopStartApi(APIView):
+    """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far)."""
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=LEADS)
+        data = StartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        active = Job.objects.filter(
+            project=project, kind__in=[Job.Kind.PRETRAIN, Job.Kind.EMBED], status__in=loop_state.ACTIVE
+        ).first()
+        if active is not None:
+            return Response(loop_state.job_summary(active), status=status.HTTP_200_OK)
+        job = services.job_create(
+            kind=Job.Kind.PRETRAIN,
+            project=project,
+            params=dict(data.validated_data),
+            created_by=request.user,  # type: ignore[arg-type]  # IsAuthenticated: never anonymous here
+        )
+        return Response(loop_state.job_summary(job), status=status.HTTP_202_ACCEPTED)
+
+
+class CurrentBatchApi(APIView):
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        batch = loop_state.current_batch(project)
+        if batch is None:
+            return Response({"batch": None})
+        return Response({"batch": loop_state.batch_for_annotator(batch=batch, user=request.user)})
+
+
+class BatchSubmitApi(APIView):
+    def post(self, request: Request, project_id: int, batch_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        batch = get_object_or_404(QueryBatch, pk=batch_id, project=project)
+        job = services.batch_submit(batch=batch, user=request.user)  # type: ignore[arg-type]
+        return Response({"retrain_job": loop_state.job_summary(job)}, status=status.HTTP_202_ACCEPTED)
+
+
+class SkipSerializer(serializers.Serializer[dict[str, Any]]):
+    cell = serializers.IntegerField()
+
+
+class BatchSkipApi(APIView):
+    def post(self, request: Request, project_id: int, batch_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        data = SkipSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        item = get_object_or_404(
+            QueryItem, batch_id=batch_id, batch__project=project, cell_id=data.validated_data["cell"]
+        )
+        services.query_item_skip(item=item, user=request.user)  # type: ignore[arg-type]
+        return Response({"cell": item.cell_id, "skipped": True})
+
+
+class LabelSerializer(serializers.Serializer[dict[str, Any]]):
+    cells = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=500)
+    label = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # type: ignore[assignment]
+    unsure = serializers.BooleanField(default=False)
+    attributes = serializers.DictField(child=serializers.CharField(), required=False)
+    seconds_spent = serializers.FloatField(required=False, allow_null=True, min_value=0.0)
+
+
+class AnnotationCreateApi(APIView):
+    """Label one cell or many at once (multi-select). All or nothing: one bad cell labels none."""
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        data = LabelSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        label = _label(project, values.get("label"))
+        if label is None and not values["unsure"]:
+            raise ValidationError({"label": "give a label, or flag the cell unsure"})
+        cell_ids = list(dict.fromkeys(values["cells"]))
+        cells = {
+            c.pk: c for c in Cell.objects.filter(project=project, pk__in=cell_ids).select_related("project")
+        }
+        missing = [c for c in cell_ids if c not in cells]
+        if missing:
+            raise ValidationError({"cells": f"not cells of this project: {missing}"})
+        # Time spent on a multi-select is shared among its cells.
+        seconds = values.get("seconds_spent")
+        per_cell = seconds / len(cell_ids) if seconds is not None else None
+        try:
+            with transaction.atomic():
+                created = [
+                    services.annotation_create(
+                        cell=cells[cell_id],
+                        annotator=request.user,  # type: ignore[arg-type]
+                        label=label,
+                        attributes=values.get("attributes") or {},
+                        unsure=values["unsure"],
+                        seconds_spent=per_cell,
+                    )
+                    for cell_id in cell_ids
+                ]
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(
+            {"annotations": [loop_state.annotation_summary(a) for a in created]},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class AnnotationUndoApi(APIView):
+    def post(self, request: Request, annotation_id: int) -> Response:
+        annotation = get_object_or_404(Annotation.objects.select_related("cell"), pk=annotation_id)
+        project_for_user(user=request.user, project_id=annotation.cell.project_id)
+        try:
+            restored = services.annotation_withdraw(annotation=annotation, user=request.user)  # type: ignore[arg-type]
+        except PermissionError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(
+            {
+                "withdrawn": annotation.pk,
+                "restored": loop_state.annotation_summary(restored) if restored is not None else None,
+            }
+        )
+
+
+class ReviewSerializer(serializers.Serializer[dict[str, Any]]):
+    cell = serializers.IntegerField()
+    label = serializers.CharField()  # type: ignore[assignment]  # DRF's stubs think Field.label is a str
+    attributes = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class ReviewQueueApi(APIView):
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=REVIEWERS)
+        return Response({"queue": loop_state.review_queue(project=project)})
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=REVIEWERS)
+        data = ReviewSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        cell = get_object_or_404(Cell, pk=data.validated_data["cell"], project=project)
+        label = _label(project, data.validated_data["label"])
+        assert label is not None
+        try:
+            decision = services.review_decide(
+                cell=cell,
+                reviewer=request.user,  # type: ignore[arg-type]
+                label=label,
+                attributes=data.validated_data.get("attributes") or {},
+            )
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(loop_state.annotation_summary(decision), status=status.HTTP_201_CREATED)
+
+
+class CellWhyApi(APIView):
+    def get(self, request: Request, cell_id: int) -> Response:
+        cell = cell_for_user(user=request.user, cell_id=cell_id)
+        return Response(
+            {
+                "cell": cell.pk,
+                "queried": loop_state.cell_provenance(cell=cell),
+                "history": loop_state.cell_history(cell=cell),
+            }
+        )
+
+
+class CellSimilarApi(APIView):
+    def get(self, request: Request, cell_id: int) -> Response:
+        from learning.service.inference import similar_cells
+
+        cell = cell_for_user(user=request.user, cell_id=cell_id)
+        try:
+            k = max(1, min(int(request.query_params.get("k", 8)), 50))
+        except ValueError as exc:
+            raise ValidationError({"k": "must be an integer"}) from exc
+        return Response(similar_cells(cell=cell, k=k))

@@ -1,0 +1,53 @@
+"""Job handlers of the active-learning loop, registered with the platform's job dispatcher.
+
+pretrain -> embed (+ FAISS index) -> query (cold start) ... label ... retrain (+ next batch) -> ...
+A new encoder always leads to a new index, and a new index to a retrain (or a cold-start batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from annotation.jobs import JobProgress, job_handler
+from annotation.labels import LabelStatus, cell_labels
+from annotation.models import Job
+from learning.service.chaining import start_follow_up, start_learning
+from learning.service.encoders import pretrain_encoder
+from learning.service.indexing import embed_and_index
+from learning.service.retraining import retrain_and_query
+
+
+@job_handler(Job.Kind.PRETRAIN)
+def run_pretrain(job: Job, progress: JobProgress) -> dict[str, Any]:
+    encoder = pretrain_encoder(job, progress)
+    follow = start_follow_up(parent=job, kind=Job.Kind.EMBED, params={"encoder_version": encoder.pk})
+    return {
+        "encoder_version": encoder.version,
+        "metrics": encoder.metrics,
+        "next_job": follow.pk,
+        "message": f"encoder v{encoder.version} ready",
+    }
+
+
+@job_handler(Job.Kind.EMBED)
+def run_embed(job: Job, progress: JobProgress) -> dict[str, Any]:
+    index = embed_and_index(job, progress)
+    assert job.project is not None
+    has_labels = any(s.status is LabelStatus.LABELLED for s in cell_labels(project=job.project).values())
+    follow = start_learning(parent=job, has_labels=has_labels)
+    return {
+        "index_version": index.version,
+        "metrics": index.metrics,
+        "next_job": follow.pk,
+        "message": f"index v{index.version} of {index.artifacts['n_cells']} cells ready",
+    }
+
+
+@job_handler(Job.Kind.RETRAIN)
+def run_retrain(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return retrain_and_query(job, progress, fit=True)
+
+
+@job_handler(Job.Kind.QUERY)
+def run_query(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return retrain_and_query(job, progress, fit=False)

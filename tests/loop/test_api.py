@@ -1,0 +1,148 @@
+"""The labelling page's API on a real loop: labels one and many, undo, skip, unsure -> reviewer queue ->
+final decision, similar cells, provenance, saliency, and who may do what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from PIL import Image
+
+from annotation import services
+from annotation.labels import LabelStatus, cell_labels
+from annotation.models import Annotation, Job, Membership, Project, QueryBatch
+from tests.conftest import run_queued_jobs
+
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
+
+
+@pytest.fixture
+def running_loop(loop_project: Project, annotator: User) -> Project:
+    services.membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    run_queued_jobs()
+    return loop_project
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def current_batch(client: Client, project: Project) -> dict[str, Any]:
+    response = client.get(f"/api/projects/{project.pk}/batches/current/")
+    assert response.status_code == 200
+    batch: dict[str, Any] = response.json()["batch"]
+    return batch
+
+
+def annotate(client: Client, project: Project, **body: Any) -> Any:
+    return client.post(f"/api/projects/{project.pk}/annotations/", body, content_type="application/json")
+
+
+def test_label_many_then_undo_restores_the_previous_label(running_loop: Project, annotator: User) -> None:
+    client = client_for(annotator)
+    batch = current_batch(client, running_loop)
+    assert len(batch["items"]) == 12 and batch["classifier_version"] is None
+    cells = [item["cell"] for item in batch["items"][:3]]
+    first = annotate(client, running_loop, cells=cells, label="neutrophil", seconds_spent=3.0)
+    assert first.status_code == 201, first.content
+    assert [a["label"] for a in first.json()["annotations"]] == ["neutrophil"] * 3
+    assert Annotation.objects.get(pk=first.json()["annotations"][0]["id"]).seconds_spent == pytest.approx(1.0)
+    second = annotate(client, running_loop, cells=cells[:1], label="monocyte")
+    undo = client.post(f"/api/annotations/{second.json()['annotations'][0]['id']}/undo/")
+    assert undo.status_code == 200 and undo.json()["restored"]["label"] == "neutrophil"
+    mine = {i["cell"]: i["mine"] for i in current_batch(client, running_loop)["items"]}
+    assert mine[cells[0]]["label"] == "neutrophil"
+    # Nothing was deleted: the undone label stays in the history, marked withdrawn.
+    assert Annotation.objects.filter(cell_id=cells[0], withdrawn_at__isnull=False).count() == 1
+    assert Annotation.objects.filter(cell_id=cells[0]).count() == 2
+
+
+def test_a_bad_cell_in_a_multi_label_request_labels_none(running_loop: Project, annotator: User) -> None:
+    client = client_for(annotator)
+    cell = current_batch(client, running_loop)["items"][0]["cell"]
+    response = annotate(client, running_loop, cells=[cell, 10**9], label="neutrophil")
+    assert response.status_code == 400 and "not cells of this project" in response.content.decode()
+    assert not Annotation.objects.filter(cell_id=cell).exists()
+    response = annotate(client, running_loop, cells=[cell], label="not-a-class")
+    assert response.status_code == 400 and "not a class" in response.content.decode()
+    response = annotate(client, running_loop, cells=[cell], attributes={"cell_size": "huge"}, label="neutrophil")
+    assert response.status_code == 400 and not Annotation.objects.filter(cell_id=cell).exists()
+
+
+def test_unsure_goes_to_the_reviewer_whose_decision_is_final(running_loop: Project, annotator: User) -> None:
+    reviewer = User.objects.create_user("reviewer")
+    services.membership_set(project=running_loop, user=reviewer, role=Membership.Role.REVIEWER)
+    client = client_for(annotator)
+    cells = [item["cell"] for item in current_batch(client, running_loop)["items"][:2]]
+    assert annotate(client, running_loop, cells=[cells[0]], unsure=True).status_code == 201
+    assert annotate(client, running_loop, cells=[cells[1]], label="basophil").status_code == 201
+    other = User.objects.create_user("second-annotator")
+    services.membership_set(project=running_loop, user=other, role=Membership.Role.ANNOTATOR)
+    assert annotate(client_for(other), running_loop, cells=[cells[1]], label="eosinophil").status_code == 201
+    assert client.get(f"/api/projects/{running_loop.pk}/review/").status_code == 403  # annotators do not review
+    queue = client_for(reviewer).get(f"/api/projects/{running_loop.pk}/review/").json()["queue"]
+    assert [(e["cell"], e["reason"]) for e in queue] == [(cells[0], "unsure"), (cells[1], "disagreement")]
+    page = client_for(reviewer).post(f"/projects/{running_loop.pk}/review/", {"cell": cells[0], "label": "monocyte"})
+    assert page.status_code == 302
+    state = cell_labels(project=running_loop)[cells[0]]
+    assert (state.status, state.label) == (LabelStatus.LABELLED, "monocyte")
+    # A later label by an annotator does not overturn the reviewer.
+    annotate(client, running_loop, cells=[cells[0]], label="neutrophil")
+    assert cell_labels(project=running_loop)[cells[0]].label == "monocyte"
+    queue = client_for(reviewer).get(f"/api/projects/{running_loop.pk}/review/").json()["queue"]
+    assert [e["cell"] for e in queue] == [cells[1]]
+
+
+def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotator: User) -> None:
+    client = client_for(annotator)
+    batch = current_batch(client, running_loop)
+    db_batch = QueryBatch.objects.get(pk=batch["id"])
+    for item in db_batch.items.select_related("cell__reference_label"):
+        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    assert client.post(f"/api/projects/{running_loop.pk}/batches/{batch['id']}/submit/").status_code == 202
+    run_queued_jobs()
+    new = current_batch(client, running_loop)
+    assert new["number"] == 2 and new["classifier_version"] == 1
+    cell = new["items"][0]["cell"]
+    similar = client.get(f"/api/cells/{cell}/similar/?k=5").json()
+    assert len(similar["neighbours"]) == 5 and cell not in [n["cell"] for n in similar["neighbours"]]
+    sims = [n["similarity"] for n in similar["neighbours"]]
+    assert sims == sorted(sims, reverse=True)
+    labelled = {i.cell_id for i in db_batch.items.all()}
+    assert all((n["label"] is not None) == (n["cell"] in labelled) for n in similar["neighbours"])
+    why = client.get(f"/api/cells/{cell}/why/").json()["queried"]
+    assert why[0]["batch"] == 2 and why[0]["strategy"] == "hybrid" and why[0]["classifier_version"] == 1
+    assert why[0]["score"] == pytest.approx(new["items"][0]["score"])
+    png = client.get(f"/cells/{cell}/saliency.png")
+    assert png.status_code == 200 and png["Content-Type"] == "image/png"
+    import io
+
+    image = Image.open(io.BytesIO(b"".join(png.streaming_content) if png.streaming else png.content))
+    assert min(image.size) >= 192
+
+
+def test_outsiders_see_nothing_and_only_leads_start_pretraining(
+    running_loop: Project, annotator: User, outsider: User, lead: User
+) -> None:
+    cell = current_batch(client_for(annotator), running_loop)["items"][0]["cell"]
+    stranger = client_for(outsider)
+    for url in [
+        f"/api/projects/{running_loop.pk}/loop/",
+        f"/api/projects/{running_loop.pk}/batches/current/",
+        f"/api/cells/{cell}/why/",
+        f"/api/cells/{cell}/similar/",
+        f"/projects/{running_loop.pk}/label/",
+        f"/cells/{cell}/saliency.png",
+    ]:
+        assert stranger.get(url).status_code == 404, url
+    assert annotate(stranger, running_loop, cells=[cell], label="neutrophil").status_code == 404
+    assert client_for(annotator).post(f"/api/projects/{running_loop.pk}/loop/start/", {}).status_code == 403
+    started = client_for(lead).post(f"/api/projects/{running_loop.pk}/loop/start/", {"minutes": 0})
+    assert started.status_code == 202 and started.json()["kind"] == "pretrain"
+    state = client_for(lead).get(f"/api/projects/{running_loop.pk}/loop/").json()
+    assert state["stage"] == "pretraining" and state["batch"]["number"] == 1

@@ -1,0 +1,143 @@
+"""The loop's jobs run in order on real cells: pretrain -> embed + index -> cold-start batch -> labels ->
+retrain + next batch, with versions, validation metrics and provenance recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+
+from annotation import services
+from annotation.models import Cell, Job, ModelVersion, Project, QueryBatch, QueryItem
+from learning.service.artifacts import index_embeddings
+from tests.conftest import run_queued_jobs
+
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
+
+
+def start_loop(project: Project) -> None:
+    services.job_create(kind=Job.Kind.PRETRAIN, project=project)
+    run_queued_jobs()
+
+
+def label_batch(batch: QueryBatch, annotator: User, *, n: int | None = None) -> int:
+    """Label the batch's cells with their hidden reference labels, as a perfect annotator would."""
+    items = list(batch.items.select_related("cell__reference_label"))[:n]
+    for item in items:
+        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    return len(items)
+
+
+def test_pretrain_then_index_then_cold_start_batch(loop_project: Project) -> None:
+    start_loop(loop_project)
+    jobs = {j.kind: j for j in Job.objects.filter(project=loop_project)}
+    assert {k: j.status for k, j in jobs.items()} == {
+        Job.Kind.PRETRAIN: Job.Status.SUCCEEDED,
+        Job.Kind.EMBED: Job.Status.SUCCEEDED,
+        Job.Kind.QUERY: Job.Status.SUCCEEDED,
+    }, {k: j.error for k, j in jobs.items()}
+    encoder = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.ENCODER)
+    index = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.INDEX)
+    assert index.parent == encoder and encoder.metrics["epochs_done"] > 0
+    ids, emb = index_embeddings(index)
+    assert len(ids) == Cell.objects.filter(project=loop_project).count() == 72
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    batch = QueryBatch.objects.get(project=loop_project)
+    assert batch.number == 1 and batch.classifier is None and batch.index == index
+    assert batch.requested_strategy == "hybrid" and batch.strategy == "typiclust"  # cold start
+    cells = Cell.objects.filter(query_items__batch=batch)
+    assert cells.count() == 12 and set(cells.values_list("role", flat=True)) == {Cell.Role.POOL}
+
+
+def test_a_submitted_batch_retrains_and_the_next_batch_comes_from_the_new_model(
+    loop_project: Project, annotator: User
+) -> None:
+    start_loop(loop_project)
+    first = QueryBatch.objects.get(project=loop_project)
+    label_batch(first, annotator)
+    services.batch_submit(batch=first, user=annotator)
+    run_queued_jobs()
+    retrain = Job.objects.get(project=loop_project, kind=Job.Kind.RETRAIN)
+    assert retrain.status == Job.Status.SUCCEEDED, retrain.error
+    classifier = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER)
+    assert classifier.label_count == 12 and len(classifier.trained_on) == 12
+    # Metrics come from the 9 validation cells (their hidden reference labels), never from training cells.
+    assert classifier.metrics["n"] == 9 and 0.0 <= classifier.metrics["macro_f1"] <= 1.0
+    second = QueryBatch.objects.get(project=loop_project, number=2)
+    assert second.classifier == classifier and second.strategy == "hybrid"
+    labelled = set(first.items.values_list("cell_id", flat=True))
+    items = list(second.items.all())
+    assert len(items) == 12 and not labelled & {i.cell_id for i in items}
+    assert all(i.suggestion is not None and 0.0 < (i.confidence or 0) <= 1.0 for i in items)
+    assert all(i.score is not None for i in items)
+    assert set(retrain.result["seconds"]) >= {"load", "fit", "score", "select", "write"}
+
+
+def test_labels_during_a_retrain_trigger_exactly_one_more(loop_project: Project, annotator: User) -> None:
+    start_loop(loop_project)
+    batch = QueryBatch.objects.get(project=loop_project)
+    first = services.batch_submit(batch=batch, user=annotator)
+    assert services.retrain_request(project=loop_project) == first  # queued: joins it
+    assert services.job_claim(job_id=first.pk)  # now running
+    waiting = services.retrain_request(project=loop_project)
+    assert waiting != first and waiting.status == Job.Status.WAITING
+    assert services.retrain_request(project=loop_project) == waiting
+    assert services.retrain_request(project=loop_project) == waiting
+    services.job_succeed(job_id=first.pk, result={})
+    services.job_release_waiting(project_id=loop_project.pk, kind=Job.Kind.RETRAIN)
+    waiting.refresh_from_db()
+    assert waiting.status == Job.Status.QUEUED
+    assert Job.objects.filter(project=loop_project, kind=Job.Kind.RETRAIN).count() == 2
+
+
+def test_a_retried_retrain_writes_one_model_version_and_one_batch(
+    loop_project: Project, annotator: User
+) -> None:
+    from annotation.jobs import JOB_HANDLERS
+
+    start_loop(loop_project)
+    label_batch(QueryBatch.objects.get(project=loop_project), annotator)
+    job = services.retrain_request(project=loop_project)
+    assert services.job_claim(job_id=job.pk)
+    job.refresh_from_db()
+    first = JOB_HANDLERS[Job.Kind.RETRAIN](job, lambda f, m: None)
+    # The worker died before marking the job done: the redelivered job runs the handler again.
+    second = JOB_HANDLERS[Job.Kind.RETRAIN](job, lambda f, m: None)
+    assert first["batch_id"] == second["batch_id"]
+    assert ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER).count() == 1
+    assert QueryBatch.objects.filter(project=loop_project).count() == 2
+
+
+def test_skipped_and_unsure_cells_are_not_queried_again(loop_project: Project, annotator: User) -> None:
+    start_loop(loop_project)
+    batch = QueryBatch.objects.get(project=loop_project)
+    items = list(batch.items.select_related("cell__reference_label"))
+    services.query_item_skip(item=items[0], user=annotator)
+    services.annotation_create(cell=items[1].cell, annotator=annotator, label=None, unsure=True)
+    for item in items[2:]:
+        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    services.batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+    classifier = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER)
+    assert classifier.label_count == 10  # the unsure cell waits for a reviewer
+    new_cells = set(QueryItem.objects.filter(batch__number=2).values_list("cell_id", flat=True))
+    assert items[0].cell_id not in new_cells and items[1].cell_id not in new_cells
+
+
+def test_a_new_encoder_reindexes_and_retrains_on_the_existing_labels(
+    loop_project: Project, annotator: User
+) -> None:
+    start_loop(loop_project)
+    label_batch(QueryBatch.objects.get(project=loop_project), annotator)
+    services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project, params={"minutes": 0})
+    run_queued_jobs()
+    kinds: dict[str, Any] = {
+        kind: ModelVersion.objects.filter(project=loop_project, kind=kind).count()
+        for kind in ModelVersion.Kind.values
+    }
+    assert kinds == {"encoder": 2, "index": 2, "classifier": 1}
+    latest = QueryBatch.objects.filter(project=loop_project).first()
+    assert latest is not None and latest.index is not None and latest.index.version == 2
+    assert latest.classifier is not None and latest.classifier.parent == latest.index
