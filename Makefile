@@ -12,7 +12,7 @@ TEST_VAR := $(CURDIR)/var/test
 PG_URL ?= postgres://postgres@127.0.0.1:5432/leukoloop
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test install lint pytest migrate worker clean bench-import
+.PHONY: run test install lint pytest migrate worker clean bench-import browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: $(VENV)/.installed
 
+# Browser tests drive Debian's chromium through Playwright (no browser download).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
+
+browser: $(CHROMIUM)
+
 migrate: install
 	$(PY) manage.py migrate --no-input
 
@@ -32,7 +41,7 @@ migrate: install
 run: migrate
 	$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)")
 	@echo "starting a worker and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops both)"
-	@$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 --pool=solo > var/worker.log 2>&1 & \
+	@$(BIN)/celery -A config worker -B --loglevel=INFO --concurrency=1 --pool=solo > var/worker.log 2>&1 & \
 	  worker=$$!; trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
 	  echo "worker pid $$worker, log in var/worker.log"; \
 	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload
@@ -47,7 +56,7 @@ lint: install
 
 ## make test: install everything, lint, run the suite. With CI=true the suite runs on PostgreSQL + Redis,
 ## and the worker tests run a second time on the embedded default (SQLite + filesystem broker).
-test: install lint
+test: install browser lint
 ifeq ($(CI),true)
 	LEUKOLOOP_VAR_DIR=$(TEST_VAR) LEUKOLOOP_TEST_MODE=services DATABASE_URL=$(PG_URL) \
 	  CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest

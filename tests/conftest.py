@@ -150,48 +150,83 @@ def _worker_database_url() -> str:
     )
 
 
-@pytest.fixture
-def celery_worker_process(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[Path]:
-    """Start ``celery worker`` as a separate OS process on the test database and broker; yield its log."""
-    log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": _worker_database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "LEUKOLOOP_MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool=solo",
-                "--concurrency=1",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield log
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+class WorkerProcess:
+    """``celery worker`` as a separate OS process (its own process group, so it can be killed whole)."""
+
+    def __init__(self, log: Path, env: dict[str, str]) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--pool=solo",
+                    "--concurrency=1",
+                    "--loglevel=INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a pulled plug would: no clean-up runs."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            self.kill()
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Start real worker processes on the test database and broker; ``start_worker(NAME=value)`` adds
+    environment variables. All are stopped at the end of the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(**extra_env: str) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "DATABASE_URL": _worker_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "LEUKOLOOP_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "LEUKOLOOP_ARTIFACTS_DIR": str(settings.LEUKOLOOP_ARTIFACTS_DIR),
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            **extra_env,
+        }
+        worker = WorkerProcess(tmp_path / "worker.log", env)
+        workers.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+@pytest.fixture
+def celery_worker_process(start_worker: WorkerFactory) -> Path:
+    """One worker process; yields its log."""
+    return start_worker().log
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, log: Path | None = None) -> None:

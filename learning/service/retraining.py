@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 from django.db import transaction
 
+from annotation.failpoints import failpoint
 from annotation.jobs import JobProgress
 from annotation.models import Job, ModelVersion, Project, QueryBatch
 from learning.classifiers import AlignedClassifier
@@ -99,6 +100,8 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         seed=job.pk,
     )
     lap("select")
+    if fit:
+        failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
     if fit and clf is not None:
         path = job_dir(job) / CLASSIFIER_FILE

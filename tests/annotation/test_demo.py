@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from annotation.models import Cell, Membership, Project
+from annotation.models import Cell, Job, Membership, Project
 
 pytestmark = pytest.mark.django_db
 
@@ -24,9 +24,15 @@ def test_bootstrap_demo_creates_admin_and_a_marked_synthetic_project() -> None:
     assert set(cells.values_list("source", flat=True)) == {"synthetic"}
     assert Membership.objects.filter(project=project, user=admin, role=Membership.Role.ADMIN).exists()
 
+    # The loop starts by itself: validation cells held out, pretraining queued.
+    assert cells.filter(role=Cell.Role.VALIDATION).count() == 9 * 2
+    assert Job.objects.filter(project=project, kind=Job.Kind.PRETRAIN, status=Job.Status.QUEUED).count() == 1
+
     call_command("bootstrap_demo", stdout=StringIO())  # a second `make run` changes nothing
     assert Cell.objects.filter(project=project).count() == 9 * 12
     assert User.objects.get(username="admin").check_password(password)
+    assert cells.filter(role=Cell.Role.VALIDATION).count() == 9 * 2
+    assert Job.objects.filter(project=project, kind=Job.Kind.PRETRAIN).count() == 1
 
 
 @pytest.mark.realdata

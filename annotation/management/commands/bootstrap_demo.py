@@ -20,8 +20,8 @@ from django.core.management.base import BaseCommand
 
 from annotation.demo import write_demo_folder
 from annotation.importing.service import LabelMode, StoreMode, import_cells
-from annotation.models import Membership
-from annotation.services import membership_set, project_get_or_create
+from annotation.models import Job, Membership, ModelVersion, Project
+from annotation.services import hold_out_validation, job_create, membership_set, project_get_or_create
 from annotation.taxonomy import BLOOD_SMEAR_CLASSES
 
 SYNTHETIC_PROJECT = "Demo (synthetic cells)"
@@ -34,6 +34,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--data", type=Path, default=None)
         parser.add_argument("--username", default="admin")
+        parser.add_argument(
+            "--pretrain-minutes",
+            type=float,
+            default=3.0,
+            help="Label-free pretraining before the first batch (a lead can pretrain longer later).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         username, password = self._ensure_admin(options["username"])
@@ -63,7 +69,24 @@ class Command(BaseCommand):
                 self.stdout.write(f"drew {report.imported} synthetic cells into {project.name!r}")
         admin = get_user_model().objects.get(username=username)
         membership_set(project=project, user=admin, role=Membership.Role.ADMIN)
+        self._start_loop(project, minutes=options["pretrain_minutes"])
         self.stdout.write(self.style.SUCCESS(f"admin login: {username} / {password}"))
+
+    def _start_loop(self, project: Project, *, minutes: float) -> None:
+        """Hold out validation cells and queue the first pretraining, unless the loop already started."""
+        moved = hold_out_validation(project=project)
+        if moved:
+            self.stdout.write(f"held out {moved} reference-labelled cells for validation")
+        started = (
+            ModelVersion.objects.filter(project=project).exists()
+            or Job.objects.filter(project=project, kind=Job.Kind.PRETRAIN).exists()
+        )
+        if not started:
+            Project.objects.filter(pk=project.pk).update(pretrain_minutes=minutes)
+            job_create(kind=Job.Kind.PRETRAIN, project=project)
+            self.stdout.write(
+                f"queued {minutes:g} minutes of label-free pretraining; the first batch follows"
+            )
 
     def _ensure_admin(self, username: str) -> tuple[str, str]:
         secret_file = Path(settings.VAR_DIR) / "admin-password.txt"
