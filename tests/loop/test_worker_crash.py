@@ -21,7 +21,9 @@ STALE_SECONDS = 3
 def test_killed_worker_mid_retrain_keeps_labels_and_the_retry_makes_one_version(
     loop_project: Project, annotator: User, start_worker: WorkerFactory
 ) -> None:
-    first = start_worker(LEUKOLOOP_FAILPOINTS="retrain.before_commit=120", LEUKOLOOP_JOB_HEARTBEAT_SECONDS="1")
+    first = start_worker(
+        LEUKOLOOP_FAILPOINTS="retrain.before_commit=120", LEUKOLOOP_JOB_HEARTBEAT_SECONDS="1"
+    )
     services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
     wait_for(
         lambda: QueryBatch.objects.filter(project=loop_project).exists(),
@@ -32,7 +34,9 @@ def test_killed_worker_mid_retrain_keeps_labels_and_the_retry_makes_one_version(
     batch = QueryBatch.objects.get(project=loop_project)
     for item in batch.items.select_related("cell__reference_label"):
         services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
-    labels_before = sorted(Annotation.objects.filter(cell__project=loop_project).values_list("pk", "label_id"))
+    labels_before = sorted(
+        Annotation.objects.filter(cell__project=loop_project).values_list("pk", "label_id")
+    )
     retrain = services.batch_submit(batch=batch, user=annotator)
 
     def held_at_failpoint() -> bool:

@@ -1,0 +1,202 @@
+"""Latency of the labelling loop on the 16,230-cell shared project.
+
+    .venv/bin/python bench/loop_latency.py --data ../shared/data/leukocytes/manifest.csv \
+        --out bench/results/loop_latency.json [--rounds 5] [--database-url postgres://...]
+
+Measures, on a fresh database in a scratch folder (var/bench-loop):
+- label submission: server time of POST /api/projects/<id>/annotations/ (one cell per request), p50/p95;
+- next batch page: server time of GET /api/projects/<id>/batches/current/ and of the labelling page, p50/p95;
+- submit -> next batch: from POST .../batches/<id>/submit/ of a 48-cell batch until the next batch, chosen
+  by the retrained classifier, is in the database, with a real Celery worker process behind the broker;
+  the retrain job's own stage timings (load, fit, validate, score, select, write) say what dominates.
+Server times are taken with Django's test client in this process (the WSGI stack without a network).
+The encoder is EfficientNet-Lite0's ImageNet weights at 64 px (no pretraining: it does not change the
+latencies, only the accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SCRATCH = REPO / "var" / "bench-loop"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "max_ms": round(max(ms), 2),
+    }
+
+
+def configure(database_url: str | None) -> None:
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)
+    SCRATCH.mkdir(parents=True)
+    os.environ["LEUKOLOOP_VAR_DIR"] = str(SCRATCH)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    if database_url:
+        from django.db import connection
+
+        with connection.cursor() as cursor:  # a fresh schema
+            cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    call_command("migrate", verbosity=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+    configure(args.database_url)
+
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+
+    from annotation import services
+    from annotation.importing.service import LabelMode, import_cells
+    from annotation.models import Cell, Job, Membership, Project, QueryBatch
+    from tests.conftest import run_queued_jobs  # runs the queued jobs in this process
+
+    result: dict[str, Any] = {
+        "command": "python bench/loop_latency.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "database": connection.vendor,
+    }
+    user = User.objects.create_user("bench", password="x")
+    project = services.project_create(name="bench", lead=user)
+    services.membership_set(project=project, user=user, role=Membership.Role.LEAD)
+    Project.objects.filter(pk=project.pk).update(pretrain_minutes=0, image_size=64, query_batch_size=48)
+    t = time.perf_counter()
+    report = import_cells(project=project, source=args.data, labels=LabelMode.REFERENCE)
+    result["import_seconds"] = round(time.perf_counter() - t, 2)
+    result["cells"] = report.imported
+    result["validation_cells"] = services.hold_out_validation(project=project)
+    print(f"imported {report.imported} cells, {result['validation_cells']} for validation", flush=True)
+
+    # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
+    services.job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
+    t = time.perf_counter()
+    run_queued_jobs()
+    result["index_build_seconds"] = round(time.perf_counter() - t, 1)
+    index_job = Job.objects.get(project=project, kind=Job.Kind.EMBED)
+    result["embedding"] = index_job.result.get("metrics", {})
+    print(f"indexed in {result['index_build_seconds']} s", flush=True)
+
+    client = Client()
+    client.force_login(user)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=WARNING"],
+        cwd=REPO,
+        env={**os.environ},
+        stdout=(SCRATCH / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    label_times: list[float] = []
+    batch_api_times: list[float] = []
+    page_times: list[float] = []
+    rounds: list[dict[str, Any]] = []
+    try:
+        for _ in range(args.rounds):
+            batch = QueryBatch.objects.filter(project=project).order_by("-number").first()
+            assert batch is not None
+            for _ in range(10):
+                t = time.perf_counter()
+                response = client.get(f"/api/projects/{project.pk}/batches/current/")
+                batch_api_times.append(time.perf_counter() - t)
+                assert response.status_code == 200
+                t = time.perf_counter()
+                response = client.get(f"/projects/{project.pk}/label/")
+                page_times.append(time.perf_counter() - t)
+                assert response.status_code == 200
+            items = list(batch.items.select_related("cell__reference_label"))
+            for item in items:
+                label = item.cell.reference_label
+                body = {"cells": [item.cell_id], "label": label.name if label else None, "seconds_spent": 2.0}
+                t = time.perf_counter()
+                response = client.post(
+                    f"/api/projects/{project.pk}/annotations/", body, content_type="application/json"
+                )
+                label_times.append(time.perf_counter() - t)
+                assert response.status_code == 201, response.content
+            t0 = time.perf_counter()
+            response = client.post(f"/api/projects/{project.pk}/batches/{batch.pk}/submit/")
+            assert response.status_code == 202
+            job_id = response.json()["retrain_job"]["id"]
+            while not QueryBatch.objects.filter(project=project, number=batch.number + 1).exists():
+                if time.perf_counter() - t0 > 300:
+                    raise TimeoutError("no next batch after 300 s; see var/bench-loop/worker.log")
+                time.sleep(0.02)
+            wall = time.perf_counter() - t0
+            job = Job.objects.get(pk=job_id)
+            while job.status != Job.Status.SUCCEEDED:
+                time.sleep(0.05)
+                job.refresh_from_db()
+            stages = job.result["seconds"]
+            rounds.append(
+                {
+                    "labels": batch.labelled_count + len(items),
+                    "submit_to_next_batch_s": round(wall, 3),
+                    "job_stages_s": stages,
+                    "job_total_s": round(sum(stages.values()), 3),
+                    "queue_and_overhead_s": round(wall - sum(stages.values()), 3),
+                    "validation_macro_f1": job.result.get("validation_macro_f1"),
+                }
+            )
+            print(json.dumps(rounds[-1]), flush=True)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    result["label_submit"] = summary_ms(label_times)
+    result["batch_api"] = summary_ms(batch_api_times)
+    result["label_page_html"] = summary_ms(page_times)
+    result["rounds"] = rounds
+    walls = [r["submit_to_next_batch_s"] for r in rounds]
+    result["submit_to_next_batch_s"] = {"median": statistics.median(walls), "max": max(walls)}
+    stage_totals: dict[str, float] = {}
+    for r in rounds:
+        for name, seconds in r["job_stages_s"].items():
+            stage_totals[name] = stage_totals.get(name, 0.0) + seconds
+    result["dominant_stage"] = max(stage_totals, key=lambda k: stage_totals[k])
+    result["cells_check"] = Cell.objects.filter(project=project).count()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
