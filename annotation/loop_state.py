@@ -17,6 +17,7 @@ STAGE_OF_KIND = {
     Job.Kind.PRETRAIN: "pretraining",
     Job.Kind.EMBED: "indexing",
     Job.Kind.RETRAIN: "retraining",
+    Job.Kind.FINETUNE: "fine-tuning",
     Job.Kind.QUERY: "querying",
     Job.Kind.IMPORT: "importing",
 }

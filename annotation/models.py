@@ -233,6 +233,7 @@ class Job(models.Model):
         PRETRAIN = "pretrain", "Pretrain encoder"
         EMBED = "embed", "Embed and index cells"
         RETRAIN = "retrain", "Retrain classifier"
+        FINETUNE = "finetune", "Fine-tune the encoder on the labels"
         QUERY = "query", "Build query batch"
         EXPORT = "export", "Export"
 

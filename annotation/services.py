@@ -144,10 +144,26 @@ def query_item_skip(*, item: QueryItem, user: User) -> QueryItem:
 @transaction.atomic
 def batch_submit(*, batch: QueryBatch, user: User) -> Job:
     """The annotator is done with a batch: retrain on every label so far and build the next batch."""
-    QueryBatch.objects.filter(pk=batch.pk, submitted_at__isnull=True).update(
+    first_submission = QueryBatch.objects.filter(pk=batch.pk, submitted_at__isnull=True).update(
         submitted_at=timezone.now(), submitted_by=user
     )
-    return retrain_request(project=batch.project, created_by=user, reason=f"batch {batch.number} submitted")
+    project = batch.project
+    job = retrain_request(project=project, created_by=user, reason=f"batch {batch.number} submitted")
+    if first_submission and project.finetune_every:
+        submitted = QueryBatch.objects.filter(project=project, submitted_at__isnull=False).count()
+        if submitted % project.finetune_every == 0:
+            finetune_request(project=project, created_by=user)
+    return job
+
+
+def finetune_request(*, project: Project, created_by: User | None = None, **params: Any) -> Job:
+    """Fine-tune the whole encoder on the labels (then re-embed, re-index, retrain); one at a time."""
+    active = Job.objects.filter(
+        project=project, kind=Job.Kind.FINETUNE, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+    ).first()
+    if active is not None:
+        return active
+    return job_create(kind=Job.Kind.FINETUNE, project=project, params=params, created_by=created_by)
 
 
 @transaction.atomic

@@ -99,6 +99,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "api": {
             "loop": reverse("api-loop", args=[project.pk]),
             "start": reverse("api-loop-start", args=[project.pk]),
+            "finetune": reverse("api-loop-finetune", args=[project.pk]),
             "batch": reverse("api-batch-current", args=[project.pk]),
             "annotate": reverse("api-annotate", args=[project.pk]),
             "submit": _url_template("api-batch-submit", project.pk),

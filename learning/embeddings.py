@@ -52,7 +52,10 @@ def _batches(
         yield images
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: the model is moved and converted to channels-last in here, and under
+# inference_mode its weights would become inference tensors that can never be trained or explained
+# (saliency, fine-tuning) afterwards.
+@torch.no_grad()
 def extract_embeddings(
     model: nn.Module,
     data: Dataset[tuple[Tensor, int]] | Sequence[CellRecord],

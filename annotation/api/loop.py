@@ -59,6 +59,27 @@ class LoopStartApi(APIView):
         return Response(loop_state.job_summary(job), status=status.HTTP_202_ACCEPTED)
 
 
+class FinetuneSerializer(serializers.Serializer[dict[str, Any]]):
+    minutes = serializers.FloatField(required=False, min_value=0.1, max_value=24 * 60)
+    epochs = serializers.FloatField(required=False, min_value=0.1, max_value=1000)
+
+
+class LoopFinetuneApi(APIView):
+    """Fine-tune the whole encoder on the labels so far (then re-embed, re-index and retrain)."""
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=LEADS)
+        data = FinetuneSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.finetune_request(
+            project=project,
+            created_by=request.user,  # type: ignore[arg-type]
+            **data.validated_data,
+        )
+        return Response(loop_state.job_summary(job), status=status.HTTP_202_ACCEPTED)
+
+
 class CurrentBatchApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from learning.data import CellImageDataset, CellRecord, data_hash
 from learning.selfsup.methods import METHODS, SSLMethod, create_method
@@ -84,6 +84,22 @@ def load_encoder(
     model = create_model(meta["backbone"], pretrained=False, **_encoder_kwargs(meta["backbone_kwargs"]))
     model.load_state_dict(state["backbone"])
     return model.to(device).eval(), meta
+
+
+def save_encoder(path: str | Path, backbone: nn.Module, meta: Mapping[str, Any]) -> Path:
+    """Write an encoder (e.g. one fine-tuned with labels) in the checkpoint format :func:`load_encoder`
+    reads. ``meta`` needs ``backbone``, ``backbone_kwargs``, ``image_size`` and ``embedding_dim``; there are
+    no SSL heads or optimizer state, so such a checkpoint cannot be resumed as pretraining."""
+    missing = {"backbone", "backbone_kwargs", "image_size", "embedding_dim"} - set(meta)
+    if missing:
+        raise ValueError(f"encoder meta lacks {sorted(missing)}")
+    path = Path(path)
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+    _save(
+        path,
+        {"format": CHECKPOINT_FORMAT, "meta": dict(meta), "backbone": state, "heads": {}, "optimizer": {}},
+    )
+    return path
 
 
 def _lr_factor(progress: float, warmup: float, schedule: str) -> float:

@@ -13,6 +13,7 @@ from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Job
 from learning.service.chaining import start_follow_up, start_learning
 from learning.service.encoders import pretrain_encoder
+from learning.service.finetuning import finetune_encoder
 from learning.service.indexing import embed_and_index
 from learning.service.retraining import retrain_and_query
 
@@ -26,6 +27,18 @@ def run_pretrain(job: Job, progress: JobProgress) -> dict[str, Any]:
         "metrics": encoder.metrics,
         "next_job": follow.pk,
         "message": f"encoder v{encoder.version} ready",
+    }
+
+
+@job_handler(Job.Kind.FINETUNE)
+def run_finetune(job: Job, progress: JobProgress) -> dict[str, Any]:
+    encoder = finetune_encoder(job, progress)
+    follow = start_follow_up(parent=job, kind=Job.Kind.EMBED, params={"encoder_version": encoder.pk})
+    return {
+        "encoder_version": encoder.version,
+        "metrics": encoder.metrics,
+        "next_job": follow.pk,
+        "message": f"fine-tuned encoder v{encoder.version} ready",
     }
 
 

@@ -494,6 +494,8 @@
   }
   const start = $("start-pretrain");
   if (start) start.addEventListener("click", () => call("POST", api.start, {}).then(poll));
+  const tune = $("start-finetune");
+  if (tune) tune.addEventListener("click", () => call("POST", api.finetune, {}).then(poll));
   $("tile-size").addEventListener("input", (e) => {
     grid.style.setProperty("--tile", `${e.target.value}px`);
   });

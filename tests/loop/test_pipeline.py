@@ -141,3 +141,30 @@ def test_a_new_encoder_reindexes_and_retrains_on_the_existing_labels(
     latest = QueryBatch.objects.filter(project=loop_project).first()
     assert latest is not None and latest.index is not None and latest.index.version == 2
     assert latest.classifier is not None and latest.classifier.parent == latest.index
+
+
+def test_fine_tuning_makes_a_new_encoder_then_index_then_classifier(
+    loop_project: Project, annotator: User
+) -> None:
+    Project.objects.filter(pk=loop_project.pk).update(finetune_every=1)
+    start_loop(loop_project)
+    batch = QueryBatch.objects.get(project=loop_project)
+    label_batch(batch, annotator)
+    services.batch_submit(batch=batch, user=annotator)  # the first submitted batch: 1 % 1 == 0
+    finetune = Job.objects.get(project=loop_project, kind=Job.Kind.FINETUNE)
+    Job.objects.filter(pk=finetune.pk).update(params={"minutes": 0.05, "epochs": 2})
+    run_queued_jobs()
+    finetune.refresh_from_db()
+    assert finetune.status == Job.Status.SUCCEEDED, finetune.error
+    encoders = list(ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.ENCODER))
+    assert [e.version for e in encoders] == [2, 1]
+    tuned = encoders[0]
+    assert tuned.artifacts["method"] == "finetune" and tuned.parent == encoders[1] and tuned.label_count == 12
+    index = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.INDEX).first()
+    assert index is not None and index.version == 2 and index.parent == tuned
+    latest = QueryBatch.objects.filter(project=loop_project).first()
+    assert latest is not None and latest.classifier is not None and latest.classifier.parent == index
+    # The fine-tuned embedding space differs from the pretrained one.
+    old_ids, old = index_embeddings(ModelVersion.objects.get(project=loop_project, kind="index", version=1))
+    new_ids, new = index_embeddings(index)
+    assert (old_ids == new_ids).all() and not np.allclose(old, new, atol=1e-3)

@@ -1,0 +1,412 @@
+"""Full supervised fine-tuning of a backbone on the labelled cells.
+
+Frozen self-supervised embeddings plus a light head (:mod:`learning.classifiers`) are what the platform
+runs between labelling rounds. Once a few hundred labels exist, training every weight of the encoder
+on them usually separates the classes better. :func:`finetune` does that: a new linear head on
+``forward_features``, cross-entropy, AdamW with the encoder at ``lr`` and the freshly initialised head
+at ten times that (the head starts from nothing while the encoder only needs nudging; the usual
+fine-tuning recipe, e.g. Kornblith et al., "Do Better ImageNet Models Transfer Better?", CVPR 2019),
+a short warm-up then a cosine decay over the budget, the blood-smear augmentation of
+:mod:`learning.transforms` on whole batches, and class-balanced sampling (blood-cell label sets are
+skewed: a few basophils against thousands of neutrophils).
+
+What the platform keeps is the backbone: after fine-tuning it re-embeds every cell with
+:func:`learning.embeddings.extract_embeddings` (``forward_features``, L2-normalised), rebuilds the
+search index and refits its light classifiers on the new embeddings. The head returned here is the
+training objective's by-product; it is handy for :func:`predict_proba` and for checking the run, but
+it scores raw (not normalised) features and is not the platform's classifier.
+
+Never imports Django.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from learning.transforms import AugmentConfig, BloodSmearAugment, to_float
+
+Balance = Literal["sampler", "loss", "none"]
+BALANCE_MODES: Final[tuple[str, ...]] = ("sampler", "loss", "none")
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class FinetuneResult:
+    """Outcome of :func:`finetune`.
+
+    Attributes:
+        backbone: the fine-tuned backbone (the same object that was passed in, trained in place), in
+            eval mode on the training device; ``forward_features`` gives the new embedding.
+        head: ``nn.Linear(num_features, n_classes)`` over ``backbone.forward_features`` (raw features).
+        epochs_done: optimisation steps / steps per epoch (fractional when the time budget ran out).
+        steps_done: optimisation steps taken.
+        seconds: wall-clock time of the call.
+        history: one dict per (possibly partial) epoch: ``epoch``, ``loss`` and ``accuracy`` (means over
+            that epoch's augmented training batches), ``seconds`` since the start.
+        stopped_by: ``"epochs"`` or ``"minutes"``.
+        device: where it trained.
+    """
+
+    backbone: nn.Module
+    head: nn.Linear
+    epochs_done: float
+    steps_done: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = "epochs"
+    device: str = "cpu"
+
+
+def release_inference_tensors(module: nn.Module) -> int:
+    """Replace parameters and buffers that are inference tensors by ordinary copies; returns how many.
+
+    A module converted inside ``torch.inference_mode`` (``extract_embeddings`` on CPU calls
+    ``model.to(memory_format=torch.channels_last)`` there) ends up with inference-tensor weights, which
+    autograd refuses to save ("Inference tensors cannot be saved for backward"): the encoder that just
+    embedded the cells could be neither fine-tuned nor explained. Values, ``requires_grad`` and buffer
+    persistence are kept; run this before building an optimizer (parameters are new objects).
+    """
+    replaced = 0
+    for sub in module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            if param.is_inference():
+                setattr(sub, name, nn.Parameter(param.clone(), requires_grad=param.requires_grad))
+                replaced += 1
+        for name, buf in list(sub.named_buffers(recurse=False)):
+            if buf.is_inference():
+                setattr(sub, name, buf.clone())
+                replaced += 1
+    return replaced
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _lr_factor(fraction: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of the budget, then cosine decay to zero."""
+    if warmup > 0 and fraction < warmup:
+        return max(fraction / warmup, 0.01)
+    return 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
+
+
+def _check_inputs(images: Tensor, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Validate shapes and label range; returns the indices of the labelled rows (label >= 0)."""
+    if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (N, 3, S, S), got {images.dtype} {tuple(images.shape)}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be ({images.shape[0]},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if labels.size and labels.max() >= n_classes:
+        raise ValueError(f"label {labels.max()} out of range for n_classes={n_classes}")
+    keep = np.flatnonzero(labels >= 0)
+    if len(keep) < 2:
+        raise ValueError("need at least two labelled cells (batch norm needs batches of two)")
+    return keep
+
+
+def finetune(
+    backbone: nn.Module,
+    images: Tensor,
+    labels: np.ndarray,
+    n_classes: int,
+    *,
+    epochs: float | None = None,
+    minutes: float | None = None,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    head_lr: float | None = None,
+    weight_decay: float = 1e-4,
+    augment: str | AugmentConfig | None = "reference",
+    balance: Balance = "sampler",
+    label_smoothing: float = 0.0,
+    warmup: float = 0.05,
+    head: nn.Linear | None = None,
+    device: str | torch.device | None = None,
+    channels_last: bool | None = None,
+    recalibrate_bn: bool = True,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    progress_interval: float = 1.0,
+) -> FinetuneResult:
+    """Fine-tune every trainable weight of ``backbone`` plus a new linear head on labelled cells.
+
+    Args:
+        backbone: a ``models_zoo`` backbone (``forward_features``: (B, 3, S, S) in [0, 1] -> (B, D)),
+            e.g. a self-supervised encoder from :func:`learning.selfsup.load_encoder`. Trained in place;
+            parameters with ``requires_grad=False`` stay frozen.
+        images: uint8 (N, 3, S, S), decoded as for embedding (:class:`learning.data.CellImageDataset`).
+            Moved to the training device once, whole.
+        labels: (N,) int class indices in [0, n_classes); rows with -1 (unlabelled, as
+            :func:`learning.data.label_indices` marks them) are left out.
+        n_classes: size of the head; classes without any label simply never win.
+        epochs: number of passes over the labelled cells (may be fractional).
+        minutes: wall-clock budget of the call; training stops mid-epoch when it runs out. At least one
+            of ``epochs`` and ``minutes``; with both, whichever ends first.
+        batch_size: cells per step (capped at the number of labelled cells; an epoch is
+            ``max(1, N // batch_size)`` steps).
+        lr: AdamW learning rate of the backbone. 1e-4 suits pretrained (ImageNet or self-supervised)
+            weights; a randomly initialised backbone trains faster with ~1e-3.
+        head_lr: learning rate of the head, default ``10 * lr``.
+        augment: a preset of :data:`learning.transforms.AUGMENT_PRESETS` (default the reference
+            method's flips, rotation, zoom, shift and colour jitter), a config, or None for none.
+        balance: ``"sampler"`` (default) draws every batch with probability 1 / count(class) per cell,
+            so each class is seen equally often; ``"loss"`` keeps uniform epochs and weights the
+            cross-entropy by N / (K * count); ``"none"`` does neither.
+        label_smoothing: passed to the cross-entropy.
+        warmup: fraction of the budget with a linearly rising learning rate.
+        head: continue with an existing head instead of a fresh ``nn.Linear``.
+        device: default CUDA when available, else CPU.
+        channels_last: NHWC layout, default on CPU (faster oneDNN convolutions).
+        recalibrate_bn: after training, recompute the batch-norm statistics of the final weights with
+            one pass over the labelled cells without augmentation (``torch.optim.swa_utils.update_bn``).
+            The running averages kept during training mix earlier weights and augmented colours; after
+            a short run (tens of steps) they are far enough off that eval-mode predictions collapse to
+            one class although the training batches are mostly right.
+        seed: seeds the head's initialisation, the sampling and the augmentation.
+        progress: called as ``progress(fraction in [0, 1], message)`` at the start, at most every
+            ``progress_interval`` seconds during training, after each epoch and once with 1.0 at
+            the end (e.g. to update a Celery task's state).
+
+    Returns:
+        :class:`FinetuneResult`; re-embed the cells with ``result.backbone``.
+    """
+    t_start = time.perf_counter()
+    if epochs is None and minutes is None:
+        raise ValueError("give epochs, minutes or both")
+    if balance not in BALANCE_MODES:
+        raise ValueError(f"unknown balance {balance!r}; choose from {BALANCE_MODES}")
+    labels = np.asarray(labels)
+    keep = _check_inputs(images, labels, n_classes)
+    dev = _resolve_device(device)
+    use_cl = dev.type == "cpu" if channels_last is None else channels_last
+    torch.manual_seed(seed)
+
+    data = images[torch.from_numpy(keep)].to(dev)
+    targets = torch.from_numpy(labels[keep].astype(np.int64)).to(dev)
+    n = len(keep)
+    counts = torch.bincount(targets, minlength=n_classes).float()
+    class_weight = None
+    sample_weight = None
+    if balance == "loss":
+        class_weight = torch.where(counts > 0, n / (n_classes * counts.clamp_min(1.0)), 0.0)
+    elif balance == "sampler":
+        sample_weight = (1.0 / counts)[targets].cpu()
+
+    backbone.to(dev)
+    release_inference_tensors(backbone)
+    if use_cl:
+        backbone.to(memory_format=torch.channels_last)
+    dim = int(getattr(backbone, "num_features", 0)) or _embedding_dim(backbone, data[:2])
+    if head is None:
+        head = nn.Linear(dim, n_classes)
+    elif head.in_features != dim or head.out_features != n_classes:
+        raise ValueError(f"head is {head.in_features}->{head.out_features}, need {dim}->{n_classes}")
+    head.to(dev)
+    features = _features_fn(backbone)
+    base_lrs = (lr, head_lr if head_lr is not None else 10.0 * lr)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in backbone.parameters() if p.requires_grad], "lr": base_lrs[0]},
+            {"params": list(head.parameters()), "lr": base_lrs[1]},
+        ],
+        weight_decay=weight_decay,
+    )
+
+    bsz = min(batch_size, n)
+    steps_per_epoch = max(1, n // bsz)
+    target_steps = round(epochs * steps_per_epoch) if epochs is not None else None
+    budget_s = minutes * 60.0 if minutes is not None else None
+    gen_device = dev if dev.type == "cuda" else torch.device("cpu")
+    augmenter = (
+        BloodSmearAugment(augment, generator=torch.Generator(device=gen_device).manual_seed(seed))
+        if augment is not None
+        else None
+    )
+    sampler_gen = torch.Generator().manual_seed(seed + 7919)
+
+    def elapsed() -> float:
+        return time.perf_counter() - t_start
+
+    def fraction(steps: int) -> float:
+        parts = [0.0]
+        if target_steps is not None:
+            parts.append(steps / max(target_steps, 1))
+        if budget_s is not None:
+            parts.append(elapsed() / budget_s)
+        return min(max(parts), 1.0)
+
+    def stop_reason(steps: int) -> str | None:
+        if target_steps is not None and steps >= target_steps:
+            return "epochs"
+        if budget_s is not None and elapsed() >= budget_s:
+            return "minutes"
+        return None
+
+    last_report = time.perf_counter()
+
+    def report(steps: int, message: str, *, force: bool = False) -> None:
+        nonlocal last_report
+        if progress is not None and (force or time.perf_counter() - last_report >= progress_interval):
+            progress(fraction(steps), message)
+            last_report = time.perf_counter()
+
+    report(0, f"fine-tuning on {n} cells, {steps_per_epoch} steps per epoch", force=True)
+    history: list[dict[str, float]] = []
+    steps = 0
+    stopped_by = stop_reason(steps)
+    backbone.train()
+    head.train()
+    while stopped_by is None:
+        losses: list[float] = []
+        correct = 0
+        seen = 0
+        if sample_weight is not None:
+            order = torch.multinomial(sample_weight, steps_per_epoch * bsz, True, generator=sampler_gen)
+        else:
+            order = torch.randperm(n, generator=sampler_gen)
+        for step in range(steps_per_epoch):
+            idx = order[step * bsz : (step + 1) * bsz].to(dev)
+            x = to_float(data[idx])
+            if augmenter is not None:
+                x = augmenter(x)
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = targets[idx]
+            factor = _lr_factor(fraction(steps), warmup)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            logits = head(features(x))
+            loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {steps}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            losses.append(float(loss.detach()))
+            correct += int((logits.detach().argmax(dim=1) == y).sum())
+            seen += len(y)
+            report(steps, f"epoch {steps / steps_per_epoch:.2f}, loss {losses[-1]:.4f}")
+            stopped_by = stop_reason(steps)
+            if stopped_by is not None:
+                break
+        entry = {
+            "epoch": round(steps / steps_per_epoch, 4),
+            "loss": sum(losses) / len(losses),
+            "accuracy": correct / seen,
+            "seconds": round(elapsed(), 3),
+        }
+        history.append(entry)
+        report(steps, f"epoch {entry['epoch']:.2f}: loss {entry['loss']:.4f}", force=True)
+    if recalibrate_bn and steps > 0:
+        _recalibrate_batch_norm(backbone, data, bsz, use_cl)
+    backbone.eval()
+    head.eval()
+    if progress is not None:
+        progress(1.0, f"done: {steps} steps, stopped by {stopped_by}")
+    return FinetuneResult(
+        backbone=backbone,
+        head=head,
+        epochs_done=steps / steps_per_epoch,
+        steps_done=steps,
+        seconds=elapsed(),
+        history=history,
+        stopped_by=stopped_by,
+        device=str(dev),
+    )
+
+
+def _recalibrate_batch_norm(backbone: nn.Module, data: Tensor, batch_size: int, channels_last: bool) -> None:
+    """Exact batch-norm statistics of ``backbone`` on ``data`` (uint8 (N, 3, S, S), N >= 2)."""
+    # Nearly equal chunks: never a batch of one, which batch norm in train mode can reject.
+    chunks = torch.tensor_split(data, max(1, math.ceil(len(data) / batch_size)))
+
+    def batches() -> Iterator[Tensor]:
+        for chunk in chunks:
+            x = to_float(chunk)
+            yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    torch.optim.swa_utils.update_bn(batches(), backbone)
+
+
+def _features_fn(backbone: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``backbone.forward_features``, or the backbone itself for a plain embedding network."""
+    forward: Callable[[Tensor], Tensor] = getattr(backbone, "forward_features", backbone)
+    return forward
+
+
+def _embedding_dim(backbone: nn.Module, sample: Tensor) -> int:
+    """Embedding size of a backbone without ``num_features``: one forward pass of two cells."""
+    forward = _features_fn(backbone)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        dim = int(forward(to_float(sample)).shape[1])
+    backbone.train(was_training)
+    return dim
+
+
+@torch.inference_mode()
+def predict_proba(
+    backbone: nn.Module,
+    head: nn.Module,
+    images: Tensor,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Class probabilities ``softmax(head(backbone.forward_features(x)))`` for uint8 (N, 3, S, S) images.
+
+    Runs in eval mode (the modes are restored) on ``device``, default the backbone's own device.
+
+    Returns:
+        float32 (N, n_classes); rows sum to 1.
+    """
+    if device is None:
+        param = next(backbone.parameters(), None)
+        dev = param.device if param is not None else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    features = _features_fn(backbone)
+    modes = (backbone.training, head.training)
+    backbone.eval().to(dev)
+    head.eval().to(dev)
+    chunks: list[np.ndarray] = []
+    try:
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start : start + batch_size].to(dev))
+            logits = head(features(x))
+            chunks.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    finally:
+        backbone.train(modes[0])
+        head.train(modes[1])
+    if not chunks:
+        out_features = int(getattr(head, "out_features", 0))
+        return np.zeros((0, out_features), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+__all__ = [
+    "BALANCE_MODES",
+    "Balance",
+    "FinetuneResult",
+    "ProgressCallback",
+    "finetune",
+    "predict_proba",
+    "release_inference_tensors",
+]
