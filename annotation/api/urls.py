@@ -12,6 +12,9 @@ urlpatterns = [
     path("projects/<int:project_id>/loop/", loop.LoopStateApi.as_view(), name="api-loop"),
     path("projects/<int:project_id>/loop/start/", loop.LoopStartApi.as_view(), name="api-loop-start"),
     path(
+        "projects/<int:project_id>/loop/finetune/", loop.LoopFinetuneApi.as_view(), name="api-loop-finetune"
+    ),
+    path(
         "projects/<int:project_id>/batches/current/", loop.CurrentBatchApi.as_view(), name="api-batch-current"
     ),
     path(

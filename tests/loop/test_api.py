@@ -152,3 +152,14 @@ def test_outsiders_see_nothing_and_only_leads_start_pretraining(
     assert started.status_code == 202 and started.json()["kind"] == "pretrain"
     state = client_for(lead).get(f"/api/projects/{running_loop.pk}/loop/").json()
     assert state["stage"] == "pretraining" and state["batch"]["number"] == 1
+
+
+def test_only_leads_ask_for_fine_tuning(running_loop: Project, annotator: User, lead: User) -> None:
+    url = f"/api/projects/{running_loop.pk}/loop/finetune/"
+    assert client_for(annotator).post(url, {}).status_code == 403
+    response = client_for(lead).post(url, {"minutes": 1}, content_type="application/json")
+    assert response.status_code == 202 and response.json()["kind"] == "finetune"
+    again = client_for(lead).post(url, {}, content_type="application/json")
+    assert again.json()["id"] == response.json()["id"]  # one at a time
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.params == {"minutes": 1.0}
