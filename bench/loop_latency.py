@@ -106,17 +106,7 @@ def main() -> None:
     result["validation_cells"] = services.hold_out_validation(project=project)
     print(f"imported {report.imported} cells, {result['validation_cells']} for validation", flush=True)
 
-    # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
-    services.job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
-    t = time.perf_counter()
-    run_queued_jobs()
-    result["index_build_seconds"] = round(time.perf_counter() - t, 1)
-    index_job = Job.objects.get(project=project, kind=Job.Kind.EMBED)
-    result["embedding"] = index_job.result.get("metrics", {})
-    print(f"indexed in {result['index_build_seconds']} s", flush=True)
-
-    client = Client()
-    client.force_login(user)
+    # The worker starts now, so that its start-up (imports) is over before the first timed round.
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=WARNING"],
         cwd=REPO,
@@ -124,6 +114,23 @@ def main() -> None:
         stdout=(SCRATCH / "worker.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
+    services.job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
+    t = time.perf_counter()
+    run_queued_jobs()
+    # The follow-up (cold-start query) job may have gone to the worker through the broker instead.
+    deadline = time.perf_counter() + 300
+    while not QueryBatch.objects.filter(project=project).exists():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("no cold-start batch; see var/bench-loop/worker.log")
+        time.sleep(0.1)
+    result["index_build_seconds"] = round(time.perf_counter() - t, 1)
+    index_job = Job.objects.get(project=project, kind=Job.Kind.EMBED)
+    result["embedding"] = index_job.result.get("metrics", {})
+    print(f"indexed in {result['index_build_seconds']} s", flush=True)
+
+    client = Client()
+    client.force_login(user)
     label_times: list[float] = []
     batch_api_times: list[float] = []
     page_times: list[float] = []
