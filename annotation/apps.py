@@ -10,4 +10,5 @@ class AnnotationConfig(AppConfig):
         # Register job handlers with the task dispatcher: the import job here, the learning loop's jobs
         # (pretrain, embed, retrain, query) in the learning engine's service layer.
         from annotation import jobs  # noqa: F401
+        from annotation.exports import jobs as export_jobs  # noqa: F401
         from learning.service import jobs as learning_jobs  # noqa: F401

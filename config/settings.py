@@ -7,6 +7,7 @@ to Redis. Background work always runs in a separate worker process, never inside
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import dj_database_url
@@ -37,8 +38,14 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "annotation",
 ]
+# Swagger UI's JavaScript and CSS served from the installed package instead of a CDN (no internet needed).
+SWAGGER_UI_LOCAL = importlib.util.find_spec("drf_spectacular_sidecar") is not None
+if SWAGGER_UI_LOCAL:
+    INSTALLED_APPS.append("drf_spectacular_sidecar")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -167,13 +174,43 @@ LEUKOLOOP_DATA_DIR = Path(
 ).resolve()
 
 REST_FRAMEWORK = {
+    # Token first, so that a request without credentials gets 401 with "WWW-Authenticate: Token".
+    # Tokens come from POST /api/auth/token/; the pages' own scripts use the session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every error as {"error": {"status", "code", "detail", "fields"}} (annotation/api/errors.py).
+    "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "leukoloop API",
+    "DESCRIPTION": (
+        "Label white-blood-cell images with active learning: projects, cells, annotations, query batches, "
+        "jobs and model versions. Authenticate with a session or with `Authorization: Token <key>` "
+        "(POST /api/auth/token/). Outsiders get 404 on every object of a project. Every error is "
+        '`{"error": {"status", "code", "detail", "fields"}}`.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Two models have a "kind" field with different choices: name their enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "annotation.models.Job.Kind",
+        "ModelVersionKindEnum": "annotation.models.ModelVersion.Kind",
+    },
+    **(
+        {"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}
+        if SWAGGER_UI_LOCAL
+        else {}
+    ),
 }
 
 LOGGING = {

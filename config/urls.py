@@ -7,5 +7,9 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("annotation.api.urls")),
+    path("api/", include("annotation.exports.urls")),
+    path("", include("annotation.dashboard.urls")),
     path("", include("annotation.urls")),
 ]
+
+handler404 = "annotation.api.errors.not_found"

@@ -7,15 +7,22 @@ from typing import Any
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import loop_state, services
+from annotation import loop_state, selectors, services
 from annotation.access import LEADS, REVIEWERS, cell_for_user, project_for_user, require_role
+from annotation.api.errors import Conflict
+from annotation.api.serializers import AnnotationSerializer
+from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schema_only
 from annotation.models import Annotation, Cell, Job, LabelClass, Project, QueryBatch, QueryItem
+
+OBJECT = OpenApiTypes.OBJECT
 
 
 def _label(project: Project, name: str | None) -> LabelClass | None:
@@ -28,6 +35,7 @@ def _label(project: Project, name: str | None) -> LabelClass | None:
 
 
 class LoopStateApi(APIView):
+    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         return Response(loop_state.loop_state(project=project))
@@ -38,8 +46,9 @@ class StartSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class LoopStartApi(APIView):
-    """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far)."""
+    """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far). Leads."""
 
+    @extend_schema(request=StartSerializer, responses={200: OBJECT, 202: OBJECT, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=LEADS)
@@ -65,8 +74,9 @@ class FinetuneSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class LoopFinetuneApi(APIView):
-    """Fine-tune the whole encoder on the labels so far (then re-embed, re-index and retrain)."""
+    """Fine-tune the whole encoder on the labels so far (then re-embed, re-index and retrain). Leads."""
 
+    @extend_schema(request=FinetuneSerializer, responses={202: OBJECT, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=LEADS)
@@ -81,6 +91,7 @@ class LoopFinetuneApi(APIView):
 
 
 class CurrentBatchApi(APIView):
+    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         batch = loop_state.current_batch(project)
@@ -90,6 +101,7 @@ class CurrentBatchApi(APIView):
 
 
 class BatchSubmitApi(APIView):
+    @extend_schema(request=None, responses={202: OBJECT, **NOT_FOUND})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         batch = get_object_or_404(QueryBatch, pk=batch_id, project=project)
@@ -102,6 +114,7 @@ class SkipSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class BatchSkipApi(APIView):
+    @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         data = SkipSerializer(data=request.data)
@@ -121,9 +134,60 @@ class LabelSerializer(serializers.Serializer[dict[str, Any]]):
     seconds_spent = serializers.FloatField(required=False, allow_null=True, min_value=0.0)
 
 
-class AnnotationCreateApi(APIView):
-    """Label one cell or many at once (multi-select). All or nothing: one bad cell labels none."""
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("cell", int, description="Only annotations of this cell."),
+            OpenApiParameter("annotator", str, description="Only annotations by this username."),
+            OpenApiParameter("label", str, description="Only annotations giving this class (its name)."),
+            OpenApiParameter("origin", str, enum=Annotation.Origin.values),
+            OpenApiParameter("unsure", bool),
+            OpenApiParameter("current", bool, description="true: only current annotations (no history)."),
+        ],
+        responses={200: AnnotationSerializer(many=True), **errors(400, 404)},
+    )
+)
+class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
+    """GET: annotations of the project, history included, oldest first. Annotators see only their own;
+    reviewers, leads and admins see everyone's.
+    POST: label one cell or many at once (multi-select). All or nothing: one bad cell labels none."""
 
+    serializer_class = AnnotationSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]  # DRF's generic signature
+        if schema_only(self):
+            return Annotation.objects.none()
+        request = self.request
+        project = project_for_user(user=request.user, project_id=self.kwargs["project_id"])
+        annotations = (
+            Annotation.objects.filter(cell__project=project)
+            .select_related("label", "annotator")
+            .order_by("id")
+        )
+        if selectors.project_role(user=request.user, project=project) not in REVIEWERS:
+            annotations = annotations.filter(annotator_id=request.user.pk)
+        cell = int_param(request, "cell")
+        if cell is not None:
+            annotations = annotations.filter(cell_id=cell)
+        annotator = request.query_params.get("annotator")
+        if annotator:
+            annotations = annotations.filter(annotator__username=annotator)
+        label = _label(project, request.query_params.get("label"))
+        if label is not None:
+            annotations = annotations.filter(label=label)
+        origin = request.query_params.get("origin")
+        if origin:
+            if origin not in Annotation.Origin.values:
+                raise ValidationError({"origin": f"must be one of {', '.join(Annotation.Origin.values)}"})
+            annotations = annotations.filter(origin=origin)
+        unsure = bool_param(request, "unsure")
+        if unsure is not None:
+            annotations = annotations.filter(unsure=unsure)
+        if bool_param(request, "current"):
+            annotations = annotations.filter(superseded_by__isnull=True)
+        return annotations
+
+    @extend_schema(request=LabelSerializer, responses={201: OBJECT, **errors(400, 404)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         data = LabelSerializer(data=request.data)
@@ -164,15 +228,16 @@ class AnnotationCreateApi(APIView):
 
 
 class AnnotationUndoApi(APIView):
+    @extend_schema(request=None, responses={200: OBJECT, **errors(403, 404, 409)})
     def post(self, request: Request, annotation_id: int) -> Response:
         annotation = get_object_or_404(Annotation.objects.select_related("cell"), pk=annotation_id)
         project_for_user(user=request.user, project_id=annotation.cell.project_id)
         try:
             restored = services.annotation_withdraw(annotation=annotation, user=request.user)  # type: ignore[arg-type]
         except PermissionError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+            raise PermissionDenied(str(exc)) from exc
         except ValueError as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+            raise Conflict(str(exc)) from exc
         return Response(
             {
                 "withdrawn": annotation.pk,
@@ -188,11 +253,16 @@ class ReviewSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class ReviewQueueApi(APIView):
+    """The reviewer queue (cells flagged unsure or labelled differently) and final decisions. Reviewers,
+    leads and admins."""
+
+    @extend_schema(responses={200: OBJECT, **errors(403, 404)})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=REVIEWERS)
         return Response({"queue": loop_state.review_queue(project=project)})
 
+    @extend_schema(request=ReviewSerializer, responses={201: OBJECT, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=REVIEWERS)
@@ -214,24 +284,29 @@ class ReviewQueueApi(APIView):
 
 
 class CellWhyApi(APIView):
+    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
     def get(self, request: Request, cell_id: int) -> Response:
+        """Why the cell was queried (every batch that chose it) and its label history. Annotators see
+        only their own labels in the history, so that nobody else's label sways theirs."""
         cell = cell_for_user(user=request.user, cell_id=cell_id)
+        history = loop_state.cell_history(cell=cell)
+        if selectors.project_role(user=request.user, project=cell.project) not in REVIEWERS:
+            username = request.user.get_username()
+            history = [entry for entry in history if entry["annotator"] == username]
         return Response(
-            {
-                "cell": cell.pk,
-                "queried": loop_state.cell_provenance(cell=cell),
-                "history": loop_state.cell_history(cell=cell),
-            }
+            {"cell": cell.pk, "queried": loop_state.cell_provenance(cell=cell), "history": history}
         )
 
 
 class CellSimilarApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("k", int, description="How many neighbours (1 to 50, default 8).")],
+        responses={200: OBJECT, **errors(400, 404)},
+    )
     def get(self, request: Request, cell_id: int) -> Response:
         from learning.service.inference import similar_cells
 
         cell = cell_for_user(user=request.user, cell_id=cell_id)
-        try:
-            k = max(1, min(int(request.query_params.get("k", 8)), 50))
-        except ValueError as exc:
-            raise ValidationError({"k": "must be an integer"}) from exc
+        k = int_param(request, "k")
+        k = 8 if k is None else max(1, min(k, 50))
         return Response(similar_cells(cell=cell, k=k))

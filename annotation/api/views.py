@@ -1,20 +1,78 @@
-"""REST API: thin views over the same selectors and access rules as the pages."""
+"""REST API: thin views over the same selectors and access rules as the pages.
+
+Who may do what (outsiders get 404 on every object of a project, never 403, so ids do not leak):
+- every member (annotator and up): the project, its cells (never their reference labels), jobs, the loop's
+  state, query batches with their provenance, model versions with their metrics, labelling;
+- annotators see only their own annotations; reviewers, leads and admins see everyone's.
+The loop's own endpoints (labelling, review, start, fine-tune) are in ``annotation.api.loop``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db.models import Count
 from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
 from annotation.access import project_for_user
-from annotation.api.serializers import CellSerializer, JobSerializer, ProjectSerializer
-from annotation.models import Cell, Job, Project
+from annotation.api.serializers import (
+    CellSerializer,
+    ErrorSerializer,
+    JobSerializer,
+    ModelVersionDetailSerializer,
+    ModelVersionSerializer,
+    ProjectSerializer,
+    QueryBatchDetailSerializer,
+    QueryBatchSerializer,
+)
+from annotation.models import Annotation, Cell, Job, ModelVersion, Project, QueryBatch
+
+NOT_FOUND = {404: ErrorSerializer}
 
 
+def errors(*codes: int) -> dict[int, Any]:
+    """Error responses for the schema (every error has the shape of ``ErrorSerializer``)."""
+    return dict.fromkeys(codes, ErrorSerializer)
+
+
+def schema_only(view: APIView) -> bool:
+    """True while drf-spectacular inspects the view without a real request."""
+    return bool(getattr(view, "swagger_fake_view", False))
+
+
+def int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValidationError({name: f"must be an integer, not {value!r}"}) from exc
+
+
+def bool_param(request: Request, name: str) -> bool | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    assert value is not None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValidationError({name: f"must be true or false, not {value!r}"})
+
+
+@extend_schema(responses={200: ProjectSerializer(many=True)})
 class ProjectListApi(generics.ListAPIView[Project]):
+    """The projects the caller is a member of (every project for a superuser)."""
+
     serializer_class = ProjectSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]  # DRF's generic signature
@@ -22,33 +80,146 @@ class ProjectListApi(generics.ListAPIView[Project]):
 
 
 class ProjectDetailApi(APIView):
+    @extend_schema(responses={200: ProjectSerializer, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         annotated = selectors.project_list_for_user(user=request.user).get(pk=project.pk)
         return Response(ProjectSerializer(annotated).data)
 
 
+@extend_schema(
+    parameters=[OpenApiParameter("role", str, enum=Cell.Role.values, description="Only cells of this role.")],
+    responses={200: CellSerializer(many=True), **NOT_FOUND},
+)
 class CellListApi(generics.ListAPIView[Cell]):
+    """The project's cells, without their reference labels."""
+
     serializer_class = CellSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if schema_only(self):
+            return Cell.objects.none()
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
         role = self.request.query_params.get("role")
         return selectors.cell_list(project=project, role=role if role in Cell.Role.values else None)
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter("kind", str, enum=Job.Kind.values),
+        OpenApiParameter("status", str, enum=Job.Status.values),
+    ],
+    responses={200: JobSerializer(many=True), **errors(400, 404)},
+)
 class JobListApi(generics.ListAPIView[Job]):
     serializer_class = JobSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
+        if schema_only(self):
+            return Job.objects.none()
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        return selectors.job_list(project=project)
+        jobs = selectors.job_list(project=project)
+        for name, choices in (("kind", Job.Kind.values), ("status", Job.Status.values)):
+            value = self.request.query_params.get(name)
+            if value:
+                if value not in choices:
+                    raise ValidationError({name: f"must be one of {', '.join(choices)}"})
+                jobs = jobs.filter(**{name: value})
+        return jobs
 
 
 class JobDetailApi(APIView):
+    @extend_schema(responses={200: JobSerializer, **NOT_FOUND})
     def get(self, request: Request, job_id: int) -> Response:
         job = Job.objects.filter(pk=job_id).first()
         if job is None or job.project is None:
             raise Http404("No such job")
         project_for_user(user=request.user, project_id=job.project.pk)
         return Response(JobSerializer(job).data)
+
+
+# --- Query batches --------------------------------------------------------------------------------
+
+
+def _batches(project: Project) -> Any:
+    return (
+        QueryBatch.objects.filter(project=project)
+        .select_related("classifier", "index")
+        .annotate(item_count=Count("items"))
+        .order_by("-number")
+    )
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("submitted", bool, description="Only submitted (true) or open (false).")],
+    responses={200: QueryBatchSerializer(many=True), **errors(400, 404)},
+)
+class BatchListApi(generics.ListAPIView[QueryBatch]):
+    """Every query batch of the project, newest first, with the provenance of its choice."""
+
+    serializer_class = QueryBatchSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if schema_only(self):
+            return QueryBatch.objects.none()
+        project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
+        batches = _batches(project)
+        submitted = bool_param(self.request, "submitted")
+        if submitted is not None:
+            batches = batches.filter(submitted_at__isnull=not submitted)
+        return batches
+
+
+class BatchDetailApi(APIView):
+    @extend_schema(responses={200: QueryBatchDetailSerializer, **NOT_FOUND})
+    def get(self, request: Request, project_id: int, batch_id: int) -> Response:
+        """One batch with its cells in query order: score, rank, the model's suggestion, and the caller's
+        own current label of each cell."""
+        project = project_for_user(user=request.user, project_id=project_id)
+        batch = _batches(project).filter(pk=batch_id).first()
+        if batch is None:
+            raise Http404("No such batch in this project")
+        cell_ids = list(batch.items.values_list("cell_id", flat=True))
+        mine = {
+            a.cell_id: a
+            for a in Annotation.objects.filter(
+                cell_id__in=cell_ids, annotator_id=request.user.pk, superseded_by__isnull=True
+            ).select_related("label", "annotator")
+        }
+        return Response(QueryBatchDetailSerializer(batch, context={"mine": mine}).data)
+
+
+# --- Model versions -------------------------------------------------------------------------------
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("kind", str, enum=ModelVersion.Kind.values)],
+    responses={200: ModelVersionSerializer(many=True), **errors(400, 404)},
+)
+class ModelVersionListApi(generics.ListAPIView[ModelVersion]):
+    """The project's encoders, indexes and classifiers, newest first, with metrics and label counts."""
+
+    serializer_class = ModelVersionSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if schema_only(self):
+            return ModelVersion.objects.none()
+        project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
+        versions = ModelVersion.objects.filter(project=project).order_by("-created_at", "-id")
+        kind = self.request.query_params.get("kind")
+        if kind:
+            if kind not in ModelVersion.Kind.values:
+                raise ValidationError({"kind": f"must be one of {', '.join(ModelVersion.Kind.values)}"})
+            versions = versions.filter(kind=kind)
+        return versions
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses={200: ModelVersionDetailSerializer, **NOT_FOUND})
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        """One model version, with the ids of the annotations it was trained on."""
+        project = project_for_user(user=request.user, project_id=project_id)
+        version = ModelVersion.objects.filter(project=project, pk=version_id).first()
+        if version is None:
+            raise Http404("No such model version in this project")
+        return Response(ModelVersionDetailSerializer(version).data)

@@ -36,7 +36,7 @@
     });
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
-      const message = data.detail || data.label || data.cells || JSON.stringify(data);
+      const message = (data.error && data.error.detail) || data.detail || JSON.stringify(data);
       flash(`Not saved: ${message}`, true);
       throw new Error(message);
     }

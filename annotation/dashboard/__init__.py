@@ -1,0 +1,1 @@
+"""The project lead's dashboard: label budget, learning curve, stopping signal, annotators, embedding map."""

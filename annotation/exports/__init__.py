@@ -1,0 +1,1 @@
+"""Exports of labelled datasets and trained models, run as background jobs."""

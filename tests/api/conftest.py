@@ -1,0 +1,131 @@
+"""A small project built with the services, without images or a trained loop: members of every role, an
+outsider, cells with hidden reference labels, annotations, a job, model versions and a query batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from annotation import services
+from annotation.models import Annotation, Cell, Job, Membership, ModelVersion, Project, QueryBatch, QueryItem
+
+PASSWORD = "pw-api-test-123"
+# Strings that must never reach the wrong reader.
+PROJECT_NAME = "alpha-confidential"
+CELL_MARKER = "SECRETCELL"  # in every cell's original_name: outsiders must never see it
+REFERENCE_LABEL = "basophil"  # every cell's hidden reference label; nobody labels or suggests it
+REFERENCE_MARKER = "REFSECRET"  # in every cell's reference_attributes
+REVIEWER_LABEL = "lymphocyte"  # only the reviewer gives it: annotators must not see it
+ARTIFACT_PATH = "/srv/secret-artifacts/clf.joblib"  # server paths are never shown
+
+
+@dataclass
+class World:
+    project: Project
+    other: Project
+    users: dict[str, User]
+    cells: list[Cell]
+    other_cell: Cell
+    annotator_label: Annotation
+    reviewer_label: Annotation
+    job: Job
+    encoder: ModelVersion
+    classifier: ModelVersion
+    batch: QueryBatch
+    other_batch: QueryBatch
+    other_version: ModelVersion
+
+
+def client_for(user: User | None) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def _cell(project: Project, i: int, reference: str | None) -> Cell:
+    return Cell.objects.create(
+        project=project,
+        image=f"cells/{i:02d}/x.png",
+        content_hash=f"{i:064d}",
+        width=8,
+        height=8,
+        original_name=f"{project.name}/{CELL_MARKER}-{i}.png",
+        reference_label=project.classes.get(name=reference) if reference else None,
+        reference_attributes={"cell_size": REFERENCE_MARKER},
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    # Every test here makes six users with passwords; the real hasher takes a second or more for them.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    users = {
+        role: User.objects.create_user(role, password=PASSWORD)
+        for role in ("annotator", "reviewer", "lead", "admin", "outsider")
+    }
+    users["superuser"] = User.objects.create_superuser("superuser", password=PASSWORD)
+    project = services.project_create(name=PROJECT_NAME, lead=users["lead"])
+    services.membership_set(project=project, user=users["annotator"], role=Membership.Role.ANNOTATOR)
+    services.membership_set(project=project, user=users["reviewer"], role=Membership.Role.REVIEWER)
+    services.membership_set(project=project, user=users["admin"], role=Membership.Role.ADMIN)
+    cells = [_cell(project, i, REFERENCE_LABEL) for i in range(4)]
+    neutrophil = project.classes.get(name="neutrophil")
+    annotator_label = services.annotation_create(
+        cell=cells[0], annotator=users["annotator"], label=neutrophil
+    )
+    reviewer_label = services.annotation_create(
+        cell=cells[1], annotator=users["reviewer"], label=project.classes.get(name=REVIEWER_LABEL)
+    )
+    job = Job.objects.create(project=project, kind=Job.Kind.RETRAIN, status=Job.Status.SUCCEEDED)
+    encoder = ModelVersion.objects.create(
+        project=project, kind=ModelVersion.Kind.ENCODER, version=1, metrics={"loss": 1.5}
+    )
+    classifier = ModelVersion.objects.create(
+        project=project,
+        kind=ModelVersion.Kind.CLASSIFIER,
+        version=1,
+        job=job,
+        artifacts={"classifier": ARTIFACT_PATH, "kind": "logreg"},
+        metrics={"macro_f1": 0.5, "per_class_f1": {"neutrophil": 0.5}},
+        label_count=1,
+        trained_on=[annotator_label.pk],
+    )
+    batch = QueryBatch.objects.create(
+        project=project, number=1, requested_strategy="hybrid", strategy="random", classifier=classifier
+    )
+    for rank, cell in enumerate(cells):
+        QueryItem.objects.create(
+            batch=batch, cell=cell, rank=rank, score=1.0 - rank / 10, suggestion=neutrophil, confidence=0.4
+        )
+    # A second project nobody above belongs to (except the superuser), to check cross-project ids.
+    other = services.project_create(name="beta-elsewhere")
+    other_cell = _cell(other, 99, None)
+    other_batch = QueryBatch.objects.create(
+        project=other, number=1, requested_strategy="random", strategy="random"
+    )
+    QueryItem.objects.create(batch=other_batch, cell=other_cell, rank=0)
+    other_version = ModelVersion.objects.create(project=other, kind=ModelVersion.Kind.ENCODER, version=1)
+    return World(
+        project=project,
+        other=other,
+        users=users,
+        cells=cells,
+        other_cell=other_cell,
+        annotator_label=annotator_label,
+        reviewer_label=reviewer_label,
+        job=job,
+        encoder=encoder,
+        classifier=classifier,
+        batch=batch,
+        other_batch=other_batch,
+        other_version=other_version,
+    )
