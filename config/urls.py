@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/", include("annotation.api.urls")),
     path("api/", include("annotation.exports.urls")),
     path("", include("annotation.dashboard.urls")),
+    path("", include("annotation.evaluation_report.urls")),
     path("", include("annotation.urls")),
 ]
 

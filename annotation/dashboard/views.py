@@ -13,7 +13,7 @@ from annotation.access import LEADS, project_for_user, require_role
 from annotation.dashboard.data import dashboard_data
 from annotation.dashboard.embedding_map import MAX_POINTS, embedding_map
 from annotation.dashboard.stats import ANNOTATOR_RULES, STOPPING_RULE
-from annotation.models import Project
+from annotation.models import ModelVersion, Project
 
 
 def _lead_project(request: HttpRequest, project_id: int) -> Project:
@@ -36,8 +36,14 @@ def dashboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
             for c in project.classes.all()
         ],
     }
+    latest_classifier = (
+        ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.CLASSIFIER)
+        .order_by("-version")
+        .first()
+    )
     context = {
         "project": project,
+        "latest_classifier": latest_classifier,
         "page_config": config,
         "stopping_rule": STOPPING_RULE,
         "annotator_rules": ANNOTATOR_RULES,
