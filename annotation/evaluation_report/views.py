@@ -27,6 +27,8 @@ def _version(request: HttpRequest, project_id: int, version_id: int) -> ModelVer
     )
     if version is None:
         raise Http404("No such classifier version")
+    if version.parent is None:  # its index was deleted: there are no embeddings to score cells with
+        raise Http404(f"classifier version {version.version} has no index any more; nothing to report on")
     return version
 
 

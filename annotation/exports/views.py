@@ -21,6 +21,7 @@ from annotation.api.serializers import JobSerializer
 from annotation.api.views import errors
 from annotation.exports.service import ExportFormat, export_path, export_request
 from annotation.models import Job
+from annotation.selectors import project_role
 
 LIST_LIMIT = 100
 
@@ -66,9 +67,9 @@ class ExportDownloadApi(APIView):
     )
     def get(self, request: Request, job_id: int) -> FileResponse | Response:
         job = Job.objects.select_related("project").filter(pk=job_id, kind=Job.Kind.EXPORT).first()
-        if job is None or job.project is None:
-            raise Http404("No such export")
-        project = project_for_user(user=request.user, project_id=job.project.pk)
+        if job is None or job.project is None or project_role(user=request.user, project=job.project) is None:
+            raise Http404("No such export")  # the same answer whether the id exists or not: ids do not leak
+        project = job.project
         require_role(user=request.user, project=project, roles=LEADS)
         if job.status != Job.Status.SUCCEEDED:
             raise Conflict(f"the export is {job.status}, not ready")
