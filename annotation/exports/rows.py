@@ -18,7 +18,7 @@ from django.conf import settings
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Annotation, Cell, ModelVersion, Project
 
-CHUNK = 500
+CHUNK = 2000
 _CELL_FIELDS = (
     "id",
     "image",
@@ -180,10 +180,14 @@ def iter_rows(
             return
         last = int(cells[-1]["id"])
         ids = [int(c["id"]) for c in cells]
-        states = cell_labels(project=project, cell_ids=ids)
+        states = cell_labels(project=project, id_range=(ids[0], ids[-1]))
         by_cell: dict[int, list[dict[str, Any]]] = defaultdict(list)
         if history:
-            rows = Annotation.objects.filter(cell_id__in=ids).order_by("id").values(*_ANNOTATION_FIELDS)
+            rows = (
+                Annotation.objects.filter(cell__project=project, cell_id__gte=ids[0], cell_id__lte=ids[-1])
+                .order_by("id")
+                .values(*_ANNOTATION_FIELDS)
+            )
             for row in rows:
                 by_cell[int(row["cell_id"])].append(_annotation_dict(row))
         predictions = predictor.predict(ids) if predictor is not None else {}

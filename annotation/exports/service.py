@@ -228,11 +228,12 @@ def write_imagefolder(project: Project, out: Path, progress: Progress) -> dict[s
                     for row in chunk:
                         if row.label is None:
                             continue
-                        if not row.image_path.is_file():
+                        member = f"{row.label}/{safe_file_name(row.cell_id, row.file_name)}"
+                        try:  # zipfile stats the file before writing anything: a missing one leaves no trace
+                            archive.write(row.image_path, member)
+                        except FileNotFoundError:
                             missing.append(row.cell_id)
                             continue
-                        member = f"{row.label}/{safe_file_name(row.cell_id, row.file_name)}"
-                        archive.write(row.image_path, member)
                         writer.writerow(
                             {
                                 "path": member,
