@@ -12,7 +12,7 @@ from annotation.models import Cell, Job, ModelVersion, Project
 from learning.selfsup.train import load_encoder, pretrain
 from learning.service.artifacts import ENCODER_FILE, job_dir
 from learning.service.records import cell_records
-from learning.service.versions import create_version
+from learning.service.versions import create_version, version_written_by
 from models_zoo import create_model
 from models_zoo.base import Backbone
 
@@ -40,7 +40,7 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
     """
     project = job.project
     assert project is not None
-    done = ModelVersion.objects.filter(job=job, kind=ModelVersion.Kind.ENCODER).first()
+    done = version_written_by(job, ModelVersion.Kind.ENCODER)
     if done is not None:  # a retry of a job that died after writing its version
         return done
     minutes = float(job.params.get("minutes", project.pretrain_minutes))

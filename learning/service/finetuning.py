@@ -19,7 +19,7 @@ from learning.service.artifacts import ENCODER_FILE, job_dir, latest_version
 from learning.service.encoders import load_backbone, torch_threads
 from learning.service.records import cell_records
 from learning.service.retraining import class_names
-from learning.service.versions import create_version
+from learning.service.versions import create_version, version_written_by
 
 DEFAULT_MINUTES = 5.0
 DEFAULT_EPOCHS = 15.0
@@ -28,7 +28,7 @@ DEFAULT_EPOCHS = 15.0
 def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
     project = job.project
     assert project is not None
-    done = ModelVersion.objects.filter(job=job, kind=ModelVersion.Kind.ENCODER).first()
+    done = version_written_by(job, ModelVersion.Kind.ENCODER)
     if done is not None:
         return done
     encoder = latest_version(project, ModelVersion.Kind.ENCODER)

@@ -15,7 +15,7 @@ from learning.index import EmbeddingIndex
 from learning.service.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir, latest_version
 from learning.service.encoders import load_backbone, torch_threads
 from learning.service.records import cell_records
-from learning.service.versions import create_version
+from learning.service.versions import create_version, version_written_by
 
 # Cells decoded and embedded per step: bounds memory and sets how often progress is reported.
 CHUNK = 1024
@@ -25,7 +25,7 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     """Embed all cells (pool, validation and test) and index them; returns the new index version."""
     project = job.project
     assert project is not None
-    done = ModelVersion.objects.filter(job=job, kind=ModelVersion.Kind.INDEX).first()
+    done = version_written_by(job, ModelVersion.Kind.INDEX)
     if done is not None:
         return done
     encoder_id = job.params.get("encoder_version")

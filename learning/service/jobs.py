@@ -10,7 +10,7 @@ from typing import Any
 
 from annotation.jobs import JobProgress, job_handler
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Job
+from annotation.models import Job, ModelVersion
 from learning.service.chaining import start_follow_up, start_learning
 from learning.service.encoders import pretrain_encoder
 from learning.service.finetuning import finetune_encoder
@@ -18,28 +18,25 @@ from learning.service.indexing import embed_and_index
 from learning.service.retraining import retrain_and_query
 
 
-@job_handler(Job.Kind.PRETRAIN)
-def run_pretrain(job: Job, progress: JobProgress) -> dict[str, Any]:
-    encoder = pretrain_encoder(job, progress)
+def _embed_new_encoder(job: Job, encoder: ModelVersion, what: str) -> dict[str, Any]:
+    """Every new encoder (pretrained or fine-tuned) is embedded and indexed next."""
     follow = start_follow_up(parent=job, kind=Job.Kind.EMBED, params={"encoder_version": encoder.pk})
     return {
         "encoder_version": encoder.version,
         "metrics": encoder.metrics,
         "next_job": follow.pk,
-        "message": f"encoder v{encoder.version} ready",
+        "message": f"{what} v{encoder.version} ready",
     }
+
+
+@job_handler(Job.Kind.PRETRAIN)
+def run_pretrain(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return _embed_new_encoder(job, pretrain_encoder(job, progress), "encoder")
 
 
 @job_handler(Job.Kind.FINETUNE)
 def run_finetune(job: Job, progress: JobProgress) -> dict[str, Any]:
-    encoder = finetune_encoder(job, progress)
-    follow = start_follow_up(parent=job, kind=Job.Kind.EMBED, params={"encoder_version": encoder.pk})
-    return {
-        "encoder_version": encoder.version,
-        "metrics": encoder.metrics,
-        "next_job": follow.pk,
-        "message": f"fine-tuned encoder v{encoder.version} ready",
-    }
+    return _embed_new_encoder(job, finetune_encoder(job, progress), "fine-tuned encoder")
 
 
 @job_handler(Job.Kind.EMBED)

@@ -35,3 +35,9 @@ def create_version(
         label_count=label_count,
         trained_on=trained_on or [],
     )
+
+
+def version_written_by(job: Job, kind: str) -> ModelVersion | None:
+    """The version ``job`` wrote before it died, if any: a retried job returns it instead of writing a
+    second one (``one_model_version_per_job`` would refuse that anyway)."""
+    return ModelVersion.objects.filter(job=job, kind=kind).first()
