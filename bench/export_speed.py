@@ -132,7 +132,7 @@ def child_measure(kind: str, project_id: int, out: Path, traced: bool = False) -
     def progress(fraction: float, message: str) -> None:
         return None
 
-    members: list[tuple[Path, str]] = []
+    members: list[tuple[str, str]] = []
     if kind == "floor":
         # The same files under the same member names as the ImageFolder export; listed untimed.
         for chunk in iter_rows(project, history=False):

@@ -222,8 +222,8 @@ def write_imagefolder(project: Project, out: Path, progress: Progress) -> dict[s
                 zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
                 manifest.open("w", newline="", encoding="utf-8") as handle,
             ):
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
+                writer = csv.writer(handle)
+                writer.writerow(columns)
                 for chunk in iter_rows(project, history=False):
                     for row in chunk:
                         if row.label is None:
@@ -234,18 +234,19 @@ def write_imagefolder(project: Project, out: Path, progress: Progress) -> dict[s
                         except FileNotFoundError:
                             missing.append(row.cell_id)
                             continue
+                        values = row.attributes
                         writer.writerow(
-                            {
-                                "path": member,
-                                "label": row.label,
-                                "source": row.source,
-                                "patient_id": row.patient_id,
-                                "slide_id": row.slide_id,
-                                "role": row.role,
-                                **{name: row.attributes.get(name, "") for name in attributes},
-                                "cell_id": row.cell_id,
-                                "content_hash": row.content_hash,
-                            }
+                            [
+                                member,
+                                row.label,
+                                row.source,
+                                row.patient_id,
+                                row.slide_id,
+                                row.role,
+                                *[values.get(name, "") for name in attributes],
+                                row.cell_id,
+                                row.content_hash,
+                            ]
                         )
                         n += 1
                     counter.add(len(chunk))
