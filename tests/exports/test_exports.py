@@ -154,13 +154,24 @@ assert not leaked, leaked
 
 
 def test_jsonl_coco_and_torchscript_carry_the_model(
-    loop_project: Project, annotator: User, lead: User, tmp_path: Path
+    loop_project: Project,
+    annotator: User,
+    lead: User,
+    tmp_path: Path,
+    make_manifest: Any,
 ) -> None:
+    # 36 more real cells (the first 8 of each class are already in: the importer reports them as
+    # already present), so that 100 cells go through the exported model.
+    more = import_cells(
+        project=loop_project, source=make_manifest(per_class=12, folder="more"), labels=LabelMode.REFERENCE
+    )
+    assert more.imported == 36 and more.already_present == 72, more.as_dict()
     version = run_loop_to_a_classifier(loop_project, annotator)
     assert version.parent is not None
     clf = classifier(version)
     ids, emb = index_embeddings(version.parent)
     cells = list(Cell.objects.filter(project=loop_project).order_by("pk")[:100])
+    assert len(cells) == 100
     cell_ids = np.array([c.pk for c in cells], dtype=np.int64)
     rows, found = rows_of(ids, cell_ids)
     assert found.all()
@@ -168,7 +179,7 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
 
     lines = run_export(loop_project, "jsonl", lead).read_text().splitlines()
     records = {r["cell_id"]: r for r in map(json.loads, lines)}
-    assert len(records) == 72
+    assert len(records) == 108
     for cell_id, probs in zip(cell_ids, platform, strict=True):
         prediction = records[int(cell_id)]["prediction"]
         assert prediction["model_version"] == version.version
@@ -178,7 +189,7 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
     assert len(labelled) == 12 and all(r["annotations"][0]["origin"] == "manual" for r in labelled)
 
     coco = json.loads(run_export(loop_project, "coco", lead).read_text())
-    assert len(coco["images"]) == 72 and len(coco["categories"]) == loop_project.classes.count()
+    assert len(coco["images"]) == 108 and len(coco["categories"]) == loop_project.classes.count()
     names = {c["id"]: c["name"] for c in coco["categories"]}
     assert {a["image_id"]: names[a["category_id"]] for a in coco["annotations"]} == {
         r["cell_id"]: r["label"] for r in labelled
