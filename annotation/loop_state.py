@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from annotation.labels import LabelStatus, cell_labels, review_queue_ids
+from annotation.labels import cell_labels, label_counts, review_queue_ids
 from annotation.models import Annotation, Cell, Job, ModelVersion, Project, QueryBatch, QueryItem
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -64,10 +64,17 @@ def batch_summary(batch: QueryBatch) -> dict[str, Any]:
 
 
 def loop_state(*, project: Project) -> dict[str, Any]:
-    """What the page polls: running jobs with progress, the versions in use, the newest batch."""
-    active = list(Job.objects.filter(project=project, status__in=ACTIVE).order_by("created_at", "pk"))
+    """What the page polls: the loop's running jobs with progress, the versions in use, the newest batch.
+    Exports and the dashboard's map run beside the loop and hold no one up, so they are left out."""
+    active = list(
+        Job.objects.filter(project=project, status__in=ACTIVE, kind__in=list(STAGE_OF_KIND)).order_by(
+            "created_at", "pk"
+        )
+    )
     last_failed = (
-        Job.objects.filter(project=project, status=Job.Status.FAILED).order_by("-finished_at", "-pk").first()
+        Job.objects.filter(project=project, status=Job.Status.FAILED, kind__in=list(STAGE_OF_KIND))
+        .order_by("-finished_at", "-pk")
+        .first()
     )
     batch = current_batch(project)
     running = next((j for j in active if j.status == Job.Status.RUNNING), active[0] if active else None)
@@ -77,7 +84,7 @@ def loop_state(*, project: Project) -> dict[str, Any]:
         stage = "ready"
     else:
         stage = "idle"
-    labels = cell_labels(project=project)
+    counts = label_counts(project=project)
     classifier = _version(project, ModelVersion.Kind.CLASSIFIER)
     return {
         "project": project.pk,
@@ -90,10 +97,10 @@ def loop_state(*, project: Project) -> dict[str, Any]:
         "validation_macro_f1": (classifier.metrics or {}).get("macro_f1") if classifier else None,
         "batch": batch_summary(batch) if batch else None,
         "labels": {
-            "count": sum(1 for s in labels.values() if s.status is LabelStatus.LABELLED),
+            "count": counts.labelled,
             "budget": project.label_budget,
         },
-        "review_count": sum(1 for s in labels.values() if s.status is LabelStatus.REVIEW),
+        "review_count": counts.review,
     }
 
 
