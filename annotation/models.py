@@ -236,6 +236,7 @@ class Job(models.Model):
         FINETUNE = "finetune", "Fine-tune the encoder on the labels"
         QUERY = "query", "Build query batch"
         EXPORT = "export", "Export"
+        MAP = "map", "Draw the embedding map"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -1,5 +1,10 @@
-"""A 2-D map of the latest index's embeddings (UMAP), computed lazily on first request and cached on disk per
-index version, with what each point can be coloured by: label, prediction, uncertainty, source."""
+"""A 2-D map of the latest index's embeddings (UMAP), cached on disk per index version, with what each
+point can be coloured by: label, prediction, uncertainty, source.
+
+The map is drawn by a background job (``map``), which the embed job starts after every new index: UMAP
+takes seconds to minutes (numba compiles it on first use in a process), far too long for a web request.
+A request that finds no map for the newest index starts that job if none is on its way and answers
+"pending"; the page asks again."""
 
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from annotation import services
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Cell, ModelVersion, Project
+from annotation.models import Cell, Job, ModelVersion, Project
 
 MAX_POINTS = 3000
 SAMPLE_SEED = 0
@@ -82,17 +88,26 @@ def _read(path: Path) -> dict[str, Any]:
         }
 
 
+def cached_coordinates(index: ModelVersion) -> dict[str, Any] | None:
+    """The map of ``index`` if it has been drawn, else None. A cached map made from other embeddings files
+    (a reused project id in a fresh database) does not count."""
+    path = map_path(index)
+    if not path.is_file():
+        return None
+    cached = _read(path)
+    return cached if cached["embeddings"] == str(index.artifacts.get("embeddings", "")) else None
+
+
 def coordinates(index: ModelVersion) -> dict[str, Any]:
     """Cell ids (M,), 2-D coordinates (M, 2), the index's cell count and the method, from the cache or
-    computed now (then cached). A cached map made from other embeddings files (a reused project id in a
-    fresh database) is recomputed."""
+    computed now (then cached): what the ``map`` job runs."""
     from learning.service.artifacts import index_embeddings
 
     path = map_path(index)
     source = str(index.artifacts.get("embeddings", ""))
     with _lock:
-        cached = _read(path) if path.is_file() else None
-        if cached is None or cached["embeddings"] != source:
+        cached = cached_coordinates(index)
+        if cached is None:
             ids, emb = index_embeddings(index)
             rows = sample_rows(len(ids))
             xy, method = project_2d(emb[rows])
@@ -144,16 +159,59 @@ def _predictions(index: ModelVersion, ids: np.ndarray) -> tuple[ModelVersion | N
     return latest, predicted, uncertain
 
 
-def embedding_map(project: Project) -> dict[str, Any]:
-    """The map of the project's latest index: columns of equal length, one entry per drawn cell."""
-    index = (
+def latest_index(project: Project) -> ModelVersion | None:
+    return (
         ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.INDEX)
         .order_by("-version")
         .first()
     )
+
+
+def map_request(*, project: Project, created_by: Any = None) -> Job:
+    """The ``map`` job that will draw the newest index's map: one already queued or running, or a new one."""
+    active = (
+        Job.objects.filter(
+            project=project, kind=Job.Kind.MAP, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)
+        )
+        .order_by("pk")
+        .first()
+    )
+    if active is not None:
+        return active
+    return services.job_create(kind=Job.Kind.MAP, project=project, created_by=created_by)
+
+
+def draw_latest_map(project: Project) -> dict[str, Any]:
+    """The ``map`` job's work: the newest index's map (an index newer than the one that started the job
+    is drawn instead: the dashboard only ever shows the newest)."""
+    index = latest_index(project)
+    if index is None:
+        return {"index_version": None, "message": "no index yet: nothing to draw"}
+    coords = coordinates(index)
+    return {
+        "index_version": index.version,
+        "points": len(coords["ids"]),
+        "method": coords["method"],
+        "message": f"{coords['method'].upper()} map of index v{index.version} ready",
+    }
+
+
+def embedding_map(project: Project, *, user: Any = None) -> dict[str, Any]:
+    """The map of the project's latest index: columns of equal length, one entry per drawn cell; or, while
+    the map is being drawn, ``pending`` with the job that draws it (started here if none is on its way)."""
+    index = latest_index(project)
     if index is None:
         return {"index_version": None, "points": None, "note": "no index yet: the cells are not embedded"}
-    coords = coordinates(index)
+    coords = cached_coordinates(index)
+    if coords is None:
+        job = map_request(project=project, created_by=user)
+        return {
+            "index_version": index.version,
+            "points": None,
+            "pending": True,
+            "job": job.pk,
+            "note": f"The map of index v{index.version} is being drawn in the background (job {job.pk}).",
+        }
     ids = coords["ids"]
     id_list = [int(i) for i in ids]
     states = cell_labels(project=project, cell_ids=id_list)

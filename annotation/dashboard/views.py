@@ -62,7 +62,6 @@ def dashboard_data_json(request: HttpRequest, project_id: int) -> JsonResponse:
 @login_required
 @require_GET
 def dashboard_map_json(request: HttpRequest, project_id: int) -> JsonResponse:
-    """The embedding map; the first request for an index version computes UMAP (seconds), later ones read
-    the cached coordinates."""
+    """The embedding map of the newest index, or ``pending`` while a background job draws it."""
     project = _lead_project(request, project_id)
-    return JsonResponse(embedding_map(project))
+    return JsonResponse(embedding_map(project, user=request.user))

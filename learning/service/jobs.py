@@ -1,7 +1,8 @@
 """Job handlers of the active-learning loop, registered with the platform's job dispatcher.
 
 pretrain -> embed (+ FAISS index) -> query (cold start) ... label ... retrain (+ next batch) -> ...
-A new encoder always leads to a new index, and a new index to a retrain (or a cold-start batch).
+A new encoder always leads to a new index, and a new index to a retrain (or a cold-start batch) and to
+the dashboard's embedding map (``map``, drawn by ``annotation.dashboard``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from annotation.jobs import JobProgress, job_handler
-from annotation.labels import LabelStatus, cell_labels
+from annotation.labels import label_counts
 from annotation.models import Job, ModelVersion
 from learning.service.chaining import start_follow_up, start_learning
 from learning.service.encoders import pretrain_encoder
@@ -43,8 +44,9 @@ def run_finetune(job: Job, progress: JobProgress) -> dict[str, Any]:
 def run_embed(job: Job, progress: JobProgress) -> dict[str, Any]:
     index = embed_and_index(job, progress)
     assert job.project is not None
-    has_labels = any(s.status is LabelStatus.LABELLED for s in cell_labels(project=job.project).values())
-    follow = start_learning(parent=job, has_labels=has_labels)
+    follow = start_learning(parent=job, has_labels=label_counts(project=job.project).labelled > 0)
+    # Queued after the retrain, so a single worker builds the next batch first and draws the map after.
+    start_follow_up(parent=job, kind=Job.Kind.MAP, params={"index_version": index.version})
     return {
         "index_version": index.version,
         "metrics": index.metrics,

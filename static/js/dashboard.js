@@ -320,11 +320,19 @@
     root.dataset.mapColour = mode;
   }
 
+  const MAP_POLL_MS = 2000;
+
   async function loadMap() {
-    $("map-meta").textContent = "Computing the embedding map (UMAP; the first view of an index takes a few seconds)…";
     const response = await fetch(config.map_url, { headers: { Accept: "application/json" } });
     if (!response.ok) throw new Error(`map: HTTP ${response.status}`);
     mapData = await response.json();
+    if (mapData.pending) {
+      // A background job draws the map (UMAP); ask again until it is there.
+      $("map-meta").textContent = mapData.note;
+      root.dataset.map = "pending";
+      window.setTimeout(() => loadMap().catch(showMapError), MAP_POLL_MS);
+      return;
+    }
     if (!mapData.points) {
       $("map-meta").textContent = mapData.note || "No embeddings yet.";
       root.dataset.map = "empty";
@@ -362,8 +370,9 @@
     $("dash-status").classList.add("error");
     root.dataset.loaded = "error";
   });
-  loadMap().catch((error) => {
+  function showMapError(error) {
     $("map-meta").textContent = `Could not load the map: ${error.message}`;
     root.dataset.map = "error";
-  });
+  }
+  loadMap().catch(showMapError);
 })();

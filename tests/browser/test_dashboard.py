@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from annotation.dashboard.embedding_map import map_path
 from annotation.models import ModelVersion, Project
 from annotation.tasks import run_job
 from tests.browser.conftest import login
+from tests.conftest import run_queued_jobs
 from tests.dashboard import run_loop
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata, pytest.mark.django_db(transaction=True)]
@@ -39,6 +41,9 @@ def test_dashboard_draws_the_loop_with_chartjs(
     run_loop(loop_project, annotator, batches=3, second=second)
     versions = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER).count()
     assert versions == 3
+    # No map yet (as right after a new index): the page must say so and ask again until a job draws it.
+    index = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.INDEX).get()
+    map_path(index).unlink()
 
     page = login(browser, live_server.url, "lead", "pw-lead-123")
     page.goto(f"{live_server.url}/projects/{loop_project.pk}/dashboard/")
@@ -60,8 +65,12 @@ def test_dashboard_draws_the_loop_with_chartjs(
     pair = page.locator("#pair-table tbody tr").first.inner_text()
     assert "annotator · second" in pair and "36" in pair and "1.000" in pair
 
-    # The embedding map: UMAP on first view, all 72 cells, one dataset per colour category.
-    page.wait_for_selector("#dashboard[data-map='ready']", timeout=180_000)
+    # The embedding map: pending while the job that the page started waits, then all 72 cells, one
+    # dataset per colour category.
+    page.wait_for_selector("#dashboard[data-map='pending']")
+    assert "being drawn in the background" in page.locator("#map-meta").inner_text()
+    assert run_queued_jobs() != []  # the map job the page queued
+    page.wait_for_selector("#dashboard[data-map='ready']", timeout=60_000)
     total = page.evaluate(
         "Chart.getChart(document.getElementById('map-chart')).data.datasets"
         ".reduce((n, d) => n + d.data.length, 0)"

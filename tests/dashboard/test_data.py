@@ -14,7 +14,8 @@ from sklearn.metrics import cohen_kappa_score
 
 from annotation import services
 from annotation.dashboard.embedding_map import map_path, project_2d, sample_rows, umap_settings
-from annotation.models import Annotation, Cell, LabelClass, Membership, ModelVersion, Project
+from annotation.models import Annotation, Cell, Job, LabelClass, Membership, ModelVersion, Project
+from tests.conftest import run_queued_jobs
 from tests.dashboard import run_loop
 
 pytestmark = pytest.mark.django_db
@@ -238,16 +239,28 @@ def test_dashboard_of_a_real_loop_with_two_classifier_versions(
     (person,) = data["annotators"]["people"]
     assert person["annotator"] == "annotator" and person["labels"] == 24 and person["median_seconds"] == 2.5
 
-    # The map: computed on the first request (UMAP), then read from the cache on disk.
+    # The map: drawn by the job the embed job started (after its retrain), then read from the cache.
     index = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.INDEX).first()
-    assert index is not None and not map_path(index).exists()
-    first = client.get(f"/projects/{loop_project.pk}/dashboard/map.json").json()
+    assert index is not None
+    (drawn,) = Job.objects.filter(project=loop_project, kind=Job.Kind.MAP)
+    assert drawn.status == Job.Status.SUCCEEDED and drawn.result["index_version"] == index.version
+    embed = Job.objects.get(project=loop_project, kind=Job.Kind.EMBED)
+    assert drawn.params["parent_job"] == embed.pk and drawn.pk > embed.result["next_job"]
     path = map_path(index)
     assert (
         path.is_file()
         and path.parent.name == "maps"
         and path.parent.parent.name == f"project-{loop_project.pk}"
     )
+    # Without a map, the request answers "pending" at once and starts one job, however often it asks.
+    path.unlink()
+    pending = [client.get(f"/projects/{loop_project.pk}/dashboard/map.json").json() for _ in range(2)]
+    assert all(p["pending"] and p["points"] is None for p in pending) and not path.exists()
+    (queued,) = Job.objects.filter(project=loop_project, kind=Job.Kind.MAP, status=Job.Status.QUEUED)
+    assert pending[0]["job"] == pending[1]["job"] == queued.pk
+    run_queued_jobs()
+    first = client.get(f"/projects/{loop_project.pk}/dashboard/map.json").json()
+    assert path.is_file() and "pending" not in first
     assert first["index_version"] == index.version and first["method"] == "umap"
     assert first["n_shown"] == first["n_total"] == 72
     points = first["points"]

@@ -37,6 +37,7 @@ def test_pretrain_then_index_then_cold_start_batch(loop_project: Project) -> Non
         Job.Kind.PRETRAIN: Job.Status.SUCCEEDED,
         Job.Kind.EMBED: Job.Status.SUCCEEDED,
         Job.Kind.QUERY: Job.Status.SUCCEEDED,
+        Job.Kind.MAP: Job.Status.SUCCEEDED,  # the dashboard's map of the new index, drawn after the batch
     }, {k: j.error for k, j in jobs.items()}
     encoder = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.ENCODER)
     index = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.INDEX)
