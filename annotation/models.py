@@ -6,11 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from annotation.taxonomy import WBCATT_ATTRIBUTES, AttributeSpec
+
+
+def validate_backbone(name: str) -> None:
+    from models_zoo import list_models  # torch comes with it: only when a project is validated
+
+    known = list_models()
+    if name not in known:
+        raise ValidationError(f"unknown backbone {name!r} (use one of {', '.join(known)})")
 
 
 def default_attribute_schema() -> list[AttributeSpec]:
@@ -53,7 +62,10 @@ class Project(models.Model):
     )
     # --- How the loop learns (read by the background jobs) ---
     encoder_backbone = models.CharField(
-        max_length=64, default="efficientnet_lite0", help_text="models_zoo backbone of the encoder."
+        max_length=64,
+        default="efficientnet_lite0",
+        validators=[validate_backbone],
+        help_text="models_zoo backbone of the encoder.",
     )
     encoder_pretrained = models.BooleanField(
         default=True, help_text="Start the encoder from ImageNet weights (shipped inside the wheel)."
@@ -68,8 +80,8 @@ class Project(models.Model):
     )
     pretrain_minutes = models.FloatField(
         default=10.0,
-        validators=[MinValueValidator(0.0)],
-        help_text="Label-free pretraining budget; 0 uses the initial weights as they are.",
+        validators=[MinValueValidator(0.0), MaxValueValidator(24 * 60.0)],
+        help_text="Label-free pretraining budget in minutes; 0 uses the initial weights as they are.",
     )
     classifier_kind = models.CharField(
         max_length=16,
@@ -81,6 +93,22 @@ class Project(models.Model):
         help_text="Fine-tune the whole encoder on the labels every N submitted batches (0: never).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # What a lead may change on the settings page and through the API (encoder settings take effect at
+    # the next pretraining; the query settings at the next batch).
+    EDITABLE_SETTINGS = (
+        "description",
+        "label_budget",
+        "query_strategy",
+        "query_batch_size",
+        "encoder_backbone",
+        "encoder_pretrained",
+        "ssl_method",
+        "image_size",
+        "pretrain_minutes",
+        "classifier_kind",
+        "finetune_every",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -201,10 +201,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/",
     "COMPONENT_SPLIT_REQUEST": True,
-    # Two models have a "kind" field with different choices: name their enums apart.
+    # Fields of the same name with different choices (kind, role): name their enums apart.
     "ENUM_NAME_OVERRIDES": {
         "JobKindEnum": "annotation.models.Job.Kind",
         "ModelVersionKindEnum": "annotation.models.ModelVersion.Kind",
+        "MembershipRoleEnum": "annotation.models.Membership.Role",
+        "CellRoleEnum": "annotation.models.Cell.Role",
     },
     **(
         {"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR", "REDOC_DIST": "SIDECAR"}

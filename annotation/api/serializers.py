@@ -4,6 +4,7 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 
 from annotation.models import Annotation, Cell, Job, LabelClass, ModelVersion, Project, QueryBatch, QueryItem
 
@@ -238,3 +239,20 @@ class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
     """Every API error: see ``annotation.api.errors``."""
 
     error = ErrorBodySerializer()
+
+
+class ProjectSettingsSerializer(serializers.ModelSerializer[Project]):
+    """What a lead may change (``Project.EDITABLE_SETTINGS``; the model's validators check the values)."""
+
+    class Meta:
+        model = Project
+        fields = list(Project.EDITABLE_SETTINGS)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A misspelt or read-only field would otherwise be ignored without a word.
+        unknown = sorted(set(getattr(self, "initial_data", {})) - set(self.fields))
+        if unknown:
+            raise ValidationError(
+                f"cannot be changed here: {', '.join(unknown)} (settings: {', '.join(self.fields)})"
+            )
+        return attrs

@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotation.api import loop, views
+from annotation.api import loop, members, views
 
 urlpatterns = [
     # Authentication: POST username and password, get a token for "Authorization: Token <key>".
@@ -12,6 +12,12 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("projects/", views.ProjectListApi.as_view(), name="api-project-list"),
     path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="api-project-detail"),
+    path("projects/<int:project_id>/members/", members.MemberListApi.as_view(), name="api-member-list"),
+    path(
+        "projects/<int:project_id>/members/<int:user_id>/",
+        members.MemberDetailApi.as_view(),
+        name="api-member-detail",
+    ),
     path("projects/<int:project_id>/cells/", views.CellListApi.as_view(), name="api-cell-list"),
     path("projects/<int:project_id>/jobs/", views.JobListApi.as_view(), name="api-job-list"),
     path("jobs/<int:job_id>/", views.JobDetailApi.as_view(), name="api-job-detail"),

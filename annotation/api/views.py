@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.access import project_for_user
+from annotation.access import LEADS, project_for_user, require_role
 from annotation.api.serializers import (
     CellSerializer,
     ErrorSerializer,
@@ -29,6 +29,7 @@ from annotation.api.serializers import (
     ModelVersionDetailSerializer,
     ModelVersionSerializer,
     ProjectSerializer,
+    ProjectSettingsSerializer,
     QueryBatchDetailSerializer,
     QueryBatchSerializer,
 )
@@ -83,6 +84,19 @@ class ProjectDetailApi(APIView):
     @extend_schema(responses={200: ProjectSerializer, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
+        annotated = selectors.project_list_for_user(user=request.user).get(pk=project.pk)
+        return Response(ProjectSerializer(annotated).data)
+
+    @extend_schema(
+        request=ProjectSettingsSerializer, responses={200: ProjectSerializer, **errors(400, 403, 404)}
+    )
+    def patch(self, request: Request, project_id: int) -> Response:
+        """Change the project's settings (leads and admins); encoder settings apply at the next pretrain."""
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=LEADS)
+        data = ProjectSettingsSerializer(project, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        data.save()
         annotated = selectors.project_list_for_user(user=request.user).get(pk=project.pk)
         return Response(ProjectSerializer(annotated).data)
 

@@ -73,6 +73,7 @@ def world(db: None) -> World:
         for role in ("annotator", "reviewer", "lead", "admin", "outsider")
     }
     users["superuser"] = User.objects.create_superuser("superuser", password=PASSWORD)
+    User.objects.create_user("newcomer", password=PASSWORD)  # in no project: admins may add them
     project = services.project_create(name=PROJECT_NAME, lead=users["lead"])
     services.membership_set(project=project, user=users["annotator"], role=Membership.Role.ANNOTATOR)
     services.membership_set(project=project, user=users["reviewer"], role=Membership.Role.REVIEWER)

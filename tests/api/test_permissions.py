@@ -11,7 +11,7 @@ import pytest
 from django.urls import URLPattern, URLResolver
 
 from annotation.api import urls as api_urls
-from annotation.models import Annotation, Job, QueryItem
+from annotation.models import Annotation, Job, Membership, QueryItem
 from tests.api.conftest import (
     ARTIFACT_PATH,
     CELL_MARKER,
@@ -43,11 +43,40 @@ def members(code: int, outsider: int = 404, **overrides: int) -> dict[str, int]:
 
 
 LEADS_ONLY = {"annotator": 403, "reviewer": 403}
+ADMINS_ONLY = {"annotator": 403, "reviewer": 403, "lead": 403}
 REVIEWERS_ONLY = {"annotator": 403}
 
 CASES = [
     Case("api-project-list", "GET", "/api/projects/", members(200, outsider=200)),
     Case("api-project-detail", "GET", "/api/projects/{project}/", members(200)),
+    Case(
+        "api-project-detail",
+        "PATCH",
+        "/api/projects/{project}/",
+        members(200, **LEADS_ONLY),
+        {"label_budget": 777},
+    ),
+    Case("api-member-list", "GET", "/api/projects/{project}/members/", members(200, **LEADS_ONLY)),
+    Case(
+        "api-member-list",
+        "POST",
+        "/api/projects/{project}/members/",
+        members(201, **ADMINS_ONLY),
+        {"username": "newcomer", "role": "annotator"},
+    ),
+    Case(
+        "api-member-detail",
+        "PATCH",
+        "/api/projects/{project}/members/{annotator_user}/",
+        members(200, **ADMINS_ONLY),
+        {"role": "reviewer"},
+    ),
+    Case(
+        "api-member-detail",
+        "DELETE",
+        "/api/projects/{project}/members/{reviewer_user}/",
+        members(204, **ADMINS_ONLY),
+    ),
     Case("api-cell-list", "GET", "/api/projects/{project}/cells/", members(200)),
     Case("api-job-list", "GET", "/api/projects/{project}/jobs/", members(200)),
     Case("api-job-detail", "GET", "/api/jobs/{job}/", members(200)),
@@ -155,6 +184,8 @@ def ids(world: World, role: str) -> dict[str, Any]:
         "cell3": world.cells[3].pk,
         "other_cell": world.other_cell.pk,
         "annotator_label": world.annotator_label.pk,
+        "annotator_user": world.users["annotator"].pk,
+        "reviewer_user": world.users["reviewer"].pk,
         "username": role,
     }
 
@@ -174,7 +205,8 @@ def request(world: World, role: str | None, case: Case) -> Any:
     client = client_for(world.users[role] if role else None)
     if case.method == "GET":
         return client.get(url)
-    return client.post(url, json.dumps(body), content_type="application/json")
+    send = {"POST": client.post, "PATCH": client.patch, "DELETE": client.delete}[case.method]
+    return send(url, json.dumps(body), content_type="application/json")
 
 
 def assert_error(response: Any, status: int) -> None:
@@ -199,7 +231,7 @@ def test_permission_matrix(world: World, role: str, case: Case) -> None:
     expected = case.expected[role]
     assert response.status_code == expected, (role, case.url, response.content[:500])
     text = response.content.decode()
-    assert response["Content-Type"].startswith("application/json")
+    assert expected == 204 or response["Content-Type"].startswith("application/json")
     # Never, for anyone: reference labels and attributes of cells, server paths of model files.
     assert "reference" not in text and REFERENCE_MARKER not in text and ARTIFACT_PATH not in text
     if expected >= 400:
@@ -244,10 +276,15 @@ def test_objects_of_another_project_are_not_found(world: World, role: str, case:
 
 def test_the_matrix_posts_changed_only_what_they_were_allowed_to(world: World) -> None:
     """A refused request changes nothing: the annotator's and outsider's refused POSTs leave no trace."""
+    memberships = set(Membership.objects.values_list("project", "user", "role"))
+    budget = world.project.label_budget
     for role in ("outsider", "annotator"):
         for case in CASES:
-            if case.method == "POST" and case.expected[role] >= 400:
+            if case.method != "GET" and case.expected[role] >= 400:
                 request(world, role, case)
+    assert set(Membership.objects.values_list("project", "user", "role")) == memberships
+    world.project.refresh_from_db()
+    assert world.project.label_budget == budget
     assert not Job.objects.filter(kind__in=[Job.Kind.PRETRAIN, Job.Kind.FINETUNE]).exists()
     assert not QueryItem.objects.filter(skipped_at__isnull=False).exists()
     assert not Annotation.objects.filter(origin=Annotation.Origin.REVIEW).exists()
