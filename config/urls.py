@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/", include("annotation.exports.urls")),
     path("", include("annotation.dashboard.urls")),
     path("", include("annotation.evaluation_report.urls")),
+    path("", include("annotation.project_settings.urls")),
     path("", include("annotation.urls")),
 ]
 

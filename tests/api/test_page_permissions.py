@@ -25,6 +25,7 @@ from annotation.evaluation_report import urls as report_urls
 from annotation.exports import urls as export_urls
 from annotation.exports.service import export_path
 from annotation.models import Annotation, Job, ModelVersion
+from annotation.project_settings import urls as settings_urls
 from config import urls as root_urls
 from tests.api.conftest import (
     ARTIFACT_PATH,
@@ -63,6 +64,7 @@ def everyone(code: int, **overrides: int) -> dict[str, int]:
 
 
 LEADS_ONLY = {"annotator": 403, "reviewer": 403}
+ADMINS_ONLY = {"annotator": 403, "reviewer": 403, "lead": 403}
 REVIEWERS_ONLY = {"annotator": 403}
 
 PAGES = [
@@ -99,6 +101,43 @@ PAGES = [
         "/projects/{project}/models/{classifier}/report.json",
         members(404, **LEADS_ONLY),
     ),
+    # Settings and members (annotation/project_settings/), exports page.
+    Case("project-settings", "GET", "/projects/{project}/settings/", members(200, **LEADS_ONLY)),
+    Case(
+        "project-settings",
+        "POST",
+        "/projects/{project}/settings/",
+        members(302, **LEADS_ONLY),
+        {
+            "label_budget": "777",
+            "query_strategy": "margin",
+            "query_batch_size": "24",
+            "encoder_backbone": "resnet18",
+            "ssl_method": "simclr",
+            "image_size": "64",
+            "pretrain_minutes": "1",
+            "classifier_kind": "logreg",
+            "finetune_every": "0",
+        },
+        location="/projects/{project}/settings/",
+    ),
+    Case(
+        "member-add",
+        "POST",
+        "/projects/{project}/members/",
+        members(302, **ADMINS_ONLY),
+        {"username": "newcomer", "role": "annotator"},
+        location="/projects/{project}/settings/",
+    ),
+    Case(
+        "member-change",
+        "POST",
+        "/projects/{project}/members/{annotator_user}/",
+        members(302, **ADMINS_ONLY),
+        {"action": "role", "role": "reviewer"},
+        location="/projects/{project}/settings/",
+    ),
+    Case("exports", "GET", "/projects/{project}/exports/", members(200, **LEADS_ONLY)),
     # config/urls.py's own pages.
     Case("login", "GET", "/accounts/login/", everyone(200), login_required=False),
     Case(
@@ -166,6 +205,17 @@ FOREIGN = [
     Case("dashboard", "GET", "/projects/{other}/dashboard/", {}),
     Case("dashboard-data", "GET", "/projects/{other}/dashboard/data.json", {}),
     Case("dashboard-map", "GET", "/projects/{other}/dashboard/map.json", {}),
+    Case("project-settings", "GET", "/projects/{other}/settings/", {}),
+    Case("exports", "GET", "/projects/{other}/exports/", {}),
+    Case("member-add", "POST", "/projects/{other}/members/", {}, {"username": "newcomer"}),
+    # A user of this project through another project's member URL, and the reverse.
+    Case(
+        "member-change",
+        "POST",
+        "/projects/{other}/members/{annotator_user}/",
+        {},
+        {"action": "remove"},
+    ),
     Case("api-export-list", "GET", "/api/projects/{other}/exports/", {}),
     Case("evaluation-report", "GET", "/projects/{other}/models/{other_version}/report/", {}),
     # Another project's model version through this project's URL (leads only get that far).
@@ -232,6 +282,7 @@ def ids(world: World, role: str) -> dict[str, Any]:
         "cell2": world.cells[2].pk,
         "other_cell": world.other_cell.pk,
         "export_job": world.export_job.pk,  # type: ignore[attr-defined]
+        "annotator_user": world.users["annotator"].pk,
         "username": role,
     }
 
@@ -277,6 +328,7 @@ def test_every_page_url_is_in_the_matrix() -> None:
         *dashboard_urls.urlpatterns,
         *report_urls.urlpatterns,
         *export_urls.urlpatterns,
+        *settings_urls.urlpatterns,
     ]
     names = {p.name for p in patterns if isinstance(p, URLPattern)}
     included: set[str] = set()
@@ -293,6 +345,7 @@ def test_every_page_url_is_in_the_matrix() -> None:
         "annotation.exports.urls",
         "annotation.dashboard.urls",
         "annotation.evaluation_report.urls",
+        "annotation.project_settings.urls",
         "annotation.urls",
     }
     assert names == {case.name for case in CASES}

@@ -1,0 +1,50 @@
+"""Forms of the settings page: the project's settings and its members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.models import User
+
+from annotation.models import Membership, Project
+
+
+class ProjectSettingsForm(forms.ModelForm[Project]):
+    class Meta:
+        model = Project
+        fields = list(Project.EDITABLE_SETTINGS)
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        labels = {"ssl_method": "Self-supervised method", "finetune_every": "Fine-tune every N batches"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from models_zoo import list_models  # torch comes with it: only when the page is drawn
+
+        # A list to choose from; the model field's validator still refuses anything else.
+        self.fields["encoder_backbone"].widget = forms.Select(choices=[(n, n) for n in list_models()])
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.ANNOTATOR)
+
+    def clean_username(self) -> User:
+        name = self.cleaned_data["username"]
+        user = User.objects.filter(username=name, is_active=True).first()
+        if user is None:
+            raise forms.ValidationError(f"no active user {name!r}")
+        return user
+
+
+class MemberChangeForm(forms.Form):
+    """One member's row: a new role, or ``remove``."""
+
+    action = forms.ChoiceField(choices=[("role", "Change role"), ("remove", "Remove")])
+    role = forms.ChoiceField(choices=Membership.Role.choices, required=False)
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if data.get("action") == "role" and not data.get("role"):
+            raise forms.ValidationError("choose the new role")
+        return data
