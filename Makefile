@@ -41,13 +41,18 @@ migrate: install
 run: migrate
 	$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)")
 	@echo "starting a worker and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops both)"
-	@$(BIN)/celery -A config worker -B --loglevel=INFO --concurrency=1 --pool=solo > var/worker.log 2>&1 & \
-	  worker=$$!; trap "kill $$worker 2>/dev/null" EXIT INT TERM; \
-	  echo "worker pid $$worker, log in var/worker.log"; \
+	@$(BIN)/celery -A config worker -B -n loop@%h --queues=celery --loglevel=INFO --concurrency=1 --pool=solo \
+	  > var/worker.log 2>&1 & worker=$$!; \
+	  $(BIN)/celery -A config worker -n side@%h --queues=side --loglevel=INFO --concurrency=1 --pool=solo \
+	  > var/worker-side.log 2>&1 & side=$$!; \
+	  trap "kill $$worker $$side 2>/dev/null" EXIT INT TERM; \
+	  echo "workers: loop pid $$worker (var/worker.log), exports and maps pid $$side (var/worker-side.log)"; \
 	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload
 
+## make worker: one more worker for both queues (QUEUES=celery for loop jobs only, QUEUES=side for exports and maps)
+QUEUES ?= celery,side
 worker: install
-	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 --pool=solo
+	$(BIN)/celery -A config worker --queues=$(QUEUES) --loglevel=INFO --concurrency=1 --pool=solo
 
 lint: install
 	$(BIN)/ruff check .

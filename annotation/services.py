@@ -284,11 +284,27 @@ def job_create(
     return job
 
 
-def job_enqueue(*, job: Job) -> None:
+# Celery queues. The loop's jobs (import, pretrain, embed, retrain, query, fine-tune) share Celery's
+# default queue; exports and the dashboard's map run beside the loop on their own, so a minute of UMAP or
+# a large export never holds up the next batch (`make run` starts one worker for each queue).
+LOOP_QUEUE = "celery"
+SIDE_QUEUE = "side"
+SIDE_KINDS = frozenset({Job.Kind.EXPORT, Job.Kind.MAP})
+
+
+def job_queue(kind: str) -> str:
+    return SIDE_QUEUE if kind in SIDE_KINDS else LOOP_QUEUE
+
+
+def _send(job_id: int, kind: str) -> None:
     from annotation.tasks import run_job  # the task module imports services; import late to avoid a cycle
 
-    job_id = job.pk
-    transaction.on_commit(lambda: run_job.delay(job_id))
+    run_job.apply_async((job_id,), queue=job_queue(kind))
+
+
+def job_enqueue(*, job: Job) -> None:
+    job_id, kind = job.pk, job.kind
+    transaction.on_commit(lambda: _send(job_id, kind))
 
 
 def _stale_before() -> Any:
@@ -326,12 +342,10 @@ def job_heartbeat(*, job_id: int) -> None:
 
 def job_requeue_stale() -> list[int]:
     """Send every running job whose worker stopped beating back to the queue; returns their ids."""
-    from annotation.tasks import run_job
-
-    stale = list(Job.objects.filter(_stale_running()).values_list("pk", flat=True))
-    for job_id in stale:
-        run_job.delay(job_id)
-    return stale
+    stale = list(Job.objects.filter(_stale_running()).values_list("pk", "kind"))
+    for job_id, kind in stale:
+        _send(job_id, kind)
+    return [job_id for job_id, _ in stale]
 
 
 def job_progress(*, job_id: int, progress: float, message: str = "") -> None:

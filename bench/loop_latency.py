@@ -108,7 +108,10 @@ def main() -> None:
 
     # The worker starts now, so that its start-up (imports) is over before the first timed round.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=WARNING"],
+        [
+            *(sys.executable, "-m", "celery", "-A", "config", "worker"),
+            *("--pool=solo", "--queues=celery,side", "--loglevel=WARNING"),
+        ],
         cwd=REPO,
         env={**os.environ},
         stdout=(SCRATCH / "worker.log").open("wb"),

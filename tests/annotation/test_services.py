@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError
@@ -108,3 +110,22 @@ def test_project_strategy_choices_are_the_learning_engines_strategies() -> None:
     from learning.query import STRATEGIES
 
     assert set(QueryStrategy.values) == set(STRATEGIES)
+
+
+def test_exports_and_maps_go_to_the_side_queue_and_the_loop_to_its_own(
+    project: Project, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    from annotation.tasks import run_job
+
+    sent: list[tuple[int, str]] = []
+    monkeypatch.setattr(run_job, "apply_async", lambda args, queue: sent.append((int(args[0]), str(queue))))
+    with django_capture_on_commit_callbacks(execute=True):
+        jobs = {kind: services.job_create(kind=kind, project=project) for kind in Job.Kind.values}
+    assert sorted(sent) == sorted(
+        (job.pk, "side" if kind in ("export", "map") else "celery") for kind, job in jobs.items()
+    )
+    # A job whose worker died goes back to the queue of its kind.
+    sent.clear()
+    Job.objects.filter(pk__in=[jobs["map"].pk, jobs["retrain"].pk]).update(status=Job.Status.RUNNING)
+    assert sorted(services.job_requeue_stale()) == sorted([jobs["map"].pk, jobs["retrain"].pk])
+    assert sorted(sent) == sorted([(jobs["map"].pk, "side"), (jobs["retrain"].pk, "celery")])

@@ -36,7 +36,7 @@ def test_dashboard_draws_the_loop_with_chartjs(
     settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
     # The jobs run here (run_queued_jobs), not in a worker: committed jobs must not reach the broker, where
     # a later test's worker would find them.
-    monkeypatch.setattr(run_job, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(run_job, "apply_async", lambda *args, **kwargs: None)
     second = User.objects.create_user("second", password="pw-second-123")
     run_loop(loop_project, annotator, batches=3, second=second)
     versions = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER).count()

@@ -33,7 +33,7 @@ def test_settings_members_and_an_export_in_the_browser(
 ) -> None:
     settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
     # Jobs run here (run_queued_jobs), not in a worker: nothing may reach a broker a later test reads.
-    monkeypatch.setattr(run_job, "delay", lambda *args, **kwargs: None)
+    monkeypatch.setattr(run_job, "apply_async", lambda *args, **kwargs: None)
     admin = User.objects.create_user("padmin", password="pw-padmin-123")
     services.membership_set(project=loop_project, user=admin, role=Membership.Role.ADMIN)
     User.objects.create_user("newcomer", password="pw-newcomer-123")
