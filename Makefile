@@ -40,7 +40,7 @@ migrate: install
 ## make run [DATA=folder|manifest.csv|zip]: the platform on an embedded default (SQLite, filesystem broker)
 run: migrate
 	$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)")
-	@echo "starting a worker and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops both)"
+	@echo "starting two workers and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops all)"
 	@$(BIN)/celery -A config worker -B -n loop@%h --queues=celery --loglevel=INFO --concurrency=1 --pool=solo \
 	  > var/worker.log 2>&1 & worker=$$!; \
 	  $(BIN)/celery -A config worker -n side@%h --queues=side --loglevel=INFO --concurrency=1 --pool=solo \
