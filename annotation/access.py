@@ -25,6 +25,7 @@ def cell_for_user(*, user: AnyUser, cell_id: int) -> Cell:
 
 REVIEWERS = (Membership.Role.REVIEWER, Membership.Role.LEAD, Membership.Role.ADMIN)
 LEADS = (Membership.Role.LEAD, Membership.Role.ADMIN)
+ADMINS = (Membership.Role.ADMIN,)  # project admins (superusers count as admins everywhere)
 
 
 def require_role(*, user: AnyUser, project: Project, roles: tuple[str, ...]) -> str:

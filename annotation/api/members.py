@@ -19,12 +19,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import services
-from annotation.access import LEADS, project_for_user, require_role
+from annotation.access import ADMINS, LEADS, project_for_user, require_role
 from annotation.api.errors import Conflict
 from annotation.api.views import errors
 from annotation.models import Membership, Project
-
-ADMINS = (Membership.Role.ADMIN,)
 
 
 class MemberSerializer(serializers.Serializer[Membership]):

@@ -15,12 +15,10 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotation import services
-from annotation.access import LEADS, project_for_user, require_role
+from annotation.access import ADMINS, LEADS, project_for_user, require_role
 from annotation.exports.service import ExportFormat
 from annotation.models import Annotation, Membership, Project
 from annotation.project_settings.forms import MemberAddForm, MemberChangeForm, ProjectSettingsForm
-
-ADMINS = (Membership.Role.ADMIN,)
 
 
 def _members(project: Project) -> list[tuple[Membership, int]]:

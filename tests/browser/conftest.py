@@ -57,3 +57,13 @@ def login(browser: Any, base_url: str, username: str, password: str) -> Any:
     page.click("button[type=submit]")
     page.wait_for_url(f"{base_url}/")
     return page
+
+
+@pytest.fixture
+def jobs_run_here(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that run queued jobs themselves (``run_queued_jobs``): artifacts in the test's folder, and
+    committed jobs never reach the broker, where a later test's worker would find them."""
+    from annotation.tasks import run_job
+
+    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
+    monkeypatch.setattr(run_job, "apply_async", lambda *args, **kwargs: None)

@@ -12,7 +12,6 @@ from django.contrib.auth.models import User
 
 from annotation.dashboard.embedding_map import map_path
 from annotation.models import ModelVersion, Project
-from annotation.tasks import run_job
 from tests.browser.conftest import login
 from tests.conftest import run_queued_jobs
 from tests.dashboard import run_loop
@@ -29,14 +28,8 @@ def test_dashboard_draws_the_loop_with_chartjs(
     live_server: Any,
     browser: Any,
     screenshot_dir: Path,
-    settings: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    jobs_run_here: None,
 ) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-    # The jobs run here (run_queued_jobs), not in a worker: committed jobs must not reach the broker, where
-    # a later test's worker would find them.
-    monkeypatch.setattr(run_job, "apply_async", lambda *args, **kwargs: None)
     second = User.objects.create_user("second", password="pw-second-123")
     run_loop(loop_project, annotator, batches=3, second=second)
     versions = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER).count()

@@ -14,7 +14,6 @@ from django.contrib.auth.models import User
 
 from annotation import services
 from annotation.models import Membership, Project
-from annotation.tasks import run_job
 from tests.browser.conftest import login
 from tests.conftest import run_queued_jobs
 
@@ -27,13 +26,8 @@ def test_settings_members_and_an_export_in_the_browser(
     live_server: Any,
     browser: Any,
     screenshot_dir: Path,
-    settings: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    jobs_run_here: None,
 ) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-    # Jobs run here (run_queued_jobs), not in a worker: nothing may reach a broker a later test reads.
-    monkeypatch.setattr(run_job, "apply_async", lambda *args, **kwargs: None)
     admin = User.objects.create_user("padmin", password="pw-padmin-123")
     services.membership_set(project=loop_project, user=admin, role=Membership.Role.ADMIN)
     User.objects.create_user("newcomer", password="pw-newcomer-123")
