@@ -57,3 +57,14 @@ def label_counts(*, project: Project) -> dict[str, int]:
         .annotate(n=Count("cell", distinct=True))
     )
     return {row["label__name"]: row["n"] for row in rows}
+
+
+def member_list(*, project: Project) -> QuerySet[Membership]:
+    """The project's members by username, each with ``labels``: how many current labels they gave here."""
+    current = Q(user__annotations__cell__project=project, user__annotations__superseded_by__isnull=True)
+    return (
+        Membership.objects.filter(project=project)
+        .select_related("user")
+        .annotate(labels=Count("user__annotations", filter=current))
+        .order_by("user__username")
+    )

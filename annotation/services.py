@@ -65,18 +65,26 @@ class LastAdminError(ValueError):
 def _keep_an_admin(membership: Membership, new_role: str | None) -> None:
     if membership.role != Membership.Role.ADMIN or new_role == Membership.Role.ADMIN:
         return
-    admins = Membership.objects.select_for_update().filter(
-        project_id=membership.project_id, role=Membership.Role.ADMIN
+    # The admins' rows are locked (a list, not COUNT: an aggregate takes no row locks), so two admins
+    # demoting each other at once cannot both succeed.
+    admins = list(
+        Membership.objects.select_for_update()
+        .filter(project_id=membership.project_id, role=Membership.Role.ADMIN)
+        .values_list("pk", flat=True)
     )
-    if admins.count() <= 1:
+    if len(admins) <= 1:
         raise LastAdminError(f"{membership.user} is the project's only admin: make someone else admin first")
+
+
+def _check_role(role: str) -> None:
+    if role not in Membership.Role.values:
+        raise ValueError(f"unknown role {role!r} (use one of {', '.join(Membership.Role.values)})")
 
 
 @transaction.atomic
 def membership_add(*, project: Project, user: User, role: str) -> Membership:
     """A new member; raises ValueError if ``user`` is already one (change the role instead)."""
-    if role not in Membership.Role.values:
-        raise ValueError(f"unknown role {role!r} (use one of {', '.join(Membership.Role.values)})")
+    _check_role(role)
     if Membership.objects.filter(project=project, user=user).exists():
         raise ValueError(f"{user} is already a member of this project")
     return Membership.objects.create(project=project, user=user, role=role)
@@ -84,8 +92,7 @@ def membership_add(*, project: Project, user: User, role: str) -> Membership:
 
 @transaction.atomic
 def membership_change(*, membership: Membership, role: str) -> Membership:
-    if role not in Membership.Role.values:
-        raise ValueError(f"unknown role {role!r} (use one of {', '.join(Membership.Role.values)})")
+    _check_role(role)
     _keep_an_admin(membership, role)
     Membership.objects.filter(pk=membership.pk).update(role=role)
     membership.refresh_from_db()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Q
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -18,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import services
+from annotation import selectors, services
 from annotation.access import ADMINS, LEADS, project_for_user, require_role
 from annotation.api.errors import Conflict
 from annotation.api.views import errors
@@ -42,18 +41,8 @@ class RoleSerializer(serializers.Serializer[dict[str, Any]]):
     role = serializers.ChoiceField(choices=Membership.Role.choices)
 
 
-def _members(project: Project) -> Any:
-    current = Q(user__annotations__cell__project=project, user__annotations__superseded_by__isnull=True)
-    return (
-        Membership.objects.filter(project=project)
-        .select_related("user")
-        .annotate(labels=Count("user__annotations", filter=current))
-        .order_by("user__username")
-    )
-
-
 def _member(project: Project, user_id: int) -> Membership:
-    membership = _members(project).filter(user_id=user_id).first()
+    membership = selectors.member_list(project=project).filter(user_id=user_id).first()
     if membership is None:
         raise NotFound("No such member")
     return membership
@@ -65,7 +54,8 @@ class MemberListApi(APIView):
         """The project's members with their roles (leads and admins)."""
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=LEADS)
-        return Response(MemberSerializer(_members(project), many=True).data)
+        members: Any = selectors.member_list(project=project)  # DRF's stubs type one instance, not many
+        return Response(MemberSerializer(members, many=True).data)
 
     @extend_schema(request=MemberAddSerializer, responses={201: MemberSerializer, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int) -> Response:

@@ -181,6 +181,14 @@ def map_request(*, project: Project, created_by: Any = None) -> Job:
     return services.job_create(kind=Job.Kind.MAP, project=project, created_by=created_by)
 
 
+def _failed_since(project: Project, index: ModelVersion) -> Job | None:
+    """The latest ``map`` job if it failed after ``index`` was made and none is on its way again."""
+    latest = Job.objects.filter(project=project, kind=Job.Kind.MAP).order_by("-pk").first()
+    if latest is None or latest.status != Job.Status.FAILED:
+        return None
+    return latest if latest.finished_at is not None and latest.finished_at >= index.created_at else None
+
+
 def draw_latest_map(project: Project) -> dict[str, Any]:
     """The ``map`` job's work: the newest index's map (an index newer than the one that started the job
     is drawn instead: the dashboard only ever shows the newest)."""
@@ -204,6 +212,18 @@ def embedding_map(project: Project, *, user: Any = None) -> dict[str, Any]:
         return {"index_version": None, "points": None, "note": "no index yet: the cells are not embedded"}
     coords = cached_coordinates(index)
     if coords is None:
+        failed = _failed_since(project, index)
+        if failed is not None:
+            # Not started again: the page asks every few seconds and would queue failing job after job.
+            reason = failed.error.splitlines()[0] if failed.error else "no reason recorded"
+            return {
+                "index_version": index.version,
+                "points": None,
+                "failed": True,
+                "job": failed.pk,
+                "note": f"Drawing the map of index v{index.version} failed (job {failed.pk}: {reason}); "
+                "it is drawn again with the next index.",
+            }
         job = map_request(project=project, created_by=user)
         return {
             "index_version": index.version,

@@ -8,29 +8,16 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotation import services
+from annotation import selectors, services
 from annotation.access import ADMINS, LEADS, project_for_user, require_role
 from annotation.exports.service import ExportFormat
-from annotation.models import Annotation, Membership, Project
+from annotation.models import Membership, Project
 from annotation.project_settings.forms import MemberAddForm, MemberChangeForm, ProjectSettingsForm
-
-
-def _members(project: Project) -> list[tuple[Membership, int]]:
-    memberships = list(Membership.objects.filter(project=project).select_related("user"))
-    counts = dict(
-        Annotation.objects.filter(cell__project=project, superseded_by__isnull=True)
-        .values("annotator_id")
-        .order_by()
-        .annotate(n=Count("id"))
-        .values_list("annotator_id", "n")
-    )
-    return sorted(((m, counts.get(m.user_id, 0)) for m in memberships), key=lambda mc: mc[0].user.username)
 
 
 def _render(
@@ -48,7 +35,7 @@ def _render(
         "is_admin": role == Membership.Role.ADMIN,
         "form": form or ProjectSettingsForm(instance=project),
         "add_form": add_form or MemberAddForm(),
-        "members": _members(project),
+        "members": selectors.member_list(project=project),
         "roles": Membership.Role.choices,
     }
     return render(request, "annotation/project_settings.html", context, status=status)

@@ -111,6 +111,25 @@ def test_an_empty_project(project: Project, lead: User) -> None:
     assert client_for(lead).get(f"/projects/{project.pk}/dashboard/map.json").json()["points"] is None
 
 
+def test_a_failed_map_is_reported_and_not_started_again_and_again(project: Project, lead: User) -> None:
+    ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.INDEX, version=1)
+    client = client_for(lead)
+    first = client.get(f"/projects/{project.pk}/dashboard/map.json").json()
+    assert first["pending"] and first["points"] is None
+    Job.objects.filter(pk=first["job"]).update(
+        status=Job.Status.FAILED, finished_at=timezone.now(), error="ValueError: no embeddings\n\ntraceback"
+    )
+    for _ in range(3):  # the page keeps asking
+        answer = client.get(f"/projects/{project.pk}/dashboard/map.json").json()
+        assert answer["failed"] and answer["job"] == first["job"] and "pending" not in answer
+        assert "failed (job" in answer["note"] and "ValueError: no embeddings" in answer["note"]
+    assert Job.objects.filter(project=project, kind=Job.Kind.MAP).count() == 1
+    # A newer index gets its own attempt.
+    ModelVersion.objects.create(project=project, kind=ModelVersion.Kind.INDEX, version=2)
+    assert client.get(f"/projects/{project.pk}/dashboard/map.json").json()["pending"]
+    assert Job.objects.filter(project=project, kind=Job.Kind.MAP).count() == 2
+
+
 def test_budget_classes_annotators_and_kappa_on_two_annotators(
     project: Project, lead: User, annotator: User
 ) -> None:
