@@ -58,6 +58,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 ## make test: install everything, lint, run the suite. With CI=true the suite runs on PostgreSQL + Redis,
 ## and the worker tests run a second time on the embedded default (SQLite + filesystem broker).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from annotation.models import Cell, Membership, Project
+from annotation.models import Cell, Project
 from annotation.selectors import AnyUser, project_role
 
 
@@ -21,11 +21,6 @@ def cell_for_user(*, user: AnyUser, cell_id: int) -> Cell:
     if cell is None or project_role(user=user, project=cell.project) is None:
         raise Http404("No such cell")
     return cell
-
-
-REVIEWERS = (Membership.Role.REVIEWER, Membership.Role.LEAD, Membership.Role.ADMIN)
-LEADS = (Membership.Role.LEAD, Membership.Role.ADMIN)
-ADMINS = (Membership.Role.ADMIN,)  # project admins (superusers count as admins everywhere)
 
 
 def require_role(*, user: AnyUser, project: Project, roles: tuple[str, ...]) -> str:

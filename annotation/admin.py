@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotation.models import Annotation, Cell, Job, LabelClass, Membership, ModelVersion, Project
+from annotation.models import Annotation, Cell, LabelClass, Membership, Project
 
 
 class LabelClassInline(admin.TabularInline[LabelClass, Project]):
@@ -31,14 +31,3 @@ class AnnotationAdmin(admin.ModelAdmin[Annotation]):
     list_display = ("id", "cell", "annotator", "label", "unsure", "origin", "created_at", "superseded_by")
     list_filter = ("origin", "unsure")
     raw_id_fields = ("cell", "superseded_by")
-
-
-@admin.register(Job)
-class JobAdmin(admin.ModelAdmin[Job]):
-    list_display = ("id", "project", "kind", "status", "progress", "message", "created_at", "finished_at")
-    list_filter = ("kind", "status")
-
-
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin[ModelVersion]):
-    list_display = ("project", "kind", "version", "label_count", "created_at")

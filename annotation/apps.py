@@ -7,9 +7,5 @@ class AnnotationConfig(AppConfig):
     verbose_name = "Cell annotation"
 
     def ready(self) -> None:
-        # Register job handlers with the task dispatcher: import, the embedding map and exports here,
-        # the learning loop's jobs (pretrain, embed, retrain, query) in the learning engine's service layer.
-        from annotation import jobs  # noqa: F401
-        from annotation.dashboard import jobs as map_jobs  # noqa: F401
-        from annotation.exports import jobs as export_jobs  # noqa: F401
-        from learning.service import jobs as learning_jobs  # noqa: F401
+        # The import job's handler registers itself with the job dispatcher (jobs.registry).
+        from annotation import handlers  # noqa: F401

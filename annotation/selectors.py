@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 
-from annotation.models import Annotation, Cell, Job, Membership, Project
+from annotation.labels import cell_labels, review_queue_ids
+from annotation.models import Annotation, Cell, LabelClass, Membership, Project
+from annotation.roles import REVIEWERS
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -45,8 +49,37 @@ def current_annotations(*, project: Project) -> QuerySet[Annotation]:
     return Annotation.objects.filter(cell__project=project, superseded_by__isnull=True)
 
 
-def job_list(*, project: Project) -> QuerySet[Job]:
-    return Job.objects.filter(project=project).order_by("-created_at", "-id")
+def annotation_list(
+    *,
+    project: Project,
+    user: AnyUser,
+    cell_id: int | None = None,
+    annotator: str | None = None,
+    label: LabelClass | None = None,
+    origin: str | None = None,
+    unsure: bool | None = None,
+    current_only: bool = False,
+) -> QuerySet[Annotation]:
+    """The project's annotations, history included, oldest first. Annotators see only their own;
+    reviewers, leads and admins see everyone's."""
+    annotations = (
+        Annotation.objects.filter(cell__project=project).select_related("label", "annotator").order_by("id")
+    )
+    if project_role(user=user, project=project) not in REVIEWERS:
+        annotations = annotations.filter(annotator_id=user.pk)
+    if cell_id is not None:
+        annotations = annotations.filter(cell_id=cell_id)
+    if annotator:
+        annotations = annotations.filter(annotator__username=annotator)
+    if label is not None:
+        annotations = annotations.filter(label=label)
+    if origin:
+        annotations = annotations.filter(origin=origin)
+    if unsure is not None:
+        annotations = annotations.filter(unsure=unsure)
+    if current_only:
+        annotations = annotations.filter(superseded_by__isnull=True)
+    return annotations
 
 
 def label_counts(*, project: Project) -> dict[str, int]:
@@ -68,3 +101,50 @@ def member_list(*, project: Project) -> QuerySet[Membership]:
         .annotate(labels=Count("user__annotations", filter=current))
         .order_by("user__username")
     )
+
+
+def annotation_summary(annotation: Annotation) -> dict[str, Any]:
+    return {
+        "id": annotation.pk,
+        "cell": annotation.cell_id,
+        "label": annotation.label.name if annotation.label else None,
+        "unsure": annotation.unsure,
+        "attributes": annotation.attributes,
+        "origin": annotation.origin,
+        "annotator": annotation.annotator.get_username() if annotation.annotator else None,
+        "created_at": annotation.created_at.isoformat(),
+    }
+
+
+def review_queue(*, project: Project, limit: int = 100) -> list[dict[str, Any]]:
+    ids = review_queue_ids(project=project)[:limit]
+    states = cell_labels(project=project, cell_ids=ids)
+    annotations: dict[int, list[dict[str, Any]]] = {}
+    for a in (
+        Annotation.objects.filter(cell_id__in=ids, superseded_by__isnull=True)
+        .select_related("label", "annotator")
+        .order_by("pk")
+    ):
+        annotations.setdefault(a.cell_id, []).append(annotation_summary(a))
+    return [
+        {
+            "cell": cell_id,
+            "image_url": f"/cells/{cell_id}/image",
+            "reason": states[cell_id].reason,
+            "annotations": annotations.get(cell_id, []),
+        }
+        for cell_id in ids
+    ]
+
+
+def cell_history(*, cell: Cell) -> list[dict[str, Any]]:
+    """Every annotation ever given to the cell, withdrawn and superseded ones included."""
+    rows = Annotation.objects.filter(cell=cell).select_related("label", "annotator").order_by("pk")
+    return [
+        {
+            **annotation_summary(a),
+            "current": a.superseded_by_id is None,
+            "withdrawn": a.withdrawn_at is not None,
+        }
+        for a in rows
+    ]

@@ -5,9 +5,7 @@ from annotation import views
 urlpatterns = [
     path("", views.project_list, name="project-list"),
     path("projects/<int:project_id>/", views.project_detail, name="project-detail"),
-    path("projects/<int:project_id>/label/", views.label_page, name="label"),
     path("projects/<int:project_id>/review/", views.review_page, name="review"),
     path("cells/<int:cell_id>/image", views.cell_image, name="cell-image"),
-    path("cells/<int:cell_id>/saliency.png", views.cell_saliency, name="cell-saliency"),
     path("healthz", views.healthz, name="healthz"),
 ]

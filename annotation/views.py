@@ -10,13 +10,15 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
-from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
-from annotation import loop_state, selectors, services
-from annotation.access import LEADS, REVIEWERS, cell_for_user, project_for_user, require_role
+from annotation import selectors
+from annotation.access import cell_for_user, project_for_user, require_role
 from annotation.models import Cell, LabelClass, Project
+from annotation.roles import REVIEWERS
+from annotation.selectors import review_queue
+from annotation.services.review import review_decide
+from jobs.selectors import job_list
 
 CELLS_PER_PAGE = 96
 
@@ -43,7 +45,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "role_filter": role_filter,
         "roles": Cell.Role.choices,
         "classes": _classes_with_counts(project),
-        "jobs": selectors.job_list(project=project)[:10],
+        "jobs": job_list(project_id=project.pk)[:10],
     }
     return render(request, "annotation/project_detail.html", context)
 
@@ -73,54 +75,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok", "database": connection.vendor})
 
 
-# --- The labelling loop ---------------------------------------------------------------------------
-
-_ID = 999999999  # reversed into URLs, then replaced by "{id}" for the page's script to fill in
-
-
-def _url_template(name: str, *args: int) -> str:
-    return reverse(name, args=[*args, _ID]).replace(str(_ID), "{id}")
-
-
-@login_required
-@ensure_csrf_cookie
-def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = project_for_user(user=request.user, project_id=project_id)
-    role = selectors.project_role(user=request.user, project=project)
-    classes = list(project.classes.all())
-    config = {
-        "project": project.pk,
-        "classes": [
-            {"name": c.name, "display_name": c.display_name, "key": c.key, "colour": c.colour}
-            for c in classes
-        ],
-        "attributes": project.attribute_schema,
-        "poll_ms": 1500,
-        "api": {
-            "loop": reverse("api-loop", args=[project.pk]),
-            "start": reverse("api-loop-start", args=[project.pk]),
-            "finetune": reverse("api-loop-finetune", args=[project.pk]),
-            "batch": reverse("api-batch-current", args=[project.pk]),
-            "annotate": reverse("api-annotate", args=[project.pk]),
-            "submit": _url_template("api-batch-submit", project.pk),
-            "skip": _url_template("api-batch-skip", project.pk),
-            "undo": _url_template("api-annotation-undo"),
-            "why": _url_template("api-cell-why"),
-            "similar": _url_template("api-cell-similar"),
-            "saliency": _url_template("cell-saliency"),
-        },
-    }
-    context = {
-        "project": project,
-        "my_role": role,
-        "classes": classes,
-        "can_review": role in REVIEWERS,
-        "can_lead": role in LEADS,
-        "page_config": config,
-    }
-    return render(request, "annotation/label.html", context)
-
-
 @login_required
 def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
     """Cells flagged unsure or labelled differently by two people; the reviewer's decision is final."""
@@ -129,26 +83,12 @@ def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         cell = get_object_or_404(Cell, pk=request.POST.get("cell"), project=project)
         label = get_object_or_404(LabelClass, project=project, name=request.POST.get("label"))
-        services.review_decide(cell=cell, reviewer=request.user, label=label)  # type: ignore[arg-type]
+        review_decide(cell=cell, reviewer=request.user, label=label)  # type: ignore[arg-type]
         messages.success(request, f"Cell {cell.pk} is now {label.display_name} (final).")
         return redirect("review", project_id=project.pk)
     context = {
         "project": project,
-        "queue": loop_state.review_queue(project=project),
+        "queue": review_queue(project=project),
         "classes": list(project.classes.all()),
     }
     return render(request, "annotation/review.html", context)
-
-
-@login_required
-@require_GET
-def cell_saliency(request: HttpRequest, cell_id: int) -> HttpResponse:
-    from learning.service.inference import saliency_png
-
-    cell = cell_for_user(user=request.user, cell_id=cell_id)
-    png = saliency_png(cell=cell)
-    if png is None:
-        raise Http404("no trained model for this project yet")
-    response = HttpResponse(png, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=300"
-    return response

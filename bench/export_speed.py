@@ -11,7 +11,7 @@ image (warming the page cache), each measurement runs in its own fresh process, 
 - ``floor``: the labelled cells' image files written into a zip with ``zipfile`` (``ZIP_STORED``, as the
   ImageFolder writer stores images), member names ``<label>/<file>``; the file list is read from the
   database before the clock starts;
-- ``imagefolder``, ``csv``, ``jsonl``: ``annotation.exports.service.write_<format>`` called directly (no
+- ``imagefolder``, ``csv``, ``jsonl``: ``exports.service.write_<format>`` called directly (no
   broker, no job row), output to a temporary file.
 
 Memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that process just before the timed call (Django
@@ -95,12 +95,12 @@ def child_setup(manifest: Path) -> dict[str, Any]:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from annotation import services
     from annotation.importing.service import LabelMode, import_cells
     from annotation.labels import LabelStatus, cell_labels
     from annotation.models import Annotation, Cell
+    from annotation.services.projects import project_create
 
-    project = services.project_create(name="bench-export")
+    project = project_create(name="bench-export")
     start = time.perf_counter()
     report = import_cells(project=project, source=manifest, labels=LabelMode.ANNOTATIONS)
     seconds = time.perf_counter() - start
@@ -123,9 +123,9 @@ def child_setup(manifest: Path) -> dict[str, Any]:
 
 def child_measure(kind: str, project_id: int, out: Path, traced: bool = False) -> dict[str, Any]:
     django_setup()
-    from annotation.exports import service
-    from annotation.exports.rows import iter_rows, safe_file_name
     from annotation.models import Project
+    from exports import service
+    from exports.rows import iter_rows, safe_file_name
 
     project = Project.objects.get(pk=project_id)
 
@@ -175,8 +175,8 @@ def child_profile(kind: str, project_id: int, out: Path, top: int = 15) -> dict[
     import pstats
 
     django_setup()
-    from annotation.exports import service
     from annotation.models import Project
+    from exports import service
 
     project = Project.objects.get(pk=project_id)
     writer = service.WRITERS[service.ExportFormat(kind)]

@@ -58,7 +58,7 @@ def import_once(manifest: Path, store: str) -> dict[str, object]:
     call_command("migrate", verbosity=0)
     from annotation.importing.service import LabelMode, StoreMode, import_cells
     from annotation.models import Project
-    from annotation.services import project_create
+    from annotation.services.projects import project_create
 
     Project.objects.filter(name="bench-import").delete()
     project = project_create(name="bench-import")

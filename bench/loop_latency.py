@@ -85,9 +85,14 @@ def main() -> None:
     from django.db import connection
     from django.test import Client
 
-    from annotation import services
     from annotation.importing.service import LabelMode, import_cells
-    from annotation.models import Cell, Job, Membership, Project, QueryBatch
+    from annotation.models import Cell, Membership, Project
+    from annotation.services.cells import hold_out_validation
+    from annotation.services.memberships import membership_set
+    from annotation.services.projects import project_create
+    from jobs.models import Job
+    from jobs.services import job_create
+    from loop.models import QueryBatch
     from tests.conftest import run_queued_jobs  # runs the queued jobs in this process
 
     result: dict[str, Any] = {
@@ -96,14 +101,14 @@ def main() -> None:
         "database": connection.vendor,
     }
     user = User.objects.create_user("bench", password="x")
-    project = services.project_create(name="bench", lead=user)
-    services.membership_set(project=project, user=user, role=Membership.Role.LEAD)
+    project = project_create(name="bench", lead=user)
+    membership_set(project=project, user=user, role=Membership.Role.LEAD)
     Project.objects.filter(pk=project.pk).update(pretrain_minutes=0, image_size=64, query_batch_size=48)
     t = time.perf_counter()
     report = import_cells(project=project, source=args.data, labels=LabelMode.REFERENCE)
     result["import_seconds"] = round(time.perf_counter() - t, 2)
     result["cells"] = report.imported
-    result["validation_cells"] = services.hold_out_validation(project=project)
+    result["validation_cells"] = hold_out_validation(project=project)
     print(f"imported {report.imported} cells, {result['validation_cells']} for validation", flush=True)
 
     # The worker starts now, so that its start-up (imports) is over before the first timed round.
@@ -118,7 +123,7 @@ def main() -> None:
         stderr=subprocess.STDOUT,
     )
     # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
-    services.job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
+    job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
     t = time.perf_counter()
     run_queued_jobs()
     # The follow-up (cold-start query) job may have gone to the worker through the broker instead.

@@ -40,7 +40,13 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # leukoloop's apps, lowest layer first (README "Layout"; import-linter enforces the order).
+    "jobs",
     "annotation",
+    "loop",
+    "dashboard",
+    "exports",
+    "evaluation_report",
 ]
 # Swagger UI's JavaScript and CSS served from the installed package instead of a CDN (no internet needed).
 SWAGGER_UI_LOCAL = importlib.util.find_spec("drf_spectacular_sidecar") is not None
@@ -152,12 +158,15 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_DEFAULT_QUEUE", "leukoloop")
+# Queues are decided in one place, jobs.routing: a task with no route falls back to Celery's default
+# queue, which is the loop's (a test checks both against the queues `make run` starts workers for).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = ("jobs.routing.route_task",)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Workers that run `celery worker -B` (one per deployment) sweep for jobs of dead workers every minute.
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-jobs": {"task": "leukoloop.requeue_stale_jobs", "schedule": 60.0},
+    "requeue-stale-jobs": {"task": "leukoloop.requeue_stale_jobs", "schedule": 60.0},  # routing.SWEEP_TASK
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -203,8 +212,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Fields of the same name with different choices (kind, role): name their enums apart.
     "ENUM_NAME_OVERRIDES": {
-        "JobKindEnum": "annotation.models.Job.Kind",
-        "ModelVersionKindEnum": "annotation.models.ModelVersion.Kind",
+        "JobKindEnum": "jobs.models.Job.Kind",
+        "ModelVersionKindEnum": "loop.models.ModelVersion.Kind",
         "MembershipRoleEnum": "annotation.models.Membership.Role",
         "CellRoleEnum": "annotation.models.Cell.Role",
     },

@@ -250,8 +250,8 @@ def run_queued_jobs(*, limit: int = 20) -> list[int]:
     reaches the broker and the jobs wait in the table."""
     from django.test import override_settings
 
-    from annotation.models import Job
-    from annotation.tasks import run_job
+    from jobs.models import Job
+    from jobs.tasks import run_job
 
     ran: list[int] = []
     # No heartbeat thread: its own connection would wait on the test's open transaction.
@@ -278,11 +278,11 @@ LOOP_SETTINGS = {
 def loop_project(make_manifest: ManifestWriter, lead: User) -> Any:
     """A project of 72 real cells (8 per class, one per class held out for validation) with a tiny
     encoder configuration, so the whole loop runs in seconds on 2 cores."""
-    from annotation import services
     from annotation.importing.service import LabelMode, import_cells
     from annotation.models import Cell, Project
+    from annotation.services.projects import project_create
 
-    project = services.project_create(name="loop", lead=lead)
+    project = project_create(name="loop", lead=lead)
     Project.objects.filter(pk=project.pk).update(**LOOP_SETTINGS)
     project.refresh_from_db()
     import_cells(project=project, source=make_manifest(per_class=8), labels=LabelMode.REFERENCE)

@@ -17,11 +17,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import selectors, services
-from annotation.access import ADMINS, LEADS, project_for_user, require_role
+from annotation import selectors
+from annotation.access import project_for_user, require_role
 from annotation.api.errors import Conflict
 from annotation.api.views import errors
 from annotation.models import Membership, Project
+from annotation.roles import ADMINS, LEADS
+from annotation.services.memberships import (
+    LastAdminError,
+    membership_add,
+    membership_change,
+    membership_remove,
+)
 
 
 class MemberSerializer(serializers.Serializer[Membership]):
@@ -68,7 +75,7 @@ class MemberListApi(APIView):
         if user is None:
             raise ValidationError({"username": [f"no active user {data.validated_data['username']!r}"]})
         try:
-            services.membership_add(project=project, user=user, role=data.validated_data["role"])
+            membership_add(project=project, user=user, role=data.validated_data["role"])
         except ValueError as error:
             raise Conflict(str(error)) from None
         return Response(MemberSerializer(_member(project, user.pk)).data, status=status.HTTP_201_CREATED)
@@ -84,8 +91,8 @@ class MemberDetailApi(APIView):
         data = RoleSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            services.membership_change(membership=membership, role=data.validated_data["role"])
-        except services.LastAdminError as error:
+            membership_change(membership=membership, role=data.validated_data["role"])
+        except LastAdminError as error:
             raise Conflict(str(error)) from None
         return Response(MemberSerializer(_member(project, user_id)).data)
 
@@ -95,7 +102,7 @@ class MemberDetailApi(APIView):
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=ADMINS)
         try:
-            services.membership_remove(membership=_member(project, user_id))
-        except services.LastAdminError as error:
+            membership_remove(membership=_member(project, user_id))
+        except LastAdminError as error:
             raise Conflict(str(error)) from None
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
-from annotation.models import Annotation, Cell, Job, LabelClass, ModelVersion, Project, QueryBatch, QueryItem
+from annotation.models import Annotation, Cell, LabelClass, Project
+from jobs.models import Job
 
 
 class LabelClassSerializer(serializers.ModelSerializer[LabelClass]):
@@ -115,108 +115,6 @@ class AnnotationSerializer(serializers.ModelSerializer[Annotation]):
 
     def get_withdrawn(self, annotation: Annotation) -> bool:
         return annotation.withdrawn_at is not None
-
-
-class ModelVersionSerializer(serializers.ModelSerializer[ModelVersion]):
-    """A trained encoder, index or classifier with its validation metrics. Artefact paths on the server
-    are not shown, only what the version consists of."""
-
-    artifact_names = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ModelVersion
-        fields = [
-            "id",
-            "project",
-            "kind",
-            "version",
-            "job",
-            "parent",
-            "label_count",
-            "metrics",
-            "artifact_names",
-            "created_at",
-        ]
-
-    def get_artifact_names(self, version: ModelVersion) -> list[str]:
-        return sorted((version.artifacts or {}).keys())
-
-
-class ModelVersionDetailSerializer(ModelVersionSerializer):
-    trained_on = serializers.ListField(child=serializers.IntegerField(), read_only=True)
-
-    class Meta(ModelVersionSerializer.Meta):
-        fields = [*ModelVersionSerializer.Meta.fields, "trained_on"]
-
-
-class QueryBatchSerializer(serializers.ModelSerializer[QueryBatch]):
-    """A query batch and the provenance of its choice: strategy, model and index versions."""
-
-    classifier_version = serializers.IntegerField(
-        source="classifier.version", read_only=True, allow_null=True
-    )
-    index_version = serializers.IntegerField(source="index.version", read_only=True, allow_null=True)
-    item_count = serializers.IntegerField(read_only=True)
-    submitted = serializers.SerializerMethodField()
-
-    class Meta:
-        model = QueryBatch
-        fields = [
-            "id",
-            "number",
-            "strategy",
-            "requested_strategy",
-            "classifier",
-            "classifier_version",
-            "index",
-            "index_version",
-            "job",
-            "labelled_count",
-            "item_count",
-            "created_at",
-            "submitted",
-            "submitted_at",
-        ]
-
-    def get_submitted(self, batch: QueryBatch) -> bool:
-        return batch.submitted_at is not None
-
-
-class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
-    """One queried cell: why it was chosen (rank, score) and what the model suggested."""
-
-    suggestion = serializers.SlugRelatedField(slug_field="name", read_only=True)  # type: ignore[var-annotated]
-    skipped = serializers.SerializerMethodField()
-    image_url = serializers.SerializerMethodField()
-    mine = serializers.SerializerMethodField()
-
-    class Meta:
-        model = QueryItem
-        fields = ["cell", "rank", "image_url", "score", "suggestion", "confidence", "skipped", "mine"]
-
-    def get_skipped(self, item: QueryItem) -> bool:
-        return item.skipped_at is not None
-
-    def get_image_url(self, item: QueryItem) -> str:
-        return f"/cells/{item.cell_id}/image"
-
-    @extend_schema_field(AnnotationSerializer(allow_null=True))
-    def get_mine(self, item: QueryItem) -> dict[str, Any] | None:
-        """The caller's current label of the cell (from the ``mine`` context), if any."""
-        annotation = self.context.get("mine", {}).get(item.cell_id)
-        return AnnotationSerializer(annotation).data if annotation is not None else None
-
-
-class QueryBatchDetailSerializer(QueryBatchSerializer):
-    items = serializers.SerializerMethodField()
-
-    class Meta(QueryBatchSerializer.Meta):
-        fields = [*QueryBatchSerializer.Meta.fields, "items"]
-
-    @extend_schema_field(QueryItemSerializer(many=True))
-    def get_items(self, batch: QueryBatch) -> list[dict[str, Any]]:
-        items = batch.items.select_related("suggestion").order_by("rank")
-        return list(QueryItemSerializer(items, many=True, context=self.context).data)
 
 
 class ErrorBodySerializer(serializers.Serializer[dict[str, Any]]):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
@@ -21,19 +20,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.access import LEADS, project_for_user, require_role
+from annotation.access import project_for_user, require_role
 from annotation.api.serializers import (
     CellSerializer,
     ErrorSerializer,
     JobSerializer,
-    ModelVersionDetailSerializer,
-    ModelVersionSerializer,
     ProjectSerializer,
     ProjectSettingsSerializer,
-    QueryBatchDetailSerializer,
-    QueryBatchSerializer,
 )
-from annotation.models import Annotation, Cell, Job, ModelVersion, Project, QueryBatch
+from annotation.models import Cell, Project
+from annotation.roles import LEADS
+from jobs.models import Job
+from jobs.selectors import job_list
 
 NOT_FOUND = {404: ErrorSerializer}
 
@@ -132,7 +130,7 @@ class JobListApi(generics.ListAPIView[Job]):
         if schema_only(self):
             return Job.objects.none()
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        jobs = selectors.job_list(project=project)
+        jobs = job_list(project_id=project.pk)
         for name, choices in (("kind", Job.Kind.values), ("status", Job.Status.values)):
             value = self.request.query_params.get(name)
             if value:
@@ -150,90 +148,3 @@ class JobDetailApi(APIView):
             raise Http404("No such job")
         project_for_user(user=request.user, project_id=job.project.pk)
         return Response(JobSerializer(job).data)
-
-
-# --- Query batches --------------------------------------------------------------------------------
-
-
-def _batches(project: Project) -> Any:
-    return (
-        QueryBatch.objects.filter(project=project)
-        .select_related("classifier", "index")
-        .annotate(item_count=Count("items"))
-        .order_by("-number")
-    )
-
-
-@extend_schema(
-    parameters=[OpenApiParameter("submitted", bool, description="Only submitted (true) or open (false).")],
-    responses={200: QueryBatchSerializer(many=True), **errors(400, 404)},
-)
-class BatchListApi(generics.ListAPIView[QueryBatch]):
-    """Every query batch of the project, newest first, with the provenance of its choice."""
-
-    serializer_class = QueryBatchSerializer
-
-    def get_queryset(self):  # type: ignore[no-untyped-def]
-        if schema_only(self):
-            return QueryBatch.objects.none()
-        project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        batches = _batches(project)
-        submitted = bool_param(self.request, "submitted")
-        if submitted is not None:
-            batches = batches.filter(submitted_at__isnull=not submitted)
-        return batches
-
-
-class BatchDetailApi(APIView):
-    @extend_schema(responses={200: QueryBatchDetailSerializer, **NOT_FOUND})
-    def get(self, request: Request, project_id: int, batch_id: int) -> Response:
-        """One batch with its cells in query order: score, rank, the model's suggestion, and the caller's
-        own current label of each cell."""
-        project = project_for_user(user=request.user, project_id=project_id)
-        batch = _batches(project).filter(pk=batch_id).first()
-        if batch is None:
-            raise Http404("No such batch in this project")
-        cell_ids = list(batch.items.values_list("cell_id", flat=True))
-        mine = {
-            a.cell_id: a
-            for a in Annotation.objects.filter(
-                cell_id__in=cell_ids, annotator_id=request.user.pk, superseded_by__isnull=True
-            ).select_related("label", "annotator")
-        }
-        return Response(QueryBatchDetailSerializer(batch, context={"mine": mine}).data)
-
-
-# --- Model versions -------------------------------------------------------------------------------
-
-
-@extend_schema(
-    parameters=[OpenApiParameter("kind", str, enum=ModelVersion.Kind.values)],
-    responses={200: ModelVersionSerializer(many=True), **errors(400, 404)},
-)
-class ModelVersionListApi(generics.ListAPIView[ModelVersion]):
-    """The project's encoders, indexes and classifiers, newest first, with metrics and label counts."""
-
-    serializer_class = ModelVersionSerializer
-
-    def get_queryset(self):  # type: ignore[no-untyped-def]
-        if schema_only(self):
-            return ModelVersion.objects.none()
-        project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        versions = ModelVersion.objects.filter(project=project).order_by("-created_at", "-id")
-        kind = self.request.query_params.get("kind")
-        if kind:
-            if kind not in ModelVersion.Kind.values:
-                raise ValidationError({"kind": f"must be one of {', '.join(ModelVersion.Kind.values)}"})
-            versions = versions.filter(kind=kind)
-        return versions
-
-
-class ModelVersionDetailApi(APIView):
-    @extend_schema(responses={200: ModelVersionDetailSerializer, **NOT_FOUND})
-    def get(self, request: Request, project_id: int, version_id: int) -> Response:
-        """One model version, with the ids of the annotations it was trained on."""
-        project = project_for_user(user=request.user, project_id=project_id)
-        version = ModelVersion.objects.filter(project=project, pk=version_id).first()
-        if version is None:
-            raise Http404("No such model version in this project")
-        return Response(ModelVersionDetailSerializer(version).data)

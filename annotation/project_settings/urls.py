@@ -6,5 +6,4 @@ urlpatterns = [
     path("projects/<int:project_id>/settings/", views.settings_page, name="project-settings"),
     path("projects/<int:project_id>/members/", views.member_add, name="member-add"),
     path("projects/<int:project_id>/members/<int:user_id>/", views.member_change, name="member-change"),
-    path("projects/<int:project_id>/exports/", views.exports_page, name="exports"),
 ]

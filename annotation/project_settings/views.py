@@ -1,7 +1,7 @@
-"""The project's settings page (leads and admins: settings; admins: members) and its exports page.
+"""The project's settings page (leads and admins: settings; admins: members).
 
-Member changes go through ``annotation.services`` like the API's, so the same rules hold: a project that
-has an admin keeps one, and taking someone out keeps their labels.
+Member changes go through ``annotation.services.memberships`` like the API's, so the same rules hold:
+a project that has an admin keeps one, and taking someone out keeps their labels.
 """
 
 from __future__ import annotations
@@ -10,14 +10,19 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
-from annotation import selectors, services
-from annotation.access import ADMINS, LEADS, project_for_user, require_role
-from annotation.exports.service import ExportFormat
+from annotation import selectors
+from annotation.access import project_for_user, require_role
 from annotation.models import Membership, Project
 from annotation.project_settings.forms import MemberAddForm, MemberChangeForm, ProjectSettingsForm
+from annotation.roles import ADMINS, LEADS
+from annotation.services.memberships import (
+    LastAdminError,
+    membership_add,
+    membership_change,
+    membership_remove,
+)
 
 
 def _render(
@@ -68,7 +73,7 @@ def member_add(request: HttpRequest, project_id: int) -> HttpResponse:
         return _render(request, project, role, add_form=form, status=400)
     user = form.cleaned_data["username"]
     try:
-        services.membership_add(project=project, user=user, role=form.cleaned_data["role"])
+        membership_add(project=project, user=user, role=form.cleaned_data["role"])
     except ValueError as error:
         messages.error(request, str(error))
     else:
@@ -90,29 +95,11 @@ def member_change(request: HttpRequest, project_id: int, user_id: int) -> HttpRe
         return redirect("project-settings", project.pk)
     try:
         if form.cleaned_data["action"] == "remove":
-            services.membership_remove(membership=membership)
+            membership_remove(membership=membership)
             messages.success(request, f"{membership.user} left the project; their labels stay.")
         else:
-            services.membership_change(membership=membership, role=form.cleaned_data["role"])
+            membership_change(membership=membership, role=form.cleaned_data["role"])
             messages.success(request, f"{membership.user} is now {form.cleaned_data['role']}.")
-    except services.LastAdminError as error:
+    except LastAdminError as error:
         messages.error(request, str(error))
     return redirect("project-settings", project.pk)
-
-
-@login_required
-@require_GET
-@ensure_csrf_cookie
-def exports_page(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Start exports and download them; the page talks to the export API (session auth)."""
-    project = project_for_user(user=request.user, project_id=project_id)
-    role = require_role(user=request.user, project=project, roles=LEADS)
-    formats = [
-        (ExportFormat.CSV, "CSV: one row per cell, history and predictions (re-importable)"),
-        (ExportFormat.JSONL, "JSON Lines: one object per cell, history and predictions"),
-        (ExportFormat.IMAGEFOLDER, "ImageFolder zip: <label>/<cell> images plus manifest.csv"),
-        (ExportFormat.COCO, "COCO-style JSON for classification"),
-        (ExportFormat.TORCHSCRIPT, "Trained model: TorchScript with its label map and preprocessing"),
-    ]
-    context = {"project": project, "my_role": role, "formats": formats}
-    return render(request, "annotation/exports.html", context)

@@ -6,7 +6,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from annotation.models import Cell, Job, Membership, Project
+from annotation.models import Cell, Membership, Project
+from jobs.models import Job
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from annotation.importing.service import LabelMode, StoreMode, import_cells
 from annotation.importing.sources import SourceError
 from annotation.models import Annotation, Cell, Project
-from annotation.services import project_create
+from annotation.services.projects import project_create
 from tests.annotation.badfiles import png_claiming_size, text_as_image, truncated_jpeg, write_zip
 from tests.conftest import ManifestWriter
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from annotation import services
 from annotation.labels import LabelStatus, cell_labels, label_counts
 from annotation.models import Cell, Project
+from annotation.services.annotations import annotation_create, annotation_withdraw
+from annotation.services.projects import project_create
+from annotation.services.review import review_decide
 
 pytestmark = pytest.mark.django_db
 
@@ -24,11 +26,11 @@ def make_cells(project: Project, n: int) -> list[Cell]:
 
 
 def test_counts_in_the_database_match_the_rule_in_python(annotator: User, lead: User, outsider: User) -> None:
-    project = services.project_create(name="counts")
-    other = services.project_create(name="elsewhere")
+    project = project_create(name="counts")
+    other = project_create(name="elsewhere")
     a, b = list(project.classes.order_by("order")[:2])
     cells = make_cells(project, 10)
-    label = services.annotation_create
+    label = annotation_create
     label(cell=cells[0], annotator=annotator, label=a)  # one label
     label(cell=cells[1], annotator=annotator, label=a)  # two agree
     label(cell=cells[1], annotator=lead, label=a)
@@ -37,16 +39,16 @@ def test_counts_in_the_database_match_the_rule_in_python(annotator: User, lead: 
     label(cell=cells[3], annotator=annotator, label=None, unsure=True)  # unsure: review
     label(cell=cells[4], annotator=annotator, label=a)  # disagreement decided by a reviewer
     label(cell=cells[4], annotator=lead, label=b)
-    services.review_decide(cell=cells[4], reviewer=outsider, label=b)
+    review_decide(cell=cells[4], reviewer=outsider, label=b)
     label(cell=cells[5], annotator=annotator, label=a, unsure=True)  # unsure, then decided
-    services.review_decide(cell=cells[5], reviewer=lead, label=a)
+    review_decide(cell=cells[5], reviewer=lead, label=a)
     label(cell=cells[6], annotator=annotator, label=a)  # changed mind: the old one is superseded
     label(cell=cells[6], annotator=annotator, label=b)
     label(cell=cells[7], annotator=annotator, label=a)  # undo of a disagreeing second label
     label(cell=cells[7], annotator=lead, label=b)
     taken_back = label(cell=cells[8], annotator=annotator, label=b)  # undone: no label at all
-    services.annotation_withdraw(annotation=taken_back, user=annotator)
-    second = services.annotation_create(cell=cells[7], annotator=lead, label=a)  # lead agrees now
+    annotation_withdraw(annotation=taken_back, user=annotator)
+    second = annotation_create(cell=cells[7], annotator=lead, label=a)  # lead agrees now
     assert second.label == a
     elsewhere = other.classes.order_by("order").first()
     label(cell=make_cells(other, 1)[0], annotator=annotator, label=elsewhere)  # another project's

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError
 
-from annotation import services
-from annotation.models import Annotation, Cell, Job, Project
-from annotation.services import annotation_create, project_create
+from annotation.models import Annotation, Cell, Project
+from annotation.services.annotations import annotation_create
+from annotation.services.projects import project_create
 
 pytestmark = pytest.mark.django_db
 
@@ -85,47 +83,8 @@ def test_unsure_without_label_is_allowed(cell: Cell, annotator: User) -> None:
     assert annotation.unsure and annotation.label is None
 
 
-def test_a_job_is_claimed_once_and_a_finished_job_not_again(project: Project) -> None:
-    job = services.job_create(kind=Job.Kind.IMPORT, project=project, enqueue=False)
-    assert services.job_claim(job_id=job.pk)
-    services.job_succeed(job_id=job.pk, result={"ok": True})
-    assert not services.job_claim(job_id=job.pk)
-    job.refresh_from_db()
-    assert (job.status, job.progress, job.attempts) == (Job.Status.SUCCEEDED, 1.0, 1)
-
-
-def test_progress_is_clamped_and_only_written_while_running(project: Project) -> None:
-    job = services.job_create(kind=Job.Kind.IMPORT, project=project, enqueue=False)
-    services.job_progress(job_id=job.pk, progress=0.5, message="early")
-    job.refresh_from_db()
-    assert job.progress == 0.0  # still queued
-    services.job_claim(job_id=job.pk)
-    services.job_progress(job_id=job.pk, progress=7.0, message="over")
-    job.refresh_from_db()
-    assert (job.progress, job.message) == (1.0, "over")
-
-
 def test_project_strategy_choices_are_the_learning_engines_strategies() -> None:
     from annotation.models import QueryStrategy
     from learning.query import STRATEGIES
 
     assert set(QueryStrategy.values) == set(STRATEGIES)
-
-
-def test_exports_and_maps_go_to_the_side_queue_and_the_loop_to_its_own(
-    project: Project, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
-) -> None:
-    from annotation.tasks import run_job
-
-    sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(run_job, "apply_async", lambda args, queue: sent.append((int(args[0]), str(queue))))
-    with django_capture_on_commit_callbacks(execute=True):
-        jobs = {kind: services.job_create(kind=kind, project=project) for kind in Job.Kind.values}
-    assert sorted(sent) == sorted(
-        (job.pk, "side" if kind in ("export", "map") else "celery") for kind, job in jobs.items()
-    )
-    # A job whose worker died goes back to the queue of its kind.
-    sent.clear()
-    Job.objects.filter(pk__in=[jobs["map"].pk, jobs["retrain"].pk]).update(status=Job.Status.RUNNING)
-    assert sorted(services.job_requeue_stale()) == sorted([jobs["map"].pk, jobs["retrain"].pk])
-    assert sorted(sent) == sorted([(jobs["map"].pk, "side"), (jobs["retrain"].pk, "celery")])

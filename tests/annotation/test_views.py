@@ -9,7 +9,8 @@ from django.test import Client
 from annotation.demo import draw_cell
 from annotation.importing.service import import_cells
 from annotation.models import Cell, Membership, Project
-from annotation.services import membership_set, project_create
+from annotation.services.memberships import membership_set
+from annotation.services.projects import project_create
 
 pytestmark = pytest.mark.django_db
 

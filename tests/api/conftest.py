@@ -10,8 +10,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from annotation import services
-from annotation.models import Annotation, Cell, Job, Membership, ModelVersion, Project, QueryBatch, QueryItem
+from annotation.models import Annotation, Cell, Membership, Project
+from annotation.services.annotations import annotation_create
+from annotation.services.memberships import membership_set
+from annotation.services.projects import project_create
+from jobs.models import Job
+from loop.models import ModelVersion, QueryBatch, QueryItem
 
 PASSWORD = "pw-api-test-123"
 # Strings that must never reach the wrong reader.
@@ -74,16 +78,14 @@ def world(db: None) -> World:
     }
     users["superuser"] = User.objects.create_superuser("superuser", password=PASSWORD)
     User.objects.create_user("newcomer", password=PASSWORD)  # in no project: admins may add them
-    project = services.project_create(name=PROJECT_NAME, lead=users["lead"])
-    services.membership_set(project=project, user=users["annotator"], role=Membership.Role.ANNOTATOR)
-    services.membership_set(project=project, user=users["reviewer"], role=Membership.Role.REVIEWER)
-    services.membership_set(project=project, user=users["admin"], role=Membership.Role.ADMIN)
+    project = project_create(name=PROJECT_NAME, lead=users["lead"])
+    membership_set(project=project, user=users["annotator"], role=Membership.Role.ANNOTATOR)
+    membership_set(project=project, user=users["reviewer"], role=Membership.Role.REVIEWER)
+    membership_set(project=project, user=users["admin"], role=Membership.Role.ADMIN)
     cells = [_cell(project, i, REFERENCE_LABEL) for i in range(4)]
     neutrophil = project.classes.get(name="neutrophil")
-    annotator_label = services.annotation_create(
-        cell=cells[0], annotator=users["annotator"], label=neutrophil
-    )
-    reviewer_label = services.annotation_create(
+    annotator_label = annotation_create(cell=cells[0], annotator=users["annotator"], label=neutrophil)
+    reviewer_label = annotation_create(
         cell=cells[1], annotator=users["reviewer"], label=project.classes.get(name=REVIEWER_LABEL)
     )
     job = Job.objects.create(project=project, kind=Job.Kind.RETRAIN, status=Job.Status.SUCCEEDED)
@@ -108,7 +110,7 @@ def world(db: None) -> World:
             batch=batch, cell=cell, rank=rank, score=1.0 - rank / 10, suggestion=neutrophil, confidence=0.4
         )
     # A second project nobody above belongs to (except the superuser), to check cross-project ids.
-    other = services.project_create(name="beta-elsewhere")
+    other = project_create(name="beta-elsewhere")
     other_cell = _cell(other, 99, None)
     other_batch = QueryBatch.objects.create(
         project=other, number=1, requested_strategy="random", strategy="random"

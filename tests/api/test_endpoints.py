@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from annotation import services
+from annotation.services.annotations import annotation_create
 from tests.api.conftest import ARTIFACT_PATH, PASSWORD, REVIEWER_LABEL, World, client_for
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,7 @@ def get(client: Client, url: str, status: int = 200) -> Any:
 def test_annotators_list_only_their_own_annotations_and_history(world: World) -> None:
     annotator = world.users["annotator"]
     monocyte = world.project.classes.get(name="monocyte")
-    services.annotation_create(cell=world.cells[0], annotator=annotator, label=monocyte)  # supersedes
+    annotation_create(cell=world.cells[0], annotator=annotator, label=monocyte)  # supersedes
     url = f"/api/projects/{world.project.pk}/annotations/"
     mine = get(client_for(annotator), url)
     assert mine["count"] == 2
@@ -42,7 +42,7 @@ def test_annotators_list_only_their_own_annotations_and_history(world: World) ->
 
 def test_annotation_filters(world: World) -> None:
     monocyte = world.project.classes.get(name="monocyte")
-    services.annotation_create(cell=world.cells[0], annotator=world.users["annotator"], label=monocyte)
+    annotation_create(cell=world.cells[0], annotator=world.users["annotator"], label=monocyte)
     client = client_for(world.users["reviewer"])
     url = f"/api/projects/{world.project.pk}/annotations/"
     assert get(client, url + "?current=true")["count"] == 2

@@ -20,13 +20,17 @@ from django.urls import URLPattern, URLResolver
 from PIL import Image
 
 from annotation import urls as page_urls
-from annotation.dashboard import urls as dashboard_urls
-from annotation.evaluation_report import urls as report_urls
-from annotation.exports import urls as export_urls
-from annotation.exports.service import export_path
-from annotation.models import Annotation, Job, ModelVersion
+from annotation.models import Annotation
 from annotation.project_settings import urls as settings_urls
 from config import urls as root_urls
+from dashboard import urls as dashboard_urls
+from evaluation_report import urls as report_urls
+from exports import page_urls as export_page_urls
+from exports import urls as export_urls
+from exports.service import export_path
+from jobs.models import Job
+from loop import urls as loop_page_urls
+from loop.models import ModelVersion
 from tests.api.conftest import (
     ARTIFACT_PATH,
     CELL_MARKER,
@@ -325,6 +329,8 @@ def test_every_page_url_is_in_the_matrix() -> None:
     nothing else but the API (walked by test_permissions.py) and the modules covered here."""
     patterns = [
         *page_urls.urlpatterns,
+        *loop_page_urls.urlpatterns,
+        *export_page_urls.urlpatterns,
         *dashboard_urls.urlpatterns,
         *report_urls.urlpatterns,
         *export_urls.urlpatterns,
@@ -342,9 +348,12 @@ def test_every_page_url_is_in_the_matrix() -> None:
             included.add(getattr(pattern.urlconf_name, "__name__", str(pattern.urlconf_name)))
     assert included == {
         "annotation.api.urls",  # tests/api/test_permissions.py
-        "annotation.exports.urls",
-        "annotation.dashboard.urls",
-        "annotation.evaluation_report.urls",
+        "loop.api.urls",  # tests/api/test_permissions.py
+        "exports.urls",
+        "exports.page_urls",
+        "loop.urls",
+        "dashboard.urls",
+        "evaluation_report.urls",
         "annotation.project_settings.urls",
         "annotation.urls",
     }

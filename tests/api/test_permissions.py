@@ -11,7 +11,10 @@ import pytest
 from django.urls import URLPattern, URLResolver
 
 from annotation.api import urls as api_urls
-from annotation.models import Annotation, Job, Membership, QueryItem
+from annotation.models import Annotation, Membership
+from jobs.models import Job
+from loop.api import urls as loop_api_urls
+from loop.models import QueryItem
 from tests.api.conftest import (
     ARTIFACT_PATH,
     CELL_MARKER,
@@ -113,6 +116,13 @@ CASES = [
         {"cell": "{cell2}"},
     ),
     Case(
+        "api-batch-unskip",
+        "POST",
+        "/api/projects/{project}/batches/{batch}/unskip/",
+        members(200),
+        {"cell": "{cell2}"},
+    ),
+    Case(
         "api-annotate",
         "POST",
         "/api/projects/{project}/annotations/",
@@ -152,6 +162,13 @@ FOREIGN = [
         "api-batch-skip",
         "POST",
         "/api/projects/{project}/batches/{other_batch}/skip/",
+        {},
+        {"cell": "{other_cell}"},
+    ),
+    Case(
+        "api-batch-unskip",
+        "POST",
+        "/api/projects/{project}/batches/{other_batch}/unskip/",
         {},
         {"cell": "{other_cell}"},
     ),
@@ -217,7 +234,7 @@ def assert_error(response: Any, status: int) -> None:
 
 def test_every_api_url_is_in_the_matrix() -> None:
     names = set()
-    for pattern in api_urls.urlpatterns:
+    for pattern in [*api_urls.urlpatterns, *loop_api_urls.urlpatterns]:
         assert isinstance(pattern, URLPattern | URLResolver)
         if isinstance(pattern, URLPattern) and pattern.name not in ("api-schema", "api-docs"):
             names.add(pattern.name)

@@ -63,7 +63,7 @@ def login(browser: Any, base_url: str, username: str, password: str) -> Any:
 def jobs_run_here(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests that run queued jobs themselves (``run_queued_jobs``): artifacts in the test's folder, and
     committed jobs never reach the broker, where a later test's worker would find them."""
-    from annotation.tasks import run_job
+    from jobs import dispatch
 
     settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-    monkeypatch.setattr(run_job, "apply_async", lambda *args, **kwargs: None)
+    monkeypatch.setattr(dispatch, "send_job", lambda *args, **kwargs: None)

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from annotation.dashboard.embedding_map import map_path
-from annotation.models import ModelVersion, Project
+from annotation.models import Project
+from dashboard.embedding_map import map_path
+from loop.models import ModelVersion
 from tests.browser.conftest import login
 from tests.conftest import run_queued_jobs
 from tests.dashboard import run_loop

@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from annotation import services
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Annotation, Job, Membership, Project, QueryBatch
+from annotation.models import Annotation, Membership, Project
+from annotation.services.memberships import membership_set
+from jobs.models import Job
+from jobs.services import job_create
+from loop.models import QueryBatch
 from tests.browser.conftest import login
 from tests.conftest import WorkerFactory, wait_for
 
@@ -35,11 +38,11 @@ def test_label_a_batch_by_keyboard_and_get_the_next_from_a_retrained_model(
     browser: Any,
     screenshot_dir: Path,
 ) -> None:
-    services.membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
     reviewer = User.objects.create_user("reviewer", password="pw-reviewer-123")
-    services.membership_set(project=loop_project, user=reviewer, role=Membership.Role.REVIEWER)
+    membership_set(project=loop_project, user=reviewer, role=Membership.Role.REVIEWER)
     worker = start_worker()
-    services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
 
     page = login(browser, live_server.url, "annotator", "pw-annotator-123")
     page.goto(f"{live_server.url}/projects/{loop_project.pk}/label/")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from annotation import services
 from annotation.models import Membership, Project
+from annotation.services.memberships import membership_set
 from tests.browser.conftest import login
 from tests.conftest import run_queued_jobs
 
@@ -29,7 +29,7 @@ def test_settings_members_and_an_export_in_the_browser(
     jobs_run_here: None,
 ) -> None:
     admin = User.objects.create_user("padmin", password="pw-padmin-123")
-    services.membership_set(project=loop_project, user=admin, role=Membership.Role.ADMIN)
+    membership_set(project=loop_project, user=admin, role=Membership.Role.ADMIN)
     User.objects.create_user("newcomer", password="pw-newcomer-123")
 
     page = login(browser, live_server.url, "lead", "pw-lead-123")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 
-from annotation import services
-from annotation.models import Job, ModelVersion, Project, QueryBatch
+from annotation.models import Project
+from annotation.services.annotations import annotation_create
+from jobs.models import Job
+from jobs.services import job_create
+from loop.models import ModelVersion, QueryBatch
+from loop.services.batches import batch_submit
 
 
 def run_loop(project: Project, annotator: User, *, batches: int, second: User | None = None) -> None:
@@ -14,17 +18,17 @@ def run_loop(project: Project, annotator: User, *, batches: int, second: User | 
     version per batch."""
     from tests.conftest import run_queued_jobs
 
-    services.job_create(kind=Job.Kind.PRETRAIN, project=project)
+    job_create(kind=Job.Kind.PRETRAIN, project=project)
     run_queued_jobs()
     for number in range(1, batches + 1):
         batch = QueryBatch.objects.get(project=project, number=number)
         for item in batch.items.select_related("cell__reference_label"):
             for person in (annotator, second):
                 if person is not None:
-                    services.annotation_create(
+                    annotation_create(
                         cell=item.cell, annotator=person, label=item.cell.reference_label, seconds_spent=2.5
                     )
-        services.batch_submit(batch=batch, user=annotator)
+        batch_submit(batch=batch, user=annotator)
         run_queued_jobs()
         assert (
             ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.CLASSIFIER).count() == number

@@ -12,9 +12,13 @@ from django.test import Client
 from django.utils import timezone
 from sklearn.metrics import cohen_kappa_score
 
-from annotation import services
-from annotation.dashboard.embedding_map import map_path, project_2d, sample_rows, umap_settings
-from annotation.models import Annotation, Cell, Job, LabelClass, Membership, ModelVersion, Project
+from annotation.models import Annotation, Cell, LabelClass, Membership, Project
+from annotation.services.annotations import annotation_create, annotation_withdraw
+from annotation.services.memberships import membership_set
+from annotation.services.projects import project_create
+from dashboard.embedding_map import map_path, project_2d, sample_rows, umap_settings
+from jobs.models import Job
+from loop.models import ModelVersion
 from tests.conftest import run_queued_jobs
 from tests.dashboard import run_loop
 
@@ -35,7 +39,7 @@ def client_for(user: User) -> Client:
 
 @pytest.fixture
 def project(lead: User) -> Project:
-    project = services.project_create(name="dash", lead=lead, label_budget=50)
+    project = project_create(name="dash", lead=lead, label_budget=50)
     Project.objects.filter(pk=project.pk).update(query_batch_size=5)
     project.refresh_from_db()
     return project
@@ -78,11 +82,11 @@ def classifier(project: Project, version: int, labels: int, f1: float | None, **
 def test_only_leads_and_admins_see_the_dashboard(
     project: Project, lead: User, annotator: User, outsider: User, path: str
 ) -> None:
-    services.membership_set(project=project, user=annotator, role=Membership.Role.ANNOTATOR)
+    membership_set(project=project, user=annotator, role=Membership.Role.ANNOTATOR)
     reviewer = User.objects.create_user("reviewer", password="x")
-    services.membership_set(project=project, user=reviewer, role=Membership.Role.REVIEWER)
+    membership_set(project=project, user=reviewer, role=Membership.Role.REVIEWER)
     admin = User.objects.create_user("padmin", password="x")
-    services.membership_set(project=project, user=admin, role=Membership.Role.ADMIN)
+    membership_set(project=project, user=admin, role=Membership.Role.ADMIN)
     url = f"/projects/{project.pk}/dashboard/{path}"
     assert client_for(lead).get(url).status_code == 200
     assert client_for(admin).get(url).status_code == 200
@@ -158,19 +162,17 @@ def test_budget_classes_annotators_and_kappa_on_two_annotators(
     cells = make_cells(project, 10)
     start = timezone.now() - timedelta(hours=1)
     for i, (la, lb) in enumerate(zip(a, b, strict=True)):
-        first = services.annotation_create(
+        first = annotation_create(
             cell=cells[i], annotator=annotator, label=classes[la], seconds_spent=float(i + 1)
         )
-        second = services.annotation_create(
-            cell=cells[i], annotator=bob, label=classes[lb], seconds_spent=3.0
-        )
+        second = annotation_create(cell=cells[i], annotator=bob, label=classes[lb], seconds_spent=3.0)
         Annotation.objects.filter(pk=first.pk).update(created_at=start + timedelta(seconds=30 * i))
         Annotation.objects.filter(pk=second.pk).update(created_at=start + timedelta(seconds=30 * i + 5))
     # Only the annotator labels cell 8; cell 9 is flagged unsure; an undone label counts for nothing.
-    services.annotation_create(cell=cells[8], annotator=annotator, label=classes["blast"])
-    services.annotation_create(cell=cells[9], annotator=annotator, label=None, unsure=True)
-    undone = services.annotation_create(cell=cells[9], annotator=bob, label=classes["neutrophil"])
-    services.annotation_withdraw(annotation=undone, user=bob)
+    annotation_create(cell=cells[8], annotator=annotator, label=classes["blast"])
+    annotation_create(cell=cells[9], annotator=annotator, label=None, unsure=True)
+    undone = annotation_create(cell=cells[9], annotator=bob, label=classes["neutrophil"])
+    annotation_withdraw(annotation=undone, user=bob)
 
     data = client_for(lead).get(f"/projects/{project.pk}/dashboard/data.json").json()
     agreed = sum(x == y for x, y in zip(a, b, strict=True))  # 6 cells agree; 2 disagree -> review

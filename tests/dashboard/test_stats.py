@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from annotation.dashboard.stats import (
+from dashboard.stats import (
     MIN_SESSION_SECONDS,
     CurvePoint,
     LabelEvent,

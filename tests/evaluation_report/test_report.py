@@ -13,12 +13,15 @@ from django.contrib.auth.models import User
 from django.test import Client
 from sklearn.metrics import confusion_matrix, f1_score
 
-from annotation import services
-from annotation.evaluation_report.report import NOT_SCORED_REASON, evaluation_report
 from annotation.importing.service import LabelMode, import_cells
-from annotation.models import Cell, LabelClass, Membership, ModelVersion, Project
-from learning.service.artifacts import classifier as load_classifier
-from learning.service.artifacts import index_embeddings
+from annotation.models import Cell, LabelClass, Membership, Project
+from annotation.services.annotations import annotation_create
+from annotation.services.memberships import membership_set
+from annotation.services.projects import project_create
+from evaluation_report.report import NOT_SCORED_REASON, evaluation_report
+from loop.handlers.artifacts import classifier as load_classifier
+from loop.handlers.artifacts import index_embeddings
+from loop.models import ModelVersion
 from tests.conftest import ManifestWriter
 from tests.dashboard import run_loop
 
@@ -33,7 +36,7 @@ def _artifacts(settings: Any, tmp_path: Path) -> None:
 @pytest.fixture
 def version(loop_project: Project, annotator: User) -> ModelVersion:
     """One classifier version of the real loop (12 labels), trained on an index of all 72 cells."""
-    services.membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
     run_loop(loop_project, annotator, batches=1)
     return ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER)
 
@@ -64,7 +67,7 @@ def test_report_matches_sklearn_and_lists_cells_imported_after_the_index(
     # An annotation label overrides the reference label.
     relabelled = Cell.objects.select_related("reference_label").get(pk=test_ids[0])
     other = LabelClass.objects.exclude(pk=relabelled.reference_label_id or 0).filter(project=loop_project)[0]
-    services.annotation_create(cell=relabelled, annotator=annotator, label=other)
+    annotation_create(cell=relabelled, annotator=annotator, label=other)
     # An external test set imported after the index: 1 new image per class, role test, no embedding yet.
     before = set(Cell.objects.filter(project=loop_project).values_list("pk", flat=True))
     import_cells(
@@ -207,10 +210,10 @@ def test_page_and_json_for_leads_only(
     assert empty.status_code == 200 and "No scored test cells" in empty.content.decode()
 
     admin = User.objects.create_user("admin-user", password="pw-admin-123")
-    services.membership_set(project=loop_project, user=admin, role=Membership.Role.ADMIN)
+    membership_set(project=loop_project, user=admin, role=Membership.Role.ADMIN)
     assert client_for(admin).get(data).status_code == 200
     reviewer = User.objects.create_user("reviewer-user", password="pw-reviewer-123")
-    services.membership_set(project=loop_project, user=reviewer, role=Membership.Role.REVIEWER)
+    membership_set(project=loop_project, user=reviewer, role=Membership.Role.REVIEWER)
     for member in (annotator, reviewer):
         assert client_for(member).get(page).status_code == 403
         assert client_for(member).get(data).status_code == 403
@@ -224,5 +227,5 @@ def test_page_and_json_for_leads_only(
         client_for(lead).get(f"/projects/{loop_project.pk}/models/{encoder.pk}/report.json").status_code
         == 404
     )
-    other = services.project_create(name="other", lead=lead)
+    other = project_create(name="other", lead=lead)
     assert client_for(lead).get(f"/projects/{other.pk}/models/{version.pk}/report.json").status_code == 404

@@ -19,14 +19,21 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from annotation import services
-from annotation.exports.service import export_path, export_request
 from annotation.importing.service import LabelMode, import_cells
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Annotation, Cell, Job, Membership, ModelVersion, Project, QueryBatch
+from annotation.models import Annotation, Cell, Membership, Project
+from annotation.services.annotations import annotation_create, annotation_withdraw
+from annotation.services.memberships import membership_set
+from annotation.services.projects import project_create
+from exports.service import export_path, export_request
+from jobs.models import Job
+from jobs.services import job_create
 from learning.export import readme_code
-from learning.service.artifacts import classifier, index_embeddings, latest_version
-from learning.service.training_set import rows_of
+from loop.handlers.artifacts import classifier, index_embeddings
+from loop.handlers.training_set import rows_of
+from loop.models import ModelVersion, QueryBatch
+from loop.selectors import latest_version
+from loop.services.batches import batch_submit
 from tests.conftest import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -67,15 +74,13 @@ def label_with_history(project: Project, annotator: User) -> dict[str, str]:
     attribute, values = next(iter(project.attribute_values().items()))
     first = cells[0]
     wrong = next(c for c in classes if c != first.reference_label)
-    services.annotation_create(cell=first, annotator=annotator, label=wrong)  # superseded below
+    annotation_create(cell=first, annotator=annotator, label=wrong)  # superseded below
     for i, cell in enumerate(cells[:20]):
         attributes = {attribute: values[0]} if i == 1 else None
-        services.annotation_create(
-            cell=cell, annotator=annotator, label=cell.reference_label, attributes=attributes
-        )
-    taken_back = services.annotation_create(cell=cells[20], annotator=annotator, label=wrong)
-    services.annotation_withdraw(annotation=taken_back, user=annotator)
-    services.annotation_create(cell=cells[21], annotator=annotator, label=None, unsure=True)
+        annotation_create(cell=cell, annotator=annotator, label=cell.reference_label, attributes=attributes)
+    taken_back = annotation_create(cell=cells[20], annotator=annotator, label=wrong)
+    annotation_withdraw(annotation=taken_back, user=annotator)
+    annotation_create(cell=cells[21], annotator=annotator, label=None, unsure=True)
     return {c.content_hash: c.reference_label.name for c in cells[:20] if c.reference_label is not None}
 
 
@@ -96,7 +101,7 @@ def test_imagefolder_zip_and_csv_import_back_with_the_same_cells_and_labels(
     assert {row["path"] for row in manifest} == set(images)
     assert all(row["path"].split("/")[0] == row["label"] for row in manifest)
 
-    copy = services.project_create(name="from-zip")
+    copy = project_create(name="from-zip")
     report = import_cells(project=copy, source=archive, labels=LabelMode.ANNOTATIONS)
     assert report.imported == 20 and not report.errors, report.as_dict()
     assert labels_by_hash(copy) == expected
@@ -116,7 +121,7 @@ def test_imagefolder_zip_and_csv_import_back_with_the_same_cells_and_labels(
     review = next(r for r in rows if int(r["cell_id"]) == cells[21].pk)
     assert review["label"] == "" and review["label_status"] == "review"
 
-    from_csv = services.project_create(name="from-csv")
+    from_csv = project_create(name="from-csv")
     report = import_cells(project=from_csv, source=table, labels=LabelMode.ANNOTATIONS)
     assert report.imported == 72 and not report.errors, report.as_dict()
     assert labels_by_hash(from_csv) == expected
@@ -126,12 +131,12 @@ def test_imagefolder_zip_and_csv_import_back_with_the_same_cells_and_labels(
 
 
 def run_loop_to_a_classifier(project: Project, annotator: User) -> ModelVersion:
-    services.job_create(kind=Job.Kind.PRETRAIN, project=project)
+    job_create(kind=Job.Kind.PRETRAIN, project=project)
     run_queued_jobs()
     batch = QueryBatch.objects.get(project=project)
     for item in batch.items.select_related("cell__reference_label"):
-        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
-    services.batch_submit(batch=batch, user=annotator)
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
     run_queued_jobs()
     version = latest_version(project, ModelVersion.Kind.CLASSIFIER)
     assert version is not None, list(Job.objects.values_list("kind", "status", "error"))
@@ -229,10 +234,10 @@ def login(user: User) -> Client:
 def test_only_leads_export_and_the_file_downloads(
     loop_project: Project, lead: User, annotator: User, outsider: User
 ) -> None:
-    services.membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
     cell = Cell.objects.filter(project=loop_project).select_related("reference_label").first()
     assert cell is not None
-    services.annotation_create(cell=cell, annotator=annotator, label=cell.reference_label)
+    annotation_create(cell=cell, annotator=annotator, label=cell.reference_label)
     url = f"/api/projects/{loop_project.pk}/exports/"
     assert login(annotator).post(url, {"format": "csv"}).status_code == 403
     assert login(annotator).get(url).status_code == 403

@@ -10,9 +10,13 @@ from django.contrib.auth.models import User
 from django.test import Client
 from PIL import Image
 
-from annotation import services
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Annotation, Job, Membership, Project, QueryBatch
+from annotation.models import Annotation, Membership, Project
+from annotation.services.annotations import annotation_create
+from annotation.services.memberships import membership_set
+from jobs.models import Job
+from jobs.services import job_create
+from loop.models import QueryBatch
 from tests.conftest import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -20,8 +24,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
 
 @pytest.fixture
 def running_loop(loop_project: Project, annotator: User) -> Project:
-    services.membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
-    services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
     run_queued_jobs()
     return loop_project
 
@@ -78,13 +82,13 @@ def test_a_bad_cell_in_a_multi_label_request_labels_none(running_loop: Project, 
 
 def test_unsure_goes_to_the_reviewer_whose_decision_is_final(running_loop: Project, annotator: User) -> None:
     reviewer = User.objects.create_user("reviewer")
-    services.membership_set(project=running_loop, user=reviewer, role=Membership.Role.REVIEWER)
+    membership_set(project=running_loop, user=reviewer, role=Membership.Role.REVIEWER)
     client = client_for(annotator)
     cells = [item["cell"] for item in current_batch(client, running_loop)["items"][:2]]
     assert annotate(client, running_loop, cells=[cells[0]], unsure=True).status_code == 201
     assert annotate(client, running_loop, cells=[cells[1]], label="basophil").status_code == 201
     other = User.objects.create_user("second-annotator")
-    services.membership_set(project=running_loop, user=other, role=Membership.Role.ANNOTATOR)
+    membership_set(project=running_loop, user=other, role=Membership.Role.ANNOTATOR)
     assert annotate(client_for(other), running_loop, cells=[cells[1]], label="eosinophil").status_code == 201
     assert (
         client.get(f"/api/projects/{running_loop.pk}/review/").status_code == 403
@@ -109,7 +113,7 @@ def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotat
     batch = current_batch(client, running_loop)
     db_batch = QueryBatch.objects.get(pk=batch["id"])
     for item in db_batch.items.select_related("cell__reference_label"):
-        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
     assert client.post(f"/api/projects/{running_loop.pk}/batches/{batch['id']}/submit/").status_code == 202
     run_queued_jobs()
     new = current_batch(client, running_loop)
@@ -163,3 +167,35 @@ def test_only_leads_ask_for_fine_tuning(running_loop: Project, annotator: User, 
     assert again.json()["id"] == response.json()["id"]  # one at a time
     job = Job.objects.get(pk=response.json()["id"])
     assert job.params == {"minutes": 1.0}
+
+
+def test_an_untouched_batch_cannot_be_submitted(running_loop: Project, annotator: User) -> None:
+    """A stray Shift+Enter on a fresh batch used to retrain on zero new labels and leave its cells behind."""
+    client = client_for(annotator)
+    batch = current_batch(client, running_loop)
+    response = client.post(f"/api/projects/{running_loop.pk}/batches/{batch['id']}/submit/")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "empty_batch"
+    assert QueryBatch.objects.get(pk=batch["id"]).submitted_at is None
+    assert not Job.objects.filter(project=running_loop, kind=Job.Kind.RETRAIN).exists()
+    # One label (or one skip) is enough.
+    annotate(client, running_loop, cells=[batch["items"][0]["cell"]], label="neutrophil")
+    response = client.post(f"/api/projects/{running_loop.pk}/batches/{batch['id']}/submit/")
+    assert response.status_code == 202, response.content
+    assert QueryBatch.objects.get(pk=batch["id"]).submitted_at is not None
+
+
+def test_a_skip_is_undone_and_the_cell_is_back_in_the_batch(running_loop: Project, annotator: User) -> None:
+    client = client_for(annotator)
+    batch = current_batch(client, running_loop)
+    cell = batch["items"][1]["cell"]
+    url = f"/api/projects/{running_loop.pk}/batches/{batch['id']}"
+    assert client.post(f"{url}/skip/", {"cell": cell}, content_type="application/json").status_code == 200
+    assert {i["cell"]: i["skipped"] for i in current_batch(client, running_loop)["items"]}[cell] is True
+    response = client.post(f"{url}/unskip/", {"cell": cell}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert response.json()["cell"] == cell and response.json()["skipped"] is False
+    assert {i["cell"]: i["skipped"] for i in current_batch(client, running_loop)["items"]}[cell] is False
+    # A skip alone makes the batch submittable; with the skip undone it is untouched again.
+    response = client.post(f"{url}/submit/")
+    assert response.status_code == 409

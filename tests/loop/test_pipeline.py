@@ -9,16 +9,21 @@ import numpy as np
 import pytest
 from django.contrib.auth.models import User
 
-from annotation import services
-from annotation.models import Cell, Job, ModelVersion, Project, QueryBatch, QueryItem
-from learning.service.artifacts import index_embeddings
+from annotation.models import Cell, Project
+from annotation.services.annotations import annotation_create
+from jobs.models import Job
+from jobs.services import job_claim, job_create, job_release_waiting, job_succeed
+from loop.handlers.artifacts import index_embeddings
+from loop.models import ModelVersion, QueryBatch, QueryItem
+from loop.services.batches import batch_submit, query_item_skip
+from loop.services.requests import retrain_request
 from tests.conftest import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
 
 
 def start_loop(project: Project) -> None:
-    services.job_create(kind=Job.Kind.PRETRAIN, project=project)
+    job_create(kind=Job.Kind.PRETRAIN, project=project)
     run_queued_jobs()
 
 
@@ -26,7 +31,7 @@ def label_batch(batch: QueryBatch, annotator: User, *, n: int | None = None) -> 
     """Label the batch's cells with their hidden reference labels, as a perfect annotator would."""
     items = list(batch.items.select_related("cell__reference_label"))[:n]
     for item in items:
-        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
     return len(items)
 
 
@@ -58,7 +63,7 @@ def test_a_submitted_batch_retrains_and_the_next_batch_comes_from_the_new_model(
     start_loop(loop_project)
     first = QueryBatch.objects.get(project=loop_project)
     label_batch(first, annotator)
-    services.batch_submit(batch=first, user=annotator)
+    batch_submit(batch=first, user=annotator)
     run_queued_jobs()
     retrain = Job.objects.get(project=loop_project, kind=Job.Kind.RETRAIN)
     assert retrain.status == Job.Status.SUCCEEDED, retrain.error
@@ -79,15 +84,16 @@ def test_a_submitted_batch_retrains_and_the_next_batch_comes_from_the_new_model(
 def test_labels_during_a_retrain_trigger_exactly_one_more(loop_project: Project, annotator: User) -> None:
     start_loop(loop_project)
     batch = QueryBatch.objects.get(project=loop_project)
-    first = services.batch_submit(batch=batch, user=annotator)
-    assert services.retrain_request(project=loop_project) == first  # queued: joins it
-    assert services.job_claim(job_id=first.pk)  # now running
-    waiting = services.retrain_request(project=loop_project)
+    label_batch(batch, annotator, n=1)  # an untouched batch cannot be submitted
+    first = batch_submit(batch=batch, user=annotator)
+    assert retrain_request(project=loop_project) == first  # queued: joins it
+    assert job_claim(job_id=first.pk)  # now running
+    waiting = retrain_request(project=loop_project)
     assert waiting != first and waiting.status == Job.Status.WAITING
-    assert services.retrain_request(project=loop_project) == waiting
-    assert services.retrain_request(project=loop_project) == waiting
-    services.job_succeed(job_id=first.pk, result={})
-    services.job_release_waiting(project_id=loop_project.pk, kind=Job.Kind.RETRAIN)
+    assert retrain_request(project=loop_project) == waiting
+    assert retrain_request(project=loop_project) == waiting
+    job_succeed(job_id=first.pk, result={})
+    job_release_waiting(project_id=loop_project.pk, kind=Job.Kind.RETRAIN)
     waiting.refresh_from_db()
     assert waiting.status == Job.Status.QUEUED
     assert Job.objects.filter(project=loop_project, kind=Job.Kind.RETRAIN).count() == 2
@@ -96,12 +102,12 @@ def test_labels_during_a_retrain_trigger_exactly_one_more(loop_project: Project,
 def test_a_retried_retrain_writes_one_model_version_and_one_batch(
     loop_project: Project, annotator: User
 ) -> None:
-    from annotation.jobs import JOB_HANDLERS
+    from jobs.registry import JOB_HANDLERS
 
     start_loop(loop_project)
     label_batch(QueryBatch.objects.get(project=loop_project), annotator)
-    job = services.retrain_request(project=loop_project)
-    assert services.job_claim(job_id=job.pk)
+    job = retrain_request(project=loop_project)
+    assert job_claim(job_id=job.pk)
     job.refresh_from_db()
     first = JOB_HANDLERS[Job.Kind.RETRAIN](job, lambda f, m: None)
     # The worker died before marking the job done: the redelivered job runs the handler again.
@@ -115,11 +121,11 @@ def test_skipped_and_unsure_cells_are_not_queried_again(loop_project: Project, a
     start_loop(loop_project)
     batch = QueryBatch.objects.get(project=loop_project)
     items = list(batch.items.select_related("cell__reference_label"))
-    services.query_item_skip(item=items[0], user=annotator)
-    services.annotation_create(cell=items[1].cell, annotator=annotator, label=None, unsure=True)
+    query_item_skip(item=items[0], user=annotator)
+    annotation_create(cell=items[1].cell, annotator=annotator, label=None, unsure=True)
     for item in items[2:]:
-        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
-    services.batch_submit(batch=batch, user=annotator)
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
     run_queued_jobs()
     classifier = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER)
     assert classifier.label_count == 10  # the unsure cell waits for a reviewer
@@ -132,7 +138,7 @@ def test_a_new_encoder_reindexes_and_retrains_on_the_existing_labels(
 ) -> None:
     start_loop(loop_project)
     label_batch(QueryBatch.objects.get(project=loop_project), annotator)
-    services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project, params={"minutes": 0})
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project, params={"minutes": 0})
     run_queued_jobs()
     kinds: dict[str, Any] = {
         kind: ModelVersion.objects.filter(project=loop_project, kind=kind).count()
@@ -151,7 +157,7 @@ def test_fine_tuning_makes_a_new_encoder_then_index_then_classifier(
     start_loop(loop_project)
     batch = QueryBatch.objects.get(project=loop_project)
     label_batch(batch, annotator)
-    services.batch_submit(batch=batch, user=annotator)  # the first submitted batch: 1 % 1 == 0
+    batch_submit(batch=batch, user=annotator)  # the first submitted batch: 1 % 1 == 0
     finetune = Job.objects.get(project=loop_project, kind=Job.Kind.FINETUNE)
     Job.objects.filter(pk=finetune.pk).update(params={"minutes": 0.05, "epochs": 2})
     run_queued_jobs()

@@ -9,8 +9,12 @@ import time
 import pytest
 from django.contrib.auth.models import User
 
-from annotation import services
-from annotation.models import Annotation, Job, ModelVersion, Project, QueryBatch
+from annotation.models import Annotation, Project
+from annotation.services.annotations import annotation_create
+from jobs.models import Job
+from jobs.services import job_create
+from loop.models import ModelVersion, QueryBatch
+from loop.services.batches import batch_submit
 from tests.conftest import WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.realdata, pytest.mark.django_db(transaction=True)]
@@ -24,7 +28,7 @@ def test_killed_worker_mid_retrain_keeps_labels_and_the_retry_makes_one_version(
     first = start_worker(
         LEUKOLOOP_FAILPOINTS="retrain.before_commit=120", LEUKOLOOP_JOB_HEARTBEAT_SECONDS="1"
     )
-    services.job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
     wait_for(
         lambda: QueryBatch.objects.filter(project=loop_project).exists(),
         timeout=240,
@@ -33,11 +37,11 @@ def test_killed_worker_mid_retrain_keeps_labels_and_the_retry_makes_one_version(
     )
     batch = QueryBatch.objects.get(project=loop_project)
     for item in batch.items.select_related("cell__reference_label"):
-        services.annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
     labels_before = sorted(
         Annotation.objects.filter(cell__project=loop_project).values_list("pk", "label_id")
     )
-    retrain = services.batch_submit(batch=batch, user=annotator)
+    retrain = batch_submit(batch=batch, user=annotator)
 
     def held_at_failpoint() -> bool:
         return "failpoint retrain.before_commit" in first.log.read_text()

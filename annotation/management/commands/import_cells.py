@@ -13,7 +13,7 @@ from tqdm import tqdm
 from annotation.importing.service import ImportReport, LabelMode, StoreMode, import_cells
 from annotation.importing.sources import SourceError
 from annotation.models import Cell
-from annotation.services import project_get_or_create
+from annotation.services.projects import project_get_or_create
 
 
 class Command(BaseCommand):

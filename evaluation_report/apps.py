@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class EvaluationReportConfig(AppConfig):
+    name = "evaluation_report"

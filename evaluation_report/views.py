@@ -1,0 +1,119 @@
+"""The evaluation report page of a classifier version and its JSON. Leads and admins only: other members
+get 403, outsiders 404; a version of another project, or one that is not a classifier, 404."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from annotation.access import project_for_user, require_role
+from annotation.models import Cell
+from annotation.roles import LEADS
+from evaluation_report.report import DIFFERENTIAL_METHOD, NOT_SCORED_REASON, evaluation_report
+from loop.models import ModelVersion
+
+
+def _version(request: HttpRequest, project_id: int, version_id: int) -> ModelVersion:
+    project = project_for_user(user=request.user, project_id=project_id)
+    require_role(user=request.user, project=project, roles=LEADS)
+    version = (
+        ModelVersion.objects.select_related("project", "parent")
+        .filter(pk=version_id, project=project, kind=ModelVersion.Kind.CLASSIFIER)
+        .first()
+    )
+    if version is None:
+        raise Http404("No such classifier version")
+    if version.parent is None:  # its index was deleted: there are no embeddings to score cells with
+        raise Http404(f"classifier version {version.version} has no index any more; nothing to report on")
+    return version
+
+
+def _tables(report: dict[str, Any]) -> dict[str, Any]:
+    """Rows for the page's tables (templates cannot look up a dict by a variable key)."""
+    metrics = report["metrics"]
+    if metrics is None:
+        return {}
+    per_class = [
+        {"label": lab, "f1": metrics["per_class_f1"][lab], "support": metrics["support"][lab]}
+        for lab in metrics["labels"]
+    ]
+    confusion = metrics["confusion"]
+    confusion_rows = [
+        {
+            "label": lab,
+            "cells": [{"n": n, "diag": lab == col} for n, col in zip(row, confusion["labels"], strict=True)],
+        }
+        for lab, row in zip(confusion["labels"], confusion["matrix"], strict=True)
+    ]
+    differential = report["differential"]
+    classes = differential["classes"]
+    slides = [
+        {
+            "slide": s["slide"],
+            "n": s["n"],
+            "values": [
+                {"true": s["true"][c], "predicted": s["predicted"][c], "abs_diff": s["abs_diff"][c]}
+                for c in classes
+            ],
+        }
+        for s in differential["slides"]
+    ]
+    return {
+        "per_class": per_class,
+        "confusion_labels": confusion["labels"],
+        "confusion_rows": confusion_rows,
+        "per_source": [{"source": k, **v} for k, v in metrics.get("per_source", {}).items()],
+        "differential_classes": classes,
+        "differential_slides": slides,
+        "mean_abs_diff": [differential["mean_abs_diff"][c] for c in classes],
+    }
+
+
+def _source(request: HttpRequest) -> str | None:
+    value = request.GET.get("source", "")
+    return value or None
+
+
+@login_required
+@require_GET
+def report_page(request: HttpRequest, project_id: int, version_id: int) -> HttpResponse:
+    version = _version(request, project_id, version_id)
+    source = _source(request)
+    sources = sorted(
+        set(Cell.objects.filter(project_id=project_id, role=Cell.Role.TEST).values_list("source", flat=True))
+        - {""}
+    )
+    data_url = reverse("evaluation-report-data", args=[project_id, version.pk])
+    if source:
+        data_url += "?" + urlencode({"source": source})
+    report = evaluation_report(version, source=source)
+    context = {
+        "project": version.project,
+        "version": version,
+        "sources": sources,
+        "source": source or "",
+        "not_scored_reason": NOT_SCORED_REASON,
+        "differential_method": DIFFERENTIAL_METHOD,
+        "report": report,
+        "tables": _tables(report),
+        "data_url": data_url,
+        "chart_data": {
+            "reliability": report["reliability"],
+            "differential": report["differential"],
+            "per_class_f1": (report["metrics"] or {}).get("per_class_f1", {}),
+        },
+    }
+    return render(request, "annotation/evaluation_report.html", context)
+
+
+@login_required
+@require_GET
+def report_json(request: HttpRequest, project_id: int, version_id: int) -> JsonResponse:
+    version = _version(request, project_id, version_id)
+    return JsonResponse(evaluation_report(version, source=_source(request)))

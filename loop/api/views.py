@@ -1,0 +1,262 @@
+"""API of the loop: its state, starting pretraining and fine-tuning, batches (current, submit, skip), model
+versions, similar cells and why a cell was chosen. Every view checks project membership first (outsiders
+get 404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import selectors
+from annotation.access import cell_for_user, project_for_user, require_role
+from annotation.api.errors import Conflict
+from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schema_only
+from annotation.models import Annotation, Project
+from annotation.roles import LEADS, REVIEWERS
+from annotation.selectors import cell_history
+from jobs.selectors import job_summary
+from loop.api.serializers import (
+    ModelVersionDetailSerializer,
+    ModelVersionSerializer,
+    QueryBatchDetailSerializer,
+    QueryBatchSerializer,
+)
+from loop.models import ModelVersion, QueryBatch, QueryItem
+from loop.services.batches import EmptyBatchError, batch_submit, query_item_skip, query_item_unskip
+from loop.services.requests import finetune_request, pretrain_request
+from loop.state import batch_for_annotator, cell_provenance, current_batch, item_for_annotator, loop_state
+
+OBJECT = OpenApiTypes.OBJECT
+
+
+class LoopStateApi(APIView):
+    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        return Response(loop_state(project=project))
+
+
+class StartSerializer(serializers.Serializer[dict[str, Any]]):
+    minutes = serializers.FloatField(required=False, min_value=0.0, max_value=24 * 60)
+
+
+class LoopStartApi(APIView):
+    """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far). Leads."""
+
+    @extend_schema(request=StartSerializer, responses={200: OBJECT, 202: OBJECT, **errors(400, 403, 404)})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=LEADS)
+        data = StartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job, created = pretrain_request(
+            project=project,
+            created_by=request.user,  # type: ignore[arg-type]  # IsAuthenticated: never anonymous here
+            params=dict(data.validated_data),
+        )
+        if not created:
+            return Response(job_summary(job), status=status.HTTP_200_OK)
+        return Response(job_summary(job), status=status.HTTP_202_ACCEPTED)
+
+
+class FinetuneSerializer(serializers.Serializer[dict[str, Any]]):
+    minutes = serializers.FloatField(required=False, min_value=0.1, max_value=24 * 60)
+    epochs = serializers.FloatField(required=False, min_value=0.1, max_value=1000)
+
+
+class LoopFinetuneApi(APIView):
+    """Fine-tune the whole encoder on the labels so far (then re-embed, re-index and retrain). Leads."""
+
+    @extend_schema(request=FinetuneSerializer, responses={202: OBJECT, **errors(400, 403, 404)})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        require_role(user=request.user, project=project, roles=LEADS)
+        data = FinetuneSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = finetune_request(
+            project=project,
+            created_by=request.user,  # type: ignore[arg-type]
+            **data.validated_data,
+        )
+        return Response(job_summary(job), status=status.HTTP_202_ACCEPTED)
+
+
+class CurrentBatchApi(APIView):
+    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
+    def get(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        batch = current_batch(project)
+        if batch is None:
+            return Response({"batch": None})
+        return Response({"batch": batch_for_annotator(batch=batch, user=request.user)})
+
+
+class BatchSubmitApi(APIView):
+    """Submit the batch: retrain, then build the next one. An untouched batch is refused (409,
+    ``empty_batch``)."""
+
+    @extend_schema(request=None, responses={202: OBJECT, **errors(404, 409)})
+    def post(self, request: Request, project_id: int, batch_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        batch = get_object_or_404(QueryBatch, pk=batch_id, project=project)
+        try:
+            job = batch_submit(batch=batch, user=request.user)  # type: ignore[arg-type]
+        except EmptyBatchError as exc:
+            raise Conflict(str(exc), code="empty_batch") from exc
+        return Response({"retrain_job": job_summary(job)}, status=status.HTTP_202_ACCEPTED)
+
+
+class SkipSerializer(serializers.Serializer[dict[str, Any]]):
+    cell = serializers.IntegerField()
+
+
+class BatchSkipApi(APIView):
+    @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
+    def post(self, request: Request, project_id: int, batch_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        data = SkipSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        item = get_object_or_404(
+            QueryItem, batch_id=batch_id, batch__project=project, cell_id=data.validated_data["cell"]
+        )
+        query_item_skip(item=item, user=request.user)  # type: ignore[arg-type]
+        return Response({"cell": item.cell_id, "skipped": True})
+
+
+class BatchUnskipApi(APIView):
+    """Undo a skip: the cell is back in the batch."""
+
+    @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
+    def post(self, request: Request, project_id: int, batch_id: int) -> Response:
+        project = project_for_user(user=request.user, project_id=project_id)
+        data = SkipSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        item = get_object_or_404(
+            QueryItem, batch_id=batch_id, batch__project=project, cell_id=data.validated_data["cell"]
+        )
+        query_item_unskip(item=item)
+        return Response(item_for_annotator(item=item, user=request.user))
+
+
+class CellWhyApi(APIView):
+    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
+    def get(self, request: Request, cell_id: int) -> Response:
+        """Why the cell was queried (every batch that chose it) and its label history. Annotators see
+        only their own labels in the history, so that nobody else's label sways theirs."""
+        cell = cell_for_user(user=request.user, cell_id=cell_id)
+        history = cell_history(cell=cell)
+        if selectors.project_role(user=request.user, project=cell.project) not in REVIEWERS:
+            username = request.user.get_username()
+            history = [entry for entry in history if entry["annotator"] == username]
+        return Response({"cell": cell.pk, "queried": cell_provenance(cell=cell), "history": history})
+
+
+class CellSimilarApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("k", int, description="How many neighbours (1 to 50, default 8).")],
+        responses={200: OBJECT, **errors(400, 404)},
+    )
+    def get(self, request: Request, cell_id: int) -> Response:
+        from loop.handlers.inference import similar_cells
+
+        cell = cell_for_user(user=request.user, cell_id=cell_id)
+        k = int_param(request, "k")
+        k = 8 if k is None else max(1, min(k, 50))
+        return Response(similar_cells(cell=cell, k=k))
+
+
+# --- Query batches --------------------------------------------------------------------------------
+
+
+def _batches(project: Project) -> Any:
+    return (
+        QueryBatch.objects.filter(project=project)
+        .select_related("classifier", "index")
+        .annotate(item_count=Count("items"))
+        .order_by("-number")
+    )
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("submitted", bool, description="Only submitted (true) or open (false).")],
+    responses={200: QueryBatchSerializer(many=True), **errors(400, 404)},
+)
+class BatchListApi(generics.ListAPIView[QueryBatch]):
+    """Every query batch of the project, newest first, with the provenance of its choice."""
+
+    serializer_class = QueryBatchSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if schema_only(self):
+            return QueryBatch.objects.none()
+        project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
+        batches = _batches(project)
+        submitted = bool_param(self.request, "submitted")
+        if submitted is not None:
+            batches = batches.filter(submitted_at__isnull=not submitted)
+        return batches
+
+
+class BatchDetailApi(APIView):
+    @extend_schema(responses={200: QueryBatchDetailSerializer, **NOT_FOUND})
+    def get(self, request: Request, project_id: int, batch_id: int) -> Response:
+        """One batch with its cells in query order: score, rank, the model's suggestion, and the caller's
+        own current label of each cell."""
+        project = project_for_user(user=request.user, project_id=project_id)
+        batch = _batches(project).filter(pk=batch_id).first()
+        if batch is None:
+            raise Http404("No such batch in this project")
+        cell_ids = list(batch.items.values_list("cell_id", flat=True))
+        mine = {
+            a.cell_id: a
+            for a in Annotation.objects.filter(
+                cell_id__in=cell_ids, annotator_id=request.user.pk, superseded_by__isnull=True
+            ).select_related("label", "annotator")
+        }
+        return Response(QueryBatchDetailSerializer(batch, context={"mine": mine}).data)
+
+
+# --- Model versions -------------------------------------------------------------------------------
+
+
+@extend_schema(
+    parameters=[OpenApiParameter("kind", str, enum=ModelVersion.Kind.values)],
+    responses={200: ModelVersionSerializer(many=True), **errors(400, 404)},
+)
+class ModelVersionListApi(generics.ListAPIView[ModelVersion]):
+    """The project's encoders, indexes and classifiers, newest first, with metrics and label counts."""
+
+    serializer_class = ModelVersionSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if schema_only(self):
+            return ModelVersion.objects.none()
+        project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
+        versions = ModelVersion.objects.filter(project=project).order_by("-created_at", "-id")
+        kind = self.request.query_params.get("kind")
+        if kind:
+            if kind not in ModelVersion.Kind.values:
+                raise ValidationError({"kind": f"must be one of {', '.join(ModelVersion.Kind.values)}"})
+            versions = versions.filter(kind=kind)
+        return versions
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses={200: ModelVersionDetailSerializer, **NOT_FOUND})
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        """One model version, with the ids of the annotations it was trained on."""
+        project = project_for_user(user=request.user, project_id=project_id)
+        version = ModelVersion.objects.filter(project=project, pk=version_id).first()
+        if version is None:
+            raise Http404("No such model version in this project")
+        return Response(ModelVersionDetailSerializer(version).data)

@@ -1,0 +1,82 @@
+"""Embed every cell of a project with an encoder version and build its FAISS index."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from django.db import transaction
+
+from annotation.models import Cell
+from jobs.models import Job
+from jobs.registry import JobProgress
+from learning.data import CellImageDataset
+from learning.embeddings import extract_embeddings, save_embeddings
+from learning.index import EmbeddingIndex
+from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
+from loop.handlers.encoders import load_backbone, torch_threads
+from loop.handlers.records import cell_records
+from loop.models import ModelVersion
+from loop.selectors import latest_version, version_written_by
+from loop.services.versions import create_version
+
+# Cells decoded and embedded per step: bounds memory and sets how often progress is reported.
+CHUNK = 1024
+
+
+def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
+    """Embed all cells (pool, validation and test) and index them; returns the new index version."""
+    project = job.project
+    assert project is not None
+    done = version_written_by(job, ModelVersion.Kind.INDEX)
+    if done is not None:
+        return done
+    encoder_id = job.params.get("encoder_version")
+    encoder = (
+        ModelVersion.objects.get(pk=encoder_id, project=project)
+        if encoder_id
+        else latest_version(project, ModelVersion.Kind.ENCODER)
+    )
+    if encoder is None:
+        raise ValueError("the project has no encoder yet: pretrain one first")
+    torch_threads()
+    model, size = load_backbone(encoder)
+    cells = list(Cell.objects.filter(project=project).order_by("pk"))
+    if not cells:
+        raise ValueError("the project has no cells to embed")
+    records = cell_records(cells)
+    t0 = time.perf_counter()
+    chunks: list[np.ndarray] = []
+    for start in range(0, len(records), CHUNK):
+        dataset = CellImageDataset(records[start : start + CHUNK], size)
+        dataset.preload()  # threaded JPEG decoding
+        chunks.append(extract_embeddings(model, dataset, batch_size=256, device="cpu"))
+        done_n = min(start + CHUNK, len(records))
+        progress(0.95 * done_n / len(records), f"embedded {done_n} of {len(records)} cells")
+    embed_s = time.perf_counter() - t0
+    emb = np.concatenate(chunks)
+    ids = np.array([c.pk for c in cells], dtype=np.int64)  # ascending: rows are found by searchsorted
+    out = job_dir(job)
+    save_embeddings(out / EMBEDDINGS_DIR, ids.astype(str), emb, meta={"encoder_version": encoder.version})
+    t1 = time.perf_counter()
+    EmbeddingIndex.build(emb, ids).save(out / INDEX_DIR)
+    index_s = time.perf_counter() - t1
+    progress(0.99, "index built")
+    with transaction.atomic():
+        return create_version(
+            project=project,
+            kind=ModelVersion.Kind.INDEX,
+            job=job,
+            parent=encoder,
+            artifacts={
+                "embeddings": str(out / EMBEDDINGS_DIR),
+                "index": str(out / INDEX_DIR),
+                "n_cells": len(ids),
+                "dim": int(emb.shape[1]),
+            },
+            metrics={
+                "embed_seconds": round(embed_s, 2),
+                "index_seconds": round(index_s, 3),
+                "cells_per_second": round(len(ids) / max(embed_s, 1e-9), 1),
+            },
+        )

@@ -1,0 +1,66 @@
+"""Job handlers of the active-learning loop, registered with the platform's job dispatcher.
+
+pretrain -> embed (+ FAISS index) -> query (cold start) ... label ... retrain (+ next batch) -> ...
+A new encoder always leads to a new index, and a new index to a retrain (or a cold-start batch) and to
+the dashboard's embedding map (``map``, drawn by ``annotation.dashboard``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from annotation.labels import label_counts
+from jobs.models import Job
+from jobs.registry import JobProgress, job_handler
+from loop.handlers.chaining import start_follow_up, start_learning
+from loop.handlers.encoders import pretrain_encoder
+from loop.handlers.finetuning import finetune_encoder
+from loop.handlers.indexing import embed_and_index
+from loop.handlers.retraining import retrain_and_query
+from loop.models import ModelVersion
+
+
+def _embed_new_encoder(job: Job, encoder: ModelVersion, what: str) -> dict[str, Any]:
+    """Every new encoder (pretrained or fine-tuned) is embedded and indexed next."""
+    follow = start_follow_up(parent=job, kind=Job.Kind.EMBED, params={"encoder_version": encoder.pk})
+    return {
+        "encoder_version": encoder.version,
+        "metrics": encoder.metrics,
+        "next_job": follow.pk,
+        "message": f"{what} v{encoder.version} ready",
+    }
+
+
+@job_handler(Job.Kind.PRETRAIN)
+def run_pretrain(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return _embed_new_encoder(job, pretrain_encoder(job, progress), "encoder")
+
+
+@job_handler(Job.Kind.FINETUNE)
+def run_finetune(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return _embed_new_encoder(job, finetune_encoder(job, progress), "fine-tuned encoder")
+
+
+@job_handler(Job.Kind.EMBED)
+def run_embed(job: Job, progress: JobProgress) -> dict[str, Any]:
+    index = embed_and_index(job, progress)
+    assert job.project is not None
+    follow = start_learning(parent=job, has_labels=label_counts(project=job.project).labelled > 0)
+    # Queued after the retrain, so a single worker builds the next batch first and draws the map after.
+    start_follow_up(parent=job, kind=Job.Kind.MAP, params={"index_version": index.version})
+    return {
+        "index_version": index.version,
+        "metrics": index.metrics,
+        "next_job": follow.pk,
+        "message": f"index v{index.version} of {index.artifacts['n_cells']} cells ready",
+    }
+
+
+@job_handler(Job.Kind.RETRAIN)
+def run_retrain(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return retrain_and_query(job, progress, fit=True)
+
+
+@job_handler(Job.Kind.QUERY)
+def run_query(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return retrain_and_query(job, progress, fit=False)

@@ -1,0 +1,100 @@
+"""Choose the next batch with the project's strategy and record why each cell was chosen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Max
+
+from annotation.models import LabelClass, Project
+from jobs.models import Job
+from learning.query import informativeness, resolve_strategy, select
+from loop.models import ModelVersion, QueryBatch, QueryItem
+
+
+@dataclass(frozen=True)
+class Choice:
+    strategy: str  # the strategy that ran
+    rows: np.ndarray  # chosen rows of the index, in the strategy's order
+    scores: np.ndarray | None  # margin uncertainty of each chosen cell (None without a model)
+    suggestions: np.ndarray | None  # class index the model predicts
+    confidences: np.ndarray | None
+
+
+def choose(
+    *,
+    project: Project,
+    embeddings: np.ndarray,
+    pool_rows: np.ndarray,
+    pool_annotated: np.ndarray,
+    probs: np.ndarray | None,
+    seed: int,
+) -> Choice:
+    """Run the strategy over the pool. ``probs`` are the model's over ``pool_rows`` (None: no model)."""
+    pool_emb = embeddings[pool_rows]
+    strategy = resolve_strategy(
+        project.query_strategy, probs=probs, labelled_mask=pool_annotated, n_pool=len(pool_rows)
+    )
+    picked = select(
+        project.query_strategy,
+        n=project.query_batch_size,
+        embeddings=pool_emb,
+        probs=probs,
+        labelled_mask=pool_annotated,
+        rng=seed,
+    )
+    if probs is None:
+        return Choice(strategy, pool_rows[picked], None, None, None)
+    chosen = probs[picked]
+    return Choice(
+        strategy,
+        pool_rows[picked],
+        informativeness("margin", chosen),
+        chosen.argmax(axis=1),
+        chosen.max(axis=1),
+    )
+
+
+def write_batch(
+    *,
+    project: Project,
+    job: Job,
+    choice: Choice,
+    cell_ids: np.ndarray,
+    index: ModelVersion,
+    classifier: ModelVersion | None,
+    labelled_count: int,
+) -> QueryBatch:
+    """Store the batch and its provenance. Call inside the job's final transaction."""
+    classes = list(LabelClass.objects.filter(project=project).order_by("order", "pk"))
+    number = (QueryBatch.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+    batch = QueryBatch.objects.create(
+        project=project,
+        number=number,
+        requested_strategy=project.query_strategy,
+        strategy=choice.strategy,
+        classifier=classifier,
+        index=index,
+        job=job,
+        labelled_count=labelled_count,
+    )
+    items = []
+    for rank, row in enumerate(choice.rows):
+        suggestion = confidence = score = None
+        if choice.suggestions is not None and choice.confidences is not None and choice.scores is not None:
+            suggestion = classes[int(choice.suggestions[rank])]
+            confidence = float(choice.confidences[rank])
+            score = float(choice.scores[rank])
+        items.append(
+            QueryItem(
+                batch=batch,
+                cell_id=int(cell_ids[row]),
+                rank=rank,
+                score=score,
+                suggestion=suggestion,
+                confidence=confidence,
+            )
+        )
+    QueryItem.objects.bulk_create(items)
+    return batch

@@ -1,0 +1,103 @@
+"""The active-learning loop's records: model versions (encoder, index, classifier), the batches of cells
+chosen for labelling, and why each cell was chosen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    class Kind(models.TextChoices):
+        ENCODER = "encoder", "Self-supervised encoder"
+        INDEX = "index", "Embeddings and FAISS index"
+        CLASSIFIER = "classifier", "Classifier"
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="model_versions")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    version = models.PositiveIntegerField()
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    artifacts: models.JSONField[dict[str, Any], dict[str, Any]] = models.JSONField(
+        default=dict, blank=True, help_text="Paths of the files this version consists of."
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    label_count = models.PositiveIntegerField(default=0)
+    # Annotation ids are never reused or overwritten, so this list pins the exact training labels.
+    trained_on = models.JSONField(default=list, blank=True, help_text="Ids of the annotations used.")
+    # The version this one was built from: an index's encoder, a classifier's index.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "annotation_modelversion"  # moved from the annotation app with its rows
+        ordering = ["project", "kind", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "kind", "version"], name="unique_model_version"),
+            # A retried job finds the version it wrote before it died instead of writing a second one.
+            models.UniqueConstraint(
+                fields=["job", "kind"], condition=Q(job__isnull=False), name="one_model_version_per_job"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.kind} v{self.version}"
+
+
+class QueryBatch(models.Model):
+    """A batch of cells chosen for labelling, with the provenance of the choice."""
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="batches")
+    number = models.PositiveIntegerField()
+    requested_strategy = models.CharField(max_length=32)
+    strategy = models.CharField(max_length=32, help_text="The strategy that ran (cold start replaces some).")
+    classifier = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    index = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="batch"
+    )
+    labelled_count = models.PositiveIntegerField(default=0, help_text="Labels in the project when chosen.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        db_table = "annotation_querybatch"  # moved from the annotation app with its rows
+        ordering = ["project", "-number"]
+        constraints = [models.UniqueConstraint(fields=["project", "number"], name="unique_batch_number")]
+
+    def __str__(self) -> str:
+        return f"{self.project} batch {self.number}"
+
+
+class QueryItem(models.Model):
+    """One cell of a batch: why it was chosen (score, rank) and what the model suggested."""
+
+    batch = models.ForeignKey(QueryBatch, on_delete=models.CASCADE, related_name="items")
+    cell = models.ForeignKey("annotation.Cell", on_delete=models.CASCADE, related_name="query_items")
+    rank = models.PositiveIntegerField()
+    score = models.FloatField(null=True, blank=True, help_text="The strategy's informativeness score.")
+    suggestion = models.ForeignKey(
+        "annotation.LabelClass", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confidence = models.FloatField(null=True, blank=True)
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    skipped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        db_table = "annotation_queryitem"  # moved from the annotation app with its rows
+        ordering = ["batch", "rank"]
+        constraints = [models.UniqueConstraint(fields=["batch", "cell"], name="unique_cell_per_batch")]
+
+    def __str__(self) -> str:
+        return f"cell {self.cell_id} in batch {self.batch_id}"

@@ -1,0 +1,1 @@
+"""Writes of the loop, one module per concern."""

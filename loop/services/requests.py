@@ -1,0 +1,58 @@
+"""Requests for the loop's background work: pretraining, retraining (which builds the next batch) and
+fine-tuning, each de-duplicated so that a project never has two of a kind on their way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from annotation.models import Project
+from jobs.models import Job
+from jobs.selectors import active_job
+from jobs.services import job_create
+
+
+def pretrain_request(
+    *, project: Project, created_by: User | None = None, params: dict[str, Any] | None = None
+) -> tuple[Job, bool]:
+    """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far), unless a
+    pretraining or its indexing is already on its way. Returns the job and whether it is a new one."""
+    active = active_job(project_id=project.pk, kinds=[Job.Kind.PRETRAIN, Job.Kind.EMBED])
+    if active is not None:
+        return active, False
+    return job_create(kind=Job.Kind.PRETRAIN, project=project, params=params, created_by=created_by), True
+
+
+def finetune_request(*, project: Project, created_by: User | None = None, **params: Any) -> Job:
+    """Fine-tune the whole encoder on the labels (then re-embed, re-index, retrain); one at a time."""
+    active = Job.objects.filter(
+        project=project, kind=Job.Kind.FINETUNE, status__in=[Job.Status.QUEUED, Job.Status.RUNNING]
+    ).first()
+    if active is not None:
+        return active
+    return job_create(kind=Job.Kind.FINETUNE, project=project, params=params, created_by=created_by)
+
+
+@transaction.atomic
+def retrain_request(*, project: Project, created_by: User | None = None, reason: str = "") -> Job:
+    """Ask for a retrain (which also builds the next query batch). At most one retrain per project is
+    in flight: a request while one is queued joins it (it will see the new labels anyway); a request
+    while one runs leaves exactly one job waiting, released when the running one ends."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()  # one request at a time per project
+    retrains = Job.objects.filter(project=project, kind=Job.Kind.RETRAIN)
+    pending = retrains.filter(status__in=[Job.Status.QUEUED, Job.Status.WAITING]).first()
+    if pending is not None:
+        return pending
+    params = {"reason": reason}
+    if retrains.filter(status=Job.Status.RUNNING).exists():
+        return Job.objects.create(
+            kind=Job.Kind.RETRAIN,
+            project=project,
+            status=Job.Status.WAITING,
+            params=params,
+            created_by=created_by,
+            message="waits for the running retrain",
+        )
+    return job_create(kind=Job.Kind.RETRAIN, project=project, params=params, created_by=created_by)

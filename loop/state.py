@@ -1,0 +1,140 @@
+"""Reads for the labelling page and its API: the loop's state, the current batch as one annotator sees it,
+and the provenance of a queried cell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from annotation.labels import label_counts
+from annotation.models import Annotation, Cell, Project
+from annotation.selectors import AnyUser, annotation_summary
+from jobs.models import Job
+from jobs.selectors import ACTIVE, job_summary
+from loop.models import ModelVersion, QueryBatch, QueryItem
+from loop.selectors import latest_version
+
+STAGE_OF_KIND = {
+    Job.Kind.PRETRAIN: "pretraining",
+    Job.Kind.EMBED: "indexing",
+    Job.Kind.RETRAIN: "retraining",
+    Job.Kind.FINETUNE: "fine-tuning",
+    Job.Kind.QUERY: "querying",
+    Job.Kind.IMPORT: "importing",
+}
+
+
+def current_batch(project: Project) -> QueryBatch | None:
+    return (
+        QueryBatch.objects.filter(project=project)
+        .select_related("classifier", "index")
+        .order_by("-number")
+        .first()
+    )
+
+
+def batch_summary(batch: QueryBatch) -> dict[str, Any]:
+    return {
+        "id": batch.pk,
+        "number": batch.number,
+        "strategy": batch.strategy,
+        "requested_strategy": batch.requested_strategy,
+        "classifier_version": batch.classifier.version if batch.classifier else None,
+        "index_version": batch.index.version if batch.index else None,
+        "labelled_count": batch.labelled_count,
+        "created_at": batch.created_at.isoformat(),
+        "submitted": batch.submitted_at is not None,
+    }
+
+
+def loop_state(*, project: Project) -> dict[str, Any]:
+    """What the page polls: the loop's running jobs with progress, the versions in use, the newest batch.
+    Exports and the dashboard's map run beside the loop and hold no one up, so they are left out."""
+    active = list(
+        Job.objects.filter(project=project, status__in=ACTIVE, kind__in=list(STAGE_OF_KIND)).order_by(
+            "created_at", "pk"
+        )
+    )
+    last_failed = (
+        Job.objects.filter(project=project, status=Job.Status.FAILED, kind__in=list(STAGE_OF_KIND))
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+    batch = current_batch(project)
+    running = next((j for j in active if j.status == Job.Status.RUNNING), active[0] if active else None)
+    if running is not None:
+        stage = STAGE_OF_KIND.get(Job.Kind(running.kind), running.kind)
+    elif batch is not None:
+        stage = "ready"
+    else:
+        stage = "idle"
+    counts = label_counts(project=project)
+    classifier = latest_version(project, ModelVersion.Kind.CLASSIFIER)
+    return {
+        "project": project.pk,
+        "stage": stage,
+        "jobs": [job_summary(j) for j in active],
+        "last_failed": job_summary(last_failed) if last_failed else None,
+        "encoder_version": getattr(latest_version(project, ModelVersion.Kind.ENCODER), "version", None),
+        "index_version": getattr(latest_version(project, ModelVersion.Kind.INDEX), "version", None),
+        "classifier_version": getattr(classifier, "version", None),
+        "validation_macro_f1": (classifier.metrics or {}).get("macro_f1") if classifier else None,
+        "batch": batch_summary(batch) if batch else None,
+        "labels": {
+            "count": counts.labelled,
+            "budget": project.label_budget,
+        },
+        "review_count": counts.review,
+    }
+
+
+def _current_labels_of(user: AnyUser, cell_ids: list[int]) -> dict[int, Annotation]:
+    return {
+        a.cell_id: a
+        for a in Annotation.objects.filter(
+            cell_id__in=cell_ids, annotator_id=user.pk, superseded_by__isnull=True
+        ).select_related("label", "annotator")
+    }
+
+
+def _item_summary(item: QueryItem, mine: Annotation | None) -> dict[str, Any]:
+    return {
+        "cell": item.cell_id,
+        "rank": item.rank,
+        "image_url": f"/cells/{item.cell_id}/image",
+        "score": item.score,
+        "suggestion": item.suggestion.name if item.suggestion else None,
+        "confidence": item.confidence,
+        "skipped": item.skipped_at is not None,
+        "mine": annotation_summary(mine) if mine is not None else None,
+    }
+
+
+def batch_for_annotator(*, batch: QueryBatch, user: AnyUser) -> dict[str, Any]:
+    """The batch's cells in query order with the model's suggestion and this user's current label."""
+    items = list(batch.items.select_related("suggestion").order_by("rank"))
+    mine = _current_labels_of(user, [i.cell_id for i in items])
+    return {**batch_summary(batch), "items": [_item_summary(item, mine.get(item.cell_id)) for item in items]}
+
+
+def item_for_annotator(*, item: QueryItem, user: AnyUser) -> dict[str, Any]:
+    """One cell of a batch as ``batch_for_annotator`` lists it."""
+    return _item_summary(item, _current_labels_of(user, [item.cell_id]).get(item.cell_id))
+
+
+def cell_provenance(*, cell: Cell) -> list[dict[str, Any]]:
+    """Every batch that chose this cell: strategy, score, rank, model and index versions."""
+    items = QueryItem.objects.filter(cell=cell).select_related(
+        "batch__classifier", "batch__index", "suggestion"
+    )
+    return [
+        {
+            **batch_summary(item.batch),
+            "batch": item.batch.number,
+            "rank": item.rank,
+            "batch_size": item.batch.items.count(),
+            "score": item.score,
+            "suggestion": item.suggestion.name if item.suggestion else None,
+            "confidence": item.confidence,
+        }
+        for item in items.order_by("-batch__number")
+    ]

@@ -1,0 +1,73 @@
+"""Pages of the loop: the labelling page and a cell's saliency overlay. Thin: check access, render."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET
+
+from annotation import selectors
+from annotation.access import cell_for_user, project_for_user
+from annotation.roles import LEADS, REVIEWERS
+from loop.handlers.inference import saliency_png
+
+_ID = 999999999  # reversed into URLs, then replaced by "{id}" for the page's script to fill in
+
+
+def _url_template(name: str, *args: int) -> str:
+    return reverse(name, args=[*args, _ID]).replace(str(_ID), "{id}")
+
+
+@login_required
+@ensure_csrf_cookie
+def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = project_for_user(user=request.user, project_id=project_id)
+    role = selectors.project_role(user=request.user, project=project)
+    classes = list(project.classes.all())
+    config = {
+        "project": project.pk,
+        "classes": [
+            {"name": c.name, "display_name": c.display_name, "key": c.key, "colour": c.colour}
+            for c in classes
+        ],
+        "attributes": project.attribute_schema,
+        "poll_ms": 1500,
+        "api": {
+            "loop": reverse("api-loop", args=[project.pk]),
+            "start": reverse("api-loop-start", args=[project.pk]),
+            "finetune": reverse("api-loop-finetune", args=[project.pk]),
+            "batch": reverse("api-batch-current", args=[project.pk]),
+            "annotate": reverse("api-annotate", args=[project.pk]),
+            "submit": _url_template("api-batch-submit", project.pk),
+            "skip": _url_template("api-batch-skip", project.pk),
+            "unskip": _url_template("api-batch-unskip", project.pk),
+            "undo": _url_template("api-annotation-undo"),
+            "why": _url_template("api-cell-why"),
+            "similar": _url_template("api-cell-similar"),
+            "saliency": _url_template("cell-saliency"),
+        },
+    }
+    context = {
+        "project": project,
+        "my_role": role,
+        "classes": classes,
+        "can_review": role in REVIEWERS,
+        "can_lead": role in LEADS,
+        "page_config": config,
+    }
+    return render(request, "annotation/label.html", context)
+
+
+@login_required
+@require_GET
+def cell_saliency(request: HttpRequest, cell_id: int) -> HttpResponse:
+    cell = cell_for_user(user=request.user, cell_id=cell_id)
+    png = saliency_png(cell=cell)
+    if png is None:
+        raise Http404("no trained model for this project yet")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=300"
+    return response
