@@ -1,0 +1,68 @@
+"""Every task and every job kind goes to a queue that a worker started by `make run` reads.
+
+The Makefile is read, not restated: a queue renamed there, or a task routed somewhere new, fails here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from config.celery import app
+from jobs.models import Job
+from jobs.routing import SWEEP_TASK, queue_for_kind
+
+MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
+
+
+def _run_recipe() -> str:
+    text = MAKEFILE.read_text()
+    match = re.search(r"^run:.*?\n((?:\t.*\n|\s*\n)+)", text, flags=re.M)
+    assert match, "no `run` target in the Makefile"
+    return match.group(1).replace("\\\n", " ")
+
+
+def _workers_started_by_make_run() -> list[tuple[set[str], bool]]:
+    """(queues, runs the beat) of each `celery worker` command in `make run`'s recipe."""
+    workers = []
+    for command in re.findall(r"celery -A config worker[^&;\n]*", _run_recipe()):
+        queues = re.search(r"--queues=([\w,]+)", command)
+        assert queues, f"a worker with no --queues reads only Celery's default: {command}"
+        workers.append((set(queues.group(1).split(",")), " -B" in command))
+    assert workers, "`make run` starts no worker"
+    return workers
+
+
+def _queue_celery_routes(task_name: str) -> str:
+    route = app.amqp.router.route({}, task_name)
+    return str(route["queue"].name)
+
+
+def test_make_run_starts_workers_for_the_queues() -> None:
+    workers = _workers_started_by_make_run()
+    assert sum(beat for _, beat in workers) == 1, "exactly one worker runs the beat"
+
+
+def test_every_job_kind_routes_to_a_queue_a_worker_reads() -> None:
+    read = set().union(*(queues for queues, _ in _workers_started_by_make_run()))
+    for kind in Job.Kind.values:
+        assert queue_for_kind(kind) in read, f"jobs of kind {kind!r} would wait forever"
+
+
+def test_every_registered_task_routes_to_a_queue_a_worker_reads() -> None:
+    app.loader.import_default_modules()
+    ours = [name for name in app.tasks if not name.startswith("celery.")]
+    assert SWEEP_TASK in ours and "leukoloop.run_job" in ours
+    read = set().union(*(queues for queues, _ in _workers_started_by_make_run()))
+    for name in ours:
+        assert _queue_celery_routes(name) in read, f"task {name} goes to a queue no worker reads"
+    assert app.conf.task_default_queue in read
+
+
+@pytest.mark.parametrize("entry", sorted(app.conf.beat_schedule))
+def test_periodic_tasks_reach_the_worker_that_runs_the_beat(entry: str) -> None:
+    """The bug this guards: the sweep was sent to a queue named `leukoloop` that no worker read."""
+    task = app.conf.beat_schedule[entry]["task"]
+    beat_queues = next(queues for queues, beat in _workers_started_by_make_run() if beat)
+    assert _queue_celery_routes(task) in beat_queues
