@@ -28,23 +28,13 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from learning.attributes import WBCATT_NAMES
 from learning.transforms import gray_world as gray_world_normalize
 
 DATA_DIR_ENV = "LEUKOLOOP_DATA_DIR"
 
-ATTRIBUTE_COLUMNS: tuple[str, ...] = (
-    "cell_size",
-    "cell_shape",
-    "nucleus_shape",
-    "nuclear_cytoplasmic_ratio",
-    "chromatin_density",
-    "cytoplasm_vacuole",
-    "cytoplasm_texture",
-    "cytoplasm_colour",
-    "granule_type",
-    "granule_colour",
-    "granularity",
-)
+# The manifest columns that hold WBCAtt attributes (the canonical list lives in learning.attributes).
+ATTRIBUTE_COLUMNS: tuple[str, ...] = WBCATT_NAMES
 _KNOWN_COLUMNS = {"path", "label", "subtype", "source", *ATTRIBUTE_COLUMNS}
 
 
