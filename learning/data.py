@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from learning.attributes import WBCATT_NAMES
+from learning.imaging import preprocess
 from learning.manifest import ManifestError, ManifestRow, check_header, parse_row
 from learning.transforms import gray_world as gray_world_normalize
 
@@ -221,22 +221,13 @@ def sample_per_class(records: Sequence[CellRecord], per_class: int, *, seed: int
 
 
 def load_image(path: str | Path, size: int, *, gray_world: bool = True) -> Tensor:
-    """Decode one image: centre square crop, resize to ``size``, optional gray-world normalisation.
+    """Decode one image: centre square crop, resize to ``size`` (:func:`learning.imaging.preprocess`),
+    optional gray-world normalisation.
 
     Returns:
         uint8 tensor (3, size, size).
     """
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))  # JPEG: let the decoder downscale by 2/4/8 (stays >= size)
-        img = im.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+    x = preprocess(path, size)
     return gray_world_normalize(x) if gray_world else x
 
 
