@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learning.training import lr_factor, resolve_device
 from learning.transforms import AugmentConfig, BloodSmearAugment, to_float
 
 Balance = Literal["sampler", "loss", "none"]
@@ -86,19 +87,6 @@ def release_inference_tensors(module: nn.Module) -> int:
                 setattr(sub, name, buf.clone())
                 replaced += 1
     return replaced
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _lr_factor(fraction: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` of the budget, then cosine decay to zero."""
-    if warmup > 0 and fraction < warmup:
-        return max(fraction / warmup, 0.01)
-    return 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
 
 
 def _check_inputs(images: Tensor, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -192,7 +180,7 @@ def finetune(
         raise ValueError(f"unknown balance {balance!r}; choose from {BALANCE_MODES}")
     labels = np.asarray(labels)
     keep = _check_inputs(images, labels, n_classes)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     use_cl = dev.type == "cpu" if channels_last is None else channels_last
     torch.manual_seed(seed)
 
@@ -287,7 +275,7 @@ def finetune(
             if use_cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = targets[idx]
-            factor = _lr_factor(fraction(steps), warmup)
+            factor = lr_factor(fraction(steps), warmup=warmup)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
             logits = head(features(x))

@@ -48,6 +48,7 @@ from learning.classifiers import make_classifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest  # noqa: E402
 from learning.embeddings import extract_embeddings  # noqa: E402
 from learning.evaluation import macro_f1  # noqa: E402
+from learning.training import resolve_device  # noqa: E402
 
 
 def knn_predict_torch(
@@ -55,7 +56,7 @@ def knn_predict_torch(
 ) -> np.ndarray:
     """:func:`learning.evaluation.knn_predict` without FAISS: exact inner-product top-k, same vote."""
     classes, codes = np.unique(np.asarray(train_y).astype(str), return_inverse=True)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device()
     tx = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32)).to(dev)
     k = min(k, len(train_x))
     neighbours = []
@@ -210,7 +211,7 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
     write(out_json, result)
     from learning.selfsup import load_encoder
 
-    model, _meta = load_encoder(slim, device="cuda" if torch.cuda.is_available() else "cpu")
+    model, _meta = load_encoder(slim, device=resolve_device())
     result["scores"] = score(model, a.pool, a.test, a.image_size, a.embed_batch, say)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write(out_json, result)

@@ -18,7 +18,6 @@ then fractional); the learning rate follows a short warm-up and a cosine decay o
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 from learning.data import CellImageDataset, CellRecord, data_hash
 from learning.selfsup.methods import METHODS, SSLMethod, create_method
+from learning.training import lr_factor, resolve_device
 from learning.transforms import BloodSmearAugment, augment_config, to_float
 from models_zoo import Backbone, create_model
 
@@ -41,13 +41,6 @@ DEFAULTS: dict[str, Any] = {"method": "triplet", "backbone": "lightcnn", "image_
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, else CUDA when present, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _encoder_kwargs(backbone_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,14 +93,6 @@ def save_encoder(path: str | Path, backbone: nn.Module, meta: Mapping[str, Any])
         {"format": CHECKPOINT_FORMAT, "meta": dict(meta), "backbone": state, "heads": {}, "optimizer": {}},
     )
     return path
-
-
-def _lr_factor(progress: float, warmup: float, schedule: str) -> float:
-    if warmup > 0 and progress < warmup:
-        return max(progress / warmup, 0.01)
-    if schedule == "constant":
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def pretrain(
@@ -325,7 +310,7 @@ def pretrain(
                     v0 = v0.contiguous(memory_format=torch.channels_last)
                     v1 = v1.contiguous(memory_format=torch.channels_last)
                 for group in optimizer.param_groups:
-                    group["lr"] = base_lr * _lr_factor(progress_fraction(), warmup, schedule)
+                    group["lr"] = base_lr * lr_factor(progress_fraction(), warmup=warmup, schedule=schedule)
                 loss = model.training_loss(v0, v1)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {steps_done}")
