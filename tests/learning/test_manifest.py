@@ -31,7 +31,7 @@ FULL = {
 
 
 def rows(text: str) -> list[dict[str | None, str | list[str] | None]]:
-    return list(csv.DictReader(io.StringIO(text)))  # type: ignore[arg-type]
+    return list(csv.DictReader(io.StringIO(text)))
 
 
 def write_manifest(folder: Path, lines: list[dict[str, str]]) -> Path:
