@@ -172,7 +172,7 @@ def write(path: Path, result: dict[str, Any]) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
-    from learning.selfsup import pretrain
+    from learning.selfsup import PretrainConfig, pretrain
 
     def say(msg: str) -> None:
         print(f"[{a.method} {time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -185,8 +185,7 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / f"{a.method}_full.pt"
-    summary = pretrain(
-        records,
+    config = PretrainConfig(
         method=a.method,
         backbone=a.backbone,
         backbone_kwargs={"pretrained": True},
@@ -195,10 +194,9 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
         batch_size=a.batch_size,
         lr=a.lr,
         augment=a.augment,
-        out=ckpt,
-        progress=False,
         seed=a.seed,
     )
+    summary = pretrain(records, config, out=ckpt, progress=False)
     if torch.cuda.is_available():
         summary["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     result["pretrain"] = summary

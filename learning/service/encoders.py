@@ -9,7 +9,7 @@ from django.db import transaction
 
 from annotation.jobs import JobProgress
 from annotation.models import Cell, Job, ModelVersion, Project
-from learning.selfsup.train import load_encoder, pretrain
+from learning.selfsup.train import PretrainConfig, load_encoder, pretrain
 from learning.service.artifacts import ENCODER_FILE, job_dir
 from learning.service.records import cell_records
 from learning.service.versions import create_version, version_written_by
@@ -56,18 +56,21 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         records = cell_records(cells)
         out = job_dir(job) / ENCODER_FILE
         progress(0.0, f"decoding {len(records)} cells")
-        summary = pretrain(
-            records,
+        config = PretrainConfig(
             method=project.ssl_method,
             backbone=project.encoder_backbone,
             image_size=project.image_size,
             minutes=minutes,
+            backbone_kwargs=initial_backbone_kwargs(project),
+            batch_size=min(128, max(2, len(records) // 2)),
+        )
+        summary = pretrain(
+            records,
+            config,
             out=out,
             # A retry continues from the last epoch's checkpoint instead of starting over.
             resume=out if out.is_file() else None,
             progress=False,
-            backbone_kwargs=initial_backbone_kwargs(project),
-            batch_size=min(128, max(2, len(records) // 2)),
             on_progress=lambda fraction, message: progress(0.02 + 0.96 * fraction, message),
         )
         artifacts["checkpoint"] = str(out)
