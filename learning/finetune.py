@@ -39,6 +39,7 @@ from learning.training import (
     TrainingBudget,
     backward_step,
     check_budget,
+    device_generator,
     lr_factor,
     resolve_device,
     run_budgeted,
@@ -216,11 +217,8 @@ def finetune(
 
     bsz = min(batch_size, n)
     budget = TrainingBudget(epochs=epochs, minutes=minutes, steps_per_epoch=max(1, n // bsz), started=t_start)
-    gen_device = dev if dev.type == "cuda" else torch.device("cpu")
     augmenter = (
-        BloodSmearAugment(augment, generator=torch.Generator(device=gen_device).manual_seed(seed))
-        if augment is not None
-        else None
+        BloodSmearAugment(augment, generator=device_generator(dev, seed)) if augment is not None else None
     )
     sampler_gen = torch.Generator().manual_seed(seed + 7919)
     report = ProgressReporter(progress, budget, interval=progress_interval)

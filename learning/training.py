@@ -29,6 +29,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A seeded generator for augmentation on ``device``: on CUDA the batches are augmented there and
+    need a CUDA generator; anything else draws on the CPU."""
+    return torch.Generator(device=device if device.type == "cuda" else torch.device("cpu")).manual_seed(seed)
+
+
 def lr_factor(fraction: float, *, warmup: float, schedule: str = "cosine") -> float:
     """Multiplier of the base learning rate at ``fraction`` (in [0, 1]) of the budget.
 
@@ -197,6 +203,7 @@ __all__ = [
     "TrainingBudget",
     "backward_step",
     "check_budget",
+    "device_generator",
     "lr_factor",
     "resolve_device",
     "run_budgeted",

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import InitVar, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from learning.training import (
     ProgressReporter,
     TrainingBudget,
     backward_step,
+    device_generator,
     lr_factor,
     resolve_device,
     run_budgeted,
@@ -188,49 +190,37 @@ def _initial_meta(
     }
 
 
+@dataclass(kw_only=True, eq=False)
 class _PretrainRun:
     """One pretraining call once everything is built: the steps :func:`run_budgeted` drives, the
     checkpoint after each epoch, and the summary."""
 
-    def __init__(
-        self,
-        *,
-        model: SSLMethod,
-        optimizer: torch.optim.Optimizer,
-        images: Tensor,
-        batch_size: int,
-        budget: TrainingBudget,
-        config: PretrainConfig,
-        device: torch.device,
-        channels_last: bool,
-        out: Path,
-        meta: dict[str, Any],
-        previous: Mapping[str, Any],
-    ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.images = images
-        self.batch_size = batch_size
-        self.budget = budget
-        self.config = config
-        self.device = device
-        self.channels_last = channels_last
-        self.out = out
-        self.meta = meta
-        self.base_lr: float = meta["lr"]
-        self.steps_before = budget.steps_done
+    model: SSLMethod
+    optimizer: torch.optim.Optimizer
+    images: Tensor
+    batch_size: int
+    budget: TrainingBudget
+    config: PretrainConfig
+    device: torch.device
+    channels_last: bool
+    out: Path
+    meta: dict[str, Any]
+    previous: InitVar[Mapping[str, Any]]
+    last_loss: float = float("nan")
+    stopped_by: str | None = None
+    loop_seconds: float = 0.0
+    bar: Any = None
+
+    def __post_init__(self, previous: Mapping[str, Any]) -> None:
+        self.base_lr: float = self.meta["lr"]
+        self.steps_before = self.budget.steps_done
         self.seconds_before = float(previous.get("seconds", 0.0))
         self.history: list[dict[str, float]] = list(previous.get("history", []))
         # Seeded by the steps already done, so a resumed run does not replay the same batches.
-        gen_device = device if device.type == "cuda" else torch.device("cpu")
-        generator = torch.Generator(device=gen_device).manual_seed(config.seed + budget.steps_done)
-        self.augmenter = BloodSmearAugment(config.augment, generator=generator)
-        self.perm_gen = torch.Generator().manual_seed(config.seed + 7919 + budget.steps_done)
+        seed = self.config.seed + self.steps_before
+        self.augmenter = BloodSmearAugment(self.config.augment, generator=device_generator(self.device, seed))
+        self.perm_gen = torch.Generator().manual_seed(seed + 7919)
         self.perm = torch.empty(0, dtype=torch.long)
-        self.last_loss = float("nan")
-        self.stopped_by: str | None = None
-        self.loop_seconds = 0.0
-        self.bar: Any = None
 
     def train(self, *, progress: bool, on_progress: ProgressCallback | None) -> None:
         if progress:

@@ -15,6 +15,7 @@ from learning.training import (
     TrainingBudget,
     backward_step,
     check_budget,
+    device_generator,
     lr_factor,
     resolve_device,
     run_budgeted,
@@ -26,6 +27,15 @@ def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert resolve_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_device_generator_is_seeded_and_on_the_right_device() -> None:
+    cpu = torch.device("cpu")
+    first, again = device_generator(cpu, 5), device_generator(cpu, 5)
+    assert first.device == cpu
+    assert torch.equal(torch.rand(3, generator=first), torch.rand(3, generator=again))
+    if torch.cuda.is_available():
+        assert device_generator(torch.device("cuda"), 5).device.type == "cuda"
 
 
 def test_lr_factor_warms_up_then_decays() -> None:
