@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final, TypedDict
 
+from learning.attributes import WBCATT_SCHEMA
+
 
 class ClassSpec(TypedDict):
     name: str
@@ -35,28 +37,10 @@ BLOOD_SMEAR_CLASSES: Final[list[ClassSpec]] = [
     {"name": "platelet", "display_name": "Platelet", "colour": "#7f7f7f", "key": "9"},
 ]
 
+# Derived from the learning engine's list, so that the default schema and the manifest columns the
+# engine reads can never drift apart.
 WBCATT_ATTRIBUTES: Final[list[AttributeSpec]] = [
-    {"name": "cell_size", "values": ["small", "big"]},
-    {"name": "cell_shape", "values": ["round", "irregular"]},
-    {
-        "name": "nucleus_shape",
-        "values": [
-            "unsegmented-round",
-            "unsegmented-indented",
-            "unsegmented-band",
-            "segmented-bilobed",
-            "segmented-multilobed",
-            "irregular",
-        ],
-    },
-    {"name": "nuclear_cytoplasmic_ratio", "values": ["low", "high"]},
-    {"name": "chromatin_density", "values": ["densely", "loosely"]},
-    {"name": "cytoplasm_vacuole", "values": ["yes", "no"]},
-    {"name": "cytoplasm_texture", "values": ["clear", "frosted"]},
-    {"name": "cytoplasm_colour", "values": ["light blue", "blue", "purple blue"]},
-    {"name": "granule_type", "values": ["small", "round", "coarse", "nil"]},
-    {"name": "granule_colour", "values": ["pink", "red", "purple", "nil"]},
-    {"name": "granularity", "values": ["yes", "no"]},
+    {"name": name, "values": list(values)} for name, values in WBCATT_SCHEMA.items()
 ]
 
 

@@ -1,8 +1,9 @@
 """Manifest records, an image dataset with a decoded-tensor cache, data hashes and stratified splits.
 
-A manifest is a CSV with one row per cell crop; ``path`` is relative to the CSV's folder. Columns used:
-``path`` (required), ``label``, ``subtype``, ``source``, the 11 WBCAtt attribute columns
-(:data:`ATTRIBUTE_COLUMNS`, empty when not annotated); every other column lands in ``CellRecord.extra``.
+A manifest is a CSV with one row per cell crop; ``path`` is relative to the CSV's folder. What each
+column means is :mod:`learning.manifest`'s (shared with the platform's import): the fixed columns, the
+11 WBCAtt attribute columns (:data:`ATTRIBUTE_COLUMNS`, empty when not annotated); every other column
+lands in ``CellRecord.extra``.
 
 Decoding a 224 px JPEG costs about as much as a forward pass of a small CNN on 2 CPU cores, so
 :class:`CellImageDataset` can decode every image once (resized, gray-world normalised, uint8) into one
@@ -24,28 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from learning.attributes import WBCATT_NAMES
+from learning.imaging import preprocess
+from learning.manifest import ManifestError, ManifestRow, check_header, parse_row
 from learning.transforms import gray_world as gray_world_normalize
 
 DATA_DIR_ENV = "LEUKOLOOP_DATA_DIR"
 
-ATTRIBUTE_COLUMNS: tuple[str, ...] = (
-    "cell_size",
-    "cell_shape",
-    "nucleus_shape",
-    "nuclear_cytoplasmic_ratio",
-    "chromatin_density",
-    "cytoplasm_vacuole",
-    "cytoplasm_texture",
-    "cytoplasm_colour",
-    "granule_type",
-    "granule_colour",
-    "granularity",
-)
-_KNOWN_COLUMNS = {"path", "label", "subtype", "source", *ATTRIBUTE_COLUMNS}
+# The manifest columns that hold WBCAtt attributes (the canonical list lives in learning.attributes).
+ATTRIBUTE_COLUMNS: tuple[str, ...] = WBCATT_NAMES
 
 
 def default_data_dir() -> Path:
@@ -68,6 +59,8 @@ class CellRecord:
         subtype: finer label from the source (``SNE``, ``MY`` ...), ``""`` when unknown.
         attributes: annotated morphological attributes only (attribute -> value).
         extra: the remaining manifest columns as strings (``wbcatt_split``, ``orig_width`` ...).
+        patient_id, slide_id, role: as the manifest gives them, ``""`` when absent (appended last so that
+            positional construction stays as it was).
     """
 
     id: str
@@ -77,39 +70,54 @@ class CellRecord:
     subtype: str = ""
     attributes: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
+    patient_id: str = ""
+    slide_id: str = ""
+    role: str = ""
 
 
 def read_manifest(csv_path: str | Path, *, limit: int | None = None) -> list[CellRecord]:
-    """Read a manifest CSV into records, in file order; ``limit`` keeps the first rows only."""
+    """Read a manifest CSV into records, in file order; ``limit`` keeps the first rows only.
+
+    Raises:
+        ValueError: no ``path`` column, a malformed row, an empty or a duplicate path (file and line named).
+    """
     csv_path = Path(csv_path)
     root = csv_path.absolute().parent  # not resolve(): symlinked data folders keep their own paths
     records: list[CellRecord] = []
     with csv_path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise ValueError(f"{csv_path}: manifest needs a 'path' column, has {reader.fieldnames}")
+        try:
+            check_header(reader.fieldnames)
+        except ManifestError as exc:
+            raise ValueError(f"{csv_path}: manifest {exc}") from None
         seen: set[str] = set()
-        for line, row in enumerate(reader, start=2):
+        for line, raw in enumerate(reader, start=2):
             if limit is not None and len(records) >= limit:
                 break
-            rel = (row.get("path") or "").strip()
-            if not rel:
-                raise ValueError(f"{csv_path}:{line}: empty path")
-            if rel in seen:
-                raise ValueError(f"{csv_path}:{line}: duplicate path {rel!r}")
-            seen.add(rel)
-            records.append(
-                CellRecord(
-                    id=rel,
-                    path=root / rel,
-                    label=(row.get("label") or "").strip() or None,
-                    source=(row.get("source") or "").strip(),
-                    subtype=(row.get("subtype") or "").strip(),
-                    attributes={a: v.strip() for a in ATTRIBUTE_COLUMNS if (v := row.get(a) or "").strip()},
-                    extra={k: (v or "") for k, v in row.items() if k is not None and k not in _KNOWN_COLUMNS},
-                )
-            )
+            try:
+                row = parse_row(raw, attribute_columns=ATTRIBUTE_COLUMNS)
+            except ManifestError as exc:
+                raise ValueError(f"{csv_path}:{line}: {exc}") from None
+            if row.path in seen:
+                raise ValueError(f"{csv_path}:{line}: duplicate path {row.path!r}")
+            seen.add(row.path)
+            records.append(_record(row, root))
     return records
+
+
+def _record(row: ManifestRow, root: Path) -> CellRecord:
+    return CellRecord(
+        id=row.path,
+        path=root / row.path,
+        label=row.label or None,
+        source=row.source,
+        subtype=row.subtype,
+        attributes=row.attributes,
+        extra=row.extra,
+        patient_id=row.patient_id,
+        slide_id=row.slide_id,
+        role=row.role,
+    )
 
 
 def data_hash(records: Iterable[CellRecord], *, content: bool = False) -> str:
@@ -213,22 +221,13 @@ def sample_per_class(records: Sequence[CellRecord], per_class: int, *, seed: int
 
 
 def load_image(path: str | Path, size: int, *, gray_world: bool = True) -> Tensor:
-    """Decode one image: centre square crop, resize to ``size``, optional gray-world normalisation.
+    """Decode one image: centre square crop, resize to ``size`` (:func:`learning.imaging.preprocess`),
+    optional gray-world normalisation.
 
     Returns:
         uint8 tensor (3, size, size).
     """
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))  # JPEG: let the decoder downscale by 2/4/8 (stays >= size)
-        img = im.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+    x = preprocess(path, size)
     return gray_world_normalize(x) if gray_world else x
 
 

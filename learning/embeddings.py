@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from learning.data import CellImageDataset, CellRecord
+from learning.training import resolve_device
 from learning.transforms import to_float
 
 IDS_FILE = "ids.npy"
@@ -90,11 +91,7 @@ def extract_embeddings(
         if image_size is None:
             raise ValueError("image_size is required when passing records")
         dataset = CellImageDataset(list(data), image_size, gray_world=gray_world)
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dev = resolve_device(device)
     use_cl = dev.type == "cpu" if channels_last is None else channels_last
     was_training = model.training
     model.eval().to(dev)

@@ -7,14 +7,15 @@ folds a logistic-regression classifier into one ``nn.Linear``; here the three st
 TorchScript module:
 
     image (B, 3, S, S), uint8 in [0, 255] or float in [0, 1], centre-cropped and resized to S
-      -> gray-world colour normalisation (as :func:`learning.transforms.gray_world`, done in the model)
+      -> gray-world colour normalisation (:func:`learning.transforms.gray_world` itself, scripted)
       -> float in [0, 1] -> backbone.forward_features (pixel mean/std normalisation inside)
       -> L2 normalisation -> folded linear head -> softmax -> (B, C) class probabilities
 
 The backbone is traced (``torch.jit.trace``), the wrapper with the dtype branch and gray-world is
 scripted, so the file runs without leukoloop, models_zoo or scikit-learn. Decoding, the centre square
 crop and the bilinear resize to S stay with the caller (PIL's resize cannot be scripted to the bit);
-``preprocessing.json`` and the README in the bundle say exactly how.
+``preprocessing.json`` says how and the README in the bundle prints the code, the source of
+:mod:`learning.imaging` that the platform itself decodes with.
 
 No Django here: the platform's export job supplies the backbone, the classifier and the class names.
 """
@@ -35,7 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from learning.classifiers import AlignedClassifier
+from learning.imaging import GEOMETRY_STEPS, readme_source
 from learning.saliency import linear_head_from_classifier
+from learning.transforms import gray_world as gray_world_normalize
+from learning.transforms import to_float
 
 MODEL_FILE: Final = "model.pt"
 LABELS_FILE: Final = "labels.json"
@@ -65,26 +69,14 @@ class ExportedClassifier(nn.Module):
         self.head = head
         self.gray_world = gray_world
 
-    def _gray_world(self, x: Tensor) -> Tensor:
-        # As learning.transforms.gray_world: every channel scaled to the image's overall mean; uint8
-        # images are rounded and clipped to [0, 255], float ones clipped to [0, 1].
-        xf = x.float()
-        channel_mean = xf.mean(dim=[-2, -1], keepdim=True)
-        gain = channel_mean.mean(dim=-3, keepdim=True) / channel_mean.clamp_min(1e-6)
-        out = xf * gain
-        if x.dtype == torch.uint8:
-            return out.round().clamp(0.0, 255.0) / 255.0
-        return out.clamp(0.0, 1.0)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(0)
         if self.gray_world:
-            xf = self._gray_world(x)
-        elif x.dtype == torch.uint8:
-            xf = x.float() / 255.0
-        else:
-            xf = x.float()
+            # The platform's own function, compiled into the file: uint8 input is rounded and clipped
+            # exactly as when the platform decodes a cell.
+            x = gray_world_normalize(x)
+        xf = to_float(x).float()  # .float(): float64 input too
         z = F.normalize(self.features(xf), dim=1)
         return torch.softmax(self.head(z), dim=1)
 
@@ -146,11 +138,7 @@ def preprocessing_spec(image_size: int, *, gray_world: bool = True) -> dict[str,
             "layout": "NCHW, RGB",
             "dtype": "uint8 in [0, 255] (preferred; as the platform) or float32 in [0, 1]",
         },
-        "caller": {
-            "decode": "PIL: Image.open(path); im.draft('RGB', (S, S)) for JPEG; im.convert('RGB')",
-            "crop": "centre square crop to min(width, height)",
-            "resize": "PIL Image.resize((S, S), Image.Resampling.BILINEAR) when the side is not S",
-        },
+        "caller": {**GEOMETRY_STEPS, "code": "preprocess() in README.md"},
         "model": {
             "gray_world": {
                 "applied_in_model": gray_world,
@@ -163,25 +151,8 @@ def preprocessing_spec(image_size: int, *, gray_world: bool = True) -> dict[str,
     }
 
 
-def readme_text(image_size: int, classes: Sequence[str]) -> str:
-    """The bundle's README: how to run the model with plain torch (a test runs this very code)."""
-    return f"""# leukoloop classifier (TorchScript)
-
-Input: RGB crops of one white blood cell, centre-square-cropped and resized to {image_size} px.
-Output: probabilities over {len(classes)} classes, in the order of `labels.json`.
-Gray-world colour normalisation and the pixel mean/std normalisation happen inside the model; see
-`preprocessing.json`. Needs only `torch`, `numpy` and `Pillow`:
-
-```python
-import io
-import json
-import zipfile
-
-import numpy as np
-import torch
-from PIL import Image
-
-
+# The bundle's own helpers around the platform's preprocessing (learning.imaging, printed verbatim).
+_LOAD_BUNDLE: Final = """\
 def load_bundle(zip_path):
     with zipfile.ZipFile(zip_path) as bundle:
         labels = json.loads(bundle.read("labels.json"))["classes"]
@@ -189,27 +160,31 @@ def load_bundle(zip_path):
         with bundle.open("model.pt") as handle:
             model = torch.jit.load(io.BytesIO(handle.read()), map_location="cpu")
     return model.eval(), labels, size
+"""
 
-
-def preprocess(path, size):
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))
-        img = im.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()  # uint8 (3, S, S)
-
-
+_PREDICT: Final = """\
 def predict(model, paths, size):
-    batch = torch.stack([preprocess(p, size) for p in paths])
+    batch = torch.stack([preprocess(p, size) for p in paths])  # uint8 (B, 3, S, S)
     with torch.no_grad():
         return model(batch)  # (B, C) probabilities
-```
+"""
+
+
+def readme_text(image_size: int, classes: Sequence[str]) -> str:
+    """The bundle's README: how to run the model with plain torch (a test runs this very code).
+
+    Its preprocessing is :mod:`learning.imaging`'s source, so it cannot drift from the platform's.
+    """
+    code = f"import io\nimport json\nimport zipfile\n{readme_source()}\n\n{_LOAD_BUNDLE}\n\n{_PREDICT}"
+    return f"""# leukoloop classifier (TorchScript)
+
+Input: RGB crops of one white blood cell, centre-square-cropped and resized to {image_size} px.
+Output: probabilities over {len(classes)} classes, in the order of `labels.json`.
+Gray-world colour normalisation and the pixel mean/std normalisation happen inside the model; see
+`preprocessing.json`. Needs Python 3.10 or later and only `torch`, `numpy` and `Pillow`:
+
+```python
+{code}```
 
 Example: `model, labels, size = load_bundle("model.zip")`, then
 `probs = predict(model, ["cell.jpg"], size)` and `labels[int(probs[0].argmax())]`.

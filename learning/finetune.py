@@ -32,11 +32,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learning.training import (
+    EpochEnd,
+    ProgressCallback,
+    ProgressReporter,
+    TrainingBudget,
+    backward_step,
+    check_budget,
+    device_generator,
+    lr_factor,
+    resolve_device,
+    run_budgeted,
+    scale_learning_rates,
+)
 from learning.transforms import AugmentConfig, BloodSmearAugment, to_float
 
 Balance = Literal["sampler", "loss", "none"]
 BALANCE_MODES: Final[tuple[str, ...]] = ("sampler", "loss", "none")
-ProgressCallback = Callable[[float, str], None]
 
 
 @dataclass
@@ -86,19 +98,6 @@ def release_inference_tensors(module: nn.Module) -> int:
                 setattr(sub, name, buf.clone())
                 replaced += 1
     return replaced
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _lr_factor(fraction: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` of the budget, then cosine decay to zero."""
-    if warmup > 0 and fraction < warmup:
-        return max(fraction / warmup, 0.01)
-    return 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
 
 
 def _check_inputs(images: Tensor, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -186,149 +185,137 @@ def finetune(
         :class:`FinetuneResult`; re-embed the cells with ``result.backbone``.
     """
     t_start = time.perf_counter()
-    if epochs is None and minutes is None:
-        raise ValueError("give epochs, minutes or both")
+    check_budget(epochs, minutes)
     if balance not in BALANCE_MODES:
         raise ValueError(f"unknown balance {balance!r}; choose from {BALANCE_MODES}")
     labels = np.asarray(labels)
     keep = _check_inputs(images, labels, n_classes)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     use_cl = dev.type == "cpu" if channels_last is None else channels_last
     torch.manual_seed(seed)
 
     data = images[torch.from_numpy(keep)].to(dev)
     targets = torch.from_numpy(labels[keep].astype(np.int64)).to(dev)
     n = len(keep)
-    counts = torch.bincount(targets, minlength=n_classes).float()
-    class_weight = None
-    sample_weight = None
-    if balance == "loss":
-        class_weight = torch.where(counts > 0, n / (n_classes * counts.clamp_min(1.0)), 0.0)
-    elif balance == "sampler":
-        sample_weight = (1.0 / counts)[targets].cpu()
+    class_weight, sample_weight = _class_balance(targets, n_classes, balance)
 
     backbone.to(dev)
     release_inference_tensors(backbone)
     if use_cl:
         backbone.to(memory_format=torch.channels_last)
     dim = int(getattr(backbone, "num_features", 0)) or _embedding_dim(backbone, data[:2])
-    if head is None:
-        head = nn.Linear(dim, n_classes)
-    elif head.in_features != dim or head.out_features != n_classes:
-        raise ValueError(f"head is {head.in_features}->{head.out_features}, need {dim}->{n_classes}")
-    head.to(dev)
+    linear = _head(head, dim, n_classes).to(dev)
     features = _features_fn(backbone)
     base_lrs = (lr, head_lr if head_lr is not None else 10.0 * lr)
     optimizer = torch.optim.AdamW(
         [
             {"params": [p for p in backbone.parameters() if p.requires_grad], "lr": base_lrs[0]},
-            {"params": list(head.parameters()), "lr": base_lrs[1]},
+            {"params": list(linear.parameters()), "lr": base_lrs[1]},
         ],
         weight_decay=weight_decay,
     )
 
     bsz = min(batch_size, n)
-    steps_per_epoch = max(1, n // bsz)
-    target_steps = round(epochs * steps_per_epoch) if epochs is not None else None
-    budget_s = minutes * 60.0 if minutes is not None else None
-    gen_device = dev if dev.type == "cuda" else torch.device("cpu")
+    budget = TrainingBudget(epochs=epochs, minutes=minutes, steps_per_epoch=max(1, n // bsz), started=t_start)
     augmenter = (
-        BloodSmearAugment(augment, generator=torch.Generator(device=gen_device).manual_seed(seed))
-        if augment is not None
-        else None
+        BloodSmearAugment(augment, generator=device_generator(dev, seed)) if augment is not None else None
     )
     sampler_gen = torch.Generator().manual_seed(seed + 7919)
-
-    def elapsed() -> float:
-        return time.perf_counter() - t_start
-
-    def fraction(steps: int) -> float:
-        parts = [0.0]
-        if target_steps is not None:
-            parts.append(steps / max(target_steps, 1))
-        if budget_s is not None:
-            parts.append(elapsed() / budget_s)
-        return min(max(parts), 1.0)
-
-    def stop_reason(steps: int) -> str | None:
-        if target_steps is not None and steps >= target_steps:
-            return "epochs"
-        if budget_s is not None and elapsed() >= budget_s:
-            return "minutes"
-        return None
-
-    last_report = time.perf_counter()
-
-    def report(steps: int, message: str, *, force: bool = False) -> None:
-        nonlocal last_report
-        if progress is not None and (force or time.perf_counter() - last_report >= progress_interval):
-            progress(fraction(steps), message)
-            last_report = time.perf_counter()
-
-    report(0, f"fine-tuning on {n} cells, {steps_per_epoch} steps per epoch", force=True)
+    report = ProgressReporter(progress, budget, interval=progress_interval)
+    report(f"fine-tuning on {n} cells, {budget.steps_per_epoch} steps per epoch", force=True)
     history: list[dict[str, float]] = []
-    steps = 0
-    stopped_by = stop_reason(steps)
-    backbone.train()
-    head.train()
-    while stopped_by is None:
-        losses: list[float] = []
-        correct = 0
-        seen = 0
+    epoch = _EpochTally()
+
+    def start_epoch() -> None:
         if sample_weight is not None:
-            order = torch.multinomial(sample_weight, steps_per_epoch * bsz, True, generator=sampler_gen)
+            size = budget.steps_per_epoch * bsz
+            epoch.start(torch.multinomial(sample_weight, size, True, generator=sampler_gen))
         else:
-            order = torch.randperm(n, generator=sampler_gen)
-        for step in range(steps_per_epoch):
-            idx = order[step * bsz : (step + 1) * bsz].to(dev)
-            x = to_float(data[idx])
-            if augmenter is not None:
-                x = augmenter(x)
-            if use_cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = targets[idx]
-            factor = _lr_factor(fraction(steps), warmup)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            logits = head(features(x))
-            loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {steps}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            losses.append(float(loss.detach()))
-            correct += int((logits.detach().argmax(dim=1) == y).sum())
-            seen += len(y)
-            report(steps, f"epoch {steps / steps_per_epoch:.2f}, loss {losses[-1]:.4f}")
-            stopped_by = stop_reason(steps)
-            if stopped_by is not None:
-                break
+            epoch.start(torch.randperm(n, generator=sampler_gen))
+
+    def step(position: int) -> float:
+        idx = epoch.order[position * bsz : (position + 1) * bsz].to(dev)
+        x = to_float(data[idx])
+        if augmenter is not None:
+            x = augmenter(x)
+        if use_cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = targets[idx]
+        scale_learning_rates(optimizer, base_lrs, lr_factor(budget.fraction(), warmup=warmup))
+        logits = linear(features(x))
+        loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+        value = backward_step(optimizer, loss, step=budget.steps_done)
+        epoch.count(logits.detach().argmax(dim=1) == y)
+        return value
+
+    def end_epoch(end: EpochEnd) -> None:
         entry = {
-            "epoch": round(steps / steps_per_epoch, 4),
-            "loss": sum(losses) / len(losses),
-            "accuracy": correct / seen,
-            "seconds": round(elapsed(), 3),
+            "epoch": end.epoch,
+            "loss": end.loss,
+            "accuracy": epoch.accuracy,
+            "seconds": round(end.seconds, 3),
         }
         history.append(entry)
-        report(steps, f"epoch {entry['epoch']:.2f}: loss {entry['loss']:.4f}", force=True)
-    if recalibrate_bn and steps > 0:
+        report(f"epoch {entry['epoch']:.2f}: loss {entry['loss']:.4f}", force=True)
+
+    backbone.train()
+    linear.train()
+    stopped_by = run_budgeted(budget, step, start_epoch=start_epoch, end_epoch=end_epoch, report=report)
+    if recalibrate_bn and budget.steps_done > 0:
         _recalibrate_batch_norm(backbone, data, bsz, use_cl)
     backbone.eval()
-    head.eval()
-    if progress is not None:
-        progress(1.0, f"done: {steps} steps, stopped by {stopped_by}")
+    linear.eval()
+    report.finished(f"done: {budget.steps_done} steps, stopped by {stopped_by}")
     return FinetuneResult(
         backbone=backbone,
-        head=head,
-        epochs_done=steps / steps_per_epoch,
-        steps_done=steps,
-        seconds=elapsed(),
+        head=linear,
+        epochs_done=budget.epochs_done,
+        steps_done=budget.steps_done,
+        seconds=budget.elapsed(),
         history=history,
         stopped_by=stopped_by,
         device=str(dev),
     )
+
+
+class _EpochTally:
+    """One epoch's sampling order and training accuracy (predictions on the augmented batches)."""
+
+    def __init__(self) -> None:
+        self.order = torch.empty(0, dtype=torch.long)
+        self.correct = 0
+        self.seen = 0
+
+    def start(self, order: Tensor) -> None:
+        self.order, self.correct, self.seen = order, 0, 0
+
+    def count(self, hits: Tensor) -> None:
+        self.correct += int(hits.sum())
+        self.seen += len(hits)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.seen
+
+
+def _class_balance(targets: Tensor, n_classes: int, balance: Balance) -> tuple[Tensor | None, Tensor | None]:
+    """(cross-entropy class weights, per-cell sampling weights), each None unless ``balance`` asks."""
+    n = len(targets)
+    counts = torch.bincount(targets, minlength=n_classes).float()
+    if balance == "loss":
+        return torch.where(counts > 0, n / (n_classes * counts.clamp_min(1.0)), 0.0), None
+    if balance == "sampler":
+        return None, (1.0 / counts)[targets].cpu()
+    return None, None
+
+
+def _head(head: nn.Linear | None, dim: int, n_classes: int) -> nn.Linear:
+    """A fresh ``nn.Linear(dim, n_classes)``, or the given head when its shape fits."""
+    if head is None:
+        return nn.Linear(dim, n_classes)
+    if head.in_features != dim or head.out_features != n_classes:
+        raise ValueError(f"head is {head.in_features}->{head.out_features}, need {dim}->{n_classes}")
+    return head
 
 
 def _recalibrate_batch_norm(backbone: nn.Module, data: Tensor, batch_size: int, channels_last: bool) -> None:

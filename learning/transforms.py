@@ -42,7 +42,7 @@ def gray_world(x: Tensor, eps: float = 1e-6) -> Tensor:
         same shape and dtype; clipped to the valid range (uint8 values are rounded).
     """
     if x.shape[-3] != 3:
-        raise ValueError(f"expected 3 channels in dim -3, got shape {tuple(x.shape)}")
+        raise ValueError(f"expected 3 channels in dim -3, got shape {list(x.shape)}")
     xf = x.float()
     channel_mean = xf.mean(dim=(-2, -1), keepdim=True)  # (..., 3, 1, 1)
     gain = channel_mean.mean(dim=-3, keepdim=True) / channel_mean.clamp_min(eps)

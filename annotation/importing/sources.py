@@ -15,11 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from learning.manifest import ManifestError, check_header, parse_row
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
-# Manifest columns with a fixed meaning; any column named like a project attribute is read as one.
-PATH_COLUMN = "path"
-LABEL_COLUMN = "label"
-OPTIONAL_COLUMNS = ("source", "patient_id", "slide_id", "role")
 # Zip entries larger than this are refused before they are decompressed (a zip bomb defence).
 MAX_ZIP_ENTRY_BYTES = 256 * 1024 * 1024
 
@@ -35,6 +33,7 @@ class SourceEntry:
     # Where the file lies on this machine, if it is a plain file (zip members have none).
     path: Path | None = None
     label: str = ""
+    subtype: str = ""
     source: str = ""
     patient_id: str = ""
     slide_id: str = ""
@@ -171,43 +170,34 @@ def _list_manifest(
     except UnicodeDecodeError as exc:
         raise SourceError(f"{manifest_name} is not UTF-8 text: {exc}") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = reader.fieldnames or []
-    if PATH_COLUMN not in columns:
-        raise SourceError(f"{manifest_name} has no '{PATH_COLUMN}' column (columns: {', '.join(columns)})")
-    known = {PATH_COLUMN, LABEL_COLUMN, *OPTIONAL_COLUMNS}
-    attribute_columns = [c for c in columns if c not in known]
     try:
-        for row in reader:
+        check_header(reader.fieldnames)
+    except ManifestError as exc:
+        raise SourceError(f"{manifest_name} {exc}") from None
+    try:
+        for raw_row in reader:
             line = reader.line_num
-            if None in row or any(value is None for value in row.values()):
-                yield SourceProblem(
-                    f"{manifest_name}:{line}",
-                    f"malformed row: expected {len(columns)} fields, got {_field_count(row)}",
-                )
+            try:
+                # Every column without a fixed meaning may be one of the project's attributes; the
+                # import keeps those the project has (the column rules are learning.manifest's).
+                row = parse_row(raw_row, attribute_columns=None)
+            except ManifestError as exc:
+                yield SourceProblem(f"{manifest_name}:{line}", str(exc))
                 continue
-            rel = row[PATH_COLUMN].strip()
-            if not rel:
-                yield SourceProblem(f"{manifest_name}:{line}", "row has an empty path")
-                continue
-            if file_exists is not None and not file_exists(rel):
-                yield SourceProblem(rel, f"missing file (listed on line {line} of {manifest_name})")
+            if file_exists is not None and not file_exists(row.path):
+                yield SourceProblem(row.path, f"missing file (listed on line {line} of {manifest_name})")
                 continue
             yield SourceEntry(
-                name=rel,
-                read=read_file(rel),
-                path=file_path(rel) if file_path is not None else None,
-                label=row.get(LABEL_COLUMN, "").strip(),
-                source=row.get("source", "").strip(),
-                patient_id=row.get("patient_id", "").strip(),
-                slide_id=row.get("slide_id", "").strip(),
-                role=row.get("role", "").strip(),
-                attributes={c: row[c].strip() for c in attribute_columns if row[c].strip()},
+                name=row.path,
+                read=read_file(row.path),
+                path=file_path(row.path) if file_path is not None else None,
+                label=row.label,
+                subtype=row.subtype,
+                source=row.source,
+                patient_id=row.patient_id,
+                slide_id=row.slide_id,
+                role=row.role,
+                attributes=dict(row.attributes),
             )
     except csv.Error as exc:
         yield SourceProblem(f"{manifest_name}:{reader.line_num}", f"CSV cannot be parsed past here: {exc}")
-
-
-def _field_count(row: dict[str | None, object]) -> int:
-    extra = row.get(None)
-    present = sum(1 for key, value in row.items() if key is not None and value is not None)
-    return present + (len(extra) if isinstance(extra, list) else 0)

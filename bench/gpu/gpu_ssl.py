@@ -48,6 +48,7 @@ from learning.classifiers import make_classifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest  # noqa: E402
 from learning.embeddings import extract_embeddings  # noqa: E402
 from learning.evaluation import macro_f1  # noqa: E402
+from learning.training import resolve_device  # noqa: E402
 
 
 def knn_predict_torch(
@@ -55,7 +56,7 @@ def knn_predict_torch(
 ) -> np.ndarray:
     """:func:`learning.evaluation.knn_predict` without FAISS: exact inner-product top-k, same vote."""
     classes, codes = np.unique(np.asarray(train_y).astype(str), return_inverse=True)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device()
     tx = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32)).to(dev)
     k = min(k, len(train_x))
     neighbours = []
@@ -171,7 +172,7 @@ def write(path: Path, result: dict[str, Any]) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
-    from learning.selfsup import pretrain
+    from learning.selfsup import PretrainConfig, pretrain
 
     def say(msg: str) -> None:
         print(f"[{a.method} {time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -184,8 +185,7 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / f"{a.method}_full.pt"
-    summary = pretrain(
-        records,
+    config = PretrainConfig(
         method=a.method,
         backbone=a.backbone,
         backbone_kwargs={"pretrained": True},
@@ -194,10 +194,9 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
         batch_size=a.batch_size,
         lr=a.lr,
         augment=a.augment,
-        out=ckpt,
-        progress=False,
         seed=a.seed,
     )
+    summary = pretrain(records, config, out=ckpt, progress=False)
     if torch.cuda.is_available():
         summary["gpu_peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     result["pretrain"] = summary
@@ -210,7 +209,7 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
     write(out_json, result)
     from learning.selfsup import load_encoder
 
-    model, _meta = load_encoder(slim, device="cuda" if torch.cuda.is_available() else "cpu")
+    model, _meta = load_encoder(slim, device=resolve_device())
     result["scores"] = score(model, a.pool, a.test, a.image_size, a.embed_batch, say)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write(out_json, result)

@@ -1,7 +1,8 @@
 """Make a compact copy of the leukocyte set for a GPU machine that cannot see ``../shared``.
 
-Every image is decoded exactly as :func:`learning.data.load_image` decodes it for ``--size`` (JPEG draft,
-centre square crop, bilinear resize) but *without* gray-world normalisation, and saved as a
+Every image is decoded by :func:`learning.imaging.decode_square`, the geometry of
+:func:`learning.data.load_image` for ``--size`` (JPEG draft, centre square crop, bilinear resize) but
+*without* gray-world normalisation, and saved as a
 ``--size`` x ``--size`` JPEG. ``CellImageDataset`` at the same size then neither crops nor resizes it, so
 the only difference from decoding the originals is the JPEG re-encoding (quality ``--quality``, 4:2:0).
 
@@ -26,24 +27,20 @@ import argparse
 import csv
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from learning.imaging import decode_square  # noqa: E402
 
 
 def shrink(src: Path, dst: Path, size: int, quality: int) -> int:
     """``load_image``'s geometry (draft, centre crop, bilinear resize), no gray world; returns bytes."""
-    with Image.open(src) as im:
-        im.draft("RGB", (size, size))
-        img = im.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    img = decode_square(src, size)
     dst.parent.mkdir(parents=True, exist_ok=True)
     img.save(dst, "JPEG", quality=quality, subsampling=2, optimize=True)
     return dst.stat().st_size

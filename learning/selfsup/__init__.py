@@ -3,14 +3,15 @@ reference method), SimCLR and BYOL.
 
 Example::
 
-    from learning.selfsup import load_encoder, pretrain
-    result = pretrain(records, method="triplet", backbone="lightcnn", image_size=64, minutes=10,
-                      batch_size=128, out="runs/triplet.pt")
+    from learning.selfsup import PretrainConfig, load_encoder, pretrain
+    config = PretrainConfig(method="triplet", backbone="lightcnn", image_size=64, minutes=10, batch_size=128)
+    result = pretrain(records, config, out="runs/triplet.pt")
     encoder, meta = load_encoder(result["checkpoint"])
 
 Command line: ``python -m learning.selfsup --method simclr --minutes 10 --out runs/simclr.pt``.
 """
 
+from learning.selfsup.config import PretrainConfig
 from learning.selfsup.losses import TripletSemiHardLoss, triplet_semihard_loss
 from learning.selfsup.methods import BYOL, METHODS, SimCLR, SSLMethod, TripletInstance, create_method
 from learning.selfsup.train import load_checkpoint, load_encoder, pretrain
@@ -18,6 +19,7 @@ from learning.selfsup.train import load_checkpoint, load_encoder, pretrain
 __all__ = [
     "BYOL",
     "METHODS",
+    "PretrainConfig",
     "SSLMethod",
     "SimCLR",
     "TripletInstance",

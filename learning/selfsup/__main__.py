@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from learning.data import default_data_dir, read_manifest
+from learning.selfsup.config import PretrainConfig
 from learning.selfsup.methods import METHODS
 from learning.selfsup.train import pretrain
 from learning.transforms import AUGMENT_PRESETS
@@ -54,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     records = read_manifest(a.manifest, limit=a.limit)
-    result = pretrain(
-        records,
+    config = PretrainConfig(
         method=a.method,
         backbone=a.backbone,
         backbone_kwargs=_key_values(a.backbone_kw) or None,
@@ -66,14 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=a.batch_size,
         lr=a.lr,
         augment=a.augment,
-        out=a.out,
-        resume=a.resume,
         cache_dir=a.cache_dir,
         device=a.device,
         num_threads=a.threads,
         seed=a.seed,
-        progress=not a.quiet,
     )
+    result = pretrain(records, config, out=a.out, resume=a.resume, progress=not a.quiet)
     print(json.dumps(result, indent=2))
     return 0
 

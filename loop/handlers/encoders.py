@@ -10,7 +10,7 @@ from django.db import transaction
 from annotation.models import Cell, Project
 from jobs.models import Job
 from jobs.registry import JobProgress
-from learning.selfsup.train import load_encoder, pretrain
+from learning.selfsup.train import PretrainConfig, load_encoder, pretrain
 from loop.handlers.artifacts import ENCODER_FILE, job_dir
 from loop.handlers.records import cell_records
 from loop.models import ModelVersion
@@ -59,18 +59,21 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         records = cell_records(cells)
         out = job_dir(job) / ENCODER_FILE
         progress(0.0, f"decoding {len(records)} cells")
-        summary = pretrain(
-            records,
+        config = PretrainConfig(
             method=project.ssl_method,
             backbone=project.encoder_backbone,
             image_size=project.image_size,
             minutes=minutes,
+            backbone_kwargs=initial_backbone_kwargs(project),
+            batch_size=min(128, max(2, len(records) // 2)),
+        )
+        summary = pretrain(
+            records,
+            config,
             out=out,
             # A retry continues from the last epoch's checkpoint instead of starting over.
             resume=out if out.is_file() else None,
             progress=False,
-            backbone_kwargs=initial_backbone_kwargs(project),
-            batch_size=min(128, max(2, len(records) // 2)),
             on_progress=lambda fraction, message: progress(0.02 + 0.96 * fraction, message),
         )
         artifacts["checkpoint"] = str(out)

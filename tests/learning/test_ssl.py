@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from learning.data import CellRecord, data_hash, read_manifest, sample_per_class
 from learning.selfsup import (
     METHODS,
+    PretrainConfig,
     create_method,
     load_checkpoint,
     load_encoder,
     pretrain,
     triplet_semihard_loss,
 )
+from learning.selfsup.config import resolve_settings
 from models_zoo import create_model
 
 
@@ -102,18 +104,16 @@ def cells(data_dir: Path) -> list[CellRecord]:
 @pytest.mark.realdata
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_pretrain_checkpoint_load_and_resume(cells: list[CellRecord], tmp_path: Path, method: str) -> None:
-    first = pretrain(
-        cells,
+    config = PretrainConfig(
         method=method,
         backbone="lightcnn",
         backbone_kwargs={"width": 8},
         image_size=32,
         epochs=1,
         batch_size=16,
-        out=tmp_path / "run.pt",
-        progress=False,
         seed=1,
     )
+    first = pretrain(cells, config, out=tmp_path / "run.pt", progress=False)
     json.dumps(first)  # JSON-able
     assert first["stopped_by"] == "epochs"
     assert first["steps_done"] == 2 and first["epochs_done"] == 1.0
@@ -131,7 +131,11 @@ def test_pretrain_checkpoint_load_and_resume(cells: list[CellRecord], tmp_path: 
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
 
     second = pretrain(
-        cells, epochs=2, out=tmp_path / "resumed.pt", resume=tmp_path / "run.pt", progress=False
+        cells,
+        PretrainConfig(epochs=2),
+        out=tmp_path / "resumed.pt",
+        resume=tmp_path / "run.pt",
+        progress=False,
     )
     assert second["method"] == method and second["image_size"] == 32  # taken from the checkpoint
     assert second["steps_done"] == 4 and second["steps_this_run"] == 2 and second["epochs_done"] == 2.0
@@ -148,8 +152,7 @@ def test_pretrain_checkpoint_load_and_resume(cells: list[CellRecord], tmp_path: 
     with pytest.raises(ValueError, match="differs"):
         pretrain(
             cells,
-            method="simclr" if method != "simclr" else "byol",
-            epochs=3,
+            PretrainConfig(method="simclr" if method != "simclr" else "byol", epochs=3),
             out=tmp_path / "x.pt",
             resume=tmp_path / "resumed.pt",
             progress=False,
@@ -158,20 +161,36 @@ def test_pretrain_checkpoint_load_and_resume(cells: list[CellRecord], tmp_path: 
 
 @pytest.mark.realdata
 def test_pretrain_time_budget(cells: list[CellRecord], tmp_path: Path) -> None:
-    result = pretrain(
-        cells[:8],
-        backbone="lightcnn",
-        backbone_kwargs={"width": 8},
-        image_size=32,
-        minutes=1e-4,
-        batch_size=4,
-        out=tmp_path / "budget.pt",
-        progress=False,
+    config = PretrainConfig(
+        backbone="lightcnn", backbone_kwargs={"width": 8}, image_size=32, minutes=1e-4, batch_size=4
     )
+    result = pretrain(cells[:8], config, out=tmp_path / "budget.pt", progress=False)
     assert result["stopped_by"] == "minutes"
     assert result["seconds_this_run"] < 30
     assert (tmp_path / "budget.pt").is_file()
     _, meta = load_encoder(tmp_path / "budget.pt")
     assert meta["steps_done"] == result["steps_done"]
     with pytest.raises(ValueError, match="epochs, minutes"):
-        pretrain(cells, out=tmp_path / "never.pt")
+        pretrain(cells, PretrainConfig(), out=tmp_path / "never.pt")
+
+
+def test_pretrain_config_and_its_settings() -> None:
+    with pytest.raises(ValueError, match="epochs, minutes"):
+        PretrainConfig(method="simclr")
+    fresh = resolve_settings(PretrainConfig(minutes=1), None)
+    assert (fresh.method, fresh.backbone) == ("triplet", "lightcnn")
+    assert (fresh.image_size, fresh.batch_size) == (64, 128)
+    assert fresh.lr == METHODS["triplet"].default_lr and fresh.backbone_kwargs == {} == fresh.method_kwargs
+    imagenet = resolve_settings(PretrainConfig(epochs=1, backbone_kwargs={"pretrained": True}), None)
+    assert imagenet.lr == pytest.approx(METHODS["triplet"].default_lr / 10)  # pretrained weights: a tenth
+
+    meta = {"method": "byol", "backbone": "resnet18", "image_size": 96, "batch_size": 64, "lr": 0.5}
+    resumed = resolve_settings(PretrainConfig(epochs=2, batch_size=32), meta)
+    assert (resumed.method, resumed.backbone, resumed.image_size) == ("byol", "resnet18", 96)
+    assert resumed.batch_size == 32 and resumed.lr == 0.5  # the batch size may change on resume
+    with pytest.raises(ValueError, match="image_size=64 differs"):
+        resolve_settings(PretrainConfig(epochs=2, image_size=64), meta)
+    with pytest.raises(ValueError, match="gray_world"):
+        resolve_settings(PretrainConfig(epochs=2, gray_world=False), {**meta, "gray_world": True})
+    with pytest.raises(ValueError, match="unknown method"):
+        resolve_settings(PretrainConfig(epochs=1, method="mae"), None)
