@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ApiError, createApi, csrfToken, errorOf, request } from "../../static/js/label/api.js";
+import { ApiError, createApi, csrfToken, errorOf, request, unskipTemplate } from "../../static/js/label/api.js";
 
 function fakeFetch(status, body) {
   const calls = [];
@@ -72,10 +72,13 @@ test("a failed request rejects with an ApiError carrying the server's detail and
   await assert.rejects(request("GET", "/x/", undefined, { fetchImpl: down, cookie: "" }), { code: "network" });
 });
 
-test("the endpoints fill in their ids", async () => {
+test("the endpoints fill in their ids; unskip sits next to skip", async () => {
+  assert.equal(unskipTemplate(URLS), "/api/projects/3/batches/{id}/unskip/");
+  assert.equal(unskipTemplate({ ...URLS, unskip: "/custom/{id}/" }), "/custom/{id}/");
   const { fetchImpl, calls } = fakeFetch(200, {});
   const api = createApi(URLS, { fetchImpl, cookie: "" });
   await api.skip(7, 99);
+  await api.unskip(7, 99);
   await api.submit(7);
   await api.undoAnnotation(12);
   await api.similar(99, 8);
@@ -83,6 +86,7 @@ test("the endpoints fill in their ids", async () => {
     calls.map((c) => [c.method, c.url, c.body]),
     [
       ["POST", "/api/projects/3/batches/7/skip/", '{"cell":99}'],
+      ["POST", "/api/projects/3/batches/7/unskip/", '{"cell":99}'],
       ["POST", "/api/projects/3/batches/7/submit/", undefined],
       ["POST", "/api/annotations/12/undo/", undefined],
       ["GET", "/api/cells/99/similar/?k=8", undefined],

@@ -17,10 +17,12 @@ import {
   moveFocus,
   nextOpen,
   openAttributePanel,
+  planAttributeSave,
   planLabelRequests,
   remainingEntry,
   secondsSpent,
   selectRange,
+  submitCheck,
   targets,
   undoSteps,
 } from "../../static/js/label/state.js";
@@ -48,7 +50,7 @@ function item(cell, { mine = null, skipped = false, suggestion = null } = {}) {
 
 // --- cells ------------------------------------------------------------------------------------------
 
-describe("done cells", () => {
+describe("done and submit rules", () => {
   test("a cell is done when labelled (a class or unsure) or skipped", () => {
     assert.equal(isDone(item(1)), false);
     assert.equal(isDone(item(1, { mine: { label: "blast", unsure: false } })), true);
@@ -67,6 +69,14 @@ describe("done cells", () => {
     assert.equal(nextOpen(items, 2), 2); // only itself left
     items[2].skipped = true;
     assert.equal(nextOpen(items, 2), -1);
+  });
+
+  test("an untouched or only-skipped batch is empty; a half-done batch asks; a done batch submits", () => {
+    assert.equal(submitCheck([item(1), item(2)]).kind, "empty");
+    assert.equal(submitCheck([item(1, { skipped: true }), item(2, { skipped: true })]).kind, "empty");
+    const half = submitCheck([item(1, { mine: { label: "x" } }), item(2), item(3), item(4, { skipped: true })]);
+    assert.deepEqual(half, { kind: "confirm", labelled: 1, open: 2, total: 4 });
+    assert.equal(submitCheck([item(1, { mine: { label: "x" } }), item(2, { skipped: true })]).kind, "ok");
   });
 });
 
@@ -273,9 +283,13 @@ describe("key map in the grid", () => {
 describe("keys while the attribute panel is open", () => {
   const panel = (k, mods) => keyAction(key(k, mods), { mode: MODES.ATTRIBUTES, keyMap, columns: 4 });
 
-  test("Enter saves, Escape closes, arrows pick the attribute and its value", () => {
+  test("Enter saves the attributes, never accepts a suggestion or submits", () => {
     assert.deepEqual(panel("Enter"), { type: "attr-save" });
+    assert.deepEqual(panel("Enter", { shiftKey: true }), { type: "swallow" });
     assert.deepEqual(panel("Escape"), { type: "attr-close" });
+  });
+
+  test("arrows pick the attribute and its value", () => {
     assert.deepEqual(panel("ArrowDown"), { type: "attr-row", delta: 1 });
     assert.deepEqual(panel("ArrowUp"), { type: "attr-row", delta: -1 });
     assert.deepEqual(panel("ArrowRight"), { type: "attr-value", delta: 1 });
@@ -283,19 +297,40 @@ describe("keys while the attribute panel is open", () => {
   });
 
   test("the grid's keys do nothing while the panel is open", () => {
-    for (const k of ["1", "9", " ", "u", "x", "z", "a", "s", "g", "w", "n"]) assert.equal(panel(k), null, k);
+    for (const k of ["1", "9", " ", "u", "x", "z", "a", "s", "g", "w", "n"]) {
+      assert.deepEqual(panel(k), { type: "swallow" }, k);
+    }
+    assert.equal(panel("Tab"), null);
+  });
+});
+
+describe("keys while a dialog is open", () => {
+  const dialog = (k, mods) => keyAction(key(k, mods), { mode: MODES.DIALOG, keyMap, columns: 4 });
+
+  test("Enter confirms, Escape cancels, everything else is held back", () => {
+    assert.deepEqual(dialog("Enter"), { type: "dialog-confirm" });
+    assert.deepEqual(dialog("Escape"), { type: "dialog-cancel" });
+    assert.equal(dialog("Tab"), null);
+    for (const k of ["1", "x", "z", "ArrowRight"]) assert.deepEqual(dialog(k), { type: "swallow" }, k);
+    assert.deepEqual(dialog("Enter", { shiftKey: true }), { type: "dialog-confirm" });
+  });
+
+  test("a held key (auto-repeat of the Shift+Enter that opened it) does not answer the dialog", () => {
+    assert.deepEqual(dialog("Enter", { shiftKey: true, repeat: true }), { type: "swallow" });
+    assert.deepEqual(dialog("Escape", { repeat: true }), { type: "swallow" });
   });
 });
 
 // --- labels and attributes ------------------------------------------------------------------------------
 
 describe("label requests", () => {
-  test("one request per label", () => {
+  test("one request per label; attribute values kept for a cell travel with it", () => {
     const items = [item(10, { suggestion: "blast" }), item(11, { suggestion: "ig" }), item(12, { suggestion: "blast" })];
-    const plan = planLabelRequests(items, [0, 1, 2], (it) => ({ label: it.suggestion }));
+    const plan = planLabelRequests(items, [0, 1, 2], (it) => ({ label: it.suggestion }), { 12: { granules: "few" } });
     assert.deepEqual(plan, [
-      { indices: [0, 2], body: { label: "blast" } },
+      { indices: [0], body: { label: "blast" } },
       { indices: [1], body: { label: "ig" } },
+      { indices: [2], body: { label: "blast", attributes: { granules: "few" } } },
     ]);
     const same = planLabelRequests(items, [0, 1, 2], () => ({ unsure: true }));
     assert.deepEqual(same, [{ indices: [0, 1, 2], body: { unsure: true } }]);
@@ -331,11 +366,26 @@ describe("attribute panel", () => {
     assert.deepEqual(panel.values, { granules: "none", nucleus_shape: "lobed" });
   });
 
-  test("the panel starts from the focused cell's saved values", () => {
+  test("the panel starts from the focused cell's saved or kept values", () => {
     const labelled = item(1, { mine: { label: "blast", unsure: false, attributes: { granules: "few" } } });
     assert.deepEqual(openAttributePanel([labelled], [0]).values, { granules: "few" });
-    assert.deepEqual(openAttributePanel([item(2)], [0]).values, {});
+    assert.deepEqual(openAttributePanel([item(2)], [0], { 2: { granules: "many" } }).values, { granules: "many" });
     assert.deepEqual(openAttributePanel([item(2)], [0]).cells, [2]);
   });
 
+  test("saving never gives an unlabelled cell a label: its values are kept for its class key", () => {
+    const items = [
+      item(1, { suggestion: "blast" }),
+      item(2, { mine: { label: "ig", unsure: false, attributes: {} }, suggestion: "blast" }),
+      item(3, { mine: { label: null, unsure: true, attributes: {} } }),
+    ];
+    const panel = { cells: [1, 2, 3], row: 0, values: { granules: "few" } };
+    const { requests, keep } = planAttributeSave(items, panel);
+    assert.deepEqual(keep, [1]);
+    assert.deepEqual(requests, [
+      { indices: [1], body: { label: "ig", attributes: { granules: "few" } } },
+      { indices: [2], body: { unsure: true, attributes: { granules: "few" } } },
+    ]);
+    for (const r of requests) assert.notEqual(r.body.label, "blast", "the suggestion is never written");
+  });
 });

@@ -55,6 +55,11 @@ export async function request(method, url, body, { fetchImpl = globalThis.fetch,
 
 const fill = (template, id) => template.replace("{id}", encodeURIComponent(String(id)));
 
+/** The unskip URL: the page config's own, else the skip URL's sibling (…/batches/<id>/unskip/). */
+export function unskipTemplate(urls) {
+  return urls.unskip || urls.skip.replace(/skip\/$/, "unskip/");
+}
+
 /** The labelling page's endpoints, from the page config's `api` URLs ("{id}" is filled in). */
 export function createApi(urls, options = {}) {
   const call = (method, url, body) => request(method, url, body, options);
@@ -65,6 +70,7 @@ export function createApi(urls, options = {}) {
     undoAnnotation: (annotationId) => call("POST", fill(urls.undo, annotationId)),
     submit: (batchId) => call("POST", fill(urls.submit, batchId)),
     skip: (batchId, cell) => call("POST", fill(urls.skip, batchId), { cell }),
+    unskip: (batchId, cell) => call("POST", fill(unskipTemplate(urls), batchId), { cell }),
     why: (cell) => call("GET", fill(urls.why, cell)),
     similar: (cell, k = 8) => call("GET", `${fill(urls.similar, cell)}?k=${k}`),
     startPretrain: () => call("POST", urls.start, {}),

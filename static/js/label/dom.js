@@ -44,3 +44,50 @@ export function gridColumns(grid) {
   }
   return Math.max(1, n);
 }
+
+/** An in-page confirmation (a modal <dialog>, not window.confirm). Resolves true when confirmed (its
+ * button or Enter), false when cancelled (its button, Escape). main.js routes Enter and Escape here.
+ * The dialog itself takes the focus, not a button, so that a Space meant for the grid answers nothing. */
+export class ConfirmDialog {
+  constructor(dialog) {
+    this.dialog = dialog;
+    this.text = dialog.querySelector("[data-role=text]");
+    this.ok = dialog.querySelector("[data-role=ok]");
+    this.cancel = dialog.querySelector("[data-role=cancel]");
+    this.resolve = null;
+    this.ok.addEventListener("click", () => this.close(true));
+    this.cancel.addEventListener("click", () => this.close(false));
+    // The browser's own Escape handling (and any other way the dialog is cancelled) means "no".
+    dialog.addEventListener("cancel", (event) => {
+      event.preventDefault();
+      this.close(false);
+    });
+  }
+
+  get isOpen() {
+    return this.dialog.open;
+  }
+
+  /** Ask; a second question while one is open answers the first "no". */
+  ask(message, { confirm = "Confirm", cancel = "Cancel" } = {}) {
+    if (this.resolve) this.close(false);
+    this.text.textContent = message;
+    this.ok.textContent = `${confirm} (Enter)`;
+    this.cancel.textContent = `${cancel} (Esc)`;
+    this.returnFocus = document.activeElement;
+    this.dialog.showModal();
+    this.dialog.focus();
+    return new Promise((resolve) => {
+      this.resolve = resolve;
+    });
+  }
+
+  close(answer) {
+    const resolve = this.resolve;
+    this.resolve = null;
+    if (this.dialog.open) this.dialog.close();
+    if (this.returnFocus && typeof this.returnFocus.focus === "function") this.returnFocus.focus();
+    this.returnFocus = null;
+    if (resolve) resolve(answer);
+  }
+}

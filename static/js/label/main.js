@@ -2,7 +2,7 @@
 // this module renders the batch, sends labels and polls the loop's progress. The rules live in state.js
 // (pure, unit-tested), the calls in api.js, the drawing in render.js.
 import { ApiError, createApi } from "./api.js";
-import { $, gridColumns } from "./dom.js";
+import { $, ConfirmDialog, gridColumns } from "./dom.js";
 import * as render from "./render.js";
 import {
   MODES,
@@ -17,9 +17,11 @@ import {
   moveFocus,
   nextOpen,
   openAttributePanel,
+  planAttributeSave,
   planLabelRequests,
   remainingEntry,
   secondsSpent,
+  submitCheck,
   targets,
   undoSteps,
 } from "./state.js";
@@ -29,6 +31,7 @@ const api = createApi(config.api);
 const grid = $("grid");
 const keyMap = buildKeyMap(config.classes);
 const byName = Object.fromEntries(config.classes.map((c) => [c.name, c]));
+const confirmDialog = new ConfirmDialog($("confirm-dialog"));
 
 const page = {
   batch: null, // the batch as the server sent it
@@ -38,6 +41,7 @@ const page = {
   submitting: false,
   saliencyOn: false,
   panel: null, // the attribute panel while open: {cells, row, values}
+  pending: {}, // attribute values kept for cells without a label, by cell id
   loop: null,
   flash: null, // {text, isError}
 };
@@ -67,6 +71,7 @@ function draw() {
     items: items(),
     sel: page.sel,
     byName,
+    pending: page.pending,
     saliencyOn: page.saliencyOn,
     saliencyUrl: api.saliencyUrl,
   });
@@ -99,7 +104,7 @@ function advance() {
 function afterChange(maySubmit = true) {
   draw();
   if (maySubmit && page.batch && !page.batch.submitted && items().length && items().every(isDone)) {
-    return act("Not submitted", submit);
+    return act("Not submitted", () => submit({ auto: true }));
   }
   return undefined;
 }
@@ -109,10 +114,10 @@ function currentTargets() {
 }
 
 // --- labels -------------------------------------------------------------------------------------------
-/** Label the cells `indices`: `labelOf(item)` says what each gets ({label} or {unsure}). One undo entry
- * for the whole action. */
+/** Label the cells `indices`: `labelOf(item)` says what each gets ({label} or {unsure}); attribute values
+ * kept for a cell go with it. One undo entry for the whole action. */
 async function label(indices, labelOf) {
-  const plan = planLabelRequests(items(), indices, labelOf);
+  const plan = planLabelRequests(items(), indices, labelOf, page.pending);
   await send(plan);
 }
 
@@ -134,6 +139,7 @@ async function send(plan) {
         const i = indexOf.get(a.cell);
         if (i === undefined) continue;
         items()[i].mine = a;
+        delete page.pending[a.cell];
         annotationIds.push(a.id);
         labelled.push(i);
       }
@@ -196,10 +202,6 @@ async function undo() {
     flash("Nothing to undo.");
     return;
   }
-  if (entry.kind === "skip") {
-    flash("A skip cannot be undone: the cell left the batch.");
-    return;
-  }
   let done = 0;
   try {
     for (const step of undoSteps(entry)) {
@@ -207,6 +209,11 @@ async function undo() {
       if (entry.kind === "label") {
         const data = await api.undoAnnotation(step.annotationId);
         item.mine = data.restored;
+      } else {
+        const data = await api.unskip(page.batch.id, step.cell);
+        // The batch item as the current batch lists it; whatever else it says, it is no longer skipped.
+        if (data && typeof data === "object" && data.cell === item.cell) Object.assign(item, data);
+        item.skipped = Boolean(data && data.cell === item.cell && data.skipped);
       }
       done++;
     }
@@ -222,9 +229,30 @@ async function undo() {
 }
 
 // --- submitting ---------------------------------------------------------------------------------------
-async function submit() {
+/** Submit the batch. Nothing labelled: refused. Cells still open: only after the in-page dialog says so.
+ * `auto`: the last cell was just labelled. */
+async function submit({ auto = false } = {}) {
   if (!page.batch || page.submitting) return;
   const batch = page.batch;
+  const check = submitCheck(items());
+  if (check.kind === "empty") {
+    flash(`Batch ${batch.number} has no labelled cell: label at least one before submitting.`, true);
+    return;
+  }
+  if (check.kind === "confirm" && !auto) {
+    const unlabelled = check.open === 1 ? "1 cell is" : `${check.open} cells are`;
+    const ok = await confirmDialog.ask(
+      `${unlabelled} not labelled yet (${check.open} of ${check.total}). Submit batch ${batch.number} anyway?`,
+      { confirm: "Submit anyway", cancel: "Keep labelling" },
+    );
+    if (!ok) {
+      flash(`Batch ${batch.number} not submitted.`);
+      grid.focus();
+      return;
+    }
+    grid.focus();
+  }
+  if (page.batch !== batch || page.submitting) return;
   page.submitting = true;
   try {
     await api.submit(batch.id);
@@ -243,6 +271,7 @@ async function loadBatch() {
   if (!page.batch || page.batch.id !== previous) {
     page.sel = createSelection();
     page.undo.clear();
+    page.pending = {};
     page.lastActionAt = performance.now();
     closeAttributes();
     if (page.batch) {
@@ -277,12 +306,15 @@ function toggleSaliency() {
 }
 
 // --- the attribute panel ------------------------------------------------------------------------------
+// While it is open it owns the keyboard (state.keyAction): Enter saves attributes only, never a label.
 function openAttributes() {
   const chosen = currentTargets();
   if (!chosen.length) return;
   const focus = page.sel.focus;
   const ordered = chosen.includes(focus) ? [focus, ...chosen.filter((i) => i !== focus)] : chosen;
-  page.panel = openAttributePanel(items(), ordered);
+  page.panel = openAttributePanel(items(), ordered, page.pending);
+  const n = page.panel.cells.length;
+  $("attribute-target").textContent = n === 1 ? `cell ${page.panel.cells[0]}` : `${n} cells`;
   $("attribute-panel").hidden = false;
   drawAttributes();
 }
@@ -304,19 +336,15 @@ function closeAttributes() {
 async function saveAttributes() {
   const panel = page.panel;
   if (!panel) return;
-  const indices = currentTargets();
-  const item = items()[indices[0]];
-  const current = item && item.mine;
-  const labelName = current ? current.label : item && item.suggestion;
-  if (!labelName && !(current && current.unsure)) {
-    flash("Give the cell a class first, then its attributes.");
-    return;
-  }
   closeAttributes();
-  const body = { attributes: panel.values };
-  if (labelName) body.label = labelName;
-  else body.unsure = true;
-  await send([{ indices, body }]);
+  const { requests, keep } = planAttributeSave(items(), panel);
+  if (keep.length) {
+    for (const cell of keep) page.pending[cell] = { ...panel.values };
+    const which = keep.length === 1 ? "this cell has" : `${keep.length} cells have`;
+    flash(`Attributes kept, not saved: ${which} no label yet; they are saved together with the label you give.`);
+    draw();
+  }
+  await send(requests);
 }
 
 function attributeAction(action) {
@@ -337,19 +365,26 @@ function move(delta, extend) {
 }
 
 function mode() {
+  if (confirmDialog.isOpen) return MODES.DIALOG;
   if (page.panel) return MODES.ATTRIBUTES;
   return MODES.GRID;
 }
 
 function dispatch(action) {
   switch (action.type) {
+    case "dialog-confirm":
+      return confirmDialog.close(true);
+    case "dialog-cancel":
+      return confirmDialog.close(false);
+    case "swallow":
+      return undefined;
     case "attr-close":
     case "attr-save":
     case "attr-row":
     case "attr-value":
       return attributeAction(action);
     case "submit":
-      return act("Not submitted", submit);
+      return act("Not submitted", () => submit());
     case "undo":
       return act("Not undone", undo);
     case "label":
@@ -424,14 +459,25 @@ async function poll() {
   }
 }
 
-$("submit-batch").addEventListener("click", () => act("Not submitted", submit));
+$("submit-batch").addEventListener("click", () => act("Not submitted", () => submit()));
 $("load-next").addEventListener("click", () => act("Could not load", loadBatch));
 for (const b of document.querySelectorAll(".class-button")) {
   b.addEventListener("click", () => act("Not saved", () => labelWith(b.dataset.label)));
 }
 const start = $("start-pretrain");
 if (start) {
-  start.addEventListener("click", () => act("Not started", () => api.startPretrain().then(poll)));
+  start.addEventListener("click", () =>
+    act("Not started", async () => {
+      const ok = await confirmDialog.ask(
+        "Pretrain a new encoder? It learns from every cell without labels, then re-indexes the cells and " +
+          "retrains the classifier: the loop waits for it (minutes to hours).",
+        { confirm: "Pretrain", cancel: "Cancel" },
+      );
+      if (!ok) return;
+      await api.startPretrain();
+      await poll();
+    }),
+  );
 }
 const tune = $("start-finetune");
 if (tune) tune.addEventListener("click", () => act("Not started", () => api.startFinetune().then(poll)));

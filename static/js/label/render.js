@@ -10,7 +10,7 @@ export function displayName(byName, name) {
   return byName[name] ? byName[name].display_name : String(name);
 }
 
-function tileCaption(item, byName) {
+function tileCaption(item, byName, pending) {
   const parts = [
     item.suggestion
       ? el("span", { className: "suggestion" }, `${displayName(byName, item.suggestion)} ${pct(item.confidence)}`)
@@ -19,12 +19,13 @@ function tileCaption(item, byName) {
   const mine = item.mine;
   if (mine) parts.push(el("span", { className: "mine" }, mine.unsure ? "unsure" : displayName(byName, mine.label)));
   else if (item.skipped) parts.push(el("span", { className: "mine" }, "skipped"));
+  if (pending) parts.push(el("span", { className: "pending-attributes", title: "saved with the cell's label" }, "attributes kept"));
   return el("figcaption", {}, parts);
 }
 
-/** The tiles of the batch. `view`: {items, sel, byName, saliencyOn, saliencyUrl}. */
+/** The tiles of the batch. `view`: {items, sel, byName, pending, saliencyOn, saliencyUrl}. */
 export function renderGrid(grid, view) {
-  const { items, sel, byName, saliencyOn, saliencyUrl } = view;
+  const { items, sel, byName, pending, saliencyOn, saliencyUrl } = view;
   const tiles = items.map((item, i) => {
     const tile = el("figure", { className: "tile", dataset: { index: i, cell: item.cell } });
     const mine = item.mine;
@@ -41,7 +42,7 @@ export function renderGrid(grid, view) {
       el("img", { src: item.image_url, alt: `cell ${item.cell}`, loading: "lazy" }),
       saliencyOn && i === sel.focus ? el("img", { className: "saliency", src: saliencyUrl(item.cell), alt: "saliency" }) : null,
     );
-    tile.append(frame, tileCaption(item, byName));
+    tile.append(frame, tileCaption(item, byName, pending[item.cell]));
     return tile;
   });
   grid.replaceChildren(...tiles);

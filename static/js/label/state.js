@@ -23,6 +23,15 @@ export function nextOpen(items, focus) {
   return -1;
 }
 
+/** What submitting the batch would mean: refused when nothing is labelled, asked when cells are open. */
+export function submitCheck(items) {
+  const labelled = items.filter(isLabelled).length;
+  const open = items.filter((item) => !isDone(item)).length;
+  if (labelled === 0) return { kind: "empty", labelled, open, total: items.length };
+  if (open > 0) return { kind: "confirm", labelled, open, total: items.length };
+  return { kind: "ok", labelled, open, total: items.length };
+}
+
 // --- selection and focus ----------------------------------------------------------------------------
 
 /** A fresh selection: focus and anchor on the first cell, nothing selected. */
@@ -146,12 +155,13 @@ export function buildKeyMap(classes) {
   return map;
 }
 
-/** The page's modes: the attribute panel takes its keys, else the grid. */
-export const MODES = Object.freeze({ GRID: "grid", ATTRIBUTES: "attributes" });
+/** The page's modes: a dialog takes every key, then the attribute panel, then the grid. */
+export const MODES = Object.freeze({ GRID: "grid", ATTRIBUTES: "attributes", DIALOG: "dialog" });
 
 /** What a key press means. `event` is a KeyboardEvent or any object with key and the modifier flags;
  * `context` is {mode, keyMap, columns, nextBatchOffered}. Returns an action {type, ...} or null when the
- * key means nothing here (the browser's default then happens). */
+ * key means nothing here (the browser's default then happens). An action of type "swallow" does nothing
+ * but keeps the key from the browser and from the grid (a dialog or the attribute panel owns the keys). */
 export function keyAction(event, { mode = MODES.GRID, keyMap = {}, columns = 1, nextBatchOffered = false } = {}) {
   const key = event.key;
   const ctrl = Boolean(event.ctrlKey);
@@ -160,14 +170,25 @@ export function keyAction(event, { mode = MODES.GRID, keyMap = {}, columns = 1, 
   const alt = Boolean(event.altKey);
   const lower = typeof key === "string" && key.length === 1 ? key.toLowerCase() : key;
 
+  if (mode === MODES.DIALOG) {
+    // A key still held from what opened the dialog (Shift+Enter) must not answer it.
+    if (event.repeat) return key === "Tab" ? null : { type: "swallow" };
+    if (key === "Enter") return { type: "dialog-confirm" };
+    if (key === "Escape") return { type: "dialog-cancel" };
+    if (key === "Tab") return null; // move between the dialog's buttons
+    return { type: "swallow" };
+  }
+
   if (mode === MODES.ATTRIBUTES) {
+    // The panel owns the keyboard: nothing here labels, submits, skips or undoes.
+    if (ctrl || meta || alt || key === "Tab") return null;
     if (key === "Escape") return { type: "attr-close" };
-    if (key === "Enter") return { type: "attr-save" };
+    if (key === "Enter") return shift ? { type: "swallow" } : { type: "attr-save" };
     if (key === "ArrowDown") return { type: "attr-row", delta: 1 };
     if (key === "ArrowUp") return { type: "attr-row", delta: -1 };
     if (key === "ArrowRight") return { type: "attr-value", delta: 1 };
     if (key === "ArrowLeft") return { type: "attr-value", delta: -1 };
-    return null;
+    return { type: "swallow" };
   }
 
   if (key === "Enter" && shift) return { type: "submit" };
@@ -191,16 +212,19 @@ export function keyAction(event, { mode = MODES.GRID, keyMap = {}, columns = 1, 
 // --- labels -----------------------------------------------------------------------------------------
 
 /** Split a label action into requests: cells of one request share one body, so cells are grouped by the
- * label they get. `labelOf(item)` gives {label} or {unsure: true} for a cell, or null to leave it out.
- * Returns [{indices, body}]. */
-export function planLabelRequests(items, indices, labelOf) {
+ * label they get and by the attribute values kept for them (`pending`, by cell id).
+ * `labelOf(item)` gives {label} or {unsure: true} for a cell, or null to leave the cell out.
+ * Returns [{indices, body}], where body has label/unsure and, when values are pending, attributes. */
+export function planLabelRequests(items, indices, labelOf, pending = {}) {
   const groups = new Map();
   for (const i of indices) {
     const item = items[i];
     if (!item) continue;
     const what = labelOf(item);
     if (!what) continue;
+    const attributes = pending[item.cell];
     const body = { ...what };
+    if (attributes && Object.keys(attributes).length) body.attributes = { ...attributes };
     const key = JSON.stringify([body.label ?? null, Boolean(body.unsure), body.attributes ?? null]);
     if (!groups.has(key)) groups.set(key, { indices: [], body });
     groups.get(key).indices.push(i);
@@ -217,14 +241,15 @@ export function secondsSpent(lastActionAt, now) {
 // --- the attribute panel ----------------------------------------------------------------------------
 
 /** The attribute panel's state for the cells `indices` (the focused cell first): its values start from
- * the focused cell's saved attributes. */
-export function openAttributePanel(items, indices) {
+ * the focused cell's saved attributes, or the values kept for it while it has no label. */
+export function openAttributePanel(items, indices, pending = {}) {
   const first = items[indices[0]];
   const saved = first && first.mine && first.mine.attributes;
+  const kept = first && pending[first.cell];
   return {
     cells: indices.map((i) => items[i].cell),
     row: 0,
-    values: { ...(saved || {}) },
+    values: { ...(kept || saved || {}) },
   };
 }
 
@@ -242,4 +267,30 @@ export function attributeStep(panel, specs, delta) {
   const k = spec.values.indexOf(panel.values[spec.name]);
   const next = k < 0 ? (delta > 0 ? 0 : n - 1) : (k + delta + n) % n;
   panel.values[spec.name] = spec.values[next];
+}
+
+/** Saving the panel (Enter): cells that carry a label of mine get their attributes saved with that same
+ * label (never another one); cells without a label keep the values until their class key is pressed.
+ * Returns {requests: [{indices, body}], keep: [cell ids]}. */
+export function planAttributeSave(items, panel) {
+  const indexOf = new Map(items.map((item, i) => [item.cell, i]));
+  const labelled = [];
+  const keep = [];
+  for (const cell of panel.cells) {
+    const i = indexOf.get(cell);
+    if (i === undefined) continue;
+    if (isLabelled(items[i])) labelled.push(i);
+    else keep.push(cell);
+  }
+  const labelOf = (item) => {
+    const body = {};
+    if (item.mine.label) body.label = item.mine.label;
+    if (item.mine.unsure) body.unsure = true;
+    return body;
+  };
+  const requests = planLabelRequests(items, labelled, labelOf).map(({ indices, body }) => ({
+    indices,
+    body: { ...body, attributes: { ...panel.values } },
+  }));
+  return { requests, keep };
 }
