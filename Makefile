@@ -12,7 +12,7 @@ TEST_VAR := $(CURDIR)/var/test
 PG_URL ?= postgres://postgres@127.0.0.1:5432/leukoloop
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test install lint pytest migrate worker clean bench-import browser
+.PHONY: run test install lint jstest pytest migrate worker clean bench-import browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver
 
 browser: $(CHROMIUM)
+
+# The labelling page's JS unit tests run on Debian's nodejs with Node's own test runner (no npm packages).
+NODE := $(shell command -v node 2>/dev/null || echo /usr/bin/node)
+$(NODE):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs
+
+## make jstest: unit tests of static/js (tests/js/*.test.mjs)
+jstest: $(NODE)
+	$(NODE) --test --test-reporter=spec tests/js/*.test.mjs
 
 migrate: install
 	$(PY) manage.py migrate --no-input
@@ -62,7 +72,7 @@ lint: install
 
 ## make test: install everything, lint, run the suite. With CI=true the suite runs on PostgreSQL + Redis,
 ## and the worker tests run a second time on the embedded default (SQLite + filesystem broker).
-test: install browser lint
+test: install browser lint jstest
 ifeq ($(CI),true)
 	LEUKOLOOP_VAR_DIR=$(TEST_VAR) LEUKOLOOP_TEST_MODE=services DATABASE_URL=$(PG_URL) \
 	  CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest

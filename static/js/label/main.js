@@ -1,0 +1,489 @@
+// The labelling page: keyboard-first labelling of the current query batch. The server holds all state;
+// this module renders the batch, sends labels and polls the loop's progress. The rules live in state.js
+// (pure, unit-tested), the calls in api.js, the drawing in render.js.
+import { ApiError, createApi } from "./api.js";
+import { $, ConfirmDialog, gridColumns } from "./dom.js";
+import * as render from "./render.js";
+import {
+  MODES,
+  UndoStack,
+  attributeRow,
+  attributeStep,
+  buildKeyMap,
+  clickCell,
+  createSelection,
+  isDone,
+  keyAction,
+  moveFocus,
+  nextOpen,
+  openAttributePanel,
+  planAttributeSave,
+  planLabelRequests,
+  remainingEntry,
+  secondsSpent,
+  submitCheck,
+  targets,
+  undoSteps,
+} from "./state.js";
+
+const config = JSON.parse($("label-config").textContent);
+const api = createApi(config.api);
+const grid = $("grid");
+const keyMap = buildKeyMap(config.classes);
+const byName = Object.fromEntries(config.classes.map((c) => [c.name, c]));
+const confirmDialog = new ConfirmDialog($("confirm-dialog"));
+
+const page = {
+  batch: null, // the batch as the server sent it
+  sel: createSelection(), // focus, anchor and selected indices into batch.items
+  undo: new UndoStack(),
+  lastActionAt: performance.now(),
+  submitting: false,
+  saliencyOn: false,
+  panel: null, // the attribute panel while open: {cells, row, values}
+  pending: {}, // attribute values kept for cells without a label, by cell id
+  loop: null,
+  flash: null, // {text, isError}
+};
+
+const items = () => (page.batch ? page.batch.items : []);
+
+function flash(text, isError = false) {
+  page.flash = { text, isError };
+  render.renderStatus($("loop-status"), page.loop, page.flash);
+}
+
+/** Run an action; a failed call shows its error text (the server's `detail`) in the status line. */
+function act(what, fn) {
+  return Promise.resolve()
+    .then(fn)
+    .catch((error) => {
+      const detail = error instanceof ApiError ? error.detail : error.message;
+      flash(`${what}: ${detail}`, true);
+      if (!(error instanceof ApiError)) console.error(error);
+    });
+}
+
+// --- rendering ----------------------------------------------------------------------------------------
+function draw() {
+  $("empty").hidden = items().length > 0;
+  render.renderGrid(grid, {
+    items: items(),
+    sel: page.sel,
+    byName,
+    pending: page.pending,
+    saliencyOn: page.saliencyOn,
+    saliencyUrl: api.saliencyUrl,
+  });
+  render.renderMeta($("batch-meta"), page.batch);
+}
+
+function drawStatus() {
+  const loop = page.loop;
+  render.renderStatus($("loop-status"), loop, page.flash);
+  if (!loop) return;
+  const reviewCount = $("review-count");
+  if (reviewCount) reviewCount.textContent = loop.review_count;
+  if (!page.batch) {
+    $("empty").hidden = false;
+    $("empty").textContent =
+      loop.stage === "idle"
+        ? "Nothing to label yet: a lead starts the loop (pretrain an encoder)."
+        : `Preparing the first batch (${loop.stage})…`;
+  }
+}
+
+function advance() {
+  const k = nextOpen(items(), page.sel.focus);
+  if (k >= 0) {
+    page.sel.focus = k;
+    page.sel.anchor = k;
+  }
+}
+
+function afterChange(maySubmit = true) {
+  draw();
+  if (maySubmit && page.batch && !page.batch.submitted && items().length && items().every(isDone)) {
+    return act("Not submitted", () => submit({ auto: true }));
+  }
+  return undefined;
+}
+
+function currentTargets() {
+  return targets(page.sel, items().length);
+}
+
+// --- labels -------------------------------------------------------------------------------------------
+/** Label the cells `indices`: `labelOf(item)` says what each gets ({label} or {unsure}); attribute values
+ * kept for a cell go with it. One undo entry for the whole action. */
+async function label(indices, labelOf) {
+  const plan = planLabelRequests(items(), indices, labelOf, page.pending);
+  await send(plan);
+}
+
+async function send(plan) {
+  if (!plan.length) return;
+  const now = performance.now();
+  const seconds = secondsSpent(page.lastActionAt, now);
+  page.lastActionAt = now;
+  const total = plan.reduce((n, p) => n + p.indices.length, 0);
+  const annotationIds = [];
+  const labelled = [];
+  try {
+    for (const { indices, body } of plan) {
+      const cells = indices.map((i) => items()[i].cell);
+      const share = Math.round(((seconds * indices.length) / total) * 100) / 100;
+      const data = await api.annotate({ cells, seconds_spent: share, ...body });
+      const indexOf = new Map(indices.map((i) => [items()[i].cell, i]));
+      for (const a of data.annotations) {
+        const i = indexOf.get(a.cell);
+        if (i === undefined) continue;
+        items()[i].mine = a;
+        delete page.pending[a.cell];
+        annotationIds.push(a.id);
+        labelled.push(i);
+      }
+    }
+  } finally {
+    page.undo.pushLabel(annotationIds, labelled);
+    if (labelled.length) {
+      page.sel.selected.clear();
+      advance();
+      draw();
+    }
+  }
+  await afterChange();
+}
+
+function labelWith(name) {
+  return label(currentTargets(), () => ({ label: name }));
+}
+
+function acceptSuggestion() {
+  const indices = currentTargets().filter((i) => items()[i].suggestion);
+  if (!indices.length) {
+    flash("No suggestion to accept yet: press the class key instead.");
+    return undefined;
+  }
+  return label(indices, (item) => ({ label: item.suggestion }));
+}
+
+async function skip(indices) {
+  const open = indices.filter((i) => !items()[i].skipped);
+  if (!open.length) {
+    flash("Already skipped.");
+    return;
+  }
+  const done = [];
+  try {
+    for (const i of open) {
+      const item = items()[i];
+      await api.skip(page.batch.id, item.cell);
+      item.skipped = true;
+      done.push(i);
+    }
+  } finally {
+    page.undo.pushSkip(
+      done.map((i) => items()[i].cell),
+      done,
+    );
+    if (done.length) {
+      page.sel.selected.clear();
+      advance();
+      draw();
+    }
+  }
+  await afterChange();
+}
+
+async function undo() {
+  const entry = page.undo.pop();
+  if (!entry) {
+    flash("Nothing to undo.");
+    return;
+  }
+  let done = 0;
+  try {
+    for (const step of undoSteps(entry)) {
+      const item = items()[step.index];
+      if (entry.kind === "label") {
+        const data = await api.undoAnnotation(step.annotationId);
+        item.mine = data.restored;
+      } else {
+        const data = await api.unskip(page.batch.id, step.cell);
+        // The batch item as the current batch lists it; whatever else it says, it is no longer skipped.
+        if (data && typeof data === "object" && data.cell === item.cell) Object.assign(item, data);
+        item.skipped = Boolean(data && data.cell === item.cell && data.skipped);
+      }
+      done++;
+    }
+  } catch (error) {
+    page.undo.restore(remainingEntry(entry, done));
+    draw();
+    throw error;
+  }
+  page.sel.focus = entry.indices[0];
+  page.sel.anchor = entry.indices[0];
+  page.sel.selected.clear();
+  afterChange(false);
+}
+
+// --- submitting ---------------------------------------------------------------------------------------
+/** Submit the batch. Nothing labelled: refused. Cells still open: only after the in-page dialog says so.
+ * `auto`: the last cell was just labelled. */
+async function submit({ auto = false } = {}) {
+  if (!page.batch || page.submitting) return;
+  const batch = page.batch;
+  const check = submitCheck(items());
+  if (check.kind === "empty") {
+    flash(`Batch ${batch.number} has no labelled cell: label at least one before submitting.`, true);
+    return;
+  }
+  if (check.kind === "confirm" && !auto) {
+    const unlabelled = check.open === 1 ? "1 cell is" : `${check.open} cells are`;
+    const ok = await confirmDialog.ask(
+      `${unlabelled} not labelled yet (${check.open} of ${check.total}). Submit batch ${batch.number} anyway?`,
+      { confirm: "Submit anyway", cancel: "Keep labelling" },
+    );
+    if (!ok) {
+      flash(`Batch ${batch.number} not submitted.`);
+      grid.focus();
+      return;
+    }
+    grid.focus();
+  }
+  if (page.batch !== batch || page.submitting) return;
+  page.submitting = true;
+  try {
+    await api.submit(batch.id);
+    batch.submitted = true;
+    flash(`Batch ${batch.number} submitted: retraining…`);
+  } finally {
+    page.submitting = false;
+  }
+  await poll();
+}
+
+async function loadBatch() {
+  const data = await api.currentBatch();
+  const previous = page.batch ? page.batch.id : null;
+  page.batch = data.batch;
+  if (!page.batch || page.batch.id !== previous) {
+    page.sel = createSelection();
+    page.undo.clear();
+    page.pending = {};
+    page.lastActionAt = performance.now();
+    closeAttributes();
+    if (page.batch) {
+      const first = items().findIndex((item) => !isDone(item));
+      page.sel = createSelection(Math.max(first, 0));
+    }
+  }
+  $("next-batch").hidden = true;
+  page.flash = null;
+  draw();
+  drawStatus();
+}
+
+// --- the detail panel: why, similar, saliency ---------------------------------------------------------
+async function showWhy() {
+  const item = items()[page.sel.focus];
+  if (!item) return;
+  const data = await api.why(item.cell);
+  render.renderWhy($("detail-title"), $("detail-body"), item.cell, data);
+}
+
+async function showSimilar() {
+  const item = items()[page.sel.focus];
+  if (!item) return;
+  const data = await api.similar(item.cell, 8);
+  render.renderSimilar($("detail-title"), $("detail-body"), item.cell, data, byName);
+}
+
+function toggleSaliency() {
+  page.saliencyOn = !page.saliencyOn;
+  draw();
+}
+
+// --- the attribute panel ------------------------------------------------------------------------------
+// While it is open it owns the keyboard (state.keyAction): Enter saves attributes only, never a label.
+function openAttributes() {
+  const chosen = currentTargets();
+  if (!chosen.length) return;
+  const focus = page.sel.focus;
+  const ordered = chosen.includes(focus) ? [focus, ...chosen.filter((i) => i !== focus)] : chosen;
+  page.panel = openAttributePanel(items(), ordered, page.pending);
+  const n = page.panel.cells.length;
+  $("attribute-target").textContent = n === 1 ? `cell ${page.panel.cells[0]}` : `${n} cells`;
+  $("attribute-panel").hidden = false;
+  drawAttributes();
+}
+
+function drawAttributes() {
+  if (!page.panel) return;
+  render.renderAttributes($("attribute-rows"), config.attributes, page.panel, (name, value) => {
+    page.panel.values[name] = value;
+    drawAttributes();
+  });
+}
+
+function closeAttributes() {
+  page.panel = null;
+  $("attribute-panel").hidden = true;
+  grid.focus();
+}
+
+async function saveAttributes() {
+  const panel = page.panel;
+  if (!panel) return;
+  closeAttributes();
+  const { requests, keep } = planAttributeSave(items(), panel);
+  if (keep.length) {
+    for (const cell of keep) page.pending[cell] = { ...panel.values };
+    const which = keep.length === 1 ? "this cell has" : `${keep.length} cells have`;
+    flash(`Attributes kept, not saved: ${which} no label yet; they are saved together with the label you give.`);
+    draw();
+  }
+  await send(requests);
+}
+
+function attributeAction(action) {
+  if (action.type === "attr-close") closeAttributes();
+  else if (action.type === "attr-save") return act("Not saved", saveAttributes);
+  else if (action.type === "attr-row") attributeRow(page.panel, action.delta, config.attributes.length);
+  else if (action.type === "attr-value") attributeStep(page.panel, config.attributes, action.delta);
+  drawAttributes();
+  return undefined;
+}
+
+// --- keyboard -----------------------------------------------------------------------------------------
+function move(delta, extend) {
+  moveFocus(page.sel, delta, items().length, extend);
+  draw();
+  const tile = grid.querySelector(".tile.focused");
+  if (tile) tile.scrollIntoView({ block: "nearest" });
+}
+
+function mode() {
+  if (confirmDialog.isOpen) return MODES.DIALOG;
+  if (page.panel) return MODES.ATTRIBUTES;
+  return MODES.GRID;
+}
+
+function dispatch(action) {
+  switch (action.type) {
+    case "dialog-confirm":
+      return confirmDialog.close(true);
+    case "dialog-cancel":
+      return confirmDialog.close(false);
+    case "swallow":
+      return undefined;
+    case "attr-close":
+    case "attr-save":
+    case "attr-row":
+    case "attr-value":
+      return attributeAction(action);
+    case "submit":
+      return act("Not submitted", () => submit());
+    case "undo":
+      return act("Not undone", undo);
+    case "label":
+      return act("Not saved", () => labelWith(action.label));
+    case "move":
+      return move(action.delta, action.extend);
+    case "accept":
+      return act("Not saved", acceptSuggestion);
+    case "unsure":
+      return act("Not saved", () => label(currentTargets(), () => ({ unsure: true })));
+    case "skip":
+      return act("Not skipped", () => skip(currentTargets()));
+    case "attributes":
+      return openAttributes();
+    case "similar":
+      return act("Could not load", showSimilar);
+    case "saliency":
+      return toggleSaliency();
+    case "why":
+      return act("Could not load", showWhy);
+    case "next-batch":
+      return act("Could not load", loadBatch);
+    case "clear-selection":
+      page.sel.selected.clear();
+      return draw();
+    default:
+      return undefined;
+  }
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.target instanceof HTMLInputElement) return;
+  const action = keyAction(event, {
+    mode: mode(),
+    keyMap,
+    columns: gridColumns(grid),
+    nextBatchOffered: !$("next-batch").hidden,
+  });
+  if (!action) return;
+  event.preventDefault();
+  dispatch(action);
+});
+
+grid.addEventListener("click", (event) => {
+  const tile = event.target.closest(".tile");
+  if (!tile || !grid.contains(tile)) return;
+  clickCell(page.sel, Number(tile.dataset.index), { shift: event.shiftKey, ctrl: event.ctrlKey || event.metaKey });
+  draw();
+  grid.focus();
+});
+
+// --- polling the loop ---------------------------------------------------------------------------------
+async function poll() {
+  let loop;
+  try {
+    loop = await api.loop();
+  } catch {
+    return;
+  }
+  page.loop = loop;
+  drawStatus();
+  const newest = loop.batch;
+  if (newest && (!page.batch || newest.id !== page.batch.id)) {
+    const finished = !page.batch || items().every(isDone);
+    if (finished) await loadBatch();
+    else {
+      $("next-batch-text").textContent = `Batch ${newest.number} is ready${
+        newest.classifier_version ? ` (model v${newest.classifier_version})` : ""
+      }.`;
+      $("next-batch").hidden = false;
+    }
+  }
+}
+
+$("submit-batch").addEventListener("click", () => act("Not submitted", () => submit()));
+$("load-next").addEventListener("click", () => act("Could not load", loadBatch));
+for (const b of document.querySelectorAll(".class-button")) {
+  b.addEventListener("click", () => act("Not saved", () => labelWith(b.dataset.label)));
+}
+const start = $("start-pretrain");
+if (start) {
+  start.addEventListener("click", () =>
+    act("Not started", async () => {
+      const ok = await confirmDialog.ask(
+        "Pretrain a new encoder? It learns from every cell without labels, then re-indexes the cells and " +
+          "retrains the classifier: the loop waits for it (minutes to hours).",
+        { confirm: "Pretrain", cancel: "Cancel" },
+      );
+      if (!ok) return;
+      await api.startPretrain();
+      await poll();
+    }),
+  );
+}
+const tune = $("start-finetune");
+if (tune) tune.addEventListener("click", () => act("Not started", () => api.startFinetune().then(poll)));
+$("tile-size").addEventListener("input", (e) => {
+  grid.style.setProperty("--tile", `${e.target.value}px`);
+});
+
+act("Could not load", loadBatch).then(poll);
+setInterval(poll, config.poll_ms);

@@ -1,0 +1,151 @@
+// Rendering of the labelling page: the grid of cells, the batch line, the loop's status, the detail
+// panel (why, similar) and the attribute panel. Every server string goes in as text (see dom.js).
+import { el, fill } from "./dom.js";
+import { isDone } from "./state.js";
+
+const pct = (x) => `${Math.round(100 * x)}%`;
+
+/** The class's display name; the raw name when the page does not know the class. */
+export function displayName(byName, name) {
+  return byName[name] ? byName[name].display_name : String(name);
+}
+
+function tileCaption(item, byName, pending) {
+  const parts = [
+    item.suggestion
+      ? el("span", { className: "suggestion" }, `${displayName(byName, item.suggestion)} ${pct(item.confidence)}`)
+      : el("span", { className: "suggestion none" }, "no suggestion yet"),
+  ];
+  const mine = item.mine;
+  if (mine) parts.push(el("span", { className: "mine" }, mine.unsure ? "unsure" : displayName(byName, mine.label)));
+  else if (item.skipped) parts.push(el("span", { className: "mine" }, "skipped"));
+  if (pending) parts.push(el("span", { className: "pending-attributes", title: "saved with the cell's label" }, "attributes kept"));
+  return el("figcaption", {}, parts);
+}
+
+/** The tiles of the batch. `view`: {items, sel, byName, pending, saliencyOn, saliencyUrl}. */
+export function renderGrid(grid, view) {
+  const { items, sel, byName, pending, saliencyOn, saliencyUrl } = view;
+  const tiles = items.map((item, i) => {
+    const tile = el("figure", { className: "tile", dataset: { index: i, cell: item.cell } });
+    const mine = item.mine;
+    if (mine) {
+      tile.classList.add(mine.unsure ? "unsure" : "labelled");
+      if (mine.label && byName[mine.label]) tile.style.setProperty("--c", byName[mine.label].colour);
+    }
+    if (item.skipped) tile.classList.add("skipped");
+    if (i === sel.focus) tile.classList.add("focused");
+    if (sel.selected.has(i)) tile.classList.add("selected");
+    const frame = el(
+      "div",
+      { className: "frame" },
+      el("img", { src: item.image_url, alt: `cell ${item.cell}`, loading: "lazy" }),
+      saliencyOn && i === sel.focus ? el("img", { className: "saliency", src: saliencyUrl(item.cell), alt: "saliency" }) : null,
+    );
+    tile.append(frame, tileCaption(item, byName, pending[item.cell]));
+    return tile;
+  });
+  grid.replaceChildren(...tiles);
+}
+
+/** "Batch 3 · model v2 · index v1 · strategy margin · 4 of 12 done" (ids kept for the tests). */
+export function renderMeta(node, batch) {
+  if (!batch) {
+    node.textContent = "No batch yet.";
+    return;
+  }
+  const items = batch.items;
+  const done = items.filter(isDone).length;
+  const model = batch.classifier_version ? `model v${batch.classifier_version}` : "no model yet (cold start)";
+  fill(
+    node,
+    "Batch ",
+    el("b", { id: "batch-number" }, String(batch.number)),
+    " · ",
+    el("span", { id: "batch-model" }, model),
+    ` · index v${batch.index_version} · strategy ${batch.strategy} · `,
+    el("span", { id: "batch-progress" }, `${done} of ${items.length} done`),
+  );
+}
+
+/** The loop's status line: a message of the page (`flash`), running jobs, the last failure, the budget. */
+export function renderStatus(node, loop, flash) {
+  const parts = [];
+  if (flash) parts.push(el("span", { className: "flash" }, flash.text));
+  node.classList.toggle("error", Boolean(flash && flash.isError));
+  if (loop) {
+    for (const job of loop.jobs) {
+      const span = el("span", { className: "job", dataset: { kind: job.kind, status: job.status } }, `${job.kind} ${job.status}`);
+      if (job.status === "running") {
+        const bar = el("progress", { max: 1 });
+        bar.value = Number(job.progress) || 0;
+        span.append(" ", bar, ` ${job.message || ""}`);
+      }
+      parts.push(span);
+    }
+    if (loop.last_failed && !loop.jobs.length) {
+      parts.push(el("span", { className: "error" }, `last ${loop.last_failed.kind} job failed: ${loop.last_failed.error}`));
+    }
+    const f1 = loop.validation_macro_f1 == null ? "" : ` · validation macro-F1 ${loop.validation_macro_f1.toFixed(3)}`;
+    parts.push(el("span", { className: "meta", id: "label-count" }, `${loop.labels.count} of ${loop.labels.budget} labels${f1}`));
+    node.dataset.stage = loop.stage;
+  }
+  const spaced = [];
+  parts.forEach((p, k) => spaced.push(...(k ? [" ", p] : [p])));
+  fill(node, spaced);
+}
+
+/** Why the cell was queried, and its label history. */
+export function renderWhy(title, body, cell, data) {
+  title.textContent = `Why cell ${cell}`;
+  const rows = data.queried.map((q) => {
+    const li = el("li", {}, `batch ${q.batch} by `, el("b", {}, String(q.strategy)));
+    let text = "";
+    if (q.strategy !== q.requested_strategy) text += ` (cold start for ${q.requested_strategy})`;
+    text += `, rank ${q.rank + 1} of ${q.batch_size}`;
+    if (q.score != null) text += `, uncertainty ${Number(q.score).toFixed(3)}`;
+    text += q.classifier_version ? `, model v${q.classifier_version}` : ", no model yet";
+    text += `, index v${q.index_version}`;
+    li.append(text);
+    return li;
+  });
+  const history = data.history.map((h) =>
+    el("li", {}, `${h.annotator}: ${h.unsure ? "unsure" : h.label}${h.withdrawn ? " (undone)" : ""}`),
+  );
+  fill(body, el("ul", { id: "why-list" }, rows), history.length ? [el("h4", {}, "History"), el("ul", {}, history)] : null);
+}
+
+/** The cell's nearest neighbours with their labels. */
+export function renderSimilar(title, body, cell, data, byName) {
+  title.textContent = `Cells like ${cell}`;
+  const figures = data.neighbours.map((n) =>
+    el(
+      "figure",
+      {},
+      el("img", { src: n.image_url, alt: `cell ${n.cell}` }),
+      el("figcaption", {}, `${n.label ? displayName(byName, n.label) : "unlabelled"} · ${Number(n.similarity).toFixed(2)}`),
+    ),
+  );
+  fill(body, el("div", { className: "similar", id: "similar-list" }, figures));
+}
+
+/** The attribute panel's rows; a click on a value calls onPick(name, value). */
+export function renderAttributes(node, specs, panel, onPick) {
+  const rows = specs.map((spec, r) => {
+    const buttons = spec.values.map((v) => {
+      const button = el(
+        "button",
+        {
+          type: "button",
+          className: `attr-value${panel.values[spec.name] === v ? " chosen" : ""}`,
+          dataset: { attr: spec.name, value: v },
+        },
+        v,
+      );
+      button.addEventListener("click", () => onPick(spec.name, v));
+      return button;
+    });
+    return el("div", { className: `attr-row${r === panel.row ? " active" : ""}` }, el("span", {}, spec.name.replaceAll("_", " ")), buttons);
+  });
+  fill(node, rows);
+}
