@@ -71,9 +71,10 @@ describe("done and submit rules", () => {
     assert.equal(nextOpen(items, 2), -1);
   });
 
-  test("an untouched or only-skipped batch is empty; a half-done batch asks; a done batch submits", () => {
+  test("an untouched batch is empty; a half-done batch asks; a done or all-skipped batch submits", () => {
     assert.equal(submitCheck([item(1), item(2)]).kind, "empty");
-    assert.equal(submitCheck([item(1, { skipped: true }), item(2, { skipped: true })]).kind, "empty");
+    assert.equal(submitCheck([item(1, { skipped: true }), item(2, { skipped: true })]).kind, "ok");
+    assert.equal(submitCheck([item(1, { skipped: true }), item(2)]).kind, "confirm");
     const half = submitCheck([item(1, { mine: { label: "x" } }), item(2), item(3), item(4, { skipped: true })]);
     assert.deepEqual(half, { kind: "confirm", labelled: 1, open: 2, total: 4 });
     assert.equal(submitCheck([item(1, { mine: { label: "x" } }), item(2, { skipped: true })]).kind, "ok");

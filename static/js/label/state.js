@@ -23,11 +23,15 @@ export function nextOpen(items, focus) {
   return -1;
 }
 
-/** What submitting the batch would mean: refused when nothing is labelled, asked when cells are open. */
+/**
+ * What submitting the batch would mean: refused when it is untouched (nothing labelled, nothing skipped:
+ * the server's rule too, so a batch of all-skipped artefacts can still be handed in), asked when cells
+ * are open.
+ */
 export function submitCheck(items) {
   const labelled = items.filter(isLabelled).length;
   const open = items.filter((item) => !isDone(item)).length;
-  if (labelled === 0) return { kind: "empty", labelled, open, total: items.length };
+  if (open === items.length) return { kind: "empty", labelled, open, total: items.length };
   if (open > 0) return { kind: "confirm", labelled, open, total: items.length };
   return { kind: "ok", labelled, open, total: items.length };
 }
