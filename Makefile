@@ -71,12 +71,12 @@ lint: install
 	$(BIN)/lint-imports
 
 ## make test: install everything, lint, run the suite. With CI=true the suite runs on PostgreSQL + Redis,
-## and the worker tests run a second time on the embedded default (SQLite + filesystem broker).
+## and the worker and migration tests run a second time on the embedded default (SQLite + filesystem broker).
 test: install browser lint jstest
 ifeq ($(CI),true)
 	LEUKOLOOP_VAR_DIR=$(TEST_VAR) LEUKOLOOP_TEST_MODE=services DATABASE_URL=$(PG_URL) \
 	  CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/pytest
-	LEUKOLOOP_VAR_DIR=$(TEST_VAR)/embedded LEUKOLOOP_TEST_MODE=embedded $(BIN)/pytest -m worker
+	LEUKOLOOP_VAR_DIR=$(TEST_VAR)/embedded LEUKOLOOP_TEST_MODE=embedded $(BIN)/pytest -m 'worker or migration'
 else
 	LEUKOLOOP_VAR_DIR=$(TEST_VAR) $(BIN)/pytest
 endif

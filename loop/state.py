@@ -87,7 +87,8 @@ def loop_state(*, project: Project) -> dict[str, Any]:
     }
 
 
-def _current_labels_of(user: AnyUser, cell_ids: list[int]) -> dict[int, Annotation]:
+def current_labels_of(*, user: AnyUser, cell_ids: list[int]) -> dict[int, Annotation]:
+    """The user's current annotation of each of ``cell_ids`` that has one."""
     return {
         a.cell_id: a
         for a in Annotation.objects.filter(
@@ -112,13 +113,13 @@ def _item_summary(item: QueryItem, mine: Annotation | None) -> dict[str, Any]:
 def batch_for_annotator(*, batch: QueryBatch, user: AnyUser) -> dict[str, Any]:
     """The batch's cells in query order with the model's suggestion and this user's current label."""
     items = list(batch.items.select_related("suggestion").order_by("rank"))
-    mine = _current_labels_of(user, [i.cell_id for i in items])
+    mine = current_labels_of(user=user, cell_ids=[i.cell_id for i in items])
     return {**batch_summary(batch), "items": [_item_summary(item, mine.get(item.cell_id)) for item in items]}
 
 
 def item_for_annotator(*, item: QueryItem, user: AnyUser) -> dict[str, Any]:
     """One cell of a batch as ``batch_for_annotator`` lists it."""
-    return _item_summary(item, _current_labels_of(user, [item.cell_id]).get(item.cell_id))
+    return _item_summary(item, current_labels_of(user=user, cell_ids=[item.cell_id]).get(item.cell_id))
 
 
 def cell_provenance(*, cell: Cell) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -21,7 +20,6 @@ from annotation import selectors
 from annotation.access import cell_for_user, project_for_user, require_role
 from annotation.api.errors import Conflict
 from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schema_only
-from annotation.models import Annotation, Project
 from annotation.roles import LEADS, REVIEWERS
 from annotation.selectors import cell_history
 from jobs.selectors import job_summary
@@ -32,9 +30,17 @@ from loop.api.serializers import (
     QueryBatchSerializer,
 )
 from loop.models import ModelVersion, QueryBatch, QueryItem
+from loop.selectors import batch_list
 from loop.services.batches import EmptyBatchError, batch_submit, query_item_skip, query_item_unskip
 from loop.services.requests import finetune_request, pretrain_request
-from loop.state import batch_for_annotator, cell_provenance, current_batch, item_for_annotator, loop_state
+from loop.state import (
+    batch_for_annotator,
+    cell_provenance,
+    current_batch,
+    current_labels_of,
+    item_for_annotator,
+    loop_state,
+)
 
 OBJECT = OpenApiTypes.OBJECT
 
@@ -178,15 +184,6 @@ class CellSimilarApi(APIView):
 # --- Query batches --------------------------------------------------------------------------------
 
 
-def _batches(project: Project) -> Any:
-    return (
-        QueryBatch.objects.filter(project=project)
-        .select_related("classifier", "index")
-        .annotate(item_count=Count("items"))
-        .order_by("-number")
-    )
-
-
 @extend_schema(
     parameters=[OpenApiParameter("submitted", bool, description="Only submitted (true) or open (false).")],
     responses={200: QueryBatchSerializer(many=True), **errors(400, 404)},
@@ -200,7 +197,7 @@ class BatchListApi(generics.ListAPIView[QueryBatch]):
         if schema_only(self):
             return QueryBatch.objects.none()
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        batches = _batches(project)
+        batches = batch_list(project=project)
         submitted = bool_param(self.request, "submitted")
         if submitted is not None:
             batches = batches.filter(submitted_at__isnull=not submitted)
@@ -213,16 +210,12 @@ class BatchDetailApi(APIView):
         """One batch with its cells in query order: score, rank, the model's suggestion, and the caller's
         own current label of each cell."""
         project = project_for_user(user=request.user, project_id=project_id)
-        batch = _batches(project).filter(pk=batch_id).first()
+        batch = batch_list(project=project).filter(pk=batch_id).first()
         if batch is None:
             raise Http404("No such batch in this project")
-        cell_ids = list(batch.items.values_list("cell_id", flat=True))
-        mine = {
-            a.cell_id: a
-            for a in Annotation.objects.filter(
-                cell_id__in=cell_ids, annotator_id=request.user.pk, superseded_by__isnull=True
-            ).select_related("label", "annotator")
-        }
+        mine = current_labels_of(
+            user=request.user, cell_ids=list(batch.items.values_list("cell_id", flat=True))
+        )
         return Response(QueryBatchDetailSerializer(batch, context={"mine": mine}).data)
 
 

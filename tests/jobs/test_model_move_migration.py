@@ -19,7 +19,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 from PIL import Image
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.realdata]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.realdata, pytest.mark.migration]
 
 BEFORE_MOVE = [("annotation", "0004_project_settings_validators")]
 MOVED_TABLES = ("annotation_job", "annotation_modelversion", "annotation_querybatch", "annotation_queryitem")
