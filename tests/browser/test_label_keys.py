@@ -192,21 +192,30 @@ def test_z_brings_back_a_skipped_cell(
     assert "0 of 6 done" in page.locator("#batch-progress").inner_text()
 
 
-def test_pretrain_button_asks_first(batch: QueryBatch, live_server: Any, browser: Any) -> None:
+@pytest.mark.parametrize(
+    ("button", "question", "kind"),
+    [
+        ("#start-pretrain", "Pretrain a new encoder?", Job.Kind.PRETRAIN),
+        ("#start-finetune", "Fine-tune the encoder", Job.Kind.FINETUNE),
+    ],
+)
+def test_training_buttons_ask_first(
+    batch: QueryBatch, live_server: Any, browser: Any, button: str, question: str, kind: str
+) -> None:
     page = open_batch(browser, live_server.url, batch.project, who="lead")
-    page.click("#start-pretrain")
+    page.click(button)
     page.wait_for_selector("#confirm-dialog[open]")
-    assert "Pretrain a new encoder?" in page.locator("#confirm-text").inner_text()
+    assert question in page.locator("#confirm-text").inner_text()
     page.keyboard.press("Escape")
     page.wait_for_selector("#confirm-dialog", state="hidden")
-    assert not Job.objects.filter(project=batch.project, kind=Job.Kind.PRETRAIN).exists()
-    page.click("#start-pretrain")
+    assert not Job.objects.filter(project=batch.project, kind=kind).exists()
+    page.click(button)
     page.wait_for_selector("#confirm-dialog[open]")
     page.click("#confirm-ok")
     wait_for(
-        lambda: Job.objects.filter(project=batch.project, kind=Job.Kind.PRETRAIN).exists(),
+        lambda: Job.objects.filter(project=batch.project, kind=kind).exists(),
         timeout=10,
-        what="the pretrain job",
+        what=f"the {kind} job",
     )
 
 

@@ -480,7 +480,20 @@ if (start) {
   );
 }
 const tune = $("start-finetune");
-if (tune) tune.addEventListener("click", () => act("Not started", () => api.startFinetune().then(poll)));
+if (tune) {
+  tune.addEventListener("click", () =>
+    act("Not started", async () => {
+      const ok = await confirmDialog.ask(
+        "Fine-tune the encoder on the labels so far? It trains the whole network for minutes, then " +
+          "re-indexes the cells and retrains the classifier.",
+        { confirm: "Fine-tune", cancel: "Cancel" },
+      );
+      if (!ok) return;
+      await api.startFinetune();
+      await poll();
+    }),
+  );
+}
 $("tile-size").addEventListener("input", (e) => {
   grid.style.setProperty("--tile", `${e.target.value}px`);
 });
