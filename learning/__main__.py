@@ -212,6 +212,16 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     tuning.add_argument(
         "--reference-minutes", type=float, default=None, help="also fine-tune on every pool label this long"
     )
+    tuning.add_argument(
+        "--reference-product-classifier",
+        action="store_true",
+        help="score the reference with the loop's classifier too (re-embeds the whole pool)",
+    )
+    tuning.add_argument(
+        "--full-reembed-last",
+        action="store_true",
+        help="after a fine-tune in the last round re-embed the whole pool, not only the labelled cells",
+    )
     tuning.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
     tuning.add_argument("--image-cache", type=Path, default=Path("var/cache"), help="decoded-image cache")
     args = parser.parse_args(argv)
@@ -320,6 +330,7 @@ def finetune_benchmark(
         lr=args.finetune_lr,
         batch_size=args.finetune_batch,
         continue_from_last=not args.restart_finetune,
+        full_reembed_last=args.full_reembed_last,
     )
     encoder, _info = encoder_spec(args)
     runs = [
@@ -349,6 +360,7 @@ def finetune_benchmark(
             plan,
             minutes=args.reference_minutes,
             classifier=args.classifier,
+            product_classifier=args.reference_product_classifier,
             progress=say,
         )
     finals: dict[str, dict[str, Any]] = {}
@@ -401,7 +413,11 @@ def finetune_benchmark(
         },
     }
     write_finetune_outputs(args.out, summary)
-    return {"out": str(args.out), "final": finals, "reference": reference and reference["test"]}
+    return {
+        "out": str(args.out),
+        "final": finals,
+        "reference": reference and {"head_test": reference["head_test"], "test": reference["test"]},
+    }
 
 
 def write_finetune_outputs(out_dir: Path, summary: dict[str, Any]) -> None:

@@ -173,7 +173,7 @@ def test_benchmark_cli_with_fine_tuning(
         *("--backbone", "lightcnn", "--image-size", "32", "--strategies", "hybrid"),
         *("--batch", "9", "--rounds", "2", "--seeds", "1"),
         *("--finetune-every", "1", "--finetune-minutes", "0.2", "--finetune-epochs", "1", "--semi"),
-        *("--reference-minutes", "0.01", "--threads", "1"),
+        *("--reference-minutes", "0.01", "--reference-product-classifier", "--threads", "1"),
         *("--cache-dir", str(tmp_path / "emb"), "--image-cache", str(tmp_path / "img"), "--out", str(out)),
     ]
     assert main(argv) == 0
@@ -193,7 +193,11 @@ def test_benchmark_cli_with_fine_tuning(
         54,
         45,
     ]  # 4 x 18 and 4 x 27, capped by the unlabelled pool
-    assert summary["reference"]["labels"] == 72 and "macro_f1" in summary["reference"]["test"]
+    reference = summary["reference"]
+    assert (
+        reference["labels"] == 72 and "macro_f1" in reference["test"] and "macro_f1" in reference["head_test"]
+    )
+    assert printed["reference"]["head_test"]["macro_f1"] == reference["head_test"]["macro_f1"]
     with (out / "rounds.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["labels"]) for r in rows] == [9, 18, 27]
