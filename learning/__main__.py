@@ -198,6 +198,11 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     tuning.add_argument(
         "--restart-finetune", action="store_true", help="fine-tune the initial encoder each time"
     )
+    tuning.add_argument(
+        "--probe-heads",
+        action="store_true",
+        help="LP-FT: heads start as linear probes of the frozen features",
+    )
     tuning.add_argument("--no-attribute-heads", action="store_true", help="do not train attribute heads")
     tuning.add_argument("--semi", action="store_true", help="FixMatch-style: also use unlabelled pool cells")
     tuning.add_argument("--semi-threshold", type=float, default=0.95)
@@ -331,6 +336,7 @@ def finetune_benchmark(
         batch_size=args.finetune_batch,
         continue_from_last=not args.restart_finetune,
         full_reembed_last=args.full_reembed_last,
+        probe_heads=args.probe_heads,
     )
     encoder, _info = encoder_spec(args)
     runs = [

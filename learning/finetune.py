@@ -230,6 +230,7 @@ def finetune(
     attributes: np.ndarray | None = None,
     attribute_schema: Mapping[str, int] | None = None,
     attribute_weight: float = 1.0,
+    probe_heads: bool = False,
 ) -> FinetuneResult:
     """Fine-tune every trainable weight of ``backbone`` plus a new linear head on labelled cells.
 
@@ -278,6 +279,11 @@ def finetune(
             of ``attribute_schema``; trains a :class:`~models_zoo.heads.MultiAttributeHead` jointly.
         attribute_schema: attribute name -> number of values (each >= 2).
         attribute_weight: weight of the attribute loss next to the cross-entropy.
+        probe_heads: LP-FT (Kumar et al., "Fine-Tuning can Distort Pretrained Features and
+            Underperform Out-of-Distribution", ICLR 2022): before training, fit the heads (cell type,
+            and attributes) as linear probes on the frozen features of the labelled cells (L-BFGS, no
+            augmentation), so the first backbone steps follow a sensible head instead of a random
+            one. Counted in the time budget.
 
     Returns:
         :class:`FinetuneResult`; re-embed the cells with ``result.backbone``.
@@ -323,6 +329,8 @@ def finetune(
         groups.append({"params": list(attr_head.parameters()), "lr": base_lrs[1]})
         base_lrs = (*base_lrs, base_lrs[1])
     optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if probe_heads:
+        _probe(backbone, data, targets, linear, class_weight, attr_head, attr_targets, use_cl, batch_size)
     udata: Tensor | None = None
     views: TwoViews | None = None
     ucycle: _Cycle | None = None
@@ -451,6 +459,67 @@ def finetune(
         pseudo_label_rate=totals["kept"] / totals["seen"] if totals["seen"] else None,
         unlabelled_seen=totals["seen"],
     )
+
+
+@torch.no_grad()
+def _frozen_features(backbone: nn.Module, data: Tensor, batch_size: int, channels_last: bool) -> Tensor:
+    was_training = backbone.training
+    backbone.eval()
+    forward = _features_fn(backbone)
+    try:
+        return torch.cat(
+            [
+                forward(_layout(to_float(data[i : i + batch_size]), channels_last)).float()
+                for i in range(0, len(data), batch_size)
+            ]
+        )
+    finally:
+        backbone.train(was_training)
+
+
+def _fit_linear(
+    head: nn.Linear, feats: Tensor, targets: Tensor, weight: Tensor | None, *, l2: float = 1e-3
+) -> None:
+    """Fit ``head`` on fixed ``feats`` by L-BFGS (weighted cross-entropy + l2 * ||W||^2); rows with a
+    negative target are left out."""
+    keep = targets >= 0
+    if int(keep.sum()) < 2:
+        return
+    x, y = feats[keep], targets[keep]
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(x), y, weight=weight) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+
+
+def _probe(
+    backbone: nn.Module,
+    data: Tensor,
+    targets: Tensor,
+    linear: nn.Linear,
+    class_weight: Tensor | None,
+    attr_head: MultiAttributeHead | None,
+    attr_targets: Tensor | None,
+    channels_last: bool,
+    batch_size: int,
+) -> None:
+    """LP-FT's first stage: every head fitted as a linear probe on the frozen features."""
+    feats = _frozen_features(backbone, data, max(batch_size, 64), channels_last)
+    counts = torch.bincount(targets, minlength=linear.out_features).float()
+    weight = class_weight
+    if weight is None:  # the probe always balances the classes (the sampler does it during training)
+        weight = torch.where(counts > 0, len(targets) / (linear.out_features * counts.clamp_min(1.0)), 0.0)
+    _fit_linear(linear, feats, targets, weight)
+    if attr_head is not None and attr_targets is not None:
+        for j, head in enumerate(attr_head.heads.values()):
+            assert isinstance(head, nn.Linear)
+            _fit_linear(head, feats, attr_targets[:, j], None)
 
 
 def _layout(x: Tensor, channels_last: bool) -> Tensor:

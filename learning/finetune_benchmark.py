@@ -68,6 +68,8 @@ class FinetunePlan:
             only the labelled pool cells and the test cells are re-embedded then: nothing is queried
             after the last round, so the unlabelled pool's new embedding would only feed the 20-NN
             probe (left out, ``None``), and on 2 CPU cores it costs minutes.
+        probe_heads: start each fine-tune's heads from a linear probe (LP-FT, see
+            :func:`learning.finetune.finetune`).
     """
 
     every: int
@@ -80,6 +82,7 @@ class FinetunePlan:
     batch_size: int = 32
     continue_from_last: bool = True
     full_reembed_last: bool = False
+    probe_heads: bool = False
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -182,7 +185,7 @@ def score(
     if "ece" in report:
         out["ece"] = report["ece"]
     if "per_source" in report:
-        out["per_source_macro_f1"] = {s: v["macro_f1"] for s, v in report["per_source"].items()}
+        out["per_source_macro_f1"] = {str(s): v["macro_f1"] for s, v in report["per_source"].items()}
     if attribute_pred is not None and problem.test_attributes:
         attrs = attribute_scores(dict(problem.test_attributes), dict(attribute_pred))
         out["attribute_mean_macro_f1"] = attrs["mean_macro_f1"]
@@ -281,6 +284,7 @@ def _finetune_on(
         semi=plan.semi,
         attributes=attributes,
         attribute_schema=schema,
+        probe_heads=plan.probe_heads,
     )
     info = {
         "labels": len(rows),
@@ -461,6 +465,7 @@ def full_label_reference(
         attributes=plan.attributes,
         lr=plan.lr,
         batch_size=plan.batch_size,
+        probe_heads=plan.probe_heads,
     )
     backbone = copy.deepcopy(encoder)
     everything = np.ones(len(problem.pool_x), dtype=bool)

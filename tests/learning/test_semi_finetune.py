@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from learning.finetune import FinetuneResult, finetune
+from learning.finetune import FinetuneResult, finetune, predict_proba
 from learning.semi import SemiSupervised, attribute_loss, consistency_loss, cutout, pseudo_labels
 from models_zoo import create_model
 from models_zoo.heads import MultiAttributeHead
@@ -187,3 +187,34 @@ def test_extra_inputs_are_validated() -> None:
         SemiSupervised(threshold=1.5)
     with pytest.raises(ValueError, match="preset"):
         SemiSupervised(strong="nope")
+
+
+def test_probe_heads_start_from_a_linear_probe_of_the_frozen_features() -> None:
+    images, labels = tiny_cells(18, seed=0)
+    attributes = np.full((18, 3), -1, dtype=np.int64)
+    attributes[:, 0] = labels % 2  # cell_size follows the class: a probe can fit it
+    accuracy = {}
+    for probe in (False, True):
+        torch.manual_seed(0)
+        backbone = create_model("lightcnn", width=8)
+        result = finetune(
+            backbone,
+            images,
+            labels,
+            3,
+            epochs=1,
+            batch_size=18,
+            lr=0.0,  # nothing trains after the probe: what is left is the probe itself
+            head_lr=0.0,
+            augment=None,
+            recalibrate_bn=False,
+            device="cpu",
+            attributes=attributes,
+            attribute_schema=SCHEMA,
+            probe_heads=probe,
+        )
+        accuracy[probe] = float(
+            (predict_proba(result.backbone, result.head, images).argmax(axis=1) == labels).mean()
+        )
+        assert result.attribute_head is not None
+    assert accuracy[True] == 1.0 and accuracy[False] < 1.0, accuracy
