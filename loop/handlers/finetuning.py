@@ -8,7 +8,8 @@ left out, as the query leaves them out) joins as FixMatch-style consistency targ
 cells' attributes (the resolved annotation's ``attributes``, :func:`annotation.labels.cell_labels`)
 train one head per attribute of the project's schema next to the cell-type head. Job params:
 ``minutes``, ``epochs``, ``lr``, ``semi`` (false: labelled cells only), ``unlabelled_factor``,
-``threshold``, ``lambda_u``, ``ratio``, ``attributes`` (false: no attribute heads).
+``threshold``, ``lambda_u``, ``ratio``, ``attributes`` (false: no attribute heads), ``probe_heads``
+(true: LP-FT, heads start as linear probes; off by default until measured in the loop).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         semi=semi if unlabelled is not None else None,
         attributes=attributes[0] if attributes is not None else None,
         attribute_schema=attributes[1] if attributes is not None else None,
+        probe_heads=_flag(params.get("probe_heads", False)),
     )
     meta: dict[str, Any] = {
         "backbone": encoder.artifacts.get("backbone"),
