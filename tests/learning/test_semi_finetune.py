@@ -72,7 +72,7 @@ def test_attribute_loss_ignores_missing_attributes() -> None:
     changed["cell_size"][3] = torch.tensor([50.0, -50.0])
     assert torch.equal(attribute_loss(changed, targets), loss.detach())
     empty = attribute_loss(logits, torch.full((4, 3), -1))
-    assert float(empty) == 0.0 and empty.requires_grad
+    assert float(empty.detach()) == 0.0 and empty.requires_grad
 
 
 def test_cutout_erases_one_square_per_image() -> None:
