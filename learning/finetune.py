@@ -16,6 +16,19 @@ search index and refits its light classifiers on the new embeddings. The head re
 training objective's by-product; it is handy for :func:`predict_proba` and for checking the run, but
 it scores raw (not normalised) features and is not the platform's classifier.
 
+Two optional signals join the cross-entropy when they exist (the default, without them, is the plain
+supervised fine-tuning above, step for step):
+
+- ``unlabelled`` cells: FixMatch-style consistency (:mod:`learning.semi`): each step also takes
+  ``ratio`` unlabelled cells per labelled one, pseudo-labels their weak (geometric) views where the
+  head is at least ``threshold`` confident, and trains the strong (colour, zoom, Cutout) views towards
+  those labels with weight ``lambda_u``. The unlabelled pool is most of a project early on, and this is
+  how its cells shape the encoder besides the few hundred labels.
+- ``attributes`` of the labelled cells: one softmax head per morphological attribute
+  (:class:`models_zoo.heads.MultiAttributeHead`) on the same features, with a masked cross-entropy:
+  attributes nobody annotated add nothing. WBCAtt-style attributes (granules, chromatin, nucleus shape)
+  describe what separates the classes, so they push the encoder towards the same evidence.
+
 Never imports Django.
 """
 
@@ -23,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -32,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learning.semi import SemiSupervised, TwoViews, attribute_loss, consistency_loss, pseudo_labels
 from learning.training import (
     EpochEnd,
     ProgressCallback,
@@ -46,6 +60,7 @@ from learning.training import (
     scale_learning_rates,
 )
 from learning.transforms import AugmentConfig, BloodSmearAugment, to_float
+from models_zoo.heads import MultiAttributeHead
 
 Balance = Literal["sampler", "loss", "none"]
 BALANCE_MODES: Final[tuple[str, ...]] = ("sampler", "loss", "none")
@@ -66,6 +81,17 @@ class FinetuneResult:
             that epoch's augmented training batches), ``seconds`` since the start.
         stopped_by: ``"epochs"`` or ``"minutes"``.
         device: where it trained.
+        attribute_head: the :class:`~models_zoo.heads.MultiAttributeHead` trained with ``attributes``
+            (raw features -> attribute -> logits), else None.
+        unlabelled_cells: how many unlabelled cells were given (0: supervised only).
+        attribute_cells: labelled cells with at least one attribute label.
+        pseudo_label_rate: fraction of the unlabelled views whose pseudo-label passed the threshold,
+            over the whole run (None without unlabelled cells).
+        unlabelled_seen: unlabelled views trained on (with or without a pseudo-label).
+
+    With unlabelled cells or attributes, each ``history`` entry also holds the epoch means of
+    ``loss_x`` (supervised), ``loss_u`` (consistency, unweighted), ``mask_rate`` (pseudo-labels kept)
+    and ``loss_attr`` (attributes, unweighted).
     """
 
     backbone: nn.Module
@@ -76,6 +102,11 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = "epochs"
     device: str = "cpu"
+    attribute_head: MultiAttributeHead | None = None
+    unlabelled_cells: int = 0
+    attribute_cells: int = 0
+    pseudo_label_rate: float | None = None
+    unlabelled_seen: int = 0
 
 
 def release_inference_tensors(module: nn.Module) -> int:
@@ -118,6 +149,59 @@ def _check_inputs(images: Tensor, labels: np.ndarray, n_classes: int) -> np.ndar
     return keep
 
 
+def _check_extras(
+    images: Tensor,
+    unlabelled: Tensor | None,
+    attributes: np.ndarray | None,
+    attribute_schema: Mapping[str, int] | None,
+) -> None:
+    """Validate the optional unlabelled cells and attribute targets against the labelled images."""
+    if unlabelled is not None:
+        if (
+            unlabelled.ndim != 4
+            or unlabelled.dtype != torch.uint8
+            or unlabelled.shape[1:] != images.shape[1:]
+        ):
+            raise ValueError(
+                f"unlabelled must be uint8 (M, {', '.join(map(str, images.shape[1:]))}), "
+                f"got {unlabelled.dtype} {tuple(unlabelled.shape)}"
+            )
+        if len(unlabelled) == 0:
+            raise ValueError("unlabelled is empty: pass None for supervised fine-tuning")
+    if (attributes is None) != (attribute_schema is None):
+        raise ValueError("attributes and attribute_schema go together")
+    if attributes is not None and attribute_schema is not None:
+        if attributes.shape != (images.shape[0], len(attribute_schema)):
+            raise ValueError(
+                f"attributes must be ({images.shape[0]}, {len(attribute_schema)}), got {attributes.shape}"
+            )
+        if not np.issubdtype(attributes.dtype, np.integer):
+            raise ValueError(f"attributes must be integer value indices, got {attributes.dtype}")
+        sizes = np.array(list(attribute_schema.values()))
+        if attributes.size and ((attributes >= sizes[None, :]) | (attributes < -1)).any():
+            raise ValueError("an attribute value index is out of range of attribute_schema (-1 = missing)")
+
+
+class _Cycle:
+    """Endless random order over ``n`` items: each pass is a fresh permutation."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+
+    def take(self, k: int) -> Tensor:
+        parts: list[Tensor] = []
+        while k > 0:
+            if self.position >= len(self.order):
+                self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+            part = self.order[self.position : self.position + k]
+            self.position += len(part)
+            k -= len(part)
+            parts.append(part)
+        return torch.cat(parts)
+
+
 def finetune(
     backbone: nn.Module,
     images: Tensor,
@@ -141,6 +225,12 @@ def finetune(
     seed: int = 0,
     progress: ProgressCallback | None = None,
     progress_interval: float = 1.0,
+    unlabelled: Tensor | None = None,
+    semi: SemiSupervised | None = None,
+    attributes: np.ndarray | None = None,
+    attribute_schema: Mapping[str, int] | None = None,
+    attribute_weight: float = 1.0,
+    probe_heads: bool = False,
 ) -> FinetuneResult:
     """Fine-tune every trainable weight of ``backbone`` plus a new linear head on labelled cells.
 
@@ -180,6 +270,21 @@ def finetune(
         progress: called as ``progress(fraction in [0, 1], message)`` at the start, at most every
             ``progress_interval`` seconds during training, after each epoch and once with 1.0 at
             the end (e.g. to update a Celery task's state).
+        unlabelled: uint8 (M, 3, S, S) cells without labels for the FixMatch-style consistency term
+            (moved to the device whole). None (default): supervised fine-tuning only, exactly as
+            without these options.
+        semi: settings of that term (:class:`learning.semi.SemiSupervised`; default its defaults).
+            With unlabelled cells the batch-norm recalibration runs over the labelled cells and as many
+            unlabelled ones.
+        attributes: (N, A) int value indices per row of ``images`` (-1: not annotated), in the order
+            of ``attribute_schema``; trains a :class:`~models_zoo.heads.MultiAttributeHead` jointly.
+        attribute_schema: attribute name -> number of values (each >= 2).
+        attribute_weight: weight of the attribute loss next to the cross-entropy.
+        probe_heads: LP-FT (Kumar et al., "Fine-Tuning can Distort Pretrained Features and
+            Underperform Out-of-Distribution", ICLR 2022): before training, fit the heads (cell type,
+            and attributes) as linear probes on the frozen features of the labelled cells (L-BFGS, no
+            augmentation), so the first backbone steps follow a sensible head instead of a random
+            one. Counted in the time budget.
 
     Returns:
         :class:`FinetuneResult`; re-embed the cells with ``result.backbone``.
@@ -190,6 +295,12 @@ def finetune(
         raise ValueError(f"unknown balance {balance!r}; choose from {BALANCE_MODES}")
     labels = np.asarray(labels)
     keep = _check_inputs(images, labels, n_classes)
+    if attributes is not None:
+        attributes = np.asarray(attributes)
+    _check_extras(images, unlabelled, attributes, attribute_schema)
+    if unlabelled is not None and semi is None:
+        semi = SemiSupervised()
+    extended = unlabelled is not None or attributes is not None
     dev = resolve_device(device)
     use_cl = dev.type == "cpu" if channels_last is None else channels_last
     torch.manual_seed(seed)
@@ -206,16 +317,31 @@ def finetune(
     dim = int(getattr(backbone, "num_features", 0)) or _embedding_dim(backbone, data[:2])
     linear = _head(head, dim, n_classes).to(dev)
     features = _features_fn(backbone)
-    base_lrs = (lr, head_lr if head_lr is not None else 10.0 * lr)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in backbone.parameters() if p.requires_grad], "lr": base_lrs[0]},
-            {"params": list(linear.parameters()), "lr": base_lrs[1]},
-        ],
-        weight_decay=weight_decay,
-    )
+    base_lrs: tuple[float, ...] = (lr, head_lr if head_lr is not None else 10.0 * lr)
+    groups: list[dict[str, object]] = [
+        {"params": [p for p in backbone.parameters() if p.requires_grad], "lr": base_lrs[0]},
+        {"params": list(linear.parameters()), "lr": base_lrs[1]},
+    ]
+    attr_head: MultiAttributeHead | None = None
+    attr_targets: Tensor | None = None
+    if attributes is not None and attribute_schema is not None:
+        attr_head = MultiAttributeHead(dim, attribute_schema).to(dev)
+        attr_targets = torch.from_numpy(attributes[keep].astype(np.int64)).to(dev)
+        groups.append({"params": list(attr_head.parameters()), "lr": base_lrs[1]})
+        base_lrs = (*base_lrs, base_lrs[1])
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if probe_heads:
+        _probe(backbone, data, targets, linear, class_weight, attr_head, attr_targets, use_cl, batch_size)
+    udata: Tensor | None = None
+    views: TwoViews | None = None
+    ucycle: _Cycle | None = None
+    if unlabelled is not None and semi is not None:
+        udata = unlabelled.to(dev)
+        views = TwoViews(semi, device_generator(dev, seed + 104729))
+        ucycle = _Cycle(len(udata), torch.Generator().manual_seed(seed + 15485863))
 
     bsz = min(batch_size, n)
+    ubsz = max(2, round(semi.ratio * bsz)) if semi is not None else 0
     budget = TrainingBudget(epochs=epochs, minutes=minutes, steps_per_epoch=max(1, n // bsz), started=t_start)
     augmenter = (
         BloodSmearAugment(augment, generator=device_generator(dev, seed)) if augment is not None else None
@@ -225,6 +351,8 @@ def finetune(
     report(f"fine-tuning on {n} cells, {budget.steps_per_epoch} steps per epoch", force=True)
     history: list[dict[str, float]] = []
     epoch = _EpochTally()
+    parts = _Parts()
+    totals = {"kept": 0, "seen": 0}
 
     def start_epoch() -> None:
         if sample_weight is not None:
@@ -248,6 +376,45 @@ def finetune(
         epoch.count(logits.detach().argmax(dim=1) == y)
         return value
 
+    def extended_step(position: int) -> float:
+        """A step with unlabelled cells and/or attributes (the plain ``step`` stays as it was)."""
+        idx = epoch.order[position * bsz : (position + 1) * bsz].to(dev)
+        x = to_float(data[idx])
+        if augmenter is not None:
+            x = augmenter(x)
+        y = targets[idx]
+        scale_learning_rates(optimizer, base_lrs, lr_factor(budget.fraction(), warmup=warmup))
+        mask: Tensor | None = None
+        if udata is not None and views is not None and ucycle is not None and semi is not None:
+            weak, strong = views(to_float(udata[ucycle.take(ubsz).to(dev)]))
+            with torch.no_grad():
+                weak_logits = linear(features(_layout(weak, use_cl)))
+            pseudo, mask = pseudo_labels(weak_logits, semi.threshold)
+            feats = features(_layout(torch.cat([x, strong]), use_cl))
+            logits_all = linear(feats)
+            logits, strong_logits = logits_all[: len(y)], logits_all[len(y) :]
+            feats = feats[: len(y)]
+        else:
+            feats = features(_layout(x, use_cl))
+            logits = linear(feats)
+        loss_x = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+        loss = loss_x
+        values = {"loss_x": float(loss_x.detach())}
+        if mask is not None and semi is not None:
+            loss_u = consistency_loss(strong_logits, pseudo, mask)
+            loss = loss + semi.lambda_u * loss_u
+            values.update(loss_u=float(loss_u.detach()), mask_rate=float(mask.float().mean()))
+            totals["kept"] += int(mask.sum())
+            totals["seen"] += len(mask)
+        if attr_head is not None and attr_targets is not None:
+            loss_attr = attribute_loss(attr_head(feats), attr_targets[idx])
+            loss = loss + attribute_weight * loss_attr
+            values["loss_attr"] = float(loss_attr.detach())
+        value = backward_step(optimizer, loss, step=budget.steps_done)
+        epoch.count(logits.detach().argmax(dim=1) == y)
+        parts.add(values)
+        return value
+
     def end_epoch(end: EpochEnd) -> None:
         entry = {
             "epoch": end.epoch,
@@ -255,16 +422,35 @@ def finetune(
             "accuracy": epoch.accuracy,
             "seconds": round(end.seconds, 3),
         }
+        if extended:
+            entry.update(parts.means())
         history.append(entry)
         report(f"epoch {entry['epoch']:.2f}: loss {entry['loss']:.4f}", force=True)
 
     backbone.train()
     linear.train()
-    stopped_by = run_budgeted(budget, step, start_epoch=start_epoch, end_epoch=end_epoch, report=report)
+    if attr_head is not None:
+        attr_head.train()
+    stopped_by = run_budgeted(
+        budget,
+        extended_step if extended else step,
+        start_epoch=start_epoch,
+        end_epoch=end_epoch,
+        report=report,
+    )
     if recalibrate_bn and budget.steps_done > 0:
-        _recalibrate_batch_norm(backbone, data, bsz, use_cl)
+        # With unlabelled cells, statistics over as many of them, drawn at random, as there are labelled
+        # cells: closer to the pool the encoder will embed, and the pass after the time budget stays at
+        # most twice the supervised one (on 2 busy cores it took ~100 s for 2,250 cells at 96 px).
+        stats = data
+        if udata is not None:
+            pick = torch.randperm(len(udata), generator=torch.Generator().manual_seed(seed + 31))[: len(data)]
+            stats = torch.cat([data, udata[pick.to(udata.device)]])
+        _recalibrate_batch_norm(backbone, stats, bsz, use_cl)
     backbone.eval()
     linear.eval()
+    if attr_head is not None:
+        attr_head.eval()
     report.finished(f"done: {budget.steps_done} steps, stopped by {stopped_by}")
     return FinetuneResult(
         backbone=backbone,
@@ -275,7 +461,95 @@ def finetune(
         history=history,
         stopped_by=stopped_by,
         device=str(dev),
+        attribute_head=attr_head,
+        unlabelled_cells=0 if unlabelled is None else len(unlabelled),
+        attribute_cells=0 if attr_targets is None else int((attr_targets >= 0).any(dim=1).sum()),
+        pseudo_label_rate=totals["kept"] / totals["seen"] if totals["seen"] else None,
+        unlabelled_seen=totals["seen"],
     )
+
+
+@torch.no_grad()
+def _frozen_features(backbone: nn.Module, data: Tensor, batch_size: int, channels_last: bool) -> Tensor:
+    was_training = backbone.training
+    backbone.eval()
+    forward = _features_fn(backbone)
+    try:
+        return torch.cat(
+            [
+                forward(_layout(to_float(data[i : i + batch_size]), channels_last)).float()
+                for i in range(0, len(data), batch_size)
+            ]
+        )
+    finally:
+        backbone.train(was_training)
+
+
+def _fit_linear(
+    head: nn.Linear, feats: Tensor, targets: Tensor, weight: Tensor | None, *, l2: float = 1e-3
+) -> None:
+    """Fit ``head`` on fixed ``feats`` by L-BFGS (weighted cross-entropy + l2 * ||W||^2); rows with a
+    negative target are left out."""
+    keep = targets >= 0
+    if int(keep.sum()) < 2:
+        return
+    x, y = feats[keep], targets[keep]
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(x), y, weight=weight) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+
+
+def _probe(
+    backbone: nn.Module,
+    data: Tensor,
+    targets: Tensor,
+    linear: nn.Linear,
+    class_weight: Tensor | None,
+    attr_head: MultiAttributeHead | None,
+    attr_targets: Tensor | None,
+    channels_last: bool,
+    batch_size: int,
+) -> None:
+    """LP-FT's first stage: every head fitted as a linear probe on the frozen features."""
+    feats = _frozen_features(backbone, data, max(batch_size, 64), channels_last)
+    counts = torch.bincount(targets, minlength=linear.out_features).float()
+    weight = class_weight
+    if weight is None:  # the probe always balances the classes (the sampler does it during training)
+        weight = torch.where(counts > 0, len(targets) / (linear.out_features * counts.clamp_min(1.0)), 0.0)
+    _fit_linear(linear, feats, targets, weight)
+    if attr_head is not None and attr_targets is not None:
+        for j, head in enumerate(attr_head.heads.values()):
+            assert isinstance(head, nn.Linear)
+            _fit_linear(head, feats, attr_targets[:, j], None)
+
+
+def _layout(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class _Parts:
+    """Per-epoch means of the loss terms of an extended step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        out = {key: self.sums[key] / self.counts[key] for key in self.sums}
+        self.sums, self.counts = {}, {}
+        return out
 
 
 class _EpochTally:
@@ -393,6 +667,7 @@ __all__ = [
     "Balance",
     "FinetuneResult",
     "ProgressCallback",
+    "SemiSupervised",
     "finetune",
     "predict_proba",
     "release_inference_tensors",

@@ -175,3 +175,58 @@ def test_fine_tuning_makes_a_new_encoder_then_index_then_classifier(
     old_ids, old = index_embeddings(ModelVersion.objects.get(project=loop_project, kind="index", version=1))
     new_ids, new = index_embeddings(index)
     assert (old_ids == new_ids).all() and not np.allclose(old, new, atol=1e-3)
+
+
+def test_fine_tuning_uses_unlabelled_pool_cells_and_the_labelled_cells_attributes(
+    loop_project: Project, annotator: User
+) -> None:
+    Project.objects.filter(pk=loop_project.pk).update(finetune_every=1)
+    start_loop(loop_project)
+    batch = QueryBatch.objects.get(project=loop_project)
+    items = list(batch.items.select_related("cell__reference_label"))
+    with_attributes = 0
+    for item in items:  # a perfect annotator who also fills in the attributes where the source has them
+        attributes = item.cell.reference_attributes or {}
+        with_attributes += bool(attributes)
+        annotation_create(
+            cell=item.cell, annotator=annotator, label=item.cell.reference_label, attributes=attributes
+        )
+    assert 0 < with_attributes < len(items)  # some labelled cells come with attributes, some without
+    batch_submit(batch=batch, user=annotator)
+    finetune = Job.objects.get(project=loop_project, kind=Job.Kind.FINETUNE)
+    Job.objects.filter(pk=finetune.pk).update(
+        params={"minutes": 0.05, "epochs": 2, "unlabelled_factor": 2, "threshold": 0.0}
+    )
+    run_queued_jobs()
+    finetune.refresh_from_db()
+    assert finetune.status == Job.Status.SUCCEEDED, finetune.error
+    tuned = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.ENCODER).first()
+    assert tuned is not None and tuned.artifacts["method"] == "finetune"
+    unannotated = Cell.objects.filter(project=loop_project, role=Cell.Role.POOL, annotations__isnull=True)
+    assert unannotated.count() >= 24
+    # 2 x 12 labelled cells drawn from the unannotated pool; with threshold 0 every pseudo-label counts.
+    assert tuned.metrics["unlabelled_cells"] == 24
+    assert tuned.metrics["pseudo_label_rate"] == 1.0
+    assert tuned.metrics["semi"]["threshold"] == 0.0
+    assert tuned.metrics["attribute_cells"] == with_attributes
+    index = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.INDEX).first()
+    assert index is not None and index.parent == tuned  # the loop continues on the new encoder
+
+
+def test_fine_tuning_without_semi_supervision_uses_the_labelled_cells_only(
+    loop_project: Project, annotator: User
+) -> None:
+    Project.objects.filter(pk=loop_project.pk).update(finetune_every=1)
+    start_loop(loop_project)
+    batch = QueryBatch.objects.get(project=loop_project)
+    label_batch(batch, annotator)
+    batch_submit(batch=batch, user=annotator)
+    finetune = Job.objects.get(project=loop_project, kind=Job.Kind.FINETUNE)
+    Job.objects.filter(pk=finetune.pk).update(params={"minutes": 0.05, "epochs": 2, "semi": False})
+    run_queued_jobs()
+    finetune.refresh_from_db()
+    assert finetune.status == Job.Status.SUCCEEDED, finetune.error
+    tuned = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.ENCODER).first()
+    assert tuned is not None and tuned.artifacts["method"] == "finetune"
+    assert tuned.metrics["unlabelled_cells"] == 0 and tuned.metrics["pseudo_label_rate"] is None
+    assert tuned.metrics["semi"] is None and tuned.metrics["attribute_cells"] == 0  # no attributes given

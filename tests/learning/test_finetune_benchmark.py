@@ -1,0 +1,205 @@
+"""The benchmark of the loop with fine-tuning: fine-tunes on schedule, re-embeds, keeps querying on the new
+embedding, passes the unlabelled sample and the attributes, and reports the issue's metrics per round."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learning.__main__ import main
+from learning.benchmark import ALProblem
+from learning.finetune_benchmark import (
+    FinetunePlan,
+    against_targets,
+    attribute_matrix,
+    normalise,
+    raw_features,
+    run_finetune_loop,
+)
+from learning.semi import SemiSupervised
+from models_zoo import create_model
+
+CLASSES = ["blast", "lymphocyte", "neutrophil"]
+SIZE = 24
+
+
+def synthetic(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Colour-coded cells of three classes, two sources, one attribute on the lymphocytes only."""
+    g = torch.Generator().manual_seed(seed)
+    y = np.arange(n) % 3
+    base = torch.tensor([[200.0, 60, 60], [60, 200, 60], [60, 60, 200]])[torch.from_numpy(y)]
+    images = (base.view(n, 3, 1, 1) + torch.rand(n, 3, SIZE, SIZE, generator=g) * 80).clamp(0, 255)
+    sources = np.where(y == 0, "munich_aml", "pbc")
+    size = np.where(y == 1, np.where(np.arange(n) % 2 == 0, "small", "big"), "")
+    return images.to(torch.uint8), np.asarray(CLASSES)[y], sources, {"cell_size": size}
+
+
+@pytest.fixture(scope="module")
+def problem_and_images() -> tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module]:
+    torch.manual_seed(0)
+    encoder = create_model("lightcnn", width=8)
+    pool_images, pool_y, _pool_sources, pool_attrs = synthetic(60, seed=0)
+    test_images, test_y, test_sources, test_attrs = synthetic(30, seed=1)
+    problem = ALProblem(
+        pool_x=normalise(raw_features(encoder, pool_images)),
+        pool_y=pool_y,
+        test_x=normalise(raw_features(encoder, test_images)),
+        test_y=test_y,
+        classes=CLASSES,
+        test_sources=test_sources,
+        pool_attributes=pool_attrs,
+        test_attributes=test_attrs,
+        attribute_classes={"cell_size": ["big", "small"]},
+    )
+    return problem, pool_images, test_images, encoder
+
+
+def test_the_loop_fine_tunes_on_schedule_and_queries_on_the_new_embedding(
+    problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module],
+) -> None:
+    problem, pool_images, test_images, encoder = problem_and_images
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    plan = FinetunePlan(
+        every=2, minutes=None, epochs=1, semi=SemiSupervised(threshold=0.0), batch_size=6, lr=1e-3
+    )
+    run = run_finetune_loop(
+        problem,
+        pool_images,
+        test_images,
+        encoder,
+        plan,
+        strategy="margin",
+        seed=0,
+        batch=6,
+        rounds=4,
+        n_boot=20,
+    )
+    assert [r["labels"] for r in run.rounds] == [6, 12, 18, 24, 30]
+    assert [r["encoder_version"] for r in run.rounds] == [0, 0, 1, 1, 2]  # after batches 2 and 4
+    assert [bool(r.get("finetuned")) for r in run.rounds] == [False, False, True, False, True]
+    assert [f["labels"] for f in run.finetunes] == [18, 30]
+    # 4x the labelled count from the unlabelled pool, as far as it goes (42 then 30 cells left).
+    assert [f["unlabelled_cells"] for f in run.finetunes] == [42, 30]
+    assert all(f["pseudo_label_rate"] == 1.0 for f in run.finetunes)
+    assert all(f["attribute_cells"] > 0 for f in run.finetunes)  # the labelled lymphocytes' cell_size
+    assert all("head_test" in f and 0.0 <= f["head_test"]["macro_f1"] <= 1.0 for f in run.finetunes)
+    # The last fine-tune re-embeds only what is read again: the labelled pool cells and the test cells.
+    assert [f["reembedded"] for f in run.finetunes] == ["pool and test", "labelled pool cells and test"]
+    assert (
+        isinstance(run.finetunes[0]["knn20_macro_f1"], float) and run.finetunes[1]["knn20_macro_f1"] is None
+    )
+    for r in run.rounds:
+        lo, hi = r["macro_f1_ci"]
+        assert lo <= r["macro_f1"] <= hi or lo == hi
+        assert set(r["per_source_macro_f1"]) == {"munich_aml", "pbc"}
+        assert set(r["per_class_recall"]) == set(CLASSES)
+        assert 0.0 <= r["ece"] <= 1.0 and r["attribute_mean_macro_f1"] is not None
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())  # the input is copied
+
+    supervised = run_finetune_loop(
+        problem,
+        pool_images,
+        test_images,
+        encoder,
+        FinetunePlan(every=1, minutes=None, epochs=1, attributes=False, batch_size=6),
+        strategy="random",
+        seed=1,
+        batch=6,
+        rounds=1,
+        n_boot=20,
+    )
+    assert (
+        supervised.finetunes[0]["unlabelled_cells"] == 0 and supervised.finetunes[0]["attribute_cells"] == 0
+    )
+
+
+def test_attribute_matrix_and_targets() -> None:
+    attrs = {
+        "cell_size": np.array(["big", "", "small", "huge"]),
+        "granularity": np.array(["yes", "no", "", ""]),
+    }
+    schema = {
+        "cell_size": ["big", "small"],
+        "granularity": ["no", "yes"],
+        "cell_shape": ["round", "irregular"],
+    }
+    out = attribute_matrix(attrs, schema, np.array([0, 1, 2, 3]))
+    assert out.tolist() == [[0, 1, -1], [-1, 0, -1], [1, -1, -1], [-1, -1, -1]]  # unknown value: missing
+    report = {
+        "macro_f1": 0.96,
+        "per_source_macro_f1": {"pbc": 0.92},
+        "per_class_recall": {"blast": 0.97},
+        "attribute_mean_macro_f1": None,
+    }
+    targets = against_targets(report)
+    assert targets["macro_f1"]["met"] is True and targets["pbc_macro_f1"]["met"] is False
+    assert targets["pbc_macro_f1"]["gap"] == pytest.approx(-0.01)
+    assert targets["blast_recall"]["met"] is True and targets["attribute_mean_macro_f1"]["met"] is None
+
+
+def test_plan_is_validated() -> None:
+    with pytest.raises(ValueError, match="every"):
+        FinetunePlan(every=0)
+    with pytest.raises(ValueError, match="minutes, epochs"):
+        FinetunePlan(every=1, minutes=None, epochs=None)
+
+
+@pytest.mark.realdata
+def test_benchmark_cli_with_fine_tuning(
+    data_dir: Path, manifest_rows: list[dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = {}
+    for name, (skip, take) in {"pool": (0, 8), "test": (8, 3)}.items():
+        seen: dict[str, int] = {}
+        rows = []
+        for row in manifest_rows:
+            k = seen[row["label"]] = seen.get(row["label"], 0) + 1
+            if skip < k <= skip + take:
+                rows.append({**row, "path": str(data_dir / row["path"])})
+        paths[name] = tmp_path / f"{name}.csv"
+        with paths[name].open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(manifest_rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    out = tmp_path / "bench"
+    argv = [
+        "benchmark",
+        *("--pool", str(paths["pool"]), "--test", str(paths["test"])),
+        *("--backbone", "lightcnn", "--image-size", "32", "--strategies", "hybrid"),
+        *("--batch", "9", "--rounds", "2", "--seeds", "1"),
+        *("--finetune-every", "1", "--finetune-minutes", "0.2", "--finetune-epochs", "1", "--semi"),
+        *("--reference-minutes", "0.01", "--reference-product-classifier", "--threads", "1"),
+        *("--cache-dir", str(tmp_path / "emb"), "--image-cache", str(tmp_path / "img"), "--out", str(out)),
+    ]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protocol"]["plan"]["semi"]["threshold"] == 0.95
+    final = summary["final"]["hybrid"]
+    assert final["labels"] == 27 and set(final["against_targets"]) == {
+        "macro_f1",
+        "pbc_macro_f1",
+        "blast_recall",
+        "attribute_mean_macro_f1",
+    }
+    assert printed["final"]["hybrid"]["macro_f1"] == final["macro_f1"]
+    finetunes = summary["runs"][0]["finetunes"]
+    assert [f["unlabelled_cells"] for f in finetunes] == [
+        54,
+        45,
+    ]  # 4 x 18 and 4 x 27, capped by the unlabelled pool
+    reference = summary["reference"]
+    assert (
+        reference["labels"] == 72 and "macro_f1" in reference["test"] and "macro_f1" in reference["head_test"]
+    )
+    assert printed["reference"]["head_test"]["macro_f1"] == reference["head_test"]["macro_f1"]
+    with (out / "rounds.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["labels"]) for r in rows] == [9, 18, 27]
+    assert [r["encoder_version"] for r in rows] == ["0", "1", "2"]
+    assert all(r["blast_recall"] != "" and r["pbc_macro_f1"] != "" for r in rows)
