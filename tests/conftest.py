@@ -166,7 +166,7 @@ class WorkerProcess:
                     "worker",
                     "--pool=solo",
                     "--concurrency=1",
-                    "--queues=celery,side",  # the loop's queue and the side queue (exports, map)
+                    "--queues=celery,train,side",  # the loop, training + indexing, exports + map
                     "--loglevel=INFO",
                     "--without-gossip",
                     "--without-mingle",
