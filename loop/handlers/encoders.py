@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from django.db import transaction
 
-from annotation.models import Cell, Project
+from annotation.models import Cell
 from jobs.models import Job
 from jobs.registry import JobProgress
 from learning.selfsup.train import PretrainConfig, load_encoder, pretrain
@@ -15,13 +15,12 @@ from loop.handlers.artifacts import ENCODER_FILE, job_dir
 from loop.handlers.records import cell_records
 from loop.models import ModelVersion
 from loop.selectors import version_written_by
+from loop.services.start import initial_backbone_kwargs, initial_encoder_artifacts
 from loop.services.versions import create_version
 from models_zoo import create_model
 from models_zoo.base import Backbone
 
-
-def initial_backbone_kwargs(project: Project) -> dict[str, Any]:
-    return {"pretrained": True} if project.encoder_pretrained else {}
+__all__ = ["initial_backbone_kwargs", "load_backbone", "pretrain_encoder", "torch_threads"]
 
 
 def load_backbone(encoder: ModelVersion) -> tuple[Backbone, int]:
@@ -47,18 +46,13 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
     if done is not None:  # a retry of a job that died after writing its version
         return done
     minutes = float(job.params.get("minutes", project.pretrain_minutes))
-    artifacts: dict[str, Any] = {
-        "backbone": project.encoder_backbone,
-        "backbone_kwargs": initial_backbone_kwargs(project),
-        "image_size": project.image_size,
-        "method": project.ssl_method if minutes > 0 else "none",
-    }
+    artifacts: dict[str, Any] = initial_encoder_artifacts(project)
     metrics: dict[str, Any] = {}
     if minutes > 0:
+        artifacts["method"] = project.ssl_method
         cells = Cell.objects.filter(project=project).exclude(role=Cell.Role.TEST).order_by("pk")
         records = cell_records(cells)
         out = job_dir(job) / ENCODER_FILE
-        progress(0.0, f"decoding {len(records)} cells")
         config = PretrainConfig(
             method=project.ssl_method,
             backbone=project.encoder_backbone,
@@ -67,6 +61,7 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
             backbone_kwargs=initial_backbone_kwargs(project),
             batch_size=min(128, max(2, len(records) // 2)),
         )
+        progress(0.0, f"decoding {len(records)} cells")
         summary = pretrain(
             records,
             config,
