@@ -1,16 +1,27 @@
 """No wait at the start: the loop's first batch comes from the encoder's initial weights, label-free
 pretraining runs after it in the background (on the ``train`` queue), its encoder is indexed there too and
-the next batch comes from the new index while the current one is still being labelled."""
+the next batch comes from the new index while the current one is still being labelled; a retried
+pretraining resumes from its own checkpoint."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 
 from annotation.models import Project
 from annotation.services.annotations import annotation_create
 from jobs.models import Job
+from jobs.registry import JOB_HANDLERS
 from jobs.routing import LOOP_QUEUE, TRAIN_QUEUE, queue_for_kind
+from jobs.services import job_claim, job_create
+from learning.selfsup.train import load_checkpoint
+from loop.handlers import encoders
+from loop.handlers.artifacts import ENCODER_FILE, job_dir
 from loop.models import ModelVersion, QueryBatch
 from loop.services.batches import batch_submit
 from loop.services.requests import pretrain_request
@@ -120,3 +131,84 @@ def test_a_lead_asking_for_pretraining_releases_the_waiting_one_and_a_started_lo
     again, created = loop_start(project=loop_project, minutes=0.01)
     assert created and again.kind == Job.Kind.PRETRAIN and again.params == {"minutes": 0.01}
     assert ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.ENCODER).count() == 2
+
+
+class Attempts:
+    """Stands in for ``learning``'s ``pretrain`` in the handler: records each call; the first attempt trains
+    one epoch and then its worker "dies" (the checkpoint of that epoch is on disk)."""
+
+    def __init__(self) -> None:
+        self.real = encoders.pretrain
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, records: Any, config: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append({"config": config, **kwargs})
+        if len(self.calls) == 1:
+            self.real(records, replace(config, epochs=1.0), **kwargs)
+            raise RuntimeError("worker died")
+        return self.real(records, config, **kwargs)
+
+
+def start_pretrain_job(project: Project, minutes: float) -> Job:
+    job = job_create(kind=Job.Kind.PRETRAIN, project=project, params={"minutes": minutes})
+    assert job_claim(job_id=job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def test_a_retried_pretrain_resumes_from_its_own_checkpoint(
+    loop_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = Attempts()
+    monkeypatch.setattr(encoders, "pretrain", attempts)
+    job = start_pretrain_job(loop_project, minutes=0.15)
+    with pytest.raises(RuntimeError, match="worker died"):
+        JOB_HANDLERS[Job.Kind.PRETRAIN](job, lambda f, m: None)
+    checkpoint = Path(job_dir(job)) / ENCODER_FILE
+    before = load_checkpoint(checkpoint)["meta"]
+    assert before["epochs_done"] == 1.0 and attempts.calls[0]["resume"] is None
+
+    JOB_HANDLERS[Job.Kind.PRETRAIN](job, lambda f, m: None)  # the job is delivered again
+    retry = attempts.calls[1]
+    assert retry["resume"] == checkpoint and retry["out"] == checkpoint
+    assert retry["config"].minutes == pytest.approx(0.15 - before["seconds"] / 60)  # what is left
+    after = load_checkpoint(checkpoint)["meta"]
+    assert after["steps_done"] > before["steps_done"]  # it went on from the first epoch
+    assert after["history"][0] == before["history"][0]
+    encoder = ModelVersion.objects.get(job=job, kind=ModelVersion.Kind.ENCODER)
+    assert encoder.metrics["resumed_after_seconds"] == pytest.approx(before["seconds"], abs=0.01)
+    assert encoder.metrics["epochs_done"] == pytest.approx(after["epochs_done"])
+    assert encoder.artifacts["checkpoint"] == str(checkpoint)
+
+
+def test_a_retried_pretrain_whose_budget_was_spent_trains_no_more(
+    loop_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = Attempts()
+    monkeypatch.setattr(encoders, "pretrain", attempts)
+    job = start_pretrain_job(loop_project, minutes=0.001)  # less than one epoch takes
+    with pytest.raises(RuntimeError):
+        JOB_HANDLERS[Job.Kind.PRETRAIN](job, lambda f, m: None)
+    before = load_checkpoint(Path(job_dir(job)) / ENCODER_FILE)["meta"]
+    JOB_HANDLERS[Job.Kind.PRETRAIN](job, lambda f, m: None)
+    assert len(attempts.calls) == 1  # nothing left to train: the checkpoint is the encoder
+    encoder = ModelVersion.objects.get(job=job, kind=ModelVersion.Kind.ENCODER)
+    assert encoder.metrics["epochs_done"] == before["epochs_done"]
+    assert encoder.metrics["resumed_after_seconds"] == pytest.approx(before["seconds"], abs=0.01)
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(
+    loop_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = Attempts()
+    monkeypatch.setattr(encoders, "pretrain", attempts)
+    job = start_pretrain_job(loop_project, minutes=0.05)
+    with pytest.raises(RuntimeError):
+        JOB_HANDLERS[Job.Kind.PRETRAIN](job, lambda f, m: None)
+    Project.objects.filter(pk=loop_project.pk).update(image_size=24)  # a lead changed the settings
+    job.project.refresh_from_db()  # type: ignore[union-attr]
+    JOB_HANDLERS[Job.Kind.PRETRAIN](job, lambda f, m: None)
+    assert attempts.calls[1]["resume"] is None and attempts.calls[1]["config"].minutes == 0.05
+    encoder = ModelVersion.objects.get(job=job, kind=ModelVersion.Kind.ENCODER)
+    assert "resumed_after_seconds" not in encoder.metrics
+    assert np.isclose(load_checkpoint(encoder.artifacts["checkpoint"])["meta"]["image_size"], 24)
