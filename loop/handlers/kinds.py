@@ -49,13 +49,23 @@ def run_embed(job: Job, progress: JobProgress) -> dict[str, Any]:
     index = embed_and_index(job, progress)
     assert job.project is not None
     follow = start_learning(parent=job, has_labels=label_counts(project=job.project).labelled > 0)
+    result: dict[str, Any] = {}
+    if index.artifacts.get("sampled"):  # the start's sample: every cell is indexed next, same encoder
+        full = start_follow_up(
+            parent=job,
+            kind=Job.Kind.EMBED,
+            params={"encoder_version": index.parent_id, "reason": "every cell, after the start sample"},
+        )
+        result["full_index_job"] = full.pk
     # Queued after the retrain, so a single worker builds the next batch first and draws the map after.
     start_follow_up(parent=job, kind=Job.Kind.MAP, params={"index_version": index.version})
+    what = "a start sample of " if index.artifacts.get("sampled") else ""
     return {
         "index_version": index.version,
         "metrics": index.metrics,
         "next_job": follow.pk,
-        "message": f"index v{index.version} of {index.artifacts['n_cells']} cells ready",
+        **result,
+        "message": f"index v{index.version} of {what}{index.artifacts['n_cells']} cells ready",
     }
 
 

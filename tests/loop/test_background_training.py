@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from django.contrib.auth.models import User
 
-from annotation.models import Project
+from annotation.models import Cell, Project
 from annotation.services.annotations import annotation_create
 from jobs.models import Job
 from jobs.registry import JOB_HANDLERS
@@ -21,8 +21,9 @@ from jobs.routing import LOOP_QUEUE, TRAIN_QUEUE, queue_for_kind
 from jobs.services import job_claim, job_create
 from learning.selfsup.train import load_checkpoint
 from loop.handlers import encoders
-from loop.handlers.artifacts import ENCODER_FILE, job_dir
+from loop.handlers.artifacts import ENCODER_FILE, index_embeddings, job_dir
 from loop.models import ModelVersion, QueryBatch
+from loop.services import start
 from loop.services.batches import batch_submit
 from loop.services.requests import pretrain_request
 from loop.services.start import WAITS_FOR_FIRST_BATCH, loop_start
@@ -117,6 +118,32 @@ def test_after_background_pretraining_the_next_batch_comes_from_the_new_index(
     assert third.index == index and third.classifier is not None and third.classifier.label_count == 12
     assert not cells_of(third) & cells_of(second)
     assert Job.objects.filter(project=loop_project, kind=Job.Kind.RETRAIN).count() == 2
+
+
+def test_a_large_project_starts_on_a_sample_of_its_cells_then_indexes_every_cell(
+    loop_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(start, "START_POOL_SAMPLE", 20)  # 63 pool cells: more than twice as many
+    embed, _ = loop_start(project=loop_project, minutes=0)
+    assert embed.params["pool_sample"] == 20
+    assert kinds_of(run_queued_jobs(limit=2)) == [Job.Kind.EMBED, Job.Kind.QUERY]
+    sample = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.INDEX)
+    assert sample.artifacts["sampled"] and sample.artifacts["n_cells"] == 20 + 9  # + every validation cell
+    ids, _ = index_embeddings(sample)
+    roles = dict(Cell.objects.filter(pk__in=ids.tolist()).values_list("pk", "role"))
+    assert sorted(roles.values()).count(Cell.Role.VALIDATION) == 9
+    first = QueryBatch.objects.get(project=loop_project)
+    assert first.index == sample and cells_of(first) <= set(ids.tolist())
+
+    # Every cell is indexed next with the same encoder, and the next batch comes from that index.
+    full_job = Job.objects.get(project=loop_project, kind=Job.Kind.EMBED, params__parent_job=embed.pk)
+    assert full_job.status == Job.Status.QUEUED and "pool_sample" not in full_job.params
+    assert kinds_of(run_loop_jobs()) == [Job.Kind.EMBED, Job.Kind.QUERY]
+    full = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.INDEX, version=2)
+    assert not full.artifacts["sampled"] and full.artifacts["n_cells"] == 72 and full.parent == sample.parent
+    second = QueryBatch.objects.get(project=loop_project, number=2)
+    assert second.index == full and not cells_of(second) & cells_of(first)
+    assert not Job.objects.filter(project=loop_project, kind=Job.Kind.EMBED, params__parent_job=full_job.pk)
 
 
 def test_a_lead_asking_for_pretraining_releases_the_waiting_one_and_a_started_loop_pretrains_again(
