@@ -50,17 +50,21 @@ migrate: install
 ## make run [DATA=folder|manifest.csv|zip]: the platform on an embedded default (SQLite, filesystem broker)
 run: migrate
 	$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)")
-	@echo "starting two workers and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops all)"
+	@echo "starting three workers and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops all)"
 	@$(BIN)/celery -A config worker -B -n loop@%h --queues=celery --loglevel=INFO --concurrency=1 --pool=solo \
 	  > var/worker.log 2>&1 & worker=$$!; \
+	  $(BIN)/celery -A config worker -n train@%h --queues=train --loglevel=INFO --concurrency=1 --pool=solo \
+	  > var/worker-train.log 2>&1 & train=$$!; \
 	  $(BIN)/celery -A config worker -n side@%h --queues=side --loglevel=INFO --concurrency=1 --pool=solo \
 	  > var/worker-side.log 2>&1 & side=$$!; \
-	  trap "kill $$worker $$side 2>/dev/null" EXIT INT TERM; \
-	  echo "workers: loop pid $$worker (var/worker.log), exports and maps pid $$side (var/worker-side.log)"; \
+	  trap "kill $$worker $$train $$side 2>/dev/null" EXIT INT TERM; \
+	  echo "workers: loop pid $$worker (var/worker.log), pretraining and indexing pid $$train" \
+	    "(var/worker-train.log), exports and maps pid $$side (var/worker-side.log)"; \
 	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload
 
-## make worker: one more worker for both queues (QUEUES=celery for loop jobs only, QUEUES=side for exports and maps)
-QUEUES ?= celery,side
+## make worker: one more worker for every queue (QUEUES=celery for the loop's retrains and batches only,
+## QUEUES=train for pretraining, fine-tuning and indexing, QUEUES=side for exports and maps)
+QUEUES ?= celery,train,side
 worker: install
 	$(BIN)/celery -A config worker --queues=$(QUEUES) --loglevel=INFO --concurrency=1 --pool=solo
 

@@ -115,7 +115,7 @@ def main() -> None:
     worker = subprocess.Popen(
         [
             *(sys.executable, "-m", "celery", "-A", "config", "worker"),
-            *("--pool=solo", "--queues=celery,side", "--loglevel=WARNING"),
+            *("--pool=solo", "--queues=celery,train,side", "--loglevel=WARNING"),
         ],
         cwd=REPO,
         env={**os.environ},

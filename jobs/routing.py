@@ -1,9 +1,15 @@
 """Which Celery queue each job kind and each task goes to: the one place that decides it.
 
-The loop's jobs (import, pretrain, embed, retrain, query, fine-tune) share the ``loop`` queue; exports and
-the dashboard's map run beside it on ``side``, so a minute of UMAP or a large export never holds up the
-next batch. ``make run`` starts one worker per queue (a test reads the Makefile and fails if any task or
-job kind routes to a queue no worker started there reads)."""
+Three queues, so that no long job holds up the next batch:
+
+- ``celery`` (the loop): import, retrain and query, i.e. everything between a submitted batch and the
+  next one, plus the periodic stale-job sweep;
+- ``train``: the encoder's training and what follows it, label-free pretraining, fine-tuning and the
+  embedding and indexing of every cell with a new encoder (minutes to hours on a CPU);
+- ``side``: exports and the dashboard's map (a minute of UMAP, a large export).
+
+``make run`` starts one worker per queue (a test reads the Makefile and fails if any task or job kind
+routes to a queue no worker started there reads)."""
 
 from __future__ import annotations
 
@@ -13,9 +19,11 @@ from jobs.models import Job
 
 # Celery's own default queue name: a task sent without a route still reaches the loop's worker.
 LOOP_QUEUE: Final = "celery"
+TRAIN_QUEUE: Final = "train"
 SIDE_QUEUE: Final = "side"
-QUEUES: Final = (LOOP_QUEUE, SIDE_QUEUE)
+QUEUES: Final = (LOOP_QUEUE, TRAIN_QUEUE, SIDE_QUEUE)
 
+TRAIN_KINDS: Final = frozenset({Job.Kind.PRETRAIN, Job.Kind.FINETUNE, Job.Kind.EMBED})
 SIDE_KINDS: Final = frozenset({Job.Kind.EXPORT, Job.Kind.MAP})
 
 RUN_JOB_TASK: Final = "leukoloop.run_job"
@@ -30,6 +38,8 @@ TASK_QUEUES: Final = {
 
 
 def queue_for_kind(kind: str) -> str:
+    if kind in TRAIN_KINDS:
+        return TRAIN_QUEUE
     return SIDE_QUEUE if kind in SIDE_KINDS else LOOP_QUEUE
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from learning.calibration import TemperatureScaled
 from learning.classifiers import AlignedClassifier
 from learning.imaging import GEOMETRY_STEPS, readme_source
 from learning.saliency import linear_head_from_classifier
@@ -113,7 +114,12 @@ def build_torchscript(
 
 
 def classifier_to_torchscript(
-    backbone: nn.Module, clf: AlignedClassifier, dim: int, image_size: int, *, gray_world: bool = True
+    backbone: nn.Module,
+    clf: AlignedClassifier | TemperatureScaled,
+    dim: int,
+    image_size: int,
+    *,
+    gray_world: bool = True,
 ) -> torch.jit.ScriptModule:
     """Fold ``clf`` (logistic regression) into a head and build the TorchScript model.
 

@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
+from learning.calibration import TemperatureScaled
 from learning.classifiers import AlignedClassifier
 from learning.finetune import release_inference_tensors
 from learning.transforms import to_float
@@ -48,7 +49,7 @@ UNSEEN_LOGIT: Final = -1.0e4
 _PROBE_SIZE: Final = 32
 
 
-def linear_head_from_classifier(clf: AlignedClassifier, dim: int) -> nn.Linear | None:
+def linear_head_from_classifier(clf: AlignedClassifier | TemperatureScaled, dim: int) -> nn.Linear | None:
     """Fold a fitted logreg :class:`AlignedClassifier` into one ``nn.Linear(dim, len(clf.classes))``.
 
     ``softmax(head(x))`` equals ``clf.predict_proba(x)`` (to float32 rounding) for L2-normalised
@@ -56,7 +57,8 @@ def linear_head_from_classifier(clf: AlignedClassifier, dim: int) -> nn.Linear |
     affine in ``z``, so ``W / scale`` and ``b - (W / scale) @ mean`` give the same logits. A binary
     model's single decision value ``d`` becomes the logits ``(-d / 2, d / 2)`` (softmax of those is
     sigmoid(d)). Classes never seen in training get zero weights and a bias of :data:`UNSEEN_LOGIT`,
-    i.e. probability 0 as in the classifier's zero columns.
+    i.e. probability 0 as in the classifier's zero columns. A temperature-scaled classifier
+    (:class:`learning.calibration.TemperatureScaled`) gets its weights and bias divided by ``T``.
 
     Returns None where no exact linear equivalent exists: the ``svm`` kind (Platt-calibrated
     one-vs-one votes), the ``mlp`` kind (non-linear), a one-vs-rest logistic regression, or a classifier
@@ -91,6 +93,9 @@ def linear_head_from_classifier(clf: AlignedClassifier, dim: int) -> nn.Linear |
     if weight.shape[0] == 1 and len(cols) == 2:
         weight = np.concatenate([-weight / 2.0, weight / 2.0])
         bias = np.concatenate([-bias / 2.0, bias / 2.0])
+    # A temperature-scaled classifier (learning.calibration.TemperatureScaled) divides its logits by T.
+    temperature = float(getattr(clf, "temperature", 1.0))
+    weight, bias = weight / temperature, bias / temperature
     full_w = np.zeros((clf.n_classes, dim), dtype=np.float64)
     full_b = np.full(clf.n_classes, UNSEEN_LOGIT, dtype=np.float64)
     full_w[cols] = weight

@@ -63,6 +63,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def _media_root(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Each test writes images to its own folder; nothing lands in the developer's var/.
     settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))
+    # And model artefacts: job folders are named by ids, which every test database hands out again, so a
+    # shared folder would let a pretraining resume from another test's checkpoint.
+    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path_factory.mktemp("artifacts")
 
 
 # --- Real data ------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ class WorkerProcess:
                     "worker",
                     "--pool=solo",
                     "--concurrency=1",
-                    "--queues=celery,side",  # the loop's queue and the side queue (exports, map)
+                    "--queues=celery,train,side",  # the loop, training + indexing, exports + map
                     "--loglevel=INFO",
                     "--without-gossip",
                     "--without-mingle",

@@ -32,7 +32,8 @@ from loop.api.serializers import (
 from loop.models import ModelVersion, QueryBatch, QueryItem
 from loop.selectors import batch_list
 from loop.services.batches import EmptyBatchError, batch_submit, query_item_skip, query_item_unskip
-from loop.services.requests import finetune_request, pretrain_request
+from loop.services.requests import finetune_request
+from loop.services.start import loop_start
 from loop.state import (
     batch_for_annotator,
     cell_provenance,
@@ -57,7 +58,9 @@ class StartSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class LoopStartApi(APIView):
-    """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far). Leads."""
+    """Start the loop: a project without an encoder gets its first batch from the initial (ImageNet)
+    weights at once and pretrains in the background after it; one with an encoder pretrains a new one in
+    the background (which then re-indexes the cells and retrains on the labels so far). Leads."""
 
     @extend_schema(request=StartSerializer, responses={200: OBJECT, 202: OBJECT, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int) -> Response:
@@ -65,10 +68,10 @@ class LoopStartApi(APIView):
         require_role(user=request.user, project=project, roles=LEADS)
         data = StartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job, created = pretrain_request(
+        job, created = loop_start(
             project=project,
             created_by=request.user,  # type: ignore[arg-type]  # IsAuthenticated: never anonymous here
-            params=dict(data.validated_data),
+            minutes=data.validated_data.get("minutes"),
         )
         if not created:
             return Response(job_summary(job), status=status.HTTP_200_OK)

@@ -15,6 +15,7 @@ import numpy as np
 from django.conf import settings
 
 from jobs.models import Job
+from learning.calibration import TemperatureScaled
 from learning.embeddings import load_embeddings
 from learning.index import EmbeddingIndex
 from loop.models import ModelVersion
@@ -57,6 +58,10 @@ def _classifier(path: str) -> Any:
     return joblib.load(path)
 
 
-def classifier(classifier_version: ModelVersion) -> Any:
-    """The fitted ``AlignedClassifier`` of a classifier version (cached)."""
-    return _classifier(str(classifier_version.artifacts["classifier"]))
+def classifier(classifier_version: ModelVersion) -> TemperatureScaled:
+    """The fitted ``AlignedClassifier`` of a classifier version (cached), with the temperature fitted on
+    the validation cells at its retrain (``learning.calibration``; 1 for versions from before
+    calibration): every probability the platform shows or uses (suggestions, query scores, the map,
+    exports, the evaluation report, the TorchScript bundle) comes out of this one object."""
+    raw = _classifier(str(classifier_version.artifacts["classifier"]))
+    return TemperatureScaled(raw, float(classifier_version.artifacts.get("temperature", 1.0)))

@@ -24,8 +24,24 @@ from loop.services.versions import create_version
 CHUNK = 1024
 
 
+def start_sample(cells: list[Cell], pool_cells: int, *, seed: int) -> list[Cell]:
+    """The cells of a loop's first index: every validation cell (the retrain measures on them) and a
+    random ``pool_cells`` of the pool (the first batches are chosen among them); test cells wait for the
+    full index. In primary-key order, as an index needs."""
+    pool = [c for c in cells if c.role == Cell.Role.POOL]
+    if len(pool) <= pool_cells:
+        return [c for c in cells if c.role != Cell.Role.TEST]
+    picked = np.random.default_rng(seed).choice(len(pool), size=pool_cells, replace=False)
+    keep = {pool[i].pk for i in picked} | {c.pk for c in cells if c.role == Cell.Role.VALIDATION}
+    return [c for c in cells if c.pk in keep]
+
+
 def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
-    """Embed all cells (pool, validation and test) and index them; returns the new index version."""
+    """Embed all cells (pool, validation and test) and index them; returns the new index version.
+
+    ``job.params["pool_sample"] = N`` (the loop's start, ``loop.services.start``) embeds only the
+    validation cells and N random pool cells, so that the first batch of a large project is there in
+    seconds; that index is marked ``sampled`` and leads to a full one (``loop.handlers.kinds``)."""
     project = job.project
     assert project is not None
     done = version_written_by(job, ModelVersion.Kind.INDEX)
@@ -44,6 +60,10 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     cells = list(Cell.objects.filter(project=project).order_by("pk"))
     if not cells:
         raise ValueError("the project has no cells to embed")
+    n_project = len(cells)
+    pool_sample = int(job.params.get("pool_sample") or 0)
+    if pool_sample:
+        cells = start_sample(cells, pool_sample, seed=job.pk)
     records = cell_records(cells)
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
@@ -73,6 +93,8 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
                 "index": str(out / INDEX_DIR),
                 "n_cells": len(ids),
                 "dim": int(emb.shape[1]),
+                # A start sample (fewer cells than the project has): a full index follows.
+                "sampled": len(ids) < n_project,
             },
             metrics={
                 "embed_seconds": round(embed_s, 2),

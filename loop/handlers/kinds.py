@@ -1,8 +1,10 @@
 """Job handlers of the active-learning loop, registered with the platform's job dispatcher.
 
-pretrain -> embed (+ FAISS index) -> query (cold start) ... label ... retrain (+ next batch) -> ...
-A new encoder always leads to a new index, and a new index to a retrain (or a cold-start batch) and to
-the dashboard's embedding map (``map``, drawn by ``annotation.dashboard``).
+start (initial weights) -> embed (+ FAISS index) -> query (cold start) ... label ... retrain (+ next batch)
+A new encoder (pretrained or fine-tuned, in the background on the ``train`` queue) always leads to a new
+index, and a new index to a retrain (or a cold-start batch) and to the dashboard's embedding map (``map``,
+drawn by ``annotation.dashboard``). The first batch written releases the label-free pretraining that
+waits for it (``loop.services.start``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from loop.handlers.finetuning import finetune_encoder
 from loop.handlers.indexing import embed_and_index
 from loop.handlers.retraining import retrain_and_query
 from loop.models import ModelVersion
+from loop.services.requests import pretrain_release_waiting
 
 
 def _embed_new_encoder(job: Job, encoder: ModelVersion, what: str) -> dict[str, Any]:
@@ -46,21 +49,41 @@ def run_embed(job: Job, progress: JobProgress) -> dict[str, Any]:
     index = embed_and_index(job, progress)
     assert job.project is not None
     follow = start_learning(parent=job, has_labels=label_counts(project=job.project).labelled > 0)
+    result: dict[str, Any] = {}
+    if index.artifacts.get("sampled"):  # the start's sample: every cell is indexed next, same encoder
+        full = start_follow_up(
+            parent=job,
+            kind=Job.Kind.EMBED,
+            params={"encoder_version": index.parent_id, "reason": "every cell, after the start sample"},
+        )
+        result["full_index_job"] = full.pk
     # Queued after the retrain, so a single worker builds the next batch first and draws the map after.
     start_follow_up(parent=job, kind=Job.Kind.MAP, params={"index_version": index.version})
+    what = "a start sample of " if index.artifacts.get("sampled") else ""
     return {
         "index_version": index.version,
         "metrics": index.metrics,
         "next_job": follow.pk,
-        "message": f"index v{index.version} of {index.artifacts['n_cells']} cells ready",
+        **result,
+        "message": f"index v{index.version} of {what}{index.artifacts['n_cells']} cells ready",
     }
+
+
+def _after_batch(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """A batch is there: the pretraining that waited for the first one may start (idempotent, so a
+    retried job that found its batch releases it too)."""
+    assert job.project is not None
+    released = pretrain_release_waiting(project=job.project)
+    if released is not None:
+        result["released_pretrain"] = released.pk
+    return result
 
 
 @job_handler(Job.Kind.RETRAIN)
 def run_retrain(job: Job, progress: JobProgress) -> dict[str, Any]:
-    return retrain_and_query(job, progress, fit=True)
+    return _after_batch(job, retrain_and_query(job, progress, fit=True))
 
 
 @job_handler(Job.Kind.QUERY)
 def run_query(job: Job, progress: JobProgress) -> dict[str, Any]:
-    return retrain_and_query(job, progress, fit=False)
+    return _after_batch(job, retrain_and_query(job, progress, fit=False))

@@ -15,11 +15,13 @@ from annotation.models import Project
 from jobs.failpoints import failpoint
 from jobs.models import Job
 from jobs.registry import JobProgress
+from learning.calibration import TemperatureScaled, apply_temperature, calibrate
 from learning.classifiers import AlignedClassifier
 from learning.evaluation import evaluate
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
+from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.querying import choose, write_batch
-from loop.handlers.training_set import build_training_set
+from loop.handlers.training_set import TrainingSet, build_training_set
 from loop.models import ModelVersion, QueryBatch
 from loop.selectors import latest_version
 from loop.services.versions import create_version
@@ -27,6 +29,30 @@ from loop.services.versions import create_version
 
 def class_names(project: Project) -> list[str]:
     return list(project.classes.order_by("order", "pk").values_list("name", flat=True))
+
+
+def _validate_and_calibrate(
+    raw: AlignedClassifier, emb: np.ndarray, data: TrainingSet, classes: list[str]
+) -> tuple[TemperatureScaled, dict[str, Any]]:
+    """Fit the temperature on the validation cells (``learning.calibration``: skipped, T = 1, when they
+    are too few) and measure the calibrated classifier there. The metrics keep ECE before and after."""
+    if not len(data.val_rows):
+        skipped = {"temperature": 1.0, "status": "skipped", "reason": "no validation cells", "n": 0}
+        return TemperatureScaled(raw, 1.0), {"calibration": skipped}
+    raw_val = raw.predict_proba(emb[data.val_rows])
+    calibration = calibrate(raw_val, data.val_labels, classes)
+    clf = TemperatureScaled(raw, calibration.temperature)
+    probs_val = apply_temperature(raw_val, calibration.temperature)
+    metrics = evaluate(
+        data.val_labels,
+        np.asarray(classes)[probs_val.argmax(axis=1)],
+        probs=probs_val,  # "ece" is that of the calibrated probabilities, the ones the loop uses
+        classes=classes,
+        sources=data.val_sources,
+        n_boot=200,
+    )
+    metrics["calibration"] = calibration.to_dict()
+    return clf, metrics
 
 
 def _batch_result(batch: QueryBatch, seconds: dict[str, float] | None = None) -> dict[str, Any]:
@@ -66,36 +92,26 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     data = build_training_set(project, ids)
     lap("load")
     classes = class_names(project)
-    clf: AlignedClassifier | None = None
+    clf: TemperatureScaled | None = None
     classifier_version: ModelVersion | None = None
     metrics: dict[str, Any] = {}
     # One BLAS thread: these problems are small (hundreds to thousands of rows), and with a second
     # busy process (the web server, another job) a multi-threaded BLAS spins waiting for a core. Measured
     # on this 2-core machine: a 48-label logistic regression fit took 7.3 s with 2 threads, 0.24 s with 1.
+    raw: AlignedClassifier | None = None
     with threadpool_limits(limits=1):
         if fit and len(data.train_rows):
             progress(0.2, f"training on {len(data.train_rows)} labels")
-            clf = AlignedClassifier(classes, project.classifier_kind, class_weight="balanced")  # type: ignore[arg-type]
-            clf.fit(emb[data.train_rows], data.train_labels)
+            raw = AlignedClassifier(classes, project.classifier_kind, class_weight="balanced")  # type: ignore[arg-type]
+            raw.fit(emb[data.train_rows], data.train_labels)
             lap("fit")
-            if len(data.val_rows):
-                probs_val = clf.predict_proba(emb[data.val_rows])
-                predicted = np.asarray(classes)[probs_val.argmax(axis=1)]
-                metrics = evaluate(
-                    data.val_labels,
-                    predicted,
-                    probs=probs_val,
-                    classes=classes,
-                    sources=data.val_sources,
-                    n_boot=200,
-                )
+            clf, metrics = _validate_and_calibrate(raw, emb, data, classes)
             lap("validate")
         elif not fit:
             latest = latest_version(project, ModelVersion.Kind.CLASSIFIER)
             if latest is not None and latest.parent_id == index.pk:
-                from loop.handlers.artifacts import classifier as load_classifier
-
                 classifier_version, clf = latest, load_classifier(latest)
+        # Calibrated probabilities: the suggestions' confidences and the strategy's uncertainty use them.
         probs = clf.predict_proba(emb[data.pool_rows]) if clf is not None and len(data.pool_rows) else None
     lap("score")
     progress(0.6, "choosing the next batch")
@@ -111,10 +127,15 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
-    if fit and clf is not None:
+    if fit and raw is not None and clf is not None:
         path = job_dir(job) / CLASSIFIER_FILE
-        joblib.dump(clf, path)
-        artifacts = {"classifier": str(path), "kind": project.classifier_kind, "classes": classes}
+        joblib.dump(raw, path)  # the fitted model; its temperature goes with the version's artifacts
+        artifacts = {
+            "classifier": str(path),
+            "kind": project.classifier_kind,
+            "classes": classes,
+            "temperature": clf.temperature,
+        }
     with transaction.atomic():
         if fit and clf is not None:
             classifier_version = create_version(

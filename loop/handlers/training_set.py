@@ -8,7 +8,7 @@ import numpy as np
 
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Project
-from loop.models import QueryItem
+from loop.models import QueryBatch, QueryItem
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,9 @@ class TrainingSet:
     val_labels: np.ndarray
     val_sources: np.ndarray
     pool_rows: np.ndarray  # pool cells that may be queried or count as labelled (skipped ones left out)
-    pool_annotated: np.ndarray  # bool per pool row: annotated by anyone (labelled or in review)
+    # bool per pool row: annotated by anyone (labelled or in review), or waiting in the open batch: not
+    # queried again, and counted as covered by the diversity strategies
+    pool_annotated: np.ndarray
     missing_from_index: int  # cells imported after the index was built
 
 
@@ -30,6 +32,16 @@ def rows_of(ids: np.ndarray, cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     pos = np.minimum(pos, len(ids) - 1)
     found = ids[pos] == cell_ids
     return pos[found], found
+
+
+def open_batch_cells(project: Project) -> set[int]:
+    """The cells of the newest batch while it is not submitted (its skipped ones left out): a batch built
+    meanwhile (after a new encoder's index, say) does not ask for them a second time. Once it is
+    submitted, or a newer batch exists, its unlabelled cells may be queried again."""
+    newest = QueryBatch.objects.filter(project=project).order_by("-number").first()
+    if newest is None or newest.submitted_at is not None:
+        return set()
+    return set(newest.items.filter(skipped_at__isnull=True).values_list("cell_id", flat=True))
 
 
 def build_training_set(project: Project, ids: np.ndarray) -> TrainingSet:
@@ -47,6 +59,7 @@ def build_training_set(project: Project, ids: np.ndarray) -> TrainingSet:
             "cell_id", flat=True
         )
     )
+    in_open_batch = open_batch_cells(project)
     cell_ids = cells[:, 0].astype(np.int64) if len(cells) else np.zeros(0, dtype=np.int64)
     roles = cells[:, 1] if len(cells) else np.zeros(0, dtype=object)
     sources = cells[:, 2] if len(cells) else np.zeros(0, dtype=object)
@@ -68,7 +81,7 @@ def build_training_set(project: Project, ids: np.ndarray) -> TrainingSet:
             if int(cell_id) in skipped and state is None:
                 continue
             pool_rows.append(row)
-            pool_annotated.append(state is not None)
+            pool_annotated.append(state is not None or int(cell_id) in in_open_batch)
         elif role == Cell.Role.VALIDATION:
             label = state.label if state is not None and state.status is LabelStatus.LABELLED else None
             label = label or refs.get(int(cell_id))

@@ -11,18 +11,30 @@ from django.db import transaction
 from annotation.models import Project
 from jobs.models import Job
 from jobs.selectors import active_job
-from jobs.services import job_create
+from jobs.services import job_create, job_release_waiting
 
 
 def pretrain_request(
     *, project: Project, created_by: User | None = None, params: dict[str, Any] | None = None
 ) -> tuple[Job, bool]:
     """Pretrain a new encoder (which re-indexes the cells and retrains on the labels so far), unless a
-    pretraining or its indexing is already on its way. Returns the job and whether it is a new one."""
+    pretraining or its indexing is already on its way. Returns the job and whether it is a new one.
+
+    It runs on the ``train`` queue while the loop goes on; a pretraining that waits for the first batch
+    (``loop.services.start``) is handed to a worker now, since a lead asked for it."""
     active = active_job(project_id=project.pk, kinds=[Job.Kind.PRETRAIN, Job.Kind.EMBED])
     if active is not None:
+        if active.kind == Job.Kind.PRETRAIN and active.status == Job.Status.WAITING:
+            pretrain_release_waiting(project=project)
+            active.refresh_from_db()
         return active, False
     return job_create(kind=Job.Kind.PRETRAIN, project=project, params=params, created_by=created_by), True
+
+
+def pretrain_release_waiting(*, project: Project) -> Job | None:
+    """Hand the pretraining that waits for the first batch (``loop.services.start``) to a worker; called
+    whenever a batch is written. Conditional, so it is released once."""
+    return job_release_waiting(project_id=project.pk, kind=Job.Kind.PRETRAIN)
 
 
 def finetune_request(*, project: Project, created_by: User | None = None, **params: Any) -> Job:

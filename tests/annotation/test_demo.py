@@ -8,6 +8,7 @@ from django.core.management import call_command
 
 from annotation.models import Cell, Membership, Project
 from jobs.models import Job
+from loop.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -25,15 +26,24 @@ def test_bootstrap_demo_creates_admin_and_a_marked_synthetic_project() -> None:
     assert set(cells.values_list("source", flat=True)) == {"synthetic"}
     assert Membership.objects.filter(project=project, user=admin, role=Membership.Role.ADMIN).exists()
 
-    # The loop starts by itself: validation cells held out, pretraining queued.
+    # The loop starts by itself: validation cells held out, the first batch on its way from the initial
+    # (ImageNet) weights, and label-free pretraining waiting for that batch.
     assert cells.filter(role=Cell.Role.VALIDATION).count() == 9 * 2
-    assert Job.objects.filter(project=project, kind=Job.Kind.PRETRAIN, status=Job.Status.QUEUED).count() == 1
+    encoder = ModelVersion.objects.get(project=project, kind=ModelVersion.Kind.ENCODER)
+    assert encoder.artifacts["method"] == "none"
+    assert encoder.artifacts["backbone_kwargs"] == {"pretrained": True}
+    embed = Job.objects.get(project=project, kind=Job.Kind.EMBED)
+    assert embed.status == Job.Status.QUEUED and embed.params["encoder_version"] == encoder.pk
+    pretrain = Job.objects.get(project=project, kind=Job.Kind.PRETRAIN)
+    assert pretrain.status == Job.Status.WAITING and pretrain.params == {"minutes": 3.0}
+    assert "in the background" in out.getvalue()
 
     call_command("bootstrap_demo", stdout=StringIO())  # a second `make run` changes nothing
     assert Cell.objects.filter(project=project).count() == 9 * 12
     assert User.objects.get(username="admin").check_password(password)
     assert cells.filter(role=Cell.Role.VALIDATION).count() == 9 * 2
-    assert Job.objects.filter(project=project, kind=Job.Kind.PRETRAIN).count() == 1
+    assert Job.objects.filter(project=project).count() == 2
+    assert ModelVersion.objects.filter(project=project).count() == 1
 
 
 @pytest.mark.realdata

@@ -1,4 +1,5 @@
-"""Every task and every job kind goes to a queue that a worker started by `make run` reads.
+"""Every task and every job kind goes to a queue that a worker started by `make run` reads, and the encoder's
+training (pretraining, fine-tuning, indexing) never shares a worker with the loop's retrains there.
 
 The Makefile is read, not restated: a queue renamed there, or a task routed somewhere new, fails here."""
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from config.celery import app
+from jobs import dispatch
 from jobs.models import Job
-from jobs.routing import SWEEP_TASK, queue_for_kind
+from jobs.routing import LOOP_QUEUE, QUEUES, SIDE_QUEUE, SWEEP_TASK, TRAIN_QUEUE, queue_for_kind
 
 MAKEFILE = Path(__file__).resolve().parents[2] / "Makefile"
 
@@ -21,6 +23,12 @@ def _run_recipe() -> str:
     match = re.search(r"^run:.*?\n((?:\t.*\n|\s*\n)+)", text, flags=re.M)
     assert match, "no `run` target in the Makefile"
     return match.group(1).replace("\\\n", " ")
+
+
+def _make_worker_default_queues() -> set[str]:
+    match = re.search(r"^QUEUES \?= ([\w,]+)$", MAKEFILE.read_text(), flags=re.M)
+    assert match, "no default QUEUES for `make worker` in the Makefile"
+    return set(match.group(1).split(","))
 
 
 def _workers_started_by_make_run() -> list[tuple[set[str], bool]]:
@@ -66,3 +74,40 @@ def test_periodic_tasks_reach_the_worker_that_runs_the_beat(entry: str) -> None:
     task = app.conf.beat_schedule[entry]["task"]
     beat_queues = next(queues for queues, beat in _workers_started_by_make_run() if beat)
     assert _queue_celery_routes(task) in beat_queues
+
+
+@pytest.mark.parametrize(
+    ("kind", "queue"),
+    [
+        (Job.Kind.PRETRAIN, TRAIN_QUEUE),
+        (Job.Kind.FINETUNE, TRAIN_QUEUE),
+        (Job.Kind.EMBED, TRAIN_QUEUE),
+        (Job.Kind.RETRAIN, LOOP_QUEUE),
+        (Job.Kind.QUERY, LOOP_QUEUE),
+        (Job.Kind.IMPORT, LOOP_QUEUE),
+        (Job.Kind.EXPORT, SIDE_QUEUE),
+        (Job.Kind.MAP, SIDE_QUEUE),
+    ],
+)
+def test_training_goes_to_its_own_queue_and_dispatch_sends_it_there(
+    kind: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert queue_for_kind(kind) == queue
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        dispatch.current_app, "send_task", lambda name, args, queue: sent.append((name, queue))
+    )
+    dispatch.send_job(7, kind)
+    assert sent == [("leukoloop.run_job", queue)]
+
+
+def test_no_worker_of_make_run_holds_a_retrain_behind_a_pretraining() -> None:
+    """The bug this guards: every loop job shared one worker, so ten minutes of pretraining (or a
+    fine-tuning) delayed the retrain after each submitted batch by as much."""
+    for queues, _ in _workers_started_by_make_run():
+        assert not (LOOP_QUEUE in queues and TRAIN_QUEUE in queues), queues
+    assert any(queues == {TRAIN_QUEUE} for queues, _ in _workers_started_by_make_run())
+
+
+def test_make_worker_reads_every_queue_by_default() -> None:
+    assert _make_worker_default_queues() == set(QUEUES)

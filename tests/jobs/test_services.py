@@ -39,7 +39,7 @@ def test_progress_is_clamped_and_only_written_while_running(project: Project) ->
     assert (job.progress, job.message) == (1.0, "over")
 
 
-def test_exports_and_maps_go_to_the_side_queue_and_the_loop_to_its_own(
+def test_exports_and_maps_go_to_the_side_queue_training_to_its_own_and_the_loop_to_its_own(
     project: Project, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
     from types import SimpleNamespace
@@ -55,11 +55,13 @@ def test_exports_and_maps_go_to_the_side_queue_and_the_loop_to_its_own(
     monkeypatch.setattr(dispatch, "current_app", SimpleNamespace(send_task=send_task))
     with django_capture_on_commit_callbacks(execute=True):
         jobs = {kind: job_create(kind=kind, project=project) for kind in Job.Kind.values}
-    assert sorted(sent) == sorted(
-        (job.pk, "side" if kind in ("export", "map") else "celery") for kind, job in jobs.items()
-    )
+    queue = {"export": "side", "map": "side", "pretrain": "train", "finetune": "train", "embed": "train"}
+    assert sorted(sent) == sorted((job.pk, queue.get(kind, "celery")) for kind, job in jobs.items())
     # A job whose worker died goes back to the queue of its kind.
     sent.clear()
-    Job.objects.filter(pk__in=[jobs["map"].pk, jobs["retrain"].pk]).update(status=Job.Status.RUNNING)
-    assert sorted(job_requeue_stale()) == sorted([jobs["map"].pk, jobs["retrain"].pk])
-    assert sorted(sent) == sorted([(jobs["map"].pk, "side"), (jobs["retrain"].pk, "celery")])
+    died = [jobs["map"].pk, jobs["retrain"].pk, jobs["pretrain"].pk]
+    Job.objects.filter(pk__in=died).update(status=Job.Status.RUNNING)
+    assert sorted(job_requeue_stale()) == sorted(died)
+    assert sorted(sent) == sorted(
+        [(jobs["map"].pk, "side"), (jobs["retrain"].pk, "celery"), (jobs["pretrain"].pk, "train")]
+    )

@@ -2,6 +2,8 @@
 
 With no data, the demo project holds synthetic cells drawn by leukoloop (clearly marked). With
 ``--data <folder | manifest.csv | zip>`` it imports real cells instead, labels kept as hidden references.
+The loop starts at once (``loop.services.start``): the first batch comes from the encoder's ImageNet
+weights, and label-free pretraining follows in the background.
 Safe to run repeatedly: the admin keeps its password and re-imports add nothing.
 """
 
@@ -26,8 +28,8 @@ from annotation.services.memberships import membership_set
 from annotation.services.projects import project_get_or_create
 from annotation.taxonomy import BLOOD_SMEAR_CLASSES
 from jobs.models import Job
-from jobs.services import job_create
 from loop.models import ModelVersion
+from loop.services.start import loop_start
 
 SYNTHETIC_PROJECT = "Demo (synthetic cells)"
 REAL_PROJECT = "Leukocytes demo"
@@ -43,7 +45,9 @@ class Command(BaseCommand):
             "--pretrain-minutes",
             type=float,
             default=3.0,
-            help="Label-free pretraining before the first batch (a lead can pretrain longer later).",
+            help="Label-free pretraining in the background once the first batch (from the ImageNet "
+            "weights) is there; its encoder then indexes the cells again and the next batch uses it "
+            "(0: none; a lead can pretrain longer later).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -78,19 +82,26 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"admin login: {username} / {password}"))
 
     def _start_loop(self, project: Project, *, minutes: float) -> None:
-        """Hold out validation cells and queue the first pretraining, unless the loop already started."""
+        """Hold out validation cells and start the loop (first batch from the initial weights, then
+        pretraining in the background), unless it already started."""
         moved = hold_out_validation(project=project)
         if moved:
             self.stdout.write(f"held out {moved} reference-labelled cells for validation")
         started = (
             ModelVersion.objects.filter(project=project).exists()
-            or Job.objects.filter(project=project, kind=Job.Kind.PRETRAIN).exists()
+            or Job.objects.filter(project=project, kind__in=[Job.Kind.PRETRAIN, Job.Kind.EMBED]).exists()
         )
         if not started:
             Project.objects.filter(pk=project.pk).update(pretrain_minutes=minutes)
-            job_create(kind=Job.Kind.PRETRAIN, project=project)
+            project.refresh_from_db()
+            loop_start(project=project)
             self.stdout.write(
-                f"queued {minutes:g} minutes of label-free pretraining; the first batch follows"
+                "queued the first batch, from the encoder's initial weights"
+                + (
+                    f"; {minutes:g} minutes of label-free pretraining follow in the background"
+                    if minutes > 0
+                    else ""
+                )
             )
 
     def _ensure_admin(self, username: str) -> tuple[str, str]:

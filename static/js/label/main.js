@@ -469,8 +469,8 @@ if (start) {
   start.addEventListener("click", () =>
     act("Not started", async () => {
       const ok = await confirmDialog.ask(
-        "Pretrain a new encoder? It learns from every cell without labels, then re-indexes the cells and " +
-          "retrains the classifier: the loop waits for it (minutes to hours).",
+        "Pretrain a new encoder? It learns from every cell without labels in the background (minutes to " +
+          "hours) while labelling goes on; then the cells are re-indexed and the next batch comes from it.",
         { confirm: "Pretrain", cancel: "Cancel" },
       );
       if (!ok) return;
