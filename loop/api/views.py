@@ -129,15 +129,20 @@ class SkipSerializer(serializers.Serializer[dict[str, Any]]):
     cell = serializers.IntegerField()
 
 
+def _requested_item(request: Request, project_id: int, batch_id: int) -> QueryItem:
+    """The batch item named by the request's ``{"cell": id}``; outsiders and other batches get 404."""
+    project = project_for_user(user=request.user, project_id=project_id)
+    data = SkipSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    return get_object_or_404(
+        QueryItem, batch_id=batch_id, batch__project=project, cell_id=data.validated_data["cell"]
+    )
+
+
 class BatchSkipApi(APIView):
     @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
-        project = project_for_user(user=request.user, project_id=project_id)
-        data = SkipSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        item = get_object_or_404(
-            QueryItem, batch_id=batch_id, batch__project=project, cell_id=data.validated_data["cell"]
-        )
+        item = _requested_item(request, project_id, batch_id)
         query_item_skip(item=item, user=request.user)  # type: ignore[arg-type]
         return Response({"cell": item.cell_id, "skipped": True})
 
@@ -147,12 +152,7 @@ class BatchUnskipApi(APIView):
 
     @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
-        project = project_for_user(user=request.user, project_id=project_id)
-        data = SkipSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        item = get_object_or_404(
-            QueryItem, batch_id=batch_id, batch__project=project, cell_id=data.validated_data["cell"]
-        )
+        item = _requested_item(request, project_id, batch_id)
         query_item_unskip(item=item)
         return Response(item_for_annotator(item=item, user=request.user))
 
