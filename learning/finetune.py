@@ -331,6 +331,11 @@ def finetune(
         base_lrs = (*base_lrs, base_lrs[1])
     optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
     if probe_heads:
+        if recalibrate_bn:
+            # The probe must see the features training will start from: in train mode batch norm uses the
+            # batch's statistics, which for cells are far from the ImageNet running averages, so a probe
+            # fitted on those averages starts the fine-tune from a head that no longer fits its features.
+            _recalibrate_batch_norm(backbone, data, max(batch_size, 2), use_cl)
         _probe(backbone, data, targets, linear, class_weight, attr_head, attr_targets, use_cl, batch_size)
     udata: Tensor | None = None
     views: TwoViews | None = None

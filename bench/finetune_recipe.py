@@ -1,0 +1,226 @@
+"""Which fine-tuning recipe turns ~810 labels into the best cell-type model on 2 CPU cores?
+
+The loop benchmark (``python -m learning benchmark --finetune-every K``) answers "what does the product
+get", but each of its runs costs an hour here (8 query rounds, full re-embeddings). This script isolates
+the fine-tune itself so recipes can be compared side by side in one run: the same labelled cells (a
+stratified ``--per-class`` sample of the pool, per seed), the same test cells, one fine-tune per recipe,
+scored twice on the held-out test cells:
+
+* ``head``: the fine-tuned network's own softmax head (what a fine-tuned classifier would give);
+* ``product``: the loop's classifier (class-balanced logistic regression, one BLAS thread) fitted on the
+  fine-tuned embedding of the labelled cells, as ``loop.handlers.retraining`` does after a fine-tune.
+
+Budgets are in **epochs** (of the labelled cells), so a recipe's accuracy does not depend on how busy the
+shared machine was; the seconds are recorded beside it as context.
+
+Example (the command behind ``bench/results/finetune_recipe_*.json``)::
+
+    .venv/bin/python bench/finetune_recipe.py --pool var/bench/split/pool.csv --test var/bench/split/test.csv \
+        --image-size 96 --per-class 90 --seeds 1 --recipes supervised,lpft,semi \
+        --epochs 30 --image-cache var/cache --out bench/results/finetune_recipe_96.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from learning.benchmark import ALProblem  # noqa: E402
+from learning.data import CellImageDataset, read_manifest, sample_per_class  # noqa: E402
+from learning.finetune import finetune  # noqa: E402
+from learning.finetune_benchmark import (  # noqa: E402
+    attribute_matrix,
+    fit_and_score,
+    head_scores,
+    normalise,
+    raw_features,
+)
+from learning.semi import SemiSupervised  # noqa: E402
+
+# Each recipe is a set of keyword arguments of learning.finetune.finetune on top of the command line's.
+RECIPES: dict[str, dict[str, Any]] = {
+    "supervised": {},
+    "lpft": {"probe_heads": True},
+    "semi": {"semi": "fixmatch"},
+    "semi_lpft": {"semi": "fixmatch", "probe_heads": True},
+    "lpft_strong": {"probe_heads": True, "augment": "strong"},
+    "lpft_smooth": {"probe_heads": True, "label_smoothing": 0.1},
+}
+
+
+def build_problem(pool: list[Any], test: list[Any]) -> ALProblem:
+    classes = sorted({r.label for r in pool if r.label})
+    attributes = sorted({a for r in pool for a in r.attributes})
+    schema = {a: sorted({r.attributes[a] for r in [*pool, *test] if a in r.attributes}) for a in attributes}
+    empty = np.zeros((0, 1), dtype=np.float32)
+    return ALProblem(
+        pool_x=empty,
+        pool_y=np.array([r.label for r in pool]),
+        test_x=empty,
+        test_y=np.array([r.label for r in test]),
+        classes=classes,
+        test_sources=np.array([r.source for r in test]),
+        pool_attributes={a: np.array([r.attributes.get(a, "") for r in pool]) for a in attributes},
+        test_attributes={a: np.array([r.attributes.get(a, "") for r in test]) for a in attributes},
+        attribute_classes=schema,
+    )
+
+
+def make_encoder(args: argparse.Namespace) -> torch.nn.Module:
+    if args.encoder:
+        from learning.selfsup import load_encoder
+
+        model, _meta = load_encoder(args.encoder)
+        return model
+    from models_zoo import create_model
+
+    return create_model(args.backbone, pretrained=True)
+
+
+def run_recipe(
+    name: str,
+    args: argparse.Namespace,
+    problem: ALProblem,
+    pool_images: torch.Tensor,
+    test_images: torch.Tensor,
+    rows: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
+    options = dict(RECIPES[name])
+    semi = None
+    unlabelled = None
+    if options.pop("semi", None):
+        semi = SemiSupervised(threshold=args.semi_threshold, lambda_u=1.0, ratio=1)
+        rng = np.random.default_rng(seed + 7)
+        free = np.setdiff1d(np.arange(len(pool_images)), rows)
+        picked = np.sort(rng.choice(free, size=min(len(free), 4 * len(rows)), replace=False))
+        unlabelled = pool_images[torch.from_numpy(picked)]
+    lookup = {c: i for i, c in enumerate(problem.classes)}
+    labels = np.array([lookup[str(v)] for v in problem.pool_y[rows]], dtype=np.int64)
+    attributes = attribute_matrix(problem.pool_attributes, problem.attribute_classes, rows)
+    schema = {a: len(v) for a, v in problem.attribute_classes.items()}
+    backbone = make_encoder(args)
+    t0 = time.perf_counter()
+    result = finetune(
+        backbone,
+        pool_images[torch.from_numpy(rows)],
+        labels,
+        len(problem.classes),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=seed,
+        unlabelled=unlabelled,
+        semi=semi,
+        attributes=attributes,
+        attribute_schema=schema,
+        **options,
+    )
+    finetune_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test_raw = raw_features(result.backbone, test_images)
+    labelled_raw = raw_features(result.backbone, pool_images[torch.from_numpy(rows)])
+    embed_s = time.perf_counter() - t0
+    head = head_scores(problem, result, test_raw, n_boot=200, seed=seed)
+    # The product's classifier: embeddings of the labelled cells only (nothing is queried here).
+    pool_x = np.zeros((len(pool_images), labelled_raw.shape[1]), dtype=np.float32)
+    pool_x[rows] = normalise(labelled_raw)
+    mask = np.zeros(len(pool_images), dtype=bool)
+    mask[rows] = True
+    with threadpool_limits(limits=1):
+        product, _model = fit_and_score(
+            problem,
+            pool_x,
+            normalise(test_raw),
+            mask,
+            classifier="logreg",
+            class_weight="balanced",
+            seed=seed,
+            n_boot=200,
+        )
+    out = {
+        "recipe": name,
+        "seed": seed,
+        "labels": len(rows),
+        "options": {k: str(v) for k, v in options.items()},
+        "semi_threshold": args.semi_threshold if semi else None,
+        "epochs_done": round(result.epochs_done, 2),
+        "steps_done": result.steps_done,
+        "pseudo_label_rate": result.pseudo_label_rate,
+        "finetune_seconds": round(finetune_s, 1),
+        "embed_seconds": round(embed_s, 1),
+        "head": head,
+        "product": product,
+    }
+    return out
+
+
+def brief(report: dict[str, Any]) -> str:
+    src = report.get("per_source_macro_f1") or {}
+    return (
+        f"F1 {report['macro_f1']:.3f} pbc {src.get('pbc', float('nan')):.3f} "
+        f"blast {report['per_class_recall'].get('blast', float('nan')):.3f} "
+        f"attr {report.get('attribute_mean_macro_f1') or float('nan'):.3f} ece {report.get('ece', float('nan')):.3f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--encoder", type=Path, default=None, help="pretraining checkpoint (default: ImageNet)")
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--per-class", type=int, default=90)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--recipes", default="supervised,lpft,semi")
+    parser.add_argument("--epochs", type=float, default=30.0)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--semi-threshold", type=float, default=0.8)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--image-cache", type=Path, default=Path("var/cache"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    pool, test = read_manifest(args.pool), read_manifest(args.test)
+    problem = build_problem(pool, test)
+    pool_images = CellImageDataset(pool, args.image_size).preload(cache_dir=args.image_cache)
+    test_images = CellImageDataset(test, args.image_size).preload(cache_dir=args.image_cache)
+    index = {r.id: i for i, r in enumerate(pool)}
+    runs: list[dict[str, Any]] = []
+    for seed in range(args.seeds):
+        rows = np.array(sorted(index[r.id] for r in sample_per_class(pool, args.per_class, seed=seed)))
+        for name in args.recipes.split(","):
+            run = run_recipe(name, args, problem, pool_images, test_images, rows, seed)
+            runs.append(run)
+            print(
+                f"{name} seed {seed}: {run['epochs_done']} epochs in {run['finetune_seconds']} s | "
+                f"head {brief(run['head'])} | product {brief(run['product'])}",
+                flush=True,
+            )
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(
+                json.dumps(
+                    {"command": " ".join(sys.argv), "args": {k: str(v) for k, v in vars(args).items()},
+                     "load_average_end": os.getloadavg(), "runs": runs},
+                    indent=1,
+                )
+            )
+
+
+if __name__ == "__main__":
+    main()
