@@ -3,7 +3,9 @@
 Who may do what (outsiders get 404 on every object of a project, never 403, so ids do not leak):
 - every member (annotator and up): the project, its cells (never their reference labels), jobs, the loop's
   state, query batches with their provenance, model versions with their metrics, labelling;
-- annotators see only their own annotations; reviewers, leads and admins see everyone's.
+- annotators see only their own annotations; reviewers, leads and admins see everyone's;
+- where cells come from (import paths, patient and slide ids) and jobs' params and results: leads and
+  admins; jobs' tracebacks: admins (``annotation.roles``: the serializers leave the rest out).
 The loop's own endpoints (labelling, review, start, fine-tune) are in ``annotation.api.loop``.
 """
 
@@ -27,6 +29,7 @@ from annotation.api.serializers import (
     JobSerializer,
     ProjectSerializer,
     ProjectSettingsSerializer,
+    reader_context,
 )
 from annotation.models import Cell, Project
 from annotation.roles import LEADS
@@ -104,7 +107,8 @@ class ProjectDetailApi(APIView):
     responses={200: CellSerializer(many=True), **NOT_FOUND},
 )
 class CellListApi(generics.ListAPIView[Cell]):
-    """The project's cells, without their reference labels."""
+    """The project's cells, without their reference labels; where they come from (import path, patient,
+    slide) for leads and admins only."""
 
     serializer_class = CellSerializer
 
@@ -114,6 +118,17 @@ class CellListApi(generics.ListAPIView[Cell]):
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
         role = self.request.query_params.get("role")
         return selectors.cell_list(project=project, role=role if role in Cell.Role.values else None)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_reader(self)}
+
+
+def _reader(view: generics.GenericAPIView[Any]) -> dict[str, Any]:
+    """Whose eyes the answer of a project's list view is for (outsiders never get this far)."""
+    if schema_only(view):
+        return reader_context(None)
+    project = project_for_user(user=view.request.user, project_id=view.kwargs["project_id"])
+    return reader_context(selectors.project_role(user=view.request.user, project=project))
 
 
 @extend_schema(
@@ -139,6 +154,9 @@ class JobListApi(generics.ListAPIView[Job]):
                 jobs = jobs.filter(**{name: value})
         return jobs
 
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_reader(self)}
+
 
 class JobDetailApi(APIView):
     @extend_schema(responses={200: JobSerializer, **NOT_FOUND})
@@ -146,5 +164,6 @@ class JobDetailApi(APIView):
         job = Job.objects.filter(pk=job_id).first()
         if job is None or job.project is None:
             raise Http404("No such job")
-        project_for_user(user=request.user, project_id=job.project.pk)
-        return Response(JobSerializer(job).data)
+        project = project_for_user(user=request.user, project_id=job.project.pk)
+        role = selectors.project_role(user=request.user, project=project)
+        return Response(JobSerializer(job, context=reader_context(role)).data)

@@ -176,12 +176,22 @@ class CellSimilarApi(APIView):
         responses={200: OBJECT, **errors(400, 404)},
     )
     def get(self, request: Request, cell_id: int) -> Response:
+        """The cell's nearest neighbours in the latest index, each with its label: the resolved label for
+        reviewers, leads and admins; for annotators their own label only, as in the cell's history, so
+        that nobody else's label sways theirs."""
         from loop.handlers.inference import similar_cells
 
         cell = cell_for_user(user=request.user, cell_id=cell_id)
         k = int_param(request, "k")
         k = 8 if k is None else max(1, min(k, 50))
-        return Response(similar_cells(cell=cell, k=k))
+        similar = similar_cells(cell=cell, k=k)
+        if selectors.project_role(user=request.user, project=cell.project) not in REVIEWERS:
+            neighbours = similar["neighbours"]
+            mine = current_labels_of(user=request.user, cell_ids=[n["cell"] for n in neighbours])
+            for neighbour in neighbours:
+                own = mine.get(neighbour["cell"])
+                neighbour["label"] = own.label.name if own is not None and own.label is not None else None
+        return Response(similar)
 
 
 # --- Query batches --------------------------------------------------------------------------------
