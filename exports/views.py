@@ -9,7 +9,7 @@ from typing import Any
 
 from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -31,15 +31,34 @@ class ExportRequestSerializer(serializers.Serializer[dict[str, Any]]):
     format = serializers.ChoiceField(choices=[f.value for f in ExportFormat])
 
 
+class ExportJobSerializer(JobSerializer):
+    """An export job, with its format and, once it succeeded, where to download the file."""
+
+    format = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "format", "download_url"]
+
+    def get_format(self, job: Job) -> str | None:
+        value = job.params.get("format")
+        return str(value) if value is not None else None
+
+    def get_download_url(self, job: Job) -> str | None:
+        return f"/api/exports/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None
+
+
 def _summary(job: Job, role: str | None) -> dict[str, Any]:
-    data = dict(JobSerializer(job, context=reader_context(role)).data)
-    data["format"] = job.params.get("format")
-    data["download_url"] = f"/api/exports/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None
-    return data
+    return dict(ExportJobSerializer(job, context=reader_context(role)).data)
 
 
 class ExportListApi(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, **errors(403, 404)})
+    @extend_schema(
+        responses={
+            200: inline_serializer("ExportList", {"results": ExportJobSerializer(many=True)}),
+            **errors(403, 404),
+        }
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         role = require_role(user=request.user, project=project, roles=LEADS)
@@ -47,7 +66,7 @@ class ExportListApi(APIView):
         return Response({"results": [_summary(job, role) for job in jobs[:LIST_LIMIT]]})
 
     @extend_schema(
-        request=ExportRequestSerializer, responses={202: OpenApiTypes.OBJECT, **errors(400, 403, 404)}
+        request=ExportRequestSerializer, responses={202: ExportJobSerializer, **errors(400, 403, 404)}
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)

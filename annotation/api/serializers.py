@@ -12,9 +12,19 @@ from jobs.models import Job
 from jobs.selectors import error_summary
 
 M = TypeVar("M", bound=Model)
+# Ids are 64-bit (BigAutoField). A larger number in a request is refused as invalid: the database cannot
+# even compare it (SQLite raises OverflowError, PostgreSQL "out of range"), which would be a 500.
+MAX_ID = 2**63 - 1
 # Where a cell comes from: the import path names the hidden reference label for a folder import.
 CELL_PROVENANCE = ("original_name", "patient_id", "slide_id")
 LEADS_ONLY = "Leads and admins only: absent for annotators and reviewers."
+
+
+class IdField(serializers.IntegerField):
+    """The id of a row in a request body: 1 to ``MAX_ID``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
 
 
 def reader_context(role: str | None) -> dict[str, Any]:

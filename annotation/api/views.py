@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +25,7 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.access import project_for_user, require_role
 from annotation.api.serializers import (
+    MAX_ID,
     CellSerializer,
     ErrorSerializer,
     JobSerializer,
@@ -54,9 +56,23 @@ def int_param(request: Request, name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise ValidationError({name: f"must be an integer, not {value!r}"}) from exc
+    if abs(number) > MAX_ID:  # the database could not compare it (see MAX_ID)
+        raise ValidationError({name: f"must be at most {MAX_ID} in size"})
+    return number
+
+
+def str_param(request: Request, name: str) -> str | None:
+    """A text query parameter; one with a NUL character is refused (PostgreSQL cannot even compare it)."""
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    assert value is not None
+    if "\x00" in value:
+        raise ValidationError({name: "must not contain NUL characters"})
+    return value
 
 
 def bool_param(request: Request, name: str) -> bool | None:
@@ -71,9 +87,24 @@ def bool_param(request: Request, name: str) -> bool | None:
     raise ValidationError({name: f"must be true or false, not {value!r}"})
 
 
-@extend_schema(responses={200: ProjectSerializer(many=True)})
+class TokenApi(ObtainAuthToken):
+    """POST a username and password, get the token for ``Authorization: Token <key>``; wrong ones are
+    a 400."""
+
+    @extend_schema(
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            **errors(400),
+        }
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+@extend_schema(responses={200: ProjectSerializer(many=True), 404: ErrorSerializer})
 class ProjectListApi(generics.ListAPIView[Project]):
-    """The projects the caller is a member of (every project for a superuser)."""
+    """The projects the caller is a member of (every project for a superuser). A page beyond the last is
+    404, as on every list."""
 
     serializer_class = ProjectSerializer
 
