@@ -109,4 +109,9 @@ class SimilarSerializer(Shape):
     cell = serializers.IntegerField()
     index_version = serializers.IntegerField(allow_null=True, help_text="Null before the first index.")
     neighbours = NeighbourSerializer(many=True)
+    labels = serializers.ChoiceField(
+        choices=["resolved", "yours"],
+        help_text="Whose labels the neighbours carry: the resolved label (reviewers, leads, admins) or the "
+        "caller's own (annotators).",
+    )
     note = serializers.CharField(required=False, help_text="Why there are no neighbours, when it is known.")

@@ -196,13 +196,14 @@ class CellSimilarApi(APIView):
         k = int_param(request, "k")
         k = 8 if k is None else max(1, min(k, 50))
         similar = similar_cells(cell=cell, k=k)
-        if selectors.project_role(user=request.user, project=cell.project) not in REVIEWERS:
-            neighbours = similar["neighbours"]
-            mine = current_labels_of(user=request.user, cell_ids=[n["cell"] for n in neighbours])
-            for neighbour in neighbours:
-                own = mine.get(neighbour["cell"])
-                neighbour["label"] = own.label.name if own is not None and own.label is not None else None
-        return Response(similar)
+        if selectors.project_role(user=request.user, project=cell.project) in REVIEWERS:
+            return Response({**similar, "labels": "resolved"})
+        neighbours = similar["neighbours"]
+        mine = current_labels_of(user=request.user, cell_ids=[n["cell"] for n in neighbours])
+        for neighbour in neighbours:
+            own = mine.get(neighbour["cell"])
+            neighbour["label"] = own.label.name if own is not None and own.label is not None else None
+        return Response({**similar, "labels": "yours"})
 
 
 # --- Query batches --------------------------------------------------------------------------------

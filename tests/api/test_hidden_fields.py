@@ -75,7 +75,11 @@ def test_an_error_summary_is_the_first_line_cut_short() -> None:
 def test_similar_cells_show_annotators_only_their_own_labels(world: World) -> None:
     """Cell 2's neighbours are cells 0, 1 and 3: the annotator labelled cell 0, the reviewer cell 1."""
     url = f"/api/cells/{world.cells[2].pk}/similar/"
-    mine = {n["cell"]: n["label"] for n in get(world, "annotator", url)["neighbours"]}
+    annotator = get(world, "annotator", url)
+    mine = {n["cell"]: n["label"] for n in annotator["neighbours"]}
     assert mine == {world.cells[0].pk: "neutrophil", world.cells[1].pk: None, world.cells[3].pk: None}
-    everyone = {n["cell"]: n["label"] for n in get(world, "reviewer", url)["neighbours"]}
+    assert annotator["labels"] == "yours"
+    reviewer = get(world, "reviewer", url)
+    everyone = {n["cell"]: n["label"] for n in reviewer["neighbours"]}
     assert everyone[world.cells[1].pk] == REVIEWER_LABEL and everyone[world.cells[0].pk] == "neutrophil"
+    assert reviewer["labels"] == "resolved"
