@@ -21,6 +21,7 @@ from django.conf import settings
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Project
 from jobs.models import Job
+from jobs.selectors import error_summary
 from jobs.services import job_create
 from loop.models import ModelVersion
 from loop.selectors import latest_version
@@ -206,7 +207,7 @@ def embedding_map(project: Project, *, user: Any = None) -> dict[str, Any]:
         failed = _failed_since(project, index)
         if failed is not None:
             # Not started again: the page asks every few seconds and would queue failing job after job.
-            reason = failed.error.splitlines()[0] if failed.error else "no reason recorded"
+            reason = error_summary(failed.error) or "no reason recorded"
             return {
                 "index_version": index.version,
                 "points": None,

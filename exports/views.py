@@ -9,7 +9,7 @@ from typing import Any
 
 from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from annotation.access import project_for_user, require_role
 from annotation.api.errors import Conflict
-from annotation.api.serializers import JobSerializer
+from annotation.api.serializers import JobSerializer, reader_context
 from annotation.api.views import errors
 from annotation.roles import LEADS
 from annotation.selectors import project_role
@@ -31,27 +31,46 @@ class ExportRequestSerializer(serializers.Serializer[dict[str, Any]]):
     format = serializers.ChoiceField(choices=[f.value for f in ExportFormat])
 
 
-def _summary(job: Job) -> dict[str, Any]:
-    data = dict(JobSerializer(job).data)
-    data["format"] = job.params.get("format")
-    data["download_url"] = f"/api/exports/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None
-    return data
+class ExportJobSerializer(JobSerializer):
+    """An export job, with its format and, once it succeeded, where to download the file."""
+
+    format = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "format", "download_url"]
+
+    def get_format(self, job: Job) -> str | None:
+        value = job.params.get("format")
+        return str(value) if value is not None else None
+
+    def get_download_url(self, job: Job) -> str | None:
+        return f"/api/exports/{job.pk}/download" if job.status == Job.Status.SUCCEEDED else None
+
+
+def _summary(job: Job, role: str | None) -> dict[str, Any]:
+    return dict(ExportJobSerializer(job, context=reader_context(role)).data)
 
 
 class ExportListApi(APIView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, **errors(403, 404)})
+    @extend_schema(
+        responses={
+            200: inline_serializer("ExportList", {"results": ExportJobSerializer(many=True)}),
+            **errors(403, 404),
+        }
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
-        require_role(user=request.user, project=project, roles=LEADS)
+        role = require_role(user=request.user, project=project, roles=LEADS)
         jobs = Job.objects.filter(project=project, kind=Job.Kind.EXPORT).order_by("-created_at", "-id")
-        return Response({"results": [_summary(job) for job in jobs[:LIST_LIMIT]]})
+        return Response({"results": [_summary(job, role) for job in jobs[:LIST_LIMIT]]})
 
     @extend_schema(
-        request=ExportRequestSerializer, responses={202: OpenApiTypes.OBJECT, **errors(400, 403, 404)}
+        request=ExportRequestSerializer, responses={202: ExportJobSerializer, **errors(400, 403, 404)}
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
-        require_role(user=request.user, project=project, roles=LEADS)
+        role = require_role(user=request.user, project=project, roles=LEADS)
         data = ExportRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = export_request(
@@ -59,7 +78,7 @@ class ExportListApi(APIView):
             fmt=data.validated_data["format"],
             created_by=request.user,  # type: ignore[arg-type]  # IsAuthenticated: never anonymous here
         )
-        return Response(_summary(job), status=status.HTTP_202_ACCEPTED)
+        return Response(_summary(job, role), status=status.HTTP_202_ACCEPTED)
 
 
 class ExportDownloadApi(APIView):

@@ -9,6 +9,14 @@ from django.db.models import QuerySet
 from jobs.models import Job
 
 ACTIVE = (Job.Status.QUEUED, Job.Status.RUNNING, Job.Status.WAITING)
+# The longest error summary shown; a longer first line is cut.
+ERROR_SUMMARY_CHARS = 300
+
+
+def error_summary(error: str) -> str:
+    """The first line of a job's error (``Kind: message``), without the traceback that follows it."""
+    line = error.strip().splitlines()[0] if error.strip() else ""
+    return line if len(line) <= ERROR_SUMMARY_CHARS else line[: ERROR_SUMMARY_CHARS - 1] + "…"
 
 
 def job_list(*, project_id: int) -> QuerySet[Job]:
@@ -26,7 +34,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "status": job.status,
         "progress": round(job.progress, 4),
         "message": job.message,
-        "error": job.error.splitlines()[0] if job.error else "",
+        "error": error_summary(job.error),
         "created_at": job.created_at.isoformat(),
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }

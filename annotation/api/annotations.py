@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -15,15 +14,19 @@ from rest_framework.views import APIView
 
 from annotation.access import project_for_user, require_role
 from annotation.api.errors import Conflict
-from annotation.api.serializers import AnnotationSerializer
-from annotation.api.views import bool_param, errors, int_param, schema_only
+from annotation.api.responses import (
+    AnnotationsCreatedSerializer,
+    AnnotationSummarySerializer,
+    ReviewQueueSerializer,
+    UndoneSerializer,
+)
+from annotation.api.serializers import AnnotationSerializer, IdField
+from annotation.api.views import bool_param, errors, int_param, schema_only, str_param
 from annotation.models import Annotation, Cell, LabelClass, Project
 from annotation.roles import REVIEWERS
 from annotation.selectors import annotation_list, annotation_summary, review_queue
 from annotation.services.annotations import UnknownCellsError, annotation_withdraw, annotations_create
 from annotation.services.review import review_decide
-
-OBJECT = OpenApiTypes.OBJECT
 
 
 def _label(project: Project, name: str | None) -> LabelClass | None:
@@ -36,7 +39,7 @@ def _label(project: Project, name: str | None) -> LabelClass | None:
 
 
 class LabelSerializer(serializers.Serializer[dict[str, Any]]):
-    cells = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=500)
+    cells = serializers.ListField(child=IdField(), min_length=1, max_length=500)
     label = serializers.CharField(required=False, allow_null=True, allow_blank=True)  # type: ignore[assignment]
     unsure = serializers.BooleanField(default=False)
     attributes = serializers.DictField(child=serializers.CharField(), required=False)
@@ -75,14 +78,14 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
             project=project,
             user=request.user,
             cell_id=int_param(request, "cell"),
-            annotator=request.query_params.get("annotator") or None,
-            label=_label(project, request.query_params.get("label")),
+            annotator=str_param(request, "annotator"),
+            label=_label(project, str_param(request, "label")),
             origin=origin,
             unsure=bool_param(request, "unsure"),
             current_only=bool(bool_param(request, "current")),
         )
 
-    @extend_schema(request=LabelSerializer, responses={201: OBJECT, **errors(400, 404)})
+    @extend_schema(request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 404)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         data = LabelSerializer(data=request.data)
@@ -112,7 +115,7 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
 
 
 class AnnotationUndoApi(APIView):
-    @extend_schema(request=None, responses={200: OBJECT, **errors(403, 404, 409)})
+    @extend_schema(request=None, responses={200: UndoneSerializer, **errors(403, 404, 409)})
     def post(self, request: Request, annotation_id: int) -> Response:
         annotation = get_object_or_404(Annotation.objects.select_related("cell"), pk=annotation_id)
         project_for_user(user=request.user, project_id=annotation.cell.project_id)
@@ -131,7 +134,7 @@ class AnnotationUndoApi(APIView):
 
 
 class ReviewSerializer(serializers.Serializer[dict[str, Any]]):
-    cell = serializers.IntegerField()
+    cell = IdField()
     label = serializers.CharField()  # type: ignore[assignment]  # DRF's stubs think Field.label is a str
     attributes = serializers.DictField(child=serializers.CharField(), required=False)
 
@@ -140,13 +143,15 @@ class ReviewQueueApi(APIView):
     """The reviewer queue (cells flagged unsure or labelled differently) and final decisions. Reviewers,
     leads and admins."""
 
-    @extend_schema(responses={200: OBJECT, **errors(403, 404)})
+    @extend_schema(responses={200: ReviewQueueSerializer, **errors(403, 404)})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=REVIEWERS)
         return Response({"queue": review_queue(project=project)})
 
-    @extend_schema(request=ReviewSerializer, responses={201: OBJECT, **errors(400, 403, 404)})
+    @extend_schema(
+        request=ReviewSerializer, responses={201: AnnotationSummarySerializer, **errors(400, 403, 404)}
+    )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=REVIEWERS)

@@ -1,12 +1,52 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from django.db.models import Model
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from annotation.models import Annotation, Cell, LabelClass, Project
+from annotation.roles import SEES_PROVENANCE, SEES_TRACEBACKS
 from jobs.models import Job
+from jobs.selectors import error_summary
+
+M = TypeVar("M", bound=Model)
+# Ids are 64-bit (BigAutoField). A larger number in a request is refused as invalid: the database cannot
+# even compare it (SQLite raises OverflowError, PostgreSQL "out of range"), which would be a 500.
+MAX_ID = 2**63 - 1
+# Where a cell comes from: the import path names the hidden reference label for a folder import.
+CELL_PROVENANCE = ("original_name", "patient_id", "slide_id")
+LEADS_ONLY = "Leads and admins only: absent for annotators and reviewers."
+
+
+class IdField(serializers.IntegerField):
+    """The id of a row in a request body: 1 to ``MAX_ID``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+def reader_context(role: str | None) -> dict[str, Any]:
+    """The serializer context that says whose eyes an answer is for (``RoleScoped``)."""
+    return {"role": role}
+
+
+class RoleScoped(serializers.ModelSerializer[M]):
+    """A serializer whose answer depends on the reader's role (``context["role"]``, see ``reader_context``):
+    each field of ``restricted`` is left out unless the reader has one of its roles. Without a role in the
+    context every restricted field is left out, so a view that forgets to say who reads sees less, not
+    more. The schema lists the restricted fields as optional."""
+
+    restricted: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def to_representation(self, instance: M) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        role = self.context.get("role")
+        for name, roles in self.restricted.items():
+            if role not in roles:
+                data.pop(name, None)
+        return data
 
 
 class LabelClassSerializer(serializers.ModelSerializer[LabelClass]):
@@ -38,8 +78,11 @@ class ProjectSerializer(serializers.ModelSerializer[Project]):
         ]
 
 
-class CellSerializer(serializers.ModelSerializer[Cell]):
-    # Reference labels are hidden from this serializer on purpose: annotators must never see them.
+class CellSerializer(RoleScoped[Cell]):
+    """A cell. Reference labels are never shown; where the cell comes from (its import path, which names
+    the reference label for a folder import, its patient and slide) only to leads and admins."""
+
+    restricted = dict.fromkeys(CELL_PROVENANCE, SEES_PROVENANCE)
     image_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -57,12 +100,18 @@ class CellSerializer(serializers.ModelSerializer[Cell]):
             "role",
             "created_at",
         ]
+        extra_kwargs = {name: {"help_text": LEADS_ONLY} for name in CELL_PROVENANCE}
 
     def get_image_url(self, cell: Cell) -> str:
         return f"/cells/{cell.pk}/image"
 
 
-class JobSerializer(serializers.ModelSerializer[Job]):
+class JobSerializer(RoleScoped[Job]):
+    """A background job. Its params and result (server paths, imported file names) only for leads and
+    admins; its error in full (with the traceback) only for admins, its first line for everyone else."""
+
+    restricted = dict.fromkeys(("params", "result"), SEES_PROVENANCE)
+
     class Meta:
         model = Job
         fields = [
@@ -80,6 +129,17 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "started_at",
             "finished_at",
         ]
+        extra_kwargs = {
+            "params": {"help_text": LEADS_ONLY},
+            "result": {"help_text": LEADS_ONLY},
+            "error": {"help_text": "Admins read the whole error with its traceback, others its first line."},
+        }
+
+    def to_representation(self, instance: Job) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if self.context.get("role") not in SEES_TRACEBACKS:
+            data["error"] = error_summary(instance.error)
+        return data
 
 
 class AnnotationSerializer(serializers.ModelSerializer[Annotation]):

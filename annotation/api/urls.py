@@ -1,12 +1,11 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from annotation.api import annotations, members, views
 
 urlpatterns = [
     # Authentication: POST username and password, get a token for "Authorization: Token <key>".
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", views.TokenApi.as_view(), name="api-token"),
     # The API's description: OpenAPI 3 schema and Swagger UI (assets served locally, no CDN).
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

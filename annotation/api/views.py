@@ -3,7 +3,9 @@
 Who may do what (outsiders get 404 on every object of a project, never 403, so ids do not leak):
 - every member (annotator and up): the project, its cells (never their reference labels), jobs, the loop's
   state, query batches with their provenance, model versions with their metrics, labelling;
-- annotators see only their own annotations; reviewers, leads and admins see everyone's.
+- annotators see only their own annotations; reviewers, leads and admins see everyone's;
+- where cells come from (import paths, patient and slide ids) and jobs' params and results: leads and
+  admins; jobs' tracebacks: admins (``annotation.roles``: the serializers leave the rest out).
 The loop's own endpoints (labelling, review, start, fine-tune) are in ``annotation.api.loop``.
 """
 
@@ -12,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, serializers
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,11 +25,13 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.access import project_for_user, require_role
 from annotation.api.serializers import (
+    MAX_ID,
     CellSerializer,
     ErrorSerializer,
     JobSerializer,
     ProjectSerializer,
     ProjectSettingsSerializer,
+    reader_context,
 )
 from annotation.models import Cell, Project
 from annotation.roles import LEADS
@@ -51,9 +56,23 @@ def int_param(request: Request, name: str) -> int | None:
     if value in (None, ""):
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise ValidationError({name: f"must be an integer, not {value!r}"}) from exc
+    if abs(number) > MAX_ID:  # the database could not compare it (see MAX_ID)
+        raise ValidationError({name: f"must be at most {MAX_ID} in size"})
+    return number
+
+
+def str_param(request: Request, name: str) -> str | None:
+    """A text query parameter; one with a NUL character is refused (PostgreSQL cannot even compare it)."""
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    assert value is not None
+    if "\x00" in value:
+        raise ValidationError({name: "must not contain NUL characters"})
+    return value
 
 
 def bool_param(request: Request, name: str) -> bool | None:
@@ -68,9 +87,24 @@ def bool_param(request: Request, name: str) -> bool | None:
     raise ValidationError({name: f"must be true or false, not {value!r}"})
 
 
-@extend_schema(responses={200: ProjectSerializer(many=True)})
+class TokenApi(ObtainAuthToken):
+    """POST a username and password, get the token for ``Authorization: Token <key>``; wrong ones are
+    a 400."""
+
+    @extend_schema(
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            **errors(400),
+        }
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+@extend_schema(responses={200: ProjectSerializer(many=True), 404: ErrorSerializer})
 class ProjectListApi(generics.ListAPIView[Project]):
-    """The projects the caller is a member of (every project for a superuser)."""
+    """The projects the caller is a member of (every project for a superuser). A page beyond the last is
+    404, as on every list."""
 
     serializer_class = ProjectSerializer
 
@@ -104,7 +138,8 @@ class ProjectDetailApi(APIView):
     responses={200: CellSerializer(many=True), **NOT_FOUND},
 )
 class CellListApi(generics.ListAPIView[Cell]):
-    """The project's cells, without their reference labels."""
+    """The project's cells, without their reference labels; where they come from (import path, patient,
+    slide) for leads and admins only."""
 
     serializer_class = CellSerializer
 
@@ -114,6 +149,17 @@ class CellListApi(generics.ListAPIView[Cell]):
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
         role = self.request.query_params.get("role")
         return selectors.cell_list(project=project, role=role if role in Cell.Role.values else None)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_reader(self)}
+
+
+def _reader(view: generics.GenericAPIView[Any]) -> dict[str, Any]:
+    """Whose eyes the answer of a project's list view is for (outsiders never get this far)."""
+    if schema_only(view):
+        return reader_context(None)
+    project = project_for_user(user=view.request.user, project_id=view.kwargs["project_id"])
+    return reader_context(selectors.project_role(user=view.request.user, project=project))
 
 
 @extend_schema(
@@ -139,6 +185,9 @@ class JobListApi(generics.ListAPIView[Job]):
                 jobs = jobs.filter(**{name: value})
         return jobs
 
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_reader(self)}
+
 
 class JobDetailApi(APIView):
     @extend_schema(responses={200: JobSerializer, **NOT_FOUND})
@@ -146,5 +195,6 @@ class JobDetailApi(APIView):
         job = Job.objects.filter(pk=job_id).first()
         if job is None or job.project is None:
             raise Http404("No such job")
-        project_for_user(user=request.user, project_id=job.project.pk)
-        return Response(JobSerializer(job).data)
+        project = project_for_user(user=request.user, project_id=job.project.pk)
+        role = selectors.project_role(user=request.user, project=project)
+        return Response(JobSerializer(job, context=reader_context(role)).data)

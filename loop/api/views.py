@@ -8,7 +8,6 @@ from typing import Any
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
@@ -19,10 +18,21 @@ from rest_framework.views import APIView
 from annotation import selectors
 from annotation.access import cell_for_user, project_for_user, require_role
 from annotation.api.errors import Conflict
+from annotation.api.serializers import IdField
 from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schema_only
 from annotation.roles import LEADS, REVIEWERS
 from annotation.selectors import cell_history
 from jobs.selectors import job_summary
+from loop.api.responses import (
+    BatchItemSerializer,
+    CurrentBatchSerializer,
+    JobSummarySerializer,
+    LoopStateSerializer,
+    SimilarSerializer,
+    SkippedSerializer,
+    SubmittedSerializer,
+    WhySerializer,
+)
 from loop.api.serializers import (
     ModelVersionDetailSerializer,
     ModelVersionSerializer,
@@ -43,11 +53,9 @@ from loop.state import (
     loop_state,
 )
 
-OBJECT = OpenApiTypes.OBJECT
-
 
 class LoopStateApi(APIView):
-    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
+    @extend_schema(responses={200: LoopStateSerializer, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         return Response(loop_state(project=project))
@@ -62,7 +70,10 @@ class LoopStartApi(APIView):
     weights at once and pretrains in the background after it; one with an encoder pretrains a new one in
     the background (which then re-indexes the cells and retrains on the labels so far). Leads."""
 
-    @extend_schema(request=StartSerializer, responses={200: OBJECT, 202: OBJECT, **errors(400, 403, 404)})
+    @extend_schema(
+        request=StartSerializer,
+        responses={200: JobSummarySerializer, 202: JobSummarySerializer, **errors(400, 403, 404)},
+    )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=LEADS)
@@ -86,7 +97,7 @@ class FinetuneSerializer(serializers.Serializer[dict[str, Any]]):
 class LoopFinetuneApi(APIView):
     """Fine-tune the whole encoder on the labels so far (then re-embed, re-index and retrain). Leads."""
 
-    @extend_schema(request=FinetuneSerializer, responses={202: OBJECT, **errors(400, 403, 404)})
+    @extend_schema(request=FinetuneSerializer, responses={202: JobSummarySerializer, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=LEADS)
@@ -101,7 +112,7 @@ class LoopFinetuneApi(APIView):
 
 
 class CurrentBatchApi(APIView):
-    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
+    @extend_schema(responses={200: CurrentBatchSerializer, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         batch = current_batch(project)
@@ -114,7 +125,7 @@ class BatchSubmitApi(APIView):
     """Submit the batch: retrain, then build the next one. An untouched batch is refused (409,
     ``empty_batch``)."""
 
-    @extend_schema(request=None, responses={202: OBJECT, **errors(404, 409)})
+    @extend_schema(request=None, responses={202: SubmittedSerializer, **errors(404, 409)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         batch = get_object_or_404(QueryBatch, pk=batch_id, project=project)
@@ -126,7 +137,7 @@ class BatchSubmitApi(APIView):
 
 
 class SkipSerializer(serializers.Serializer[dict[str, Any]]):
-    cell = serializers.IntegerField()
+    cell = IdField()
 
 
 def _requested_item(request: Request, project_id: int, batch_id: int) -> QueryItem:
@@ -140,7 +151,7 @@ def _requested_item(request: Request, project_id: int, batch_id: int) -> QueryIt
 
 
 class BatchSkipApi(APIView):
-    @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
+    @extend_schema(request=SkipSerializer, responses={200: SkippedSerializer, **errors(400, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         item = _requested_item(request, project_id, batch_id)
         query_item_skip(item=item, user=request.user)  # type: ignore[arg-type]
@@ -150,7 +161,7 @@ class BatchSkipApi(APIView):
 class BatchUnskipApi(APIView):
     """Undo a skip: the cell is back in the batch."""
 
-    @extend_schema(request=SkipSerializer, responses={200: OBJECT, **errors(400, 404)})
+    @extend_schema(request=SkipSerializer, responses={200: BatchItemSerializer, **errors(400, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         item = _requested_item(request, project_id, batch_id)
         query_item_unskip(item=item)
@@ -158,7 +169,7 @@ class BatchUnskipApi(APIView):
 
 
 class CellWhyApi(APIView):
-    @extend_schema(responses={200: OBJECT, **NOT_FOUND})
+    @extend_schema(responses={200: WhySerializer, **NOT_FOUND})
     def get(self, request: Request, cell_id: int) -> Response:
         """Why the cell was queried (every batch that chose it) and its label history. Annotators see
         only their own labels in the history, so that nobody else's label sways theirs."""
@@ -173,15 +184,26 @@ class CellWhyApi(APIView):
 class CellSimilarApi(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("k", int, description="How many neighbours (1 to 50, default 8).")],
-        responses={200: OBJECT, **errors(400, 404)},
+        responses={200: SimilarSerializer, **errors(400, 404)},
     )
     def get(self, request: Request, cell_id: int) -> Response:
+        """The cell's nearest neighbours in the latest index, each with its label: the resolved label for
+        reviewers, leads and admins; for annotators their own label only, as in the cell's history, so
+        that nobody else's label sways theirs."""
         from loop.handlers.inference import similar_cells
 
         cell = cell_for_user(user=request.user, cell_id=cell_id)
         k = int_param(request, "k")
         k = 8 if k is None else max(1, min(k, 50))
-        return Response(similar_cells(cell=cell, k=k))
+        similar = similar_cells(cell=cell, k=k)
+        if selectors.project_role(user=request.user, project=cell.project) in REVIEWERS:
+            return Response({**similar, "labels": "resolved"})
+        neighbours = similar["neighbours"]
+        mine = current_labels_of(user=request.user, cell_ids=[n["cell"] for n in neighbours])
+        for neighbour in neighbours:
+            own = mine.get(neighbour["cell"])
+            neighbour["label"] = own.label.name if own is not None and own.label is not None else None
+        return Response({**similar, "labels": "yours"})
 
 
 # --- Query batches --------------------------------------------------------------------------------

@@ -1,12 +1,20 @@
 """A small project built with the services, without images or a trained loop: members of every role, an
-outsider, cells with hidden reference labels, annotations, a job, model versions and a query batch."""
+outsider, cells with hidden reference labels, annotations, jobs, model versions, an index and a query batch.
+
+Every field that some role must not read carries a sentinel string (tests/api/sentinels.py says which role
+may read which): the cells' import paths name their hidden reference label as a folder import would, the
+cells carry patient and slide ids, the jobs carry server paths in their params and result and a
+traceback in their error. The matrices scan every response body for them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
@@ -15,16 +23,28 @@ from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
 from annotation.services.projects import project_create
 from jobs.models import Job
+from learning.embeddings import save_embeddings
+from learning.index import EmbeddingIndex
 from loop.models import ModelVersion, QueryBatch, QueryItem
+from tests.api.sentinels import (
+    ARTIFACT_PATH,
+    CELL_MARKER,
+    IMPORT_RESULT_MARKER,
+    JOB_ERROR_SUMMARY,
+    PARAMS_PATH,
+    PATIENT_MARKER,
+    REFERENCE_MARKER,
+    SLIDE_MARKER,
+    TRACEBACK_MARKER,
+)
 
 PASSWORD = "pw-api-test-123"
 # Strings that must never reach the wrong reader.
 PROJECT_NAME = "alpha-confidential"
-CELL_MARKER = "SECRETCELL"  # in every cell's original_name: outsiders must never see it
 REFERENCE_LABEL = "basophil"  # every cell's hidden reference label; nobody labels or suggests it
-REFERENCE_MARKER = "REFSECRET"  # in every cell's reference_attributes
+# CELL_MARKER is in every cell's original_name, after the reference label as a folder import writes it
+# ("basophil/alpha-confidential/SECRETCELL-0.png"): outsiders, annotators and reviewers never see it.
 REVIEWER_LABEL = "lymphocyte"  # only the reviewer gives it: annotators must not see it
-ARTIFACT_PATH = "/srv/secret-artifacts/clf.joblib"  # server paths are never shown
 
 
 @dataclass
@@ -37,7 +57,10 @@ class World:
     annotator_label: Annotation
     reviewer_label: Annotation
     job: Job
+    failed_job: Job
+    import_job: Job
     encoder: ModelVersion
+    index: ModelVersion
     classifier: ModelVersion
     batch: QueryBatch
     other_batch: QueryBatch
@@ -58,9 +81,59 @@ def _cell(project: Project, i: int, reference: str | None) -> Cell:
         content_hash=f"{i:064d}",
         width=8,
         height=8,
-        original_name=f"{project.name}/{CELL_MARKER}-{i}.png",
+        original_name=f"{reference or 'unlabelled'}/{project.name}/{CELL_MARKER}-{i}.png",
+        patient_id=f"{PATIENT_MARKER}-{i}",
+        slide_id=f"{SLIDE_MARKER}-{i}",
         reference_label=project.classes.get(name=reference) if reference else None,
         reference_attributes={"cell_size": REFERENCE_MARKER},
+    )
+
+
+def _index(project: Project, encoder: ModelVersion, cells: list[Cell]) -> ModelVersion:
+    """A real FAISS index over made-up embeddings of ``cells``, so that ``similar`` answers neighbours."""
+    folder = Path(settings.LEUKOLOOP_ARTIFACTS_DIR) / f"project-{project.pk}" / "index-fixture"
+    ids = np.array([cell.pk for cell in cells], dtype=np.int64)
+    emb = np.random.default_rng(0).normal(size=(len(cells), 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    save_embeddings(folder / "embeddings", ids.astype(str), emb)
+    EmbeddingIndex.build(emb, ids).save(folder / "index")
+    return ModelVersion.objects.create(
+        project=project,
+        kind=ModelVersion.Kind.INDEX,
+        version=1,
+        parent=encoder,
+        artifacts={"embeddings": str(folder / "embeddings"), "index": str(folder / "index")},
+    )
+
+
+def _failed_job(project: Project) -> Job:
+    return Job.objects.create(
+        project=project,
+        kind=Job.Kind.RETRAIN,
+        status=Job.Status.FAILED,
+        message="failed",
+        params={"batch": 1, "artifacts": PARAMS_PATH},
+        error=(
+            f"{JOB_ERROR_SUMMARY}\n\nTraceback (most recent call last):\n"
+            f'  File "{TRACEBACK_MARKER}.py", line 7, in run\n    raise RuntimeError\n'
+        ),
+    )
+
+
+def _import_job(project: Project, cells: list[Cell]) -> Job:
+    """An import as ``annotation.handlers.run_import`` records it: the source folder in its params, the
+    file names (which name the reference label) in its result."""
+    return Job.objects.create(
+        project=project,
+        kind=Job.Kind.IMPORT,
+        status=Job.Status.SUCCEEDED,
+        message="done",
+        params={"source": f"{PARAMS_PATH}/import", "labels": "reference"},
+        result={
+            "imported": len(cells),
+            "duplicates": [{"name": f"{REFERENCE_LABEL}/{IMPORT_RESULT_MARKER}.png", "same_as": cells[0].pk}],
+            "errors": [],
+        },
     )
 
 
@@ -92,6 +165,7 @@ def world(db: None) -> World:
     encoder = ModelVersion.objects.create(
         project=project, kind=ModelVersion.Kind.ENCODER, version=1, metrics={"loss": 1.5}
     )
+    index = _index(project, encoder, cells)
     classifier = ModelVersion.objects.create(
         project=project,
         kind=ModelVersion.Kind.CLASSIFIER,
@@ -126,7 +200,10 @@ def world(db: None) -> World:
         annotator_label=annotator_label,
         reviewer_label=reviewer_label,
         job=job,
+        failed_job=_failed_job(project),
+        import_job=_import_job(project, cells),
         encoder=encoder,
+        index=index,
         classifier=classifier,
         batch=batch,
         other_batch=other_batch,

@@ -79,7 +79,8 @@ def test_batches_list_and_detail_with_provenance(world: World) -> None:
 def test_model_versions_with_metrics_but_no_server_paths(world: World) -> None:
     client = client_for(world.users["annotator"])
     versions = get(client, f"/api/projects/{world.project.pk}/models/")
-    assert {(v["kind"], v["version"]) for v in versions["results"]} == {("encoder", 1), ("classifier", 1)}
+    kinds = {(v["kind"], v["version"]) for v in versions["results"]}
+    assert kinds == {("encoder", 1), ("index", 1), ("classifier", 1)}
     classifiers = get(client, f"/api/projects/{world.project.pk}/models/?kind=classifier")["results"]
     assert [v["metrics"]["macro_f1"] for v in classifiers] == [0.5]
     assert classifiers[0]["label_count"] == 1 and classifiers[0]["artifact_names"] == ["classifier", "kind"]

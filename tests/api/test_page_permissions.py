@@ -39,6 +39,7 @@ from tests.api.conftest import (
     World,
     client_for,
 )
+from tests.api.sentinels import JOB_ERROR_SUMMARY, TRACEBACK_MARKER, assert_nothing_hidden
 
 pytestmark = pytest.mark.django_db
 
@@ -257,6 +258,14 @@ def pages(world: World, settings: Any, tmp_path: Path) -> World:
     )
     export_path(job).parent.mkdir(parents=True, exist_ok=True)
     export_path(job).write_text("path,label\n")
+    # A failed export: the export list shows leads its error, never its traceback.
+    Job.objects.create(
+        project=world.project,
+        kind=Job.Kind.EXPORT,
+        status=Job.Status.FAILED,
+        params={"format": "csv"},
+        error=f'{JOB_ERROR_SUMMARY}\n\nTraceback (most recent call last):\n  File "{TRACEBACK_MARKER}.py"',
+    )
     world.export_job = job  # type: ignore[attr-defined]
     return world
 
@@ -264,12 +273,9 @@ def pages(world: World, settings: Any, tmp_path: Path) -> World:
 def saliency_servable(world: World) -> None:
     """A cached saliency map of cell 1 under an encoder -> index -> classifier chain: the view serves the
     cache without loading a model, so the permission check is what is tested, not Grad-CAM (which
-    tests/learning covers with a trained model). Only for the saliency row: the dashboard would try to
-    read the index's (absent) embeddings."""
-    index = ModelVersion.objects.create(
-        project=world.project, kind=ModelVersion.Kind.INDEX, version=1, parent=world.encoder
-    )
-    ModelVersion.objects.filter(pk=world.classifier.pk).update(parent=index)
+    tests/learning covers with a trained model). Only for the saliency row: elsewhere the classifier stays
+    without an index, so the evaluation report has nothing to score."""
+    ModelVersion.objects.filter(pk=world.classifier.pk).update(parent=world.index)
     cache = Path(django_settings.LEUKOLOOP_ARTIFACTS_DIR) / f"project-{world.project.pk}" / "saliency"
     cache.mkdir(parents=True)
     version = world.classifier.version
@@ -375,6 +381,8 @@ def test_page_permission_matrix(pages: World, role: str, case: Case) -> None:
     text = _text(response, data)
     # Never, for anyone: reference attributes of cells, server paths of model files.
     assert REFERENCE_MARKER not in text and ARTIFACT_PATH not in text, (role, case.url)
+    # Nor, for each role, any string planted where that role may not read (tests/api/sentinels.py).
+    assert_nothing_hidden(role, text, f"{case.method} {case.url}")
     if role == "annotator":
         # Annotators never see reference labels (the word itself appears on no page they may open).
         assert "reference" not in text.lower(), (case.url, text[:500])
@@ -408,6 +416,7 @@ def test_anonymous_callers_are_sent_to_log_in(pages: World, case: Case) -> None:
     assert response.status_code == expected, (case.url, data[:300])
     text = data.decode()
     assert PROJECT_NAME not in text and CELL_MARKER not in text
+    assert_nothing_hidden(None, text, case.url)
     if expected == 302 and case.login_required:
         url = case.url.format(**ids(pages, "anonymous"))
         assert response["Location"] == f"/accounts/login/?next={url}", response["Location"]

@@ -25,6 +25,7 @@ from tests.api.conftest import (
     World,
     client_for,
 )
+from tests.api.sentinels import assert_nothing_hidden
 
 pytestmark = pytest.mark.django_db
 
@@ -81,8 +82,12 @@ CASES = [
         members(204, **ADMINS_ONLY),
     ),
     Case("api-cell-list", "GET", "/api/projects/{project}/cells/", members(200)),
+    Case("api-cell-list", "GET", "/api/projects/{project}/cells/?role=pool", members(200)),
     Case("api-job-list", "GET", "/api/projects/{project}/jobs/", members(200)),
+    Case("api-job-list", "GET", "/api/projects/{project}/jobs/?status=failed", members(200)),
     Case("api-job-detail", "GET", "/api/jobs/{job}/", members(200)),
+    Case("api-job-detail", "GET", "/api/jobs/{failed_job}/", members(200)),
+    Case("api-job-detail", "GET", "/api/jobs/{import_job}/", members(200)),
     Case("api-batch-list", "GET", "/api/projects/{project}/batches/", members(200)),
     Case("api-batch-detail", "GET", "/api/projects/{project}/batches/{batch}/", members(200)),
     Case("api-batch-current", "GET", "/api/projects/{project}/batches/current/", members(200)),
@@ -92,7 +97,10 @@ CASES = [
     Case("api-annotate", "GET", "/api/projects/{project}/annotations/", members(200)),
     Case("api-review", "GET", "/api/projects/{project}/review/", members(200, **REVIEWERS_ONLY)),
     Case("api-cell-why", "GET", "/api/cells/{cell1}/why/", members(200)),
-    Case("api-cell-similar", "GET", "/api/cells/{cell1}/similar/", members(200)),
+    Case("api-cell-why", "GET", "/api/cells/{cell0}/why/", members(200)),
+    # The neighbours of cell 2 are cells 0, 1 and 3: cell 1 carries the reviewer's label, cell 0 the
+    # annotator's.
+    Case("api-cell-similar", "GET", "/api/cells/{cell2}/similar/", members(200)),
     Case(
         "api-loop-start",
         "POST",
@@ -192,10 +200,13 @@ def ids(world: World, role: str) -> dict[str, Any]:
         "project": world.project.pk,
         "other": world.other.pk,
         "job": world.job.pk,
+        "failed_job": world.failed_job.pk,
+        "import_job": world.import_job.pk,
         "batch": world.batch.pk,
         "other_batch": world.other_batch.pk,
         "classifier": world.classifier.pk,
         "other_version": world.other_version.pk,
+        "cell0": world.cells[0].pk,
         "cell1": world.cells[1].pk,
         "cell2": world.cells[2].pk,
         "cell3": world.cells[3].pk,
@@ -249,8 +260,13 @@ def test_permission_matrix(world: World, role: str, case: Case) -> None:
     assert response.status_code == expected, (role, case.url, response.content[:500])
     text = response.content.decode()
     assert expected == 204 or response["Content-Type"].startswith("application/json")
-    # Never, for anyone: reference labels and attributes of cells, server paths of model files.
-    assert "reference" not in text and REFERENCE_MARKER not in text and ARTIFACT_PATH not in text
+    # Never, for anyone: reference labels and attributes of cells, server paths of model files. (Leads
+    # and admins read the import job's params, which say its labels were imported as "reference".)
+    assert "reference_" not in text and REFERENCE_MARKER not in text and ARTIFACT_PATH not in text
+    if role in ("annotator", "reviewer", "outsider"):
+        assert "reference" not in text
+    # Nor, for each role, any string planted where that role may not read (tests/api/sentinels.py).
+    assert_nothing_hidden(role, text, f"{case.method} {case.url}")
     if expected >= 400:
         assert_error(response, expected)
     if role == "outsider":
@@ -277,6 +293,7 @@ def test_anonymous_callers_must_authenticate(world: World, case: Case) -> None:
     assert response["WWW-Authenticate"] == "Token"
     assert_error(response, 401)
     assert PROJECT_NAME not in response.content.decode()
+    assert_nothing_hidden(None, response.content.decode(), case.url)
 
 
 @pytest.mark.parametrize("role", MEMBERS)

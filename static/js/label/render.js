@@ -115,15 +115,16 @@ export function renderWhy(title, body, cell, data) {
   fill(body, el("ul", { id: "why-list" }, rows), history.length ? [el("h4", {}, "History"), el("ul", {}, history)] : null);
 }
 
-/** The cell's nearest neighbours with their labels. */
+/** The cell's nearest neighbours with their labels (an annotator's own labels only: data.labels "yours"). */
 export function renderSimilar(title, body, cell, data, byName) {
   title.textContent = `Cells like ${cell}`;
+  const none = data.labels === "yours" ? "not labelled by you" : "unlabelled";
   const figures = data.neighbours.map((n) =>
     el(
       "figure",
       {},
       el("img", { src: n.image_url, alt: `cell ${n.cell}` }),
-      el("figcaption", {}, `${n.label ? displayName(byName, n.label) : "unlabelled"} · ${Number(n.similarity).toFixed(2)}`),
+      el("figcaption", {}, `${n.label ? displayName(byName, n.label) : none} · ${Number(n.similarity).toFixed(2)}`),
     ),
   );
   fill(body, el("div", { className: "similar", id: "similar-list" }, figures));

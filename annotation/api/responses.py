@@ -1,0 +1,71 @@
+"""The shapes of the API's answers that are built as dicts by the selectors rather than by a model
+serializer (``annotation.selectors.annotation_summary``, ``review_queue``, ``jobs.selectors.job_summary``):
+described here for the OpenAPI schema only, so that clients and the schemathesis run
+(tests/api/test_fuzz.py) hold the views to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from annotation.models import Annotation
+from jobs.models import Job
+
+Shape = serializers.Serializer[dict[str, Any]]
+
+
+class JobSummarySerializer(Shape):
+    """A job as the labelling page polls it (``jobs.selectors.job_summary``): its error's first line only."""
+
+    id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=Job.Kind.choices)
+    status = serializers.ChoiceField(choices=Job.Status.choices)
+    progress = serializers.FloatField(min_value=0.0, max_value=1.0)
+    message = serializers.CharField(allow_blank=True)
+    error = serializers.CharField(allow_blank=True, help_text="The first line of the error, if it failed.")
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class AnnotationSummarySerializer(Shape):
+    """One label as the labelling page and the review queue show it."""
+
+    id = serializers.IntegerField()
+    cell = serializers.IntegerField()
+    # (type: DRF's stubs take ``label`` for Field.label, the field's title)
+    label = serializers.CharField(  # type: ignore[assignment]
+        allow_null=True, help_text="The class's name; null when only unsure."
+    )
+    unsure = serializers.BooleanField()
+    attributes = serializers.DictField(child=serializers.CharField())
+    origin = serializers.ChoiceField(choices=Annotation.Origin.choices)
+    annotator = serializers.CharField(allow_null=True, help_text="Null for labels that came with an import.")
+    created_at = serializers.DateTimeField()
+
+
+class HistoryEntrySerializer(AnnotationSummarySerializer):
+    current = serializers.BooleanField()
+    withdrawn = serializers.BooleanField()
+
+
+class AnnotationsCreatedSerializer(Shape):
+    annotations = AnnotationSummarySerializer(many=True)
+
+
+class UndoneSerializer(Shape):
+    withdrawn = serializers.IntegerField(help_text="The annotation taken back.")
+    restored = AnnotationSummarySerializer(
+        allow_null=True, help_text="The caller's earlier label of the cell, current again (if any)."
+    )
+
+
+class ReviewEntrySerializer(Shape):
+    cell = serializers.IntegerField()
+    image_url = serializers.CharField()
+    reason = serializers.ChoiceField(choices=["unsure", "disagreement"])
+    annotations = AnnotationSummarySerializer(many=True)
+
+
+class ReviewQueueSerializer(Shape):
+    queue = ReviewEntrySerializer(many=True)

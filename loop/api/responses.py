@@ -1,0 +1,117 @@
+"""The shapes of the loop API's answers that ``loop.state`` and ``loop.handlers.inference`` build as dicts:
+described here for the OpenAPI schema only (see ``annotation.api.responses``)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from annotation.api.responses import (
+    AnnotationSummarySerializer,
+    HistoryEntrySerializer,
+    JobSummarySerializer,
+    Shape,
+)
+from loop.state import STAGE_OF_KIND
+
+STAGES = [*STAGE_OF_KIND.values(), "ready", "idle"]
+
+
+class BatchSummarySerializer(Shape):
+    """A query batch and the provenance of its choice (``loop.state.batch_summary``)."""
+
+    id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    strategy = serializers.CharField(help_text="The strategy that ran (cold start replaces some).")
+    requested_strategy = serializers.CharField()
+    classifier_version = serializers.IntegerField(allow_null=True)
+    index_version = serializers.IntegerField(allow_null=True)
+    labelled_count = serializers.IntegerField(help_text="Labels in the project when the batch was chosen.")
+    created_at = serializers.DateTimeField()
+    submitted = serializers.BooleanField()
+
+
+class BatchItemSerializer(Shape):
+    """One cell of a batch as the labelling page shows it, with the caller's own current label."""
+
+    cell = serializers.IntegerField()
+    rank = serializers.IntegerField()
+    image_url = serializers.CharField()
+    score = serializers.FloatField(allow_null=True)
+    suggestion = serializers.CharField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+    skipped = serializers.BooleanField()
+    mine = AnnotationSummarySerializer(allow_null=True)
+
+
+class BatchWithItemsSerializer(BatchSummarySerializer):
+    items = BatchItemSerializer(many=True)
+
+
+class CurrentBatchSerializer(Shape):
+    batch = BatchWithItemsSerializer(allow_null=True, help_text="Null before the first batch.")
+
+
+class LabelCountSerializer(Shape):
+    count = serializers.IntegerField()
+    budget = serializers.IntegerField()
+
+
+class LoopStateSerializer(Shape):
+    """What the labelling page polls (``loop.state.loop_state``)."""
+
+    project = serializers.IntegerField()
+    stage = serializers.ChoiceField(choices=STAGES)
+    jobs = JobSummarySerializer(many=True, help_text="The loop's queued, waiting and running jobs.")
+    last_failed = JobSummarySerializer(allow_null=True)
+    encoder_version = serializers.IntegerField(allow_null=True)
+    index_version = serializers.IntegerField(allow_null=True)
+    classifier_version = serializers.IntegerField(allow_null=True)
+    validation_macro_f1 = serializers.FloatField(allow_null=True)
+    batch = BatchSummarySerializer(allow_null=True)
+    labels = LabelCountSerializer()
+    review_count = serializers.IntegerField()
+
+
+class SubmittedSerializer(Shape):
+    retrain_job = JobSummarySerializer()
+
+
+class SkippedSerializer(Shape):
+    cell = serializers.IntegerField()
+    skipped = serializers.BooleanField()
+
+
+class ProvenanceSerializer(BatchSummarySerializer):
+    """One batch that chose the cell: why (rank, score) and what the model suggested."""
+
+    batch = serializers.IntegerField(help_text="The batch's number.")
+    rank = serializers.IntegerField()
+    batch_size = serializers.IntegerField()
+    score = serializers.FloatField(allow_null=True)
+    suggestion = serializers.CharField(allow_null=True)
+    confidence = serializers.FloatField(allow_null=True)
+
+
+class WhySerializer(Shape):
+    cell = serializers.IntegerField()
+    queried = ProvenanceSerializer(many=True)
+    history = HistoryEntrySerializer(many=True)
+
+
+class NeighbourSerializer(Shape):
+    cell = serializers.IntegerField()
+    image_url = serializers.CharField()
+    similarity = serializers.FloatField()
+    label = serializers.CharField(allow_null=True)  # type: ignore[assignment]  # DRF stubs: Field.label
+
+
+class SimilarSerializer(Shape):
+    cell = serializers.IntegerField()
+    index_version = serializers.IntegerField(allow_null=True, help_text="Null before the first index.")
+    neighbours = NeighbourSerializer(many=True)
+    labels = serializers.ChoiceField(
+        choices=["resolved", "yours"],
+        help_text="Whose labels the neighbours carry: the resolved label (reviewers, leads, admins) or the "
+        "caller's own (annotators).",
+    )
+    note = serializers.CharField(required=False, help_text="Why there are no neighbours, when it is known.")
