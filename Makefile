@@ -10,6 +10,10 @@ DATA ?=
 # Tests keep their database, broker folders and media apart from the ones `make run` uses.
 TEST_VAR := $(CURDIR)/var/test
 PG_URL ?= postgres://postgres@127.0.0.1:5432/leukoloop
+# With DEBUG off the settings refuse to load without a secret key: unless DJANGO_SECRET_KEY is set, `make run`
+# and `make serve` keep a random one here (config/env.py reads it), made once, readable by its owner only.
+VAR_DIR := $(or $(LEUKOLOOP_VAR_DIR),$(CURDIR)/var)
+SECRET_KEY_FILE := $(VAR_DIR)/secret-key
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: run test install lint jstest pytest migrate worker clean bench-import browser
@@ -44,7 +48,11 @@ $(NODE):
 jstest: $(NODE)
 	$(NODE) --test --test-reporter=spec tests/js/*.test.mjs
 
-migrate: install
+$(SECRET_KEY_FILE): | $(VENV)/.installed
+	@mkdir -p $(@D)
+	@umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+
+migrate: install $(SECRET_KEY_FILE)
 	$(PY) manage.py migrate --no-input
 
 ## make run [DATA=folder|manifest.csv|zip]: the platform on an embedded default (SQLite, filesystem broker)
@@ -65,7 +73,7 @@ run: migrate
 ## make worker: one more worker for every queue (QUEUES=celery for the loop's retrains and batches only,
 ## QUEUES=train for pretraining, fine-tuning and indexing, QUEUES=side for exports and maps)
 QUEUES ?= celery,train,side
-worker: install
+worker: install $(SECRET_KEY_FILE)
 	$(BIN)/celery -A config worker --queues=$(QUEUES) --loglevel=INFO --concurrency=1 --pool=solo
 
 lint: install

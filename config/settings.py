@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_str, secret_key
 
 # Lets admin and other generic classes be subscripted (ModelAdmin[Cell]) at run time, as the type stubs want.
 django_stubs_ext.monkeypatch()
@@ -23,9 +23,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LEUKOLOOP_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# A fixed development key is only acceptable when DEBUG is on or nothing is served beyond localhost;
-# production deployments must set DJANGO_SECRET_KEY.
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "leukoloop-insecure-local-key-change-me")
+# DJANGO_SECRET_KEY, or the random key `make run` keeps in var/secret-key; with DEBUG off and neither, the
+# settings refuse to load (config/env.py says why).
+SECRET_KEY_FILE = VAR_DIR / "secret-key"
+SECRET_KEY = secret_key(debug=DEBUG, kept=SECRET_KEY_FILE)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
