@@ -8,6 +8,7 @@ to Redis. Background work always runs in a separate worker process, never inside
 from __future__ import annotations
 
 import importlib.util
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -39,7 +40,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens: stored as digests, with an expiry, one per log-in, revocable (README "API").
+    "knox",
+    # Log-in lockout after repeated wrong passwords, on the login page and the token endpoint alike.
+    "axes",
     "drf_spectacular",
     # leukoloop's apps, lowest layer first (README "Layout"; import-linter enforces the order).
     "jobs",
@@ -63,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out log-in into config.lockout's 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -106,10 +112,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's full set: not like the username or e-mail, long enough, not a common password, not all digits.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("LEUKOLOOP_PASSWORD_MIN_LENGTH", 10)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lock-out: this many wrong passwords for one username from one address lock that pair out for the
+# cool-off (each further try while locked starts it again). The pair, not the address alone: the
+# annotators of a hospital often share one address, and one attacker must not lock all of them out.
+AXES_FAILURE_LIMIT = env_int("LEUKOLOOP_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LEUKOLOOP_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+# The client's address as DRF's throttles see it (REMOTE_ADDR, or X-Forwarded-For behind
+# LEUKOLOOP_PROXY_COUNT trusted proxies), so a forged header neither dodges a lock nor a throttle.
+AXES_CLIENT_IP_CALLABLE = "config.lockout.client_ip"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -185,20 +213,50 @@ LEUKOLOOP_DATA_DIR = Path(
     env_str("LEUKOLOOP_DATA_DIR", str(BASE_DIR.parent / "shared" / "data" / "leukocytes"))
 ).resolve()
 
+# Throttle counters and other short-lived shared state. Per process by default; with several web
+# processes (`make serve`) they must share one: LEUKOLOOP_CACHE_URL=redis://host:6379/<db>.
+CACHE_URL = env_str("LEUKOLOOP_CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL.startswith(("redis://", "rediss://"))
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 REST_FRAMEWORK = {
     # Token first, so that a request without credentials gets 401 with "WWW-Authenticate: Token".
-    # Tokens come from POST /api/auth/token/; the pages' own scripts use the session.
+    # Tokens come from POST /api/auth/token/ (django-rest-knox); the pages' own scripts use the session.
+    # No Basic auth: it would send the password with every request and bypass the log-in lockout.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
+    # Anonymous callers (the token endpoint, the schema) per address; signed-in users per user. The user
+    # rate is far above what the labelling page needs (it polls every 1.5 s and posts a label per key).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("LEUKOLOOP_THROTTLE_ANON", "60/minute"),
+        "user": env_str("LEUKOLOOP_THROTTLE_USER", "1200/minute"),
+    },
+    # Trusted proxies in front of the server; 0: the client's address is REMOTE_ADDR, X-Forwarded-For is
+    # ignored (anyone can send it).
+    "NUM_PROXIES": env_int("LEUKOLOOP_PROXY_COUNT", 0),
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error as {"error": {"status", "code", "detail", "fields"}} (annotation/api/errors.py).
     "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
+}
+
+# API tokens expire after this long; a script logs in again for a new one (README "API").
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_int("LEUKOLOOP_TOKEN_TTL_HOURS", 10)),
+    "AUTH_HEADER_PREFIX": "Token",
 }
 
 SPECTACULAR_SETTINGS = {

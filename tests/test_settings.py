@@ -80,3 +80,25 @@ def test_the_key_make_run_keeps_in_var_is_used(tmp_path: Path) -> None:
     kept = settings_process(tmp_path, code)
     assert kept.returncode == 0, kept.stderr[-2000:]
     assert kept.stdout.strip() == "kept-" + "k" * 60
+
+
+def test_throttle_rates_lockout_and_token_lifetime_come_from_the_environment(tmp_path: Path) -> None:
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'], s.AXES_FAILURE_LIMIT, "
+        "s.AXES_COOLOFF_TIME.total_seconds(), s.REST_KNOX['TOKEN_TTL'].total_seconds()]))"
+    )
+    out = settings_process(
+        tmp_path,
+        code,
+        DJANGO_SECRET_KEY="k" * 60,
+        LEUKOLOOP_THROTTLE_ANON="7/minute",
+        LEUKOLOOP_THROTTLE_USER="70/minute",
+        LEUKOLOOP_LOGIN_FAILURE_LIMIT="4",
+        LEUKOLOOP_LOGIN_COOLOFF_MINUTES="2",
+        LEUKOLOOP_TOKEN_TTL_HOURS="3",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rates, limit, cool_off, ttl = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rates == {"anon": "7/minute", "user": "70/minute"}
+    assert (limit, cool_off, ttl) == (4, 120, 3 * 3600)
