@@ -31,6 +31,23 @@ SECRET_KEY = secret_key(debug=DEBUG, kept=SECRET_KEY_FILE)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# DJANGO_HTTPS=1: the site is served over HTTPS only, by a proxy that ends TLS and says so in
+# X-Forwarded-Proto (it must set or strip that header on every request). Cookies then travel over HTTPS
+# only, plain-HTTP requests are redirected, and browsers are told (HSTS) never to use HTTP again. Off
+# for `make run` on http://127.0.0.1.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # A load balancer's health probe may come over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    # The header's preload flag alone changes nothing: only a domain submitted to hstspreload.org is.
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
