@@ -1,7 +1,7 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import annotations, auth, members, views
+from annotation.api import annotations, auth, docs, members, views
 
 urlpatterns = [
     # Authentication: POST username and password, get an expiring token for "Authorization: Token <key>";
@@ -11,7 +11,7 @@ urlpatterns = [
     path("auth/token/logoutall/", auth.TokenLogoutAllApi.as_view(), name="api-token-logoutall"),
     # The API's description: OpenAPI 3 schema and Swagger UI (assets served locally, no CDN).
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", docs.SwaggerUiView.as_view(url_name="api-schema"), name="api-docs"),
     path("projects/", views.ProjectListApi.as_view(), name="api-project-list"),
     path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="api-project-detail"),
     path("projects/<int:project_id>/members/", members.MemberListApi.as_view(), name="api-member-list"),
