@@ -190,10 +190,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
-# Serve straight from the finders so that `make run` needs no collectstatic step.
-WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = VAR_DIR / "static"
+# `make run` serves straight from the finders, so it needs no collectstatic step. `make serve`
+# (LEUKOLOOP_COLLECTSTATIC=1) collects into STATIC_ROOT first: WhiteNoise then serves those files only,
+# compressed and under content-hashed names that browsers may cache for good.
+COLLECTED_STATIC = env_bool("LEUKOLOOP_COLLECTSTATIC", False)
+WHITENOISE_USE_FINDERS = not COLLECTED_STATIC
 WHITENOISE_AUTOREFRESH = DEBUG
+if COLLECTED_STATIC:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
+    }
 
 # Cell images and model artefacts. Images are served through a permission-checked view, not MEDIA_URL.
 MEDIA_ROOT = Path(env_str("LEUKOLOOP_MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
