@@ -10,9 +10,13 @@ DATA ?=
 # Tests keep their database, broker folders and media apart from the ones `make run` uses.
 TEST_VAR := $(CURDIR)/var/test
 PG_URL ?= postgres://postgres@127.0.0.1:5432/leukoloop
+# With DEBUG off the settings refuse to load without a secret key: unless DJANGO_SECRET_KEY is set, `make run`
+# and `make serve` keep a random one here (config/env.py reads it), made once, readable by its owner only.
+VAR_DIR := $(or $(LEUKOLOOP_VAR_DIR),$(CURDIR)/var)
+SECRET_KEY_FILE := $(VAR_DIR)/secret-key
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: run test install lint jstest pytest migrate worker clean bench-import browser
+.PHONY: run serve test install lint jstest pytest migrate worker clean bench-import browser
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -44,12 +48,20 @@ $(NODE):
 jstest: $(NODE)
 	$(NODE) --test --test-reporter=spec tests/js/*.test.mjs
 
-migrate: install
+$(SECRET_KEY_FILE): | $(VENV)/.installed
+	@mkdir -p $(@D)
+	@umask 077 && $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+
+migrate: install $(SECRET_KEY_FILE)
 	$(PY) manage.py migrate --no-input
 
 ## make run [DATA=folder|manifest.csv|zip]: the platform on an embedded default (SQLite, filesystem broker)
+# The web server it starts beside the workers, and whether it makes the demo: `make serve` swaps in gunicorn
+# and leaves the demo out.
+WEB_SERVER ?= $(PY) manage.py runserver $(HOST):$(PORT) --noreload
+DEMO ?= 1
 run: migrate
-	$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)")
+	$(if $(DEMO),$(PY) manage.py bootstrap_demo $(if $(DATA),--data "$(DATA)"))
 	@echo "starting three workers and the web server; open http://$(HOST):$(PORT)/ (Ctrl-C stops all)"
 	@$(BIN)/celery -A config worker -B -n loop@%h --queues=celery --loglevel=INFO --concurrency=1 --pool=solo \
 	  > var/worker.log 2>&1 & worker=$$!; \
@@ -60,12 +72,27 @@ run: migrate
 	  trap "kill $$worker $$train $$side 2>/dev/null" EXIT INT TERM; \
 	  echo "workers: loop pid $$worker (var/worker.log), pretraining and indexing pid $$train" \
 	    "(var/worker-train.log), exports and maps pid $$side (var/worker-side.log)"; \
-	  $(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	  $(WEB_SERVER)
+
+## make serve: production serving (README "Production"): gunicorn on PostgreSQL + Redis (DATABASE_URL,
+## CELERY_BROKER_URL and LEUKOLOOP_CACHE_URL, defaults below), static files collected into var/static and
+## served by WhiteNoise, and the three workers of `make run`. No demo project.
+WEB_WORKERS ?= 3
+WEB_THREADS ?= 4
+CACHE_URL ?= redis://127.0.0.1:6379/1
+GUNICORN = $(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) --threads $(WEB_THREADS) \
+  --access-logfile - --graceful-timeout 30 --no-control-socket
+serve: install $(SECRET_KEY_FILE)
+	@export DATABASE_URL="$${DATABASE_URL:-$(PG_URL)}" CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(REDIS_URL)}" \
+	  LEUKOLOOP_CACHE_URL="$${LEUKOLOOP_CACHE_URL:-$(CACHE_URL)}" \
+	  DATABASE_CONN_MAX_AGE="$${DATABASE_CONN_MAX_AGE:-60}" LEUKOLOOP_COLLECTSTATIC=1; \
+	  $(PY) manage.py collectstatic --no-input --verbosity 0 && \
+	  $(MAKE) --no-print-directory run DEMO= WEB_SERVER='$(GUNICORN)'
 
 ## make worker: one more worker for every queue (QUEUES=celery for the loop's retrains and batches only,
 ## QUEUES=train for pretraining, fine-tuning and indexing, QUEUES=side for exports and maps)
 QUEUES ?= celery,train,side
-worker: install
+worker: install $(SECRET_KEY_FILE)
 	$(BIN)/celery -A config worker --queues=$(QUEUES) --loglevel=INFO --concurrency=1 --pool=solo
 
 lint: install

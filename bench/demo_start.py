@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+# A throwaway key for the scratch database (the settings refuse to load with DEBUG off and no key);
+# nothing it signs outlives the run. Child processes inherit it.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 REPO = Path(__file__).resolve().parent.parent
 SCRATCH = REPO / "var" / "bench-demo"

@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,10 @@ import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
+
+# A throwaway key for the scratch database (the settings refuse to load with DEBUG off and no key);
+# nothing it signs outlives the run. Child processes inherit it.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 REPO = Path(__file__).resolve().parent.parent
 KINDS = ("floor", "imagefolder", "csv", "jsonl")

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,10 @@ import time
 from pathlib import Path
 
 from PIL import Image
+
+# A throwaway key for the scratch database (the settings refuse to load with DEBUG off and no key);
+# nothing it signs outlives the run. Child processes inherit it.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/leukoloop_bench"

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -27,6 +28,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# A throwaway key for the scratch database (the settings refuse to load with DEBUG off and no key);
+# nothing it signs outlives the run. Child processes inherit it.
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 
 REPO = Path(__file__).resolve().parent.parent
 SCRATCH = REPO / "var" / "bench-loop"

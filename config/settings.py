@@ -8,12 +8,14 @@ to Redis. Background work always runs in a separate worker process, never inside
 from __future__ import annotations
 
 import importlib.util
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONCE, NONE, SELF
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_str, secret_key
 
 # Lets admin and other generic classes be subscripted (ModelAdmin[Cell]) at run time, as the type stubs want.
 django_stubs_ext.monkeypatch()
@@ -23,11 +25,29 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LEUKOLOOP_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# A fixed development key is only acceptable when DEBUG is on or nothing is served beyond localhost;
-# production deployments must set DJANGO_SECRET_KEY.
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "leukoloop-insecure-local-key-change-me")
+# DJANGO_SECRET_KEY, or the random key `make run` keeps in var/secret-key; with DEBUG off and neither, the
+# settings refuse to load (config/env.py says why).
+SECRET_KEY_FILE = VAR_DIR / "secret-key"
+SECRET_KEY = secret_key(debug=DEBUG, kept=SECRET_KEY_FILE)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# DJANGO_HTTPS=1: the site is served over HTTPS only, by a proxy that ends TLS and says so in
+# X-Forwarded-Proto (it must set or strip that header on every request). Cookies then travel over HTTPS
+# only, plain-HTTP requests are redirected, and browsers are told (HSTS) never to use HTTP again. Off
+# for `make run` on http://127.0.0.1.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # A load balancer's health probe may come over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    # The header's preload flag alone changes nothing: only a domain submitted to hstspreload.org is.
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -38,7 +58,12 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens: stored as digests, with an expiry, one per log-in, revocable (README "API").
+    "knox",
+    # Log-in lockout after repeated wrong passwords, on the login page and the token endpoint alike.
+    "axes",
+    # The Content-Security-Policy header on every response (below).
+    "csp",
     "drf_spectacular",
     # leukoloop's apps, lowest layer first (README "Layout"; import-linter enforces the order).
     "jobs",
@@ -56,13 +81,36 @@ if SWAGGER_UI_LOCAL:
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out log-in into config.lockout's 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# A strict Content-Security-Policy (django-csp) on every response: scripts, styles, images and API calls
+# from this server only; no inline script or style unless it carries the response's nonce (NONCE is
+# added to the header only for a response whose template used request.csp_nonce; none does today), no
+# event-handler or style="" attributes, no eval, no plugins, no <base>, never framed. Shared behaviour
+# lives in static/js/page.js. Swagger UI's page widens img-src by data: only (annotation/api/docs.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -105,10 +153,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's full set: not like the username or e-mail, long enough, not a common password, not all digits.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("LEUKOLOOP_PASSWORD_MIN_LENGTH", 10)},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Lock-out: this many wrong passwords for one username from one address lock that pair out for the
+# cool-off (each further try while locked starts it again). The pair, not the address alone: the
+# annotators of a hospital often share one address, and one attacker must not lock all of them out.
+AXES_FAILURE_LIMIT = env_int("LEUKOLOOP_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LEUKOLOOP_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+# The client's address as DRF's throttles see it (REMOTE_ADDR, or X-Forwarded-For behind
+# LEUKOLOOP_PROXY_COUNT trusted proxies), so a forged header neither dodges a lock nor a throttle.
+AXES_CLIENT_IP_CALLABLE = "config.lockout.client_ip"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -120,10 +190,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
-# Serve straight from the finders so that `make run` needs no collectstatic step.
-WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = VAR_DIR / "static"
+# `make run` serves straight from the finders, so it needs no collectstatic step. `make serve`
+# (LEUKOLOOP_COLLECTSTATIC=1) collects into STATIC_ROOT first: WhiteNoise then serves those files only,
+# compressed and under content-hashed names that browsers may cache for good.
+COLLECTED_STATIC = env_bool("LEUKOLOOP_COLLECTSTATIC", False)
+WHITENOISE_USE_FINDERS = not COLLECTED_STATIC
 WHITENOISE_AUTOREFRESH = DEBUG
+if COLLECTED_STATIC:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "config.storage.StaticStorage"},
+    }
 
 # Cell images and model artefacts. Images are served through a permission-checked view, not MEDIA_URL.
 MEDIA_ROOT = Path(env_str("LEUKOLOOP_MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
@@ -184,20 +262,50 @@ LEUKOLOOP_DATA_DIR = Path(
     env_str("LEUKOLOOP_DATA_DIR", str(BASE_DIR.parent / "shared" / "data" / "leukocytes"))
 ).resolve()
 
+# Throttle counters and other short-lived shared state. Per process by default; with several web
+# processes (`make serve`) they must share one: LEUKOLOOP_CACHE_URL=redis://host:6379/<db>.
+CACHE_URL = env_str("LEUKOLOOP_CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL.startswith(("redis://", "rediss://"))
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 REST_FRAMEWORK = {
     # Token first, so that a request without credentials gets 401 with "WWW-Authenticate: Token".
-    # Tokens come from POST /api/auth/token/; the pages' own scripts use the session.
+    # Tokens come from POST /api/auth/token/ (django-rest-knox); the pages' own scripts use the session.
+    # No Basic auth: it would send the password with every request and bypass the log-in lockout.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
+    # Anonymous callers (the token endpoint, the schema) per address; signed-in users per user. The user
+    # rate is far above what the labelling page needs (it polls every 1.5 s and posts a label per key).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("LEUKOLOOP_THROTTLE_ANON", "60/minute"),
+        "user": env_str("LEUKOLOOP_THROTTLE_USER", "1200/minute"),
+    },
+    # Trusted proxies in front of the server; 0: the client's address is REMOTE_ADDR, X-Forwarded-For is
+    # ignored (anyone can send it).
+    "NUM_PROXIES": env_int("LEUKOLOOP_PROXY_COUNT", 0),
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error as {"error": {"status", "code", "detail", "fields"}} (annotation/api/errors.py).
     "EXCEPTION_HANDLER": "annotation.api.errors.exception_handler",
+}
+
+# API tokens expire after this long; a script logs in again for a new one (README "API").
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_int("LEUKOLOOP_TOKEN_TTL_HOURS", 10)),
+    "AUTH_HEADER_PREFIX": "Token",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -236,7 +344,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # django-axes says at INFO level what every log-in did; failed log-ins and lock-outs are WARNINGs.
+    "loggers": {"axes": {"level": env_str("LEUKOLOOP_AXES_LOG_LEVEL", "WARNING")}},
 }
+# Nor its start-up banner in every process.
+AXES_VERBOSE = False
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 # WhiteNoise warns about a missing STATIC_ROOT even though it serves from the finders here.

@@ -60,6 +60,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    # Throttle counters live in the cache, keyed by user id and address: ids come again in every test
+    # database, so counts must not carry over from one test to the next.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _media_root(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     # Each test writes images to its own folder; nothing lands in the developer's var/.
     settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("media"))

@@ -1,14 +1,17 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import annotations, members, views
+from annotation.api import annotations, auth, docs, members, views
 
 urlpatterns = [
-    # Authentication: POST username and password, get a token for "Authorization: Token <key>".
-    path("auth/token/", views.TokenApi.as_view(), name="api-token"),
+    # Authentication: POST username and password, get an expiring token for "Authorization: Token <key>";
+    # revoke it (logout) or every token of the caller (logoutall).
+    path("auth/token/", auth.TokenLoginApi.as_view(), name="api-token"),
+    path("auth/token/logout/", auth.TokenLogoutApi.as_view(), name="api-token-logout"),
+    path("auth/token/logoutall/", auth.TokenLogoutAllApi.as_view(), name="api-token-logoutall"),
     # The API's description: OpenAPI 3 schema and Swagger UI (assets served locally, no CDN).
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", docs.SwaggerUiView.as_view(url_name="api-schema"), name="api-docs"),
     path("projects/", views.ProjectListApi.as_view(), name="api-project-list"),
     path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="api-project-detail"),
     path("projects/<int:project_id>/members/", members.MemberListApi.as_view(), name="api-member-list"),

@@ -106,11 +106,11 @@ def test_token_authentication(world: World) -> None:
     token = response.json()["token"]
     projects = anonymous.get("/api/projects/", HTTP_AUTHORIZATION=f"Token {token}")
     assert projects.status_code == 200 and projects.json()["count"] == 1
-    # The same token again (one per user).
+    # A new token for each log-in (tests/api/test_auth.py: expiry, digests, revocation).
     again = anonymous.post(
         "/api/auth/token/", {"username": "lead", "password": PASSWORD}, content_type="application/json"
     )
-    assert again.json()["token"] == token
+    assert again.json()["token"] != token
     wrong = anonymous.post("/api/auth/token/", {"username": "lead", "password": "nope"})
     assert wrong.status_code == 400
     assert "Unable to log in" in wrong.json()["error"]["detail"]

@@ -60,7 +60,8 @@ def test_schema_endpoint_serves_openapi_3_json() -> None:
     annotations = schema["paths"]["/api/projects/{project_id}/annotations/"]
     assert {"get", "post"} <= set(annotations)
     assert {p["name"] for p in annotations["get"]["parameters"]} >= {"cell", "annotator", "label", "current"}
-    assert "tokenAuth" in schema["components"]["securitySchemes"]
+    assert "knoxApiToken" in schema["components"]["securitySchemes"]
+    assert "basicAuth" not in schema["components"]["securitySchemes"]
     assert "Error" in schema["components"]["schemas"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,19 @@ def jobs_run_here(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
     monkeypatch.setattr(dispatch, "send_job", lambda *args, **kwargs: None)
+
+
+def wait_for_js(page: Any, expression: str, arg: Any = None, *, timeout: float = 20.0) -> Any:
+    """Poll ``expression`` (a JS function of ``arg``) until it returns something truthy.
+
+    Instead of ``page.wait_for_function``: that one polls by calling ``eval`` inside the page, which the
+    site's Content-Security-Policy forbids (no 'unsafe-eval'), so any wait that is not met at once fails.
+    ``page.evaluate`` goes through the DevTools protocol, which the policy does not govern."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = page.evaluate(expression, arg)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {expression}")
+        time.sleep(0.1)

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from annotation.models import Project
 from dashboard.embedding_map import map_path
 from loop.models import ModelVersion
-from tests.browser.conftest import login
+from tests.browser.conftest import login, wait_for_js
 from tests.conftest import run_queued_jobs
 from tests.dashboard import run_loop
 
@@ -88,7 +88,7 @@ def test_dashboard_draws_the_loop_with_chartjs(
     )
     page.mouse.move(x, y)
     page.wait_for_selector("#map-image:not([hidden])")
-    page.wait_for_function("document.getElementById('map-image').naturalWidth > 0")
+    wait_for_js(page, "() => document.getElementById('map-image').naturalWidth > 0")
     assert "/cells/" in (page.locator("#map-image").get_attribute("src") or "")
     page.screenshot(path=screenshot_dir / "01-dashboard.png", full_page=True)
     page.select_option("#map-colour", "uncertainty")

@@ -18,7 +18,7 @@ from annotation.services.memberships import membership_set
 from annotation.services.projects import project_create
 from jobs.models import Job
 from loop.models import QueryBatch, QueryItem
-from tests.browser.conftest import login
+from tests.browser.conftest import login, wait_for_js
 from tests.conftest import ManifestWriter, wait_for
 
 pytestmark = [
@@ -78,8 +78,8 @@ def stays(predicate: Any, what: str, seconds: float = 2.0) -> None:
 
 
 def flash(page: Any, text: str) -> None:
-    page.wait_for_function(
-        "t => (document.querySelector('#loop-status .flash')?.textContent || '').includes(t)", arg=text
+    wait_for_js(
+        page, "t => (document.querySelector('#loop-status .flash')?.textContent || '').includes(t)", text
     )
 
 

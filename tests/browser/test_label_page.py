@@ -15,7 +15,7 @@ from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from loop.models import QueryBatch
-from tests.browser.conftest import login
+from tests.browser.conftest import login, wait_for_js
 from tests.conftest import WorkerFactory, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.realdata, pytest.mark.django_db(transaction=True)]
@@ -128,14 +128,14 @@ def test_label_a_batch_by_keyboard_and_get_the_next_from_a_retrained_model(
     page.screenshot(path=screenshot_dir / "04-batch-labelled.png")
 
     # The retrain runs in the worker; the page loads batch 2, chosen with model v1, without a reload.
-    page.wait_for_function("document.getElementById('batch-number')?.textContent === '2'", timeout=120_000)
+    wait_for_js(page, "() => document.getElementById('batch-number')?.textContent === '2'", timeout=120)
     assert "model v1" in page.locator("#batch-model").inner_text()
     page.wait_for_selector(".tile[data-index='0'] .suggestion:not(.none)")
     retrain = Job.objects.get(project=loop_project, kind=Job.Kind.RETRAIN)
     assert retrain.status == Job.Status.SUCCEEDED and retrain.result["classifier_version"] == 1
     page.keyboard.press("g")  # saliency overlay of the focused cell
     page.wait_for_selector(".tile.focused img.saliency")
-    page.wait_for_function("document.querySelector('.tile.focused img.saliency').naturalWidth > 0")
+    wait_for_js(page, "() => document.querySelector('.tile.focused img.saliency').naturalWidth > 0")
     page.screenshot(path=screenshot_dir / "05-next-batch-from-model-v1.png")
 
     # The reviewer sees the unsure cell and decides; the decision is final and the queue empties.
