@@ -22,6 +22,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from annotation.api.serializers import ErrorSerializer
+
 
 def locked_out_detail() -> str:
     minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
@@ -51,7 +53,11 @@ class TokenLoginApi(knox_views.LoginView):
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=AuthTokenSerializer, responses={200: TokenResponse}, auth=[])
+    @extend_schema(
+        request=AuthTokenSerializer,
+        responses={200: TokenResponse, 400: ErrorSerializer, 429: ErrorSerializer},
+        auth=[],
+    )
     def post(self, request: Request, format: str | None = None) -> Response:
         credentials = AuthTokenSerializer(data=request.data, context={"request": request})
         if not credentials.is_valid():

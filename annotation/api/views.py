@@ -14,9 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import generics, serializers
-from rest_framework.authtoken.views import ObtainAuthToken
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -85,20 +84,6 @@ def bool_param(request: Request, name: str) -> bool | None:
     if value.lower() in ("0", "false", "no"):
         return False
     raise ValidationError({name: f"must be true or false, not {value!r}"})
-
-
-class TokenApi(ObtainAuthToken):
-    """POST a username and password, get the token for ``Authorization: Token <key>``; wrong ones are
-    a 400."""
-
-    @extend_schema(
-        responses={
-            200: inline_serializer("Token", {"token": serializers.CharField()}),
-            **errors(400),
-        }
-    )
-    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().post(request, *args, **kwargs)
 
 
 @extend_schema(responses={200: ProjectSerializer(many=True), 404: ErrorSerializer})
