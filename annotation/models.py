@@ -11,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from annotation.cell_files import CellFile
 from annotation.taxonomy import WBCATT_ATTRIBUTES, AttributeSpec
 
 
@@ -211,6 +212,11 @@ class Cell(models.Model):
     @property
     def image_path(self) -> Path:
         return Path(image_path(self.image, self.image_root))
+
+    @property
+    def cell_file(self) -> CellFile:
+        """What ``annotation.cell_files`` checks before the image is read for anyone."""
+        return CellFile(self.pk, image_path(self.image, self.image_root), self.content_hash, self.file_size)
 
 
 def image_path(image: str, image_root: str) -> str:

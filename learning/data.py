@@ -22,6 +22,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -220,7 +221,7 @@ def sample_per_class(records: Sequence[CellRecord], per_class: int, *, seed: int
     return [records[i] for i in sorted(keep)]
 
 
-def load_image(path: str | Path, size: int, *, gray_world: bool = True) -> Tensor:
+def load_image(path: str | Path | BinaryIO, size: int, *, gray_world: bool = True) -> Tensor:
     """Decode one image: centre square crop, resize to ``size`` (:func:`learning.imaging.preprocess`),
     optional gray-world normalisation.
 
