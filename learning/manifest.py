@@ -56,6 +56,26 @@ class ManifestRow:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+# A cell beginning with one of these is run as a formula by spreadsheet programs (CSV injection).
+FORMULA_PREFIXES: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """``value`` as a CSV cell no spreadsheet runs: text beginning with a formula character gets a
+    leading single quote (OWASP's advice for CSV injection); numbers and other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def from_spreadsheet_safe(value: str) -> str:
+    """Undo :func:`spreadsheet_safe`: a quote followed by a formula character is dropped, so what
+    leukoloop exported imports back unchanged (a hand-written quote before other text stays)."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
 def check_header(columns: Sequence[str] | None) -> list[str]:
     """The header's columns; raises :class:`ManifestError` without a ``path`` column."""
     columns = list(columns or [])
@@ -83,7 +103,11 @@ def parse_row(
     if None in row or any(value is None for value in row.values()):
         expected = sum(1 for key in row if key is not None)
         raise ManifestError(f"malformed row: expected {expected} fields, got {_field_count(row)}")
-    cells: dict[str, str] = {k: v for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+    cells: dict[str, str] = {
+        from_spreadsheet_safe(k): from_spreadsheet_safe(v)
+        for k, v in row.items()
+        if isinstance(k, str) and isinstance(v, str)
+    }
     path = cells.get(PATH_COLUMN, "").strip()
     if not path:
         raise ManifestError("row has an empty path")
@@ -110,4 +134,14 @@ def _field_count(row: Mapping[str | None, object]) -> int:
     return present + (len(extra) if isinstance(extra, list) else 0)
 
 
-__all__ = ["FIXED_COLUMNS", "PATH_COLUMN", "ManifestError", "ManifestRow", "check_header", "parse_row"]
+__all__ = [
+    "FIXED_COLUMNS",
+    "FORMULA_PREFIXES",
+    "PATH_COLUMN",
+    "ManifestError",
+    "ManifestRow",
+    "check_header",
+    "from_spreadsheet_safe",
+    "parse_row",
+    "spreadsheet_safe",
+]
