@@ -58,7 +58,7 @@ def _classes_with_counts(project: Project) -> list[tuple[LabelClass, int]]:
 
 @login_required
 @require_GET
-def cell_image(request: HttpRequest, cell_id: int) -> HttpResponse:
+def cell_image(request: HttpRequest, cell_id: int) -> HttpResponse | FileResponse:
     """The cell's image, only while its file holds the imported bytes (else 410 Gone, and a warning in
     the log: see ``annotation.cell_files``)."""
     cell = cell_for_user(user=request.user, cell_id=cell_id)

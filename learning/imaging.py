@@ -6,7 +6,8 @@ the exported TorchScript bundle's README prints :func:`decode_square` and :func:
 (:func:`readme_source`) and ``bench/gpu/prepare_data.py`` shrinks the data set with :func:`decode_square`.
 
 The two functions must stay runnable on their own, in a README, with only Pillow, numpy and torch
-(plus ``Path``, ``BinaryIO`` and ``Tensor`` for their annotations): no other import, no helper from this project.
+(plus ``Path``, ``BinaryIO`` and ``Tensor`` for their annotations): no other import, no helper from
+this project.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ GEOMETRY_STEPS: Final[dict[str, str]] = {
 
 
 def decode_square(path: str | Path | BinaryIO, size: int) -> Image.Image:
-    """Decode an image (a file, or bytes already read and checked) as RGB, crop its centre square and resize that to ``size`` x ``size``."""
+    """Decode an image (a path, or a file object) as RGB, crop its centre square and resize that to
+    ``size`` x ``size``."""
     with Image.open(path) as im:
         im.draft("RGB", (size, size))  # JPEG: the decoder downscales by 2/4/8, never below size
         img = im.convert("RGB")

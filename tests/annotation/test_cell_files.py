@@ -145,7 +145,12 @@ def test_a_verified_file_is_not_hashed_again_until_it_changes(
     assert cell is not None
     hashed: list[int] = []
     real_hash = cell_files.sha256_hex
-    monkeypatch.setattr(cell_files, "sha256_hex", lambda data: hashed.append(len(data)) or real_hash(data))
+
+    def counting_hash(data: bytes) -> str:
+        hashed.append(len(data))
+        return real_hash(data)
+
+    monkeypatch.setattr(cell_files, "sha256_hex", counting_hash)
 
     for _ in range(3):
         assert _get(client, cell)[0] == 200
