@@ -68,12 +68,13 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
+_QUOTED_FORMULA: Final[tuple[str, ...]] = tuple("'" + prefix for prefix in FORMULA_PREFIXES)
+
+
 def from_spreadsheet_safe(value: str) -> str:
     """Undo :func:`spreadsheet_safe`: a quote followed by a formula character is dropped, so what
     leukoloop exported imports back unchanged (a hand-written quote before other text stays)."""
-    if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
-        return value[1:]
-    return value
+    return value[1:] if value.startswith(_QUOTED_FORMULA) else value
 
 
 def check_header(columns: Sequence[str] | None) -> list[str]:
@@ -88,6 +89,7 @@ def parse_row(
     row: Mapping[str | None, str | list[str] | None],
     *,
     attribute_columns: Collection[str] | None = WBCATT_NAMES,
+    unquote: bool = True,
 ) -> ManifestRow:
     """Parse one ``csv.DictReader`` row.
 
@@ -96,6 +98,8 @@ def parse_row(
             ``None`` values (DictReader's defaults).
         attribute_columns: the columns that hold attributes. ``None``: every column that is not a fixed
             one, for a platform project whose attributes are its own (the caller keeps those it knows).
+        unquote: undo :func:`spreadsheet_safe` on every field (a caller that knows its text holds no
+            quote at all may skip it).
 
     Raises:
         ManifestError: the row has the wrong number of fields or an empty path.
@@ -103,11 +107,12 @@ def parse_row(
     if None in row or any(value is None for value in row.values()):
         expected = sum(1 for key in row if key is not None)
         raise ManifestError(f"malformed row: expected {expected} fields, got {_field_count(row)}")
-    cells: dict[str, str] = {
-        from_spreadsheet_safe(k): from_spreadsheet_safe(v)
-        for k, v in row.items()
-        if isinstance(k, str) and isinstance(v, str)
-    }
+    cells: dict[str, str] = {k: v for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+    if unquote:  # from_spreadsheet_safe, inlined: this runs for every field of every row
+        cells = {
+            (k[1:] if k.startswith(_QUOTED_FORMULA) else k): (v[1:] if v.startswith(_QUOTED_FORMULA) else v)
+            for k, v in cells.items()
+        }
     path = cells.get(PATH_COLUMN, "").strip()
     if not path:
         raise ManifestError("row has an empty path")

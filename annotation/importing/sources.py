@@ -132,7 +132,7 @@ def _written_problem(rel: str) -> str | None:
     """Why a path as written in a manifest cannot be used (absolute or with '..'), or None."""
     if rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
         return ABSOLUTE
-    if ".." in PurePosixPath(rel.replace("\\", "/")).parts:
+    if ".." in rel.replace("\\", "/").split("/"):
         return PARENT
     return None
 
@@ -326,6 +326,7 @@ def _list_manifest(raw: bytes, manifest_name: str, locate: Locate) -> Iterator[S
     except UnicodeDecodeError as exc:
         raise SourceError(f"{manifest_name} is not UTF-8 text: {exc}") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    quoted = "'" in text  # else no field can carry a spreadsheet-safe quote to take off
     try:
         check_header(reader.fieldnames)
     except ManifestError as exc:
@@ -336,7 +337,7 @@ def _list_manifest(raw: bytes, manifest_name: str, locate: Locate) -> Iterator[S
             try:
                 # Every column without a fixed meaning may be one of the project's attributes; the
                 # import keeps those the project has (the column rules are learning.manifest's).
-                row = parse_row(raw_row, attribute_columns=None)
+                row = parse_row(raw_row, attribute_columns=None, unquote=quoted)
             except ManifestError as exc:
                 yield SourceProblem(f"{manifest_name}:{line}", str(exc))
                 continue
