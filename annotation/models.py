@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -10,6 +11,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from annotation.cell_files import CellFile
 from annotation.taxonomy import WBCATT_ATTRIBUTES, AttributeSpec
 
 
@@ -170,10 +172,17 @@ class Cell(models.Model):
         TEST = "test", "Test"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cells")
-    # Either a name relative to MEDIA_ROOT (a copy leukoloop owns, content-addressed) or the absolute path
-    # of a file registered where it lies (large local collections are not duplicated).
+    # The image's path relative to ``image_root``: a copy leukoloop owns (content-addressed, under
+    # MEDIA_ROOT, root "") or a file registered where it lies (large local collections are not
+    # duplicated) under the folder it was imported from. Relative, so a restore into another folder or a
+    # moved collection needs no cell rewritten. Rows from before held an absolute path, still readable.
     image = models.CharField(max_length=1000)
+    image_root = models.CharField(
+        max_length=1000, blank=True, default="", help_text="Import folder of a referenced file; empty: media."
+    )
     content_hash = models.CharField(max_length=64, help_text="SHA-256 of the image file's bytes.")
+    # What was imported: the image is served only while its file still has this size and hash.
+    file_size = models.BigIntegerField(null=True, blank=True, help_text="Bytes of the imported file.")
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     original_name = models.CharField(max_length=500, blank=True, help_text="Path the cell was imported from.")
@@ -202,8 +211,17 @@ class Cell(models.Model):
 
     @property
     def image_path(self) -> Path:
-        path = Path(self.image)
-        return path if path.is_absolute() else Path(settings.MEDIA_ROOT) / path
+        return Path(image_path(self.image, self.image_root))
+
+    @property
+    def cell_file(self) -> CellFile:
+        """What ``annotation.cell_files`` checks before the image is read for anyone."""
+        return CellFile(self.pk, image_path(self.image, self.image_root), self.content_hash, self.file_size)
+
+
+def image_path(image: str, image_root: str) -> str:
+    """Where a cell's image lies, from its two stored columns (``join`` keeps an absolute one as it is)."""
+    return os.path.join(image_root or settings.MEDIA_ROOT, image)
 
 
 class Annotation(models.Model):

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from annotation import selectors
 from annotation.access import cell_for_user, project_for_user, require_role
+from annotation.cell_files import CellFileChanged, open_verified
 from annotation.models import Cell, LabelClass, Project
 from annotation.roles import REVIEWERS
 from annotation.selectors import review_queue
@@ -57,16 +58,29 @@ def _classes_with_counts(project: Project) -> list[tuple[LabelClass, int]]:
 
 @login_required
 @require_GET
-def cell_image(request: HttpRequest, cell_id: int) -> FileResponse:
+def cell_image(request: HttpRequest, cell_id: int) -> HttpResponse | FileResponse:
+    """The cell's image, only while its file holds the imported bytes (else 410 Gone, and a warning in
+    the log: see ``annotation.cell_files``)."""
     cell = cell_for_user(user=request.user, cell_id=cell_id)
-    path = cell.image_path
-    if not path.is_file():
-        raise Http404(f"image file of cell {cell.pk} is missing at {path}")
-    content_type, _ = mimetypes.guess_type(path.name)
-    response = FileResponse(path.open("rb"), content_type=content_type or "application/octet-stream")
-    # Content-addressed files never change, so browsers may keep them.
+    try:
+        handle = open_verified(cell.cell_file)
+    except FileNotFoundError:
+        raise Http404(f"the image file of cell {cell.pk} is missing") from None
+    except CellFileChanged:
+        return gone_response(cell.pk)
+    content_type, _ = mimetypes.guess_type(cell.image)
+    response = FileResponse(handle, content_type=content_type or "application/octet-stream")
+    # A cell's bytes never change (they are checked against its hash), so browsers may keep them.
     response["Cache-Control"] = "private, max-age=31536000, immutable"
     return response
+
+
+def gone_response(cell_id: int) -> HttpResponse:
+    return HttpResponse(
+        f"The image file of cell {cell_id} has changed since it was imported; it is not served.\n",
+        status=410,
+        content_type="text/plain; charset=utf-8",
+    )
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -92,6 +92,12 @@ def _read(path: Path) -> dict[str, Any]:
         }
 
 
+def _embeddings_source(index: ModelVersion) -> str:
+    """The embeddings a map is drawn from, as an absolute path: relative paths are the same in every
+    database, and a map drawn from another database's files must not count."""
+    return str(index.artifact_path("embeddings")) if index.artifacts.get("embeddings") else ""
+
+
 def cached_coordinates(index: ModelVersion) -> dict[str, Any] | None:
     """The map of ``index`` if it has been drawn, else None. A cached map made from other embeddings files
     (a reused project id in a fresh database) does not count."""
@@ -99,7 +105,7 @@ def cached_coordinates(index: ModelVersion) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     cached = _read(path)
-    return cached if cached["embeddings"] == str(index.artifacts.get("embeddings", "")) else None
+    return cached if cached["embeddings"] == _embeddings_source(index) else None
 
 
 def coordinates(index: ModelVersion) -> dict[str, Any]:
@@ -108,7 +114,7 @@ def coordinates(index: ModelVersion) -> dict[str, Any]:
     from loop.handlers.artifacts import index_embeddings
 
     path = map_path(index)
-    source = str(index.artifacts.get("embeddings", ""))
+    source = _embeddings_source(index)
     with _lock:
         cached = cached_coordinates(index)
         if cached is None:

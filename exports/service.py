@@ -3,7 +3,9 @@ trained model as TorchScript. Every writer streams: cells come in chunks (``rows
 or file is written as it comes, and the output lands atomically (a temporary file renamed into place,
 so a retried job overwrites its own half-written file and a download never sees a partial one).
 
-Files lie under ``<artifacts>/project-<id>/exports/``.
+Files lie under ``<artifacts>/project-<id>/exports/``. Every CSV is spreadsheet-safe (a value beginning
+with = + - @, a tab or a carriage return gets a leading quote; the importer takes it off again), and
+images copied into a zip are the imported bytes, checked against each cell's hash.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,10 +24,12 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from annotation.cell_files import CellFileChanged, read_verified
 from annotation.models import Project
 from exports.rows import ExportRow, Predictor, count_cells, iter_rows, safe_file_name
 from jobs.models import Job
 from jobs.services import job_create
+from learning.manifest import spreadsheet_safe
 from loop.models import ModelVersion
 
 Progress = Callable[[float, str], None]
@@ -125,10 +130,14 @@ def _table_columns(attributes: list[str]) -> list[str]:
     ]
 
 
+def _safe(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: spreadsheet_safe(value) for key, value in values.items()}
+
+
 def _table_row(row: ExportRow, attributes: list[str]) -> dict[str, Any]:
     prediction = row.prediction
     return {
-        "path": str(row.image_path),
+        "path": row.image,
         "label": row.label or "",
         "source": row.source,
         "patient_id": row.patient_id,
@@ -151,19 +160,21 @@ def _table_row(row: ExportRow, attributes: list[str]) -> dict[str, Any]:
 
 
 def write_csv(project: Project, out: Path, progress: Progress) -> dict[str, Any]:
-    """One row per cell. Its first columns are the import manifest's (``path`` is the image's absolute
-    path, ``label`` the current resolved label, then one column per attribute), so the file can be
-    imported as it is; the annotation history is a JSON list in the ``annotations`` column."""
+    """One row per cell. Its first columns are the import manifest's (``path`` is the image's path
+    relative to the folder it was imported from, ``label`` the current resolved label, then one column
+    per attribute), so the file imports as it is from that folder; the annotation history is a JSON list
+    in the ``annotations`` column."""
     attributes = _attribute_names(project)
     predictor = Predictor(project)
     counter = _Counter(count_cells(project), progress)
     n = 0
     with _atomic_output(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=_table_columns(attributes))
-        writer.writeheader()
+        columns = _table_columns(attributes)
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writerow({column: spreadsheet_safe(column) for column in columns})
         for chunk in iter_rows(project, predictor=predictor):
             for row in chunk:
-                writer.writerow(_table_row(row, attributes))
+                writer.writerow(_safe(_table_row(row, attributes)))
             n += len(chunk)
             counter.add(len(chunk))
     return {"cells": n, "model_version": predictor.version.version if predictor.version else None}
@@ -173,7 +184,7 @@ def _json_row(row: ExportRow) -> dict[str, Any]:
     return {
         "cell_id": row.cell_id,
         "file_name": row.file_name,
-        "path": str(row.image_path),
+        "path": row.image,
         "content_hash": row.content_hash,
         "width": row.width,
         "height": row.height,
@@ -211,12 +222,15 @@ def write_jsonl(project: Project, out: Path, progress: Progress) -> dict[str, An
 def write_imagefolder(project: Project, out: Path, progress: Progress) -> dict[str, Any]:
     """``<label>/<cell id>-<file>`` for every cell with a current label, plus ``manifest.csv`` at the
     root in the import format (so importing the zip with labels as annotations gives them back).
-    Images are stored as they are (already compressed); the manifest is spooled to disk meanwhile."""
+    Images are stored as they are (already compressed), and only while they are the imported bytes (a
+    changed file is left out and counted); the manifest is spooled to disk meanwhile."""
     attributes = _attribute_names(project)
     columns = [*MANIFEST_COLUMNS, *attributes, "cell_id", "content_hash"]
     counter = _Counter(count_cells(project), progress)
     n = 0
     missing: list[int] = []
+    changed: list[int] = []
+    now = time.localtime()[:6]
     with _atomic_output(out) as tmp:
         manifest = tmp.with_name(tmp.name + ".manifest.csv")
         try:
@@ -225,20 +239,27 @@ def write_imagefolder(project: Project, out: Path, progress: Progress) -> dict[s
                 manifest.open("w", newline="", encoding="utf-8") as handle,
             ):
                 writer = csv.writer(handle)
-                writer.writerow(columns)
+                writer.writerow([spreadsheet_safe(column) for column in columns])
                 for chunk in iter_rows(project, history=False):
                     for row in chunk:
                         if row.label is None:
                             continue
                         member = f"{row.label}/{safe_file_name(row.cell_id, row.file_name)}"
-                        try:  # zipfile stats the file before writing anything: a missing one leaves no trace
-                            archive.write(row.image_path, member)
+                        try:
+                            data = read_verified(row.cell_file)
                         except FileNotFoundError:
                             missing.append(row.cell_id)
                             continue
+                        except CellFileChanged:
+                            changed.append(row.cell_id)
+                            continue
+                        info = zipfile.ZipInfo(member, date_time=now)
+                        info.external_attr = 0o644 << 16  # a plain readable file once unpacked
+                        archive.writestr(info, data)
                         values = row.attributes
                         writer.writerow(
-                            [
+                            spreadsheet_safe(value)
+                            for value in [
                                 member,
                                 row.label,
                                 row.source,
@@ -256,7 +277,13 @@ def write_imagefolder(project: Project, out: Path, progress: Progress) -> dict[s
                 archive.write(manifest, "manifest.csv", compress_type=zipfile.ZIP_DEFLATED)
         finally:
             manifest.unlink(missing_ok=True)
-    return {"cells": n, "missing_images": missing[:100], "missing_count": len(missing)}
+    return {
+        "cells": n,
+        "missing_images": missing[:100],
+        "missing_count": len(missing),
+        "changed_images": changed[:100],
+        "changed_count": len(changed),
+    }
 
 
 # --- COCO -------------------------------------------------------------------------------------------
@@ -288,7 +315,7 @@ def write_coco(project: Project, out: Path, progress: Progress) -> dict[str, Any
                 yield {
                     "id": row.cell_id,
                     "file_name": row.file_name,
-                    "path": str(row.image_path),
+                    "path": row.image,
                     "width": row.width,
                     "height": row.height,
                     "content_hash": row.content_hash,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections import defaultdict
@@ -220,7 +221,7 @@ def sample_per_class(records: Sequence[CellRecord], per_class: int, *, seed: int
     return [records[i] for i in sorted(keep)]
 
 
-def load_image(path: str | Path, size: int, *, gray_world: bool = True) -> Tensor:
+def load_image(path: str | Path | io.BytesIO, size: int, *, gray_world: bool = True) -> Tensor:
     """Decode one image: centre square crop, resize to ``size`` (:func:`learning.imaging.preprocess`),
     optional gray-world normalisation.
 

@@ -6,12 +6,14 @@ the exported TorchScript bundle's README prints :func:`decode_square` and :func:
 (:func:`readme_source`) and ``bench/gpu/prepare_data.py`` shrinks the data set with :func:`decode_square`.
 
 The two functions must stay runnable on their own, in a README, with only Pillow, numpy and torch
-(plus ``Path`` and ``Tensor`` for their annotations): no other import, no helper from this project.
+(plus ``io``, ``Path`` and ``Tensor`` for their annotations): no other import, no helper from
+this project.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
 from pathlib import Path
 from typing import Final
 
@@ -22,6 +24,7 @@ from torch import Tensor
 
 # The imports the functions below need when their source stands alone (see readme_source).
 _STANDALONE_IMPORTS: Final = """\
+import io
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +41,9 @@ GEOMETRY_STEPS: Final[dict[str, str]] = {
 }
 
 
-def decode_square(path: str | Path, size: int) -> Image.Image:
-    """Decode an image as RGB, crop its centre square and resize that to ``size`` x ``size``."""
+def decode_square(path: str | Path | io.BytesIO, size: int) -> Image.Image:
+    """Decode an image (a path, or a file object) as RGB, crop its centre square and resize that to
+    ``size`` x ``size``."""
     with Image.open(path) as im:
         im.draft("RGB", (size, size))  # JPEG: the decoder downscales by 2/4/8, never below size
         img = im.convert("RGB")
@@ -53,7 +57,7 @@ def decode_square(path: str | Path, size: int) -> Image.Image:
     return img
 
 
-def preprocess(path: str | Path, size: int) -> Tensor:
+def preprocess(path: str | Path | io.BytesIO, size: int) -> Tensor:
     """The model's input for one image file: uint8 tensor (3, size, size), RGB."""
     img = decode_square(path, size)
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()

@@ -56,6 +56,27 @@ class ManifestRow:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+# A cell beginning with one of these is run as a formula by spreadsheet programs (CSV injection).
+FORMULA_PREFIXES: Final[tuple[str, ...]] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """``value`` as a CSV cell no spreadsheet runs: text beginning with a formula character gets a
+    leading single quote (OWASP's advice for CSV injection); numbers and other text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+_QUOTED_FORMULA: Final[tuple[str, ...]] = tuple("'" + prefix for prefix in FORMULA_PREFIXES)
+
+
+def from_spreadsheet_safe(value: str) -> str:
+    """Undo :func:`spreadsheet_safe`: a quote followed by a formula character is dropped, so what
+    leukoloop exported imports back unchanged (a hand-written quote before other text stays)."""
+    return value[1:] if value.startswith(_QUOTED_FORMULA) else value
+
+
 def check_header(columns: Sequence[str] | None) -> list[str]:
     """The header's columns; raises :class:`ManifestError` without a ``path`` column."""
     columns = list(columns or [])
@@ -68,6 +89,7 @@ def parse_row(
     row: Mapping[str | None, str | list[str] | None],
     *,
     attribute_columns: Collection[str] | None = WBCATT_NAMES,
+    unquote: bool = True,
 ) -> ManifestRow:
     """Parse one ``csv.DictReader`` row.
 
@@ -76,6 +98,8 @@ def parse_row(
             ``None`` values (DictReader's defaults).
         attribute_columns: the columns that hold attributes. ``None``: every column that is not a fixed
             one, for a platform project whose attributes are its own (the caller keeps those it knows).
+        unquote: undo :func:`spreadsheet_safe` on every field (a caller that knows its text holds no
+            quote at all may skip it).
 
     Raises:
         ManifestError: the row has the wrong number of fields or an empty path.
@@ -84,6 +108,11 @@ def parse_row(
         expected = sum(1 for key in row if key is not None)
         raise ManifestError(f"malformed row: expected {expected} fields, got {_field_count(row)}")
     cells: dict[str, str] = {k: v for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+    if unquote:  # from_spreadsheet_safe, inlined: this runs for every field of every row
+        cells = {
+            (k[1:] if k.startswith(_QUOTED_FORMULA) else k): (v[1:] if v.startswith(_QUOTED_FORMULA) else v)
+            for k, v in cells.items()
+        }
     path = cells.get(PATH_COLUMN, "").strip()
     if not path:
         raise ManifestError("row has an empty path")
@@ -110,4 +139,14 @@ def _field_count(row: Mapping[str | None, object]) -> int:
     return present + (len(extra) if isinstance(extra, list) else 0)
 
 
-__all__ = ["FIXED_COLUMNS", "PATH_COLUMN", "ManifestError", "ManifestRow", "check_header", "parse_row"]
+__all__ = [
+    "FIXED_COLUMNS",
+    "FORMULA_PREFIXES",
+    "PATH_COLUMN",
+    "ManifestError",
+    "ManifestRow",
+    "check_header",
+    "from_spreadsheet_safe",
+    "parse_row",
+    "spreadsheet_safe",
+]

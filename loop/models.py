@@ -3,11 +3,26 @@ chosen for labelling, and why each cell was chosen."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+# The keys of a version's ``artifacts`` that name files or folders (the others are figures and settings).
+ARTIFACT_PATH_KEYS = ("checkpoint", "classifier", "embeddings", "index")
+
+
+def relative_artifact(path: Path | str) -> str:
+    """How a file under ``LEUKOLOOP_ARTIFACTS_DIR`` is recorded: relative to that folder, so a restore into
+    another folder (``manage.py restore``) finds it. Raises ValueError for a path outside it."""
+    return Path(path).relative_to(Path(settings.LEUKOLOOP_ARTIFACTS_DIR)).as_posix()
+
+
+def artifact_file(value: str) -> Path:
+    """Where a recorded artefact lies now (a value from before relative paths is absolute: kept)."""
+    return Path(settings.LEUKOLOOP_ARTIFACTS_DIR) / value
 
 
 class ModelVersion(models.Model):
@@ -44,6 +59,10 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} {self.kind} v{self.version}"
+
+    def artifact_path(self, key: str) -> Path:
+        """The file or folder recorded under ``key`` (one of ``ARTIFACT_PATH_KEYS``)."""
+        return artifact_file(str(self.artifacts[key]))
 
 
 class QueryBatch(models.Model):

@@ -11,7 +11,9 @@ from django.views.decorators.http import require_GET
 
 from annotation import selectors
 from annotation.access import cell_for_user, project_for_user
+from annotation.cell_files import CellFileChanged
 from annotation.roles import LEADS, REVIEWERS
+from annotation.views import gone_response
 from loop.handlers.inference import saliency_png
 
 _ID = 999999999  # reversed into URLs, then replaced by "{id}" for the page's script to fill in
@@ -65,7 +67,12 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_GET
 def cell_saliency(request: HttpRequest, cell_id: int) -> HttpResponse:
     cell = cell_for_user(user=request.user, cell_id=cell_id)
-    png = saliency_png(cell=cell)
+    try:
+        png = saliency_png(cell=cell)
+    except FileNotFoundError:
+        raise Http404(f"the image file of cell {cell.pk} is missing") from None
+    except CellFileChanged:
+        return gone_response(cell.pk)
     if png is None:
         raise Http404("no trained model for this project yet")
     response = HttpResponse(png, content_type="image/png")

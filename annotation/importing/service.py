@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,7 +95,9 @@ class ImportReport:
 class _Prepared:
     entry: SourceEntry
     content_hash: str
-    image: str
+    image: str  # relative to image_root ("": MEDIA_ROOT)
+    image_root: str
+    size: int
     width: int
     height: int
     label: LabelClass | None
@@ -144,7 +146,7 @@ class _FileChecker:
             data = entry.read()
         except FileNotFoundError:
             return FileError(entry.name, "missing file")
-        except (OSError, KeyError, RuntimeError) as exc:  # RuntimeError: an encrypted zip entry
+        except (OSError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:  # encrypted or corrupt entry
             return FileError(entry.name, f"cannot be read: {exc}")
         content_hash = hashlib.sha256(data).hexdigest()
         if content_hash in self.existing_hashes:
@@ -170,16 +172,19 @@ class _FileChecker:
                 if value not in allowed:
                     return FileError(entry.name, f"attribute {name}={value!r} is not one of {allowed}")
                 attributes[name] = value
-        if self.store is StoreMode.REFERENCE and entry.path is not None:
-            # abspath, not resolve(): no system calls, and symlinked collections keep their own names.
-            image = os.path.abspath(entry.path)
+        if self.store is StoreMode.REFERENCE and entry.path is not None and entry.root is not None:
+            # Where the file lies, links resolved (sources confined it to the root), relative to the
+            # root: a restore or a moved collection needs one root changed, not every cell.
+            image, root = entry.path.relative_to(entry.root).as_posix(), str(entry.root)
         else:
-            image = cell_image_name(content_hash, info.format)
+            image, root = cell_image_name(content_hash, info.format), ""
             try:
                 store_cell_image(image, data)
             except OSError as exc:
                 return FileError(entry.name, f"could not be stored: {exc}")
-        return _Prepared(entry, content_hash, image, info.width, info.height, label, attributes)
+        return _Prepared(
+            entry, content_hash, image, root, len(data), info.width, info.height, label, attributes
+        )
 
 
 def import_cells(
@@ -196,7 +201,8 @@ def import_cells(
     """Import every valid cell from ``source`` (folder, manifest CSV or zip) into ``project``.
 
     ``store=REFERENCE`` registers local files where they lie (no copy: large collections are not
-    duplicated, but moving them breaks the cells); zip members are always copied, since an upload is
+    duplicated; a moved collection needs its root changed, see ``manage.py restore --move-root``),
+    relative to the import's root, links resolved; zip members are always copied, since an upload is
     transient. ``default_role`` and ``default_source`` apply where the source names none.
     Raises ``SourceError`` only if the source as a whole is unreadable; per-file problems go to the report.
 
@@ -262,6 +268,8 @@ def _cell_values(
     return {
         "project_id": project.pk,
         "image": item.image,
+        "image_root": item.image_root,
+        "file_size": item.size,
         "content_hash": item.content_hash,
         "width": item.width,
         "height": item.height,
@@ -278,6 +286,8 @@ def _cell_values(
 _CELL_COLUMNS = (
     "project_id",
     "image",
+    "image_root",
+    "file_size",
     "content_hash",
     "width",
     "height",

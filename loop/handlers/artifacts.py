@@ -1,7 +1,8 @@
 """Where a project's encoders, embeddings, indexes and classifiers lie on disk, and cached loading.
 
 Every job writes into its own folder (``<artifacts>/project-<id>/job-<id>/``), so a retried job
-overwrites its own half-written files and never another version's.
+overwrites its own half-written files and never another version's. Versions record these paths relative
+to the artefacts folder (``loop.models.relative_artifact``; read back with ``ModelVersion.artifact_path``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _embeddings(directory: str) -> tuple[np.ndarray, np.ndarray]:
 def index_embeddings(index_version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
     """(cell ids (N,) int64, L2-normalised embeddings (N, D) float32) of an index version; cached, since
     the worker and the web process reuse the same few versions many times. Treat as read-only."""
-    return _embeddings(str(index_version.artifacts["embeddings"]))
+    return _embeddings(str(index_version.artifact_path("embeddings")))
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,7 +51,7 @@ def _faiss_index(directory: str) -> EmbeddingIndex:
 
 
 def faiss_index(index_version: ModelVersion) -> EmbeddingIndex:
-    return _faiss_index(str(index_version.artifacts["index"]))
+    return _faiss_index(str(index_version.artifact_path("index")))
 
 
 @functools.lru_cache(maxsize=4)
@@ -63,5 +64,5 @@ def classifier(classifier_version: ModelVersion) -> TemperatureScaled:
     the validation cells at its retrain (``learning.calibration``; 1 for versions from before
     calibration): every probability the platform shows or uses (suggestions, query scores, the map,
     exports, the evaluation report, the TorchScript bundle) comes out of this one object."""
-    raw = _classifier(str(classifier_version.artifacts["classifier"]))
+    raw = _classifier(str(classifier_version.artifact_path("classifier")))
     return TemperatureScaled(raw, float(classifier_version.artifacts.get("temperature", 1.0)))

@@ -17,7 +17,7 @@ from learning.selfsup.config import resolve_settings
 from learning.selfsup.train import PretrainConfig, load_checkpoint, load_encoder, pretrain
 from loop.handlers.artifacts import ENCODER_FILE, job_dir
 from loop.handlers.records import cell_records
-from loop.models import ModelVersion
+from loop.models import ModelVersion, relative_artifact
 from loop.selectors import version_written_by
 from loop.services.start import initial_backbone_kwargs, initial_encoder_artifacts
 from loop.services.versions import create_version
@@ -31,9 +31,8 @@ __all__ = ["initial_backbone_kwargs", "load_backbone", "pretrain_encoder", "torc
 
 def load_backbone(encoder: ModelVersion) -> tuple[Backbone, int]:
     """(backbone in eval mode, image size) of an encoder version."""
-    checkpoint = encoder.artifacts.get("checkpoint")
-    if checkpoint:
-        model, meta = load_encoder(checkpoint)
+    if encoder.artifacts.get("checkpoint"):
+        model, meta = load_encoder(encoder.artifact_path("checkpoint"))
         return model, int(meta["image_size"])
     art = encoder.artifacts
     model = create_model(art["backbone"], **art.get("backbone_kwargs", {}))
@@ -113,7 +112,7 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
                 progress=False,
                 on_progress=lambda fraction, message: progress(0.02 + 0.96 * fraction, message),
             )
-        artifacts["checkpoint"] = str(out)
+        artifacts["checkpoint"] = relative_artifact(out)
         metrics = {
             k: summary[k] for k in ("epochs_done", "seconds", "cells_per_second", "final_loss", "device")
         }

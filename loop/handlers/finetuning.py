@@ -32,7 +32,7 @@ from loop.handlers.artifacts import ENCODER_FILE, job_dir
 from loop.handlers.encoders import load_backbone, torch_threads
 from loop.handlers.records import cell_records
 from loop.handlers.retraining import class_names
-from loop.models import ModelVersion, QueryItem
+from loop.models import ModelVersion, QueryItem, relative_artifact
 from loop.selectors import latest_version, version_written_by
 from loop.services.versions import create_version
 
@@ -147,7 +147,7 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         "label_count": len(cells),
     }
     if encoder.artifacts.get("checkpoint"):  # keep the pretraining's own description of the backbone
-        previous = load_checkpoint(encoder.artifacts["checkpoint"])["meta"]
+        previous = load_checkpoint(encoder.artifact_path("checkpoint"))["meta"]
         meta.update({k: previous[k] for k in ("backbone", "backbone_kwargs") if k in previous})
     path = save_encoder(job_dir(job) / ENCODER_FILE, result.backbone, meta)
     with transaction.atomic():
@@ -157,7 +157,7 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
             job=job,
             parent=encoder,
             artifacts={
-                "checkpoint": str(path),
+                "checkpoint": relative_artifact(path),
                 "backbone": meta["backbone"],
                 "image_size": size,
                 "method": "finetune",

@@ -16,7 +16,7 @@ from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
 from loop.handlers.encoders import load_backbone, torch_threads
 from loop.handlers.records import cell_records
-from loop.models import ModelVersion
+from loop.models import ModelVersion, relative_artifact
 from loop.selectors import latest_version, version_written_by
 from loop.services.versions import create_version
 
@@ -89,8 +89,8 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
             job=job,
             parent=encoder,
             artifacts={
-                "embeddings": str(out / EMBEDDINGS_DIR),
-                "index": str(out / INDEX_DIR),
+                "embeddings": relative_artifact(out / EMBEDDINGS_DIR),
+                "index": relative_artifact(out / INDEX_DIR),
                 "n_cells": len(ids),
                 "dim": int(emb.shape[1]),
                 # A start sample (fewer cells than the project has): a full index follows.

@@ -4,6 +4,7 @@ saliency map. Models and indexes are cached per version (see ``artifacts``)."""
 from __future__ import annotations
 
 import functools
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from annotation.cell_files import read_verified
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell
 from loop.handlers.artifacts import classifier as load_classifier
@@ -62,13 +64,15 @@ def saliency_png(*, cell: Cell) -> bytes | None:
     """The latest classifier's Grad-CAM for its predicted class, over the cell (PNG), or None when the
     project has no classifier yet or its kind cannot be written as a torch head (SVM, MLP).
 
-    Cached on disk per classifier version: the map of a cell only changes with the model."""
+    Cached on disk per classifier version: the map of a cell only changes with the model. The image is
+    checked against its hash first, cached map or not (raises ``CellFileChanged`` if it changed)."""
     from learning.data import load_image
     from learning.saliency import linear_head_from_classifier, overlay_png, saliency_map
 
     version = latest_version(cell.project_id, ModelVersion.Kind.CLASSIFIER)
     if version is None or version.parent is None or version.parent.parent_id is None:
         return None
+    image_bytes = read_verified(cell.cell_file)
     cache = Path(settings.LEUKOLOOP_ARTIFACTS_DIR) / f"project-{cell.project_id}" / "saliency"
     path = cache / f"classifier-v{version.version}-cell-{cell.pk}.png"
     if path.is_file():
@@ -79,7 +83,7 @@ def saliency_png(*, cell: Cell) -> bytes | None:
     head = linear_head_from_classifier(clf, emb.shape[1])
     if head is None:
         return None
-    image = load_image(cell.image_path, size)
+    image = load_image(io.BytesIO(image_bytes), size)
     png = overlay_png(image, saliency_map(backbone, head, image))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -22,7 +22,7 @@ from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.querying import choose, write_batch
 from loop.handlers.training_set import TrainingSet, build_training_set
-from loop.models import ModelVersion, QueryBatch
+from loop.models import ModelVersion, QueryBatch, relative_artifact
 from loop.selectors import latest_version
 from loop.services.versions import create_version
 
@@ -131,7 +131,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         path = job_dir(job) / CLASSIFIER_FILE
         joblib.dump(raw, path)  # the fitted model; its temperature goes with the version's artifacts
         artifacts = {
-            "classifier": str(path),
+            "classifier": relative_artifact(path),
             "kind": project.classifier_kind,
             "classes": classes,
             "temperature": clf.temperature,

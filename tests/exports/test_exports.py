@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -121,8 +122,12 @@ def test_imagefolder_zip_and_csv_import_back_with_the_same_cells_and_labels(
     review = next(r for r in rows if int(r["cell_id"]) == cells[21].pk)
     assert review["label"] == "" and review["label_status"] == "review"
 
+    # Paths are relative to the folder the cells came from: the CSV imports from there.
+    root = Path(cells[0].image_root)
+    assert rows[0]["path"] == cells[0].image and (root / rows[0]["path"]).is_file()
     from_csv = project_create(name="from-csv")
-    report = import_cells(project=from_csv, source=table, labels=LabelMode.ANNOTATIONS)
+    shutil.copyfile(table, root / "export.csv")
+    report = import_cells(project=from_csv, source=root / "export.csv", labels=LabelMode.ANNOTATIONS)
     assert report.imported == 72 and not report.errors, report.as_dict()
     assert labels_by_hash(from_csv) == expected
     assert set(Cell.objects.filter(project=from_csv).values_list("content_hash", flat=True)) == {

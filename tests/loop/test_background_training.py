@@ -205,7 +205,7 @@ def test_a_retried_pretrain_resumes_from_its_own_checkpoint(
     encoder = ModelVersion.objects.get(job=job, kind=ModelVersion.Kind.ENCODER)
     assert encoder.metrics["resumed_after_seconds"] == pytest.approx(before["seconds"], abs=0.01)
     assert encoder.metrics["epochs_done"] == pytest.approx(after["epochs_done"])
-    assert encoder.artifacts["checkpoint"] == str(checkpoint)
+    assert encoder.artifact_path("checkpoint") == checkpoint
 
 
 def test_a_retried_pretrain_whose_budget_was_spent_trains_no_more(
@@ -238,4 +238,4 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(
     assert attempts.calls[1]["resume"] is None and attempts.calls[1]["config"].minutes == 0.05
     encoder = ModelVersion.objects.get(job=job, kind=ModelVersion.Kind.ENCODER)
     assert "resumed_after_seconds" not in encoder.metrics
-    assert np.isclose(load_checkpoint(encoder.artifacts["checkpoint"])["meta"]["image_size"], 24)
+    assert np.isclose(load_checkpoint(encoder.artifact_path("checkpoint"))["meta"]["image_size"], 24)

@@ -3,6 +3,7 @@ retrain + next batch, with versions, validation metrics and provenance recorded.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from annotation.services.annotations import annotation_create
 from jobs.models import Job
 from jobs.services import job_claim, job_create, job_release_waiting, job_succeed
 from loop.handlers.artifacts import index_embeddings
-from loop.models import ModelVersion, QueryBatch, QueryItem
+from loop.models import ARTIFACT_PATH_KEYS, ModelVersion, QueryBatch, QueryItem
 from loop.services.batches import batch_submit, query_item_skip
 from loop.services.requests import retrain_request
 from tests.conftest import run_queued_jobs
@@ -79,6 +80,17 @@ def test_a_submitted_batch_retrains_and_the_next_batch_comes_from_the_new_model(
     assert all(i.suggestion is not None and 0.0 < (i.confidence or 0) <= 1.0 for i in items)
     assert all(i.score is not None for i in items)
     assert set(retrain.result["seconds"]) >= {"load", "fit", "score", "select", "write"}
+    # Every file a version names is recorded relative to the artefacts folder (a restore elsewhere works).
+    recorded = [
+        (version, key)
+        for version in ModelVersion.objects.filter(project=loop_project)
+        for key in ARTIFACT_PATH_KEYS
+        if key in version.artifacts
+    ]
+    assert {key for _, key in recorded} == {"checkpoint", "embeddings", "index", "classifier"}
+    for version, key in recorded:
+        assert not Path(version.artifacts[key]).is_absolute(), (version, key)
+        assert version.artifact_path(key).exists()
 
 
 def test_labels_during_a_retrain_trigger_exactly_one_more(loop_project: Project, annotator: User) -> None:
