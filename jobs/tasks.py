@@ -107,11 +107,11 @@ def requeue_stale_jobs() -> list[int]:
 
 @worker_ready.connect
 def _requeue_on_start(**_: Any) -> None:
-    """A worker that starts after a crash picks up the jobs the dead worker left running."""
+    """A worker that starts after a crash picks up the jobs the dead worker left running or fetched."""
     try:
         stale = services.job_requeue_stale()
     except Exception:  # the database may not be migrated yet; the periodic sweep tries again
         logger.exception("stale-job sweep at worker start failed")
         return
     if stale:
-        logger.info("requeued jobs of a dead worker: %s", stale)
+        logger.info("sweep at worker start re-sent jobs %s", stale)

@@ -279,3 +279,14 @@ def test_the_heartbeat_reconnects_after_the_database_dropped_its_connection() ->
         _worker_died(job)
         wait_for(lambda: heartbeat.failures >= 1, timeout=10, what="the failed beat")
         wait_for(lambda: _beat_within(job, 5), timeout=10, what="a beat on a new connection")
+
+
+def test_by_default_a_job_queued_while_the_broker_was_down_is_sent_within_a_minute_of_its_return() -> None:
+    """Worst case: the broker comes back just after a sweep; the next sweep comes one interval later and
+    sends every job queued longer than the resend delay (tests/loop/test_broker_outage.py runs it)."""
+    from django.conf import settings
+
+    sweep = settings.CELERY_BEAT_SCHEDULE["requeue-stale-jobs"]
+    assert sweep["task"] == "leukoloop.requeue_stale_jobs"
+    assert float(sweep["schedule"]) + settings.LEUKOLOOP_JOB_RESEND_SECONDS <= 60
+    assert settings.LEUKOLOOP_JOB_LOST_SECONDS > settings.LEUKOLOOP_JOB_STALE_SECONDS
