@@ -31,8 +31,8 @@ def closed_port_url() -> str:
 
 def _drop_connections() -> None:
     # Celery keeps a connection pool and a producer pool built from the broker settings it read first.
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # They are forgotten, not closed: kombu's registry hands the same pool back for the same broker URL,
+    # and a closed one would refuse every later send of the session ("Acquire on closed pool").
     app._pool = None
     amqp = app.__dict__.get("amqp")
     if amqp is not None:

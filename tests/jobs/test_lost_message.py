@@ -31,7 +31,8 @@ def test_a_job_whose_worker_died_after_fetching_its_message_is_run_by_the_sweep(
     options: dict[str, Any] = filesystem_options(broker)
     project = project_create(name="lost-message")
     with producer_broker("filesystem://", transport=AtomicFilesystemTransport, options=options):
-        first = start_worker(LEUKOLOOP_VAR_DIR=str(var), LEUKOLOOP_FAILPOINTS="run_job.before_claim=120")
+        private = {"CELERY_BROKER_URL": "filesystem://", "LEUKOLOOP_VAR_DIR": str(var)}
+        first = start_worker(**private, LEUKOLOOP_FAILPOINTS="run_job.before_claim=120")
         job = job_create(
             kind=Job.Kind.IMPORT,
             project=project,
@@ -50,7 +51,7 @@ def test_a_job_whose_worker_died_after_fetching_its_message_is_run_by_the_sweep(
         assert (job.status, job.attempts) == (Job.Status.QUEUED, 0)
 
         time.sleep(1.5)  # older than the lost delay below
-        second = start_worker(LEUKOLOOP_VAR_DIR=str(var), LEUKOLOOP_JOB_LOST_SECONDS="1")
+        second = start_worker(**private, LEUKOLOOP_JOB_LOST_SECONDS="1")
 
         def finished() -> bool:
             job.refresh_from_db()
