@@ -249,6 +249,9 @@ class Annotation(models.Model):
         "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="supersedes"
     )
     withdrawn_at = models.DateTimeField(null=True, blank=True)
+    # The key the client sent with the label request that wrote this row (annotation.services.annotations):
+    # a repeat of the request finds these rows and answers with them instead of labelling again.
+    client_key = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["id"]
@@ -257,6 +260,11 @@ class Annotation(models.Model):
                 fields=["cell", "annotator"],
                 condition=Q(superseded_by__isnull=True),
                 name="one_current_annotation_per_annotator",
+            ),
+            models.UniqueConstraint(
+                fields=["annotator", "client_key", "cell"],
+                condition=~Q(client_key=""),
+                name="one_annotation_per_client_key_and_cell",
             ),
             models.CheckConstraint(
                 condition=Q(label__isnull=False) | Q(unsure=True), name="annotation_has_label_or_is_unsure"

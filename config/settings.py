@@ -244,9 +244,15 @@ CELERY_TASK_DEFAULT_QUEUE = "celery"
 CELERY_TASK_ROUTES = ("jobs.routing.route_task",)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Workers that run `celery worker -B` (one per deployment) sweep for jobs of dead workers every minute.
+# Workers that run `celery worker -B` (one per deployment) sweep for jobs the broker or a dead worker lost
+# (jobs.services.job_requeue_stale); with the resend delay below, a job queued while the broker was down
+# is sent within a minute of the broker coming back.
+LEUKOLOOP_JOB_SWEEP_SECONDS = env_int("LEUKOLOOP_JOB_SWEEP_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-jobs": {"task": "leukoloop.requeue_stale_jobs", "schedule": 60.0},  # routing.SWEEP_TASK
+    "requeue-stale-jobs": {  # routing.SWEEP_TASK
+        "task": "leukoloop.requeue_stale_jobs",
+        "schedule": float(LEUKOLOOP_JOB_SWEEP_SECONDS),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -256,6 +262,15 @@ LEUKOLOOP_MAX_IMAGE_PIXELS = env_int("LEUKOLOOP_MAX_IMAGE_PIXELS", 40_000_000)
 # A running job writes a heartbeat every few seconds; one silent for this long is a dead worker's.
 LEUKOLOOP_JOB_STALE_SECONDS = env_int("LEUKOLOOP_JOB_STALE_SECONDS", 60)
 LEUKOLOOP_JOB_HEARTBEAT_SECONDS = env_int("LEUKOLOOP_JOB_HEARTBEAT_SECONDS", 5)
+# A queued job whose message never reached the broker (it was down) is sent again after this long...
+LEUKOLOOP_JOB_RESEND_SECONDS = env_int("LEUKOLOOP_JOB_RESEND_SECONDS", 30)
+# ... and one still queued this long after its message was sent is taken for lost (a broker restarted
+# empty, a worker killed between fetching the message and claiming the job) and sent again; a duplicate
+# costs nothing (only one claim wins), so this only bounds how long a lost job waits.
+LEUKOLOOP_JOB_LOST_SECONDS = env_int("LEUKOLOOP_JOB_LOST_SECONDS", 600)
+# A job whose worker died this many times (killed, out of memory) fails with the reason instead of
+# being run again.
+LEUKOLOOP_JOB_MAX_ATTEMPTS = env_int("LEUKOLOOP_JOB_MAX_ATTEMPTS", 3)
 # Encoders, embeddings, FAISS indexes and classifiers, one folder per job.
 LEUKOLOOP_ARTIFACTS_DIR = Path(env_str("LEUKOLOOP_ARTIFACTS_DIR", str(VAR_DIR / "artifacts"))).resolve()
 LEUKOLOOP_DATA_DIR = Path(

@@ -27,6 +27,7 @@ from django.contrib.auth.models import User
 from annotation.cell_files import CellFileChanged, read_verified
 from annotation.models import Project
 from exports.rows import ExportRow, Predictor, count_cells, iter_rows, safe_file_name
+from jobs.failpoints import failpoint
 from jobs.models import Job
 from jobs.services import job_create
 from learning.manifest import spreadsheet_safe
@@ -80,9 +81,14 @@ def export_request(*, project: Project, fmt: str, created_by: User | None = None
 @contextmanager
 def _atomic_output(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A worker killed mid-export left its partial file (named by its pid); only one attempt owns the job
+    # (jobs.services.job_claim), so whatever partial file is there is a dead attempt's.
+    for stale in path.parent.glob(path.name + ".tmp*"):
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         yield tmp
+        failpoint("export.before_rename")  # crash tests: the file is written, not yet in place
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -53,6 +53,9 @@ class Job(models.Model):
     # Written every few seconds while a worker runs the job; a running job whose heartbeat stopped
     # belongs to a dead worker and is handed to another (see jobs.services.job_requeue_stale).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When a message for this job last reached the broker; null while it never has (the broker was down
+    # when the job was queued). The sweep re-sends queued jobs by it (jobs.services.job_requeue_stale).
+    sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

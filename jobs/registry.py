@@ -26,8 +26,8 @@ def job_handler(kind: str) -> Callable[[JobHandler], JobHandler]:
     return register
 
 
-def throttled_progress(job_id: int, every_seconds: float = 0.5) -> JobProgress:
-    """A progress callback that writes to the Job row at most twice a second."""
+def throttled_progress(job_id: int, attempt: int, every_seconds: float = 0.5) -> JobProgress:
+    """A progress callback that writes to the Job row at most twice a second, while ``attempt`` owns it."""
     last = 0.0
 
     def report(fraction: float, message: str) -> None:
@@ -35,6 +35,6 @@ def throttled_progress(job_id: int, every_seconds: float = 0.5) -> JobProgress:
         now = time.monotonic()
         if now - last >= every_seconds or fraction >= 1.0:
             last = now
-            job_progress(job_id=job_id, progress=fraction, message=message)
+            job_progress(job_id=job_id, attempt=attempt, progress=fraction, message=message)
 
     return report

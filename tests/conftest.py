@@ -167,8 +167,11 @@ def _worker_database_url() -> str:
 class WorkerProcess:
     """``celery worker`` as a separate OS process (its own process group, so it can be killed whole)."""
 
-    def __init__(self, log: Path, env: dict[str, str]) -> None:
+    def __init__(self, log: Path, env: dict[str, str], beat_schedule: Path | None = None) -> None:
         self.log = log
+        # With a schedule file the worker also runs the beat (`make run`'s loop worker does): the periodic
+        # stale-job sweep.
+        beat = ["--beat", f"--schedule={beat_schedule}"] if beat_schedule is not None else []
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [
@@ -185,6 +188,7 @@ class WorkerProcess:
                     "--without-gossip",
                     "--without-mingle",
                     "--without-heartbeat",
+                    *beat,
                 ],
                 cwd=REPO,
                 env=env,
@@ -214,10 +218,11 @@ WorkerFactory = Callable[..., WorkerProcess]
 @pytest.fixture
 def start_worker(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[WorkerFactory]:
     """Start real worker processes on the test database and broker; ``start_worker(NAME=value)`` adds
-    environment variables. All are stopped at the end of the test."""
+    environment variables, ``beat=True`` runs the periodic sweep in it too. All are stopped at the end of
+    the test."""
     workers: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
+    def start(*, beat: bool = False, **extra_env: str) -> WorkerProcess:
         env = {
             **os.environ,
             "DATABASE_URL": _worker_database_url(),
@@ -227,7 +232,8 @@ def start_worker(transactional_db: None, settings: Any, tmp_path: Path) -> Itera
             "DJANGO_SETTINGS_MODULE": "config.settings",
             **extra_env,
         }
-        worker = WorkerProcess(tmp_path / "worker.log", env)
+        schedule = tmp_path / f"beat-schedule-{len(workers)}" if beat else None
+        worker = WorkerProcess(tmp_path / "worker.log", env, schedule)
         workers.append(worker)
         return worker
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import IntegrityError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
@@ -25,7 +26,12 @@ from annotation.api.views import bool_param, errors, int_param, schema_only, str
 from annotation.models import Annotation, Cell, LabelClass, Project
 from annotation.roles import REVIEWERS
 from annotation.selectors import annotation_list, annotation_summary, review_queue
-from annotation.services.annotations import UnknownCellsError, annotation_withdraw, annotations_create
+from annotation.services.annotations import (
+    ClientKeyReusedError,
+    UnknownCellsError,
+    annotation_withdraw,
+    annotations_create,
+)
 from annotation.services.review import review_decide
 
 
@@ -44,6 +50,17 @@ class LabelSerializer(serializers.Serializer[dict[str, Any]]):
     unsure = serializers.BooleanField(default=False)
     attributes = serializers.DictField(child=serializers.CharField(), required=False)
     seconds_spent = serializers.FloatField(required=False, allow_null=True, min_value=0.0)
+    client_key = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text=(
+            "Optional idempotency key, unique per label request of this user (a UUID, say). A repeat of "
+            "the request with the same key (a retry after a lost answer) writes nothing and answers like "
+            "the first, with the header `Idempotent-Replayed: true`; the same key with other cells, "
+            "label, flags or attributes is refused (409, `client_key_reused`)."
+        ),
+    )
 
 
 @extend_schema_view(
@@ -62,7 +79,9 @@ class LabelSerializer(serializers.Serializer[dict[str, Any]]):
 class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
     """GET: annotations of the project, history included, oldest first. Annotators see only their own;
     reviewers, leads and admins see everyone's.
-    POST: label one cell or many at once (multi-select). All or nothing: one bad cell labels none."""
+    POST: label one cell or many at once (multi-select). All or nothing: one bad cell labels none. Give a
+    ``client_key`` so that a retried request labels once. Two labels of one cell by one annotator at once
+    both land, one after the other (the later one is current); 409 only if they still collide."""
 
     serializer_class = AnnotationSerializer
 
@@ -85,7 +104,7 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
             current_only=bool(bool_param(request, "current")),
         )
 
-    @extend_schema(request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 404)})
+    @extend_schema(request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 404, 409)})
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         data = LabelSerializer(data=request.data)
@@ -95,7 +114,7 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
         if label is None and not values["unsure"]:
             raise ValidationError({"label": "give a label, or flag the cell unsure"})
         try:
-            created = annotations_create(
+            written = annotations_create(
                 project=project,
                 cell_ids=values["cells"],
                 annotator=request.user,  # type: ignore[arg-type]  # IsAuthenticated: never anonymous here
@@ -103,14 +122,22 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
                 attributes=values.get("attributes") or {},
                 unsure=values["unsure"],
                 seconds_spent=values.get("seconds_spent"),
+                client_key=values.get("client_key") or "",
             )
+        except ClientKeyReusedError as exc:
+            raise Conflict(str(exc), code="client_key_reused") from exc
+        except IntegrityError as exc:
+            # The cell lock serializes labels of a cell; this is the constraint's last word if two still met.
+            raise Conflict("another label of this cell was saved at the same moment: try again") from exc
         except ValueError as exc:
             raise ValidationError(
                 {"cells" if isinstance(exc, UnknownCellsError) else "detail": str(exc)}
             ) from exc
+        headers = {"Idempotent-Replayed": "true"} if written.replayed else None
         return Response(
-            {"annotations": [annotation_summary(a) for a in created]},
+            {"annotations": [annotation_summary(a) for a in written.annotations]},
             status=status.HTTP_201_CREATED,
+            headers=headers,
         )
 
 

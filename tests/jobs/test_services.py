@@ -21,8 +21,9 @@ def project() -> Project:
 
 def test_a_job_is_claimed_once_and_a_finished_job_not_again(project: Project) -> None:
     job = job_create(kind=Job.Kind.IMPORT, project=project, enqueue=False)
-    assert job_claim(job_id=job.pk)
-    job_succeed(job_id=job.pk, result={"ok": True})
+    attempt = job_claim(job_id=job.pk)
+    assert attempt == 1
+    assert job_succeed(job_id=job.pk, attempt=attempt, result={"ok": True})
     assert not job_claim(job_id=job.pk)
     job.refresh_from_db()
     assert (job.status, job.progress, job.attempts) == (Job.Status.SUCCEEDED, 1.0, 1)
@@ -30,11 +31,12 @@ def test_a_job_is_claimed_once_and_a_finished_job_not_again(project: Project) ->
 
 def test_progress_is_clamped_and_only_written_while_running(project: Project) -> None:
     job = job_create(kind=Job.Kind.IMPORT, project=project, enqueue=False)
-    job_progress(job_id=job.pk, progress=0.5, message="early")
+    assert not job_progress(job_id=job.pk, attempt=0, progress=0.5, message="early")
     job.refresh_from_db()
     assert job.progress == 0.0  # still queued
-    job_claim(job_id=job.pk)
-    job_progress(job_id=job.pk, progress=7.0, message="over")
+    attempt = job_claim(job_id=job.pk)
+    assert attempt is not None
+    assert job_progress(job_id=job.pk, attempt=attempt, progress=7.0, message="over")
     job.refresh_from_db()
     assert (job.progress, job.message) == (1.0, "over")
 

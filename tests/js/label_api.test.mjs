@@ -44,7 +44,7 @@ test("the server's error shape is kept; other bodies get the same shape", () => 
   const body = { error: { status: 409, code: "empty_batch", detail: "nothing labelled", fields: {} } };
   assert.deepEqual(errorOf(409, body), { status: 409, code: "empty_batch", detail: "nothing labelled", fields: {} });
   assert.deepEqual(errorOf(403, { detail: "no" }), { status: 403, code: "error", detail: "no", fields: {} });
-  assert.deepEqual(errorOf(502, null), { status: 502, code: "error", detail: "HTTP 502", fields: {} });
+  assert.deepEqual(errorOf(502, null), { status: 502, code: "error", detail: "the server failed (HTTP 502)", fields: {} });
 });
 
 test("a request sends JSON with the CSRF token and returns the body", async () => {

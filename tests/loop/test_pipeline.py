@@ -99,12 +99,13 @@ def test_labels_during_a_retrain_trigger_exactly_one_more(loop_project: Project,
     label_batch(batch, annotator, n=1)  # an untouched batch cannot be submitted
     first = batch_submit(batch=batch, user=annotator)
     assert retrain_request(project=loop_project) == first  # queued: joins it
-    assert job_claim(job_id=first.pk)  # now running
+    attempt = job_claim(job_id=first.pk)  # now running
+    assert attempt == 1
     waiting = retrain_request(project=loop_project)
     assert waiting != first and waiting.status == Job.Status.WAITING
     assert retrain_request(project=loop_project) == waiting
     assert retrain_request(project=loop_project) == waiting
-    job_succeed(job_id=first.pk, result={})
+    assert job_succeed(job_id=first.pk, attempt=attempt, result={})
     job_release_waiting(project_id=loop_project.pk, kind=Job.Kind.RETRAIN)
     waiting.refresh_from_db()
     assert waiting.status == Job.Status.QUEUED

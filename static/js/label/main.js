@@ -1,7 +1,11 @@
 // The labelling page: keyboard-first labelling of the current query batch. The server holds all state;
 // this module renders the batch, sends labels and polls the loop's progress. The rules live in state.js
 // (pure, unit-tested), the calls in api.js, the drawing in render.js.
-import { ApiError, createApi } from "./api.js";
+//
+// A label is sent with a client key and retried with backoff when the server cannot be reached or fails
+// (api.js); one still not saved is listed above the grid, marked on its tile, and sent again (same key,
+// so it lands once) each time the loop's poll finds the server answering.
+import { ApiError, createApi, isRetryable, newClientKey } from "./api.js";
 import { $, ConfirmDialog, gridColumns } from "./dom.js";
 import * as render from "./render.js";
 import {
@@ -12,6 +16,8 @@ import {
   buildKeyMap,
   clickCell,
   createSelection,
+  describeUnsaved,
+  dropUnsaved,
   isDone,
   keyAction,
   moveFocus,
@@ -24,6 +30,7 @@ import {
   submitCheck,
   targets,
   undoSteps,
+  unsavedByCell,
 } from "./state.js";
 
 const config = JSON.parse($("label-config").textContent);
@@ -44,6 +51,8 @@ const page = {
   pending: {}, // attribute values kept for cells without a label, by cell id
   loop: null,
   flash: null, // {text, isError}
+  unsaved: new Map(), // label requests not confirmed by the server, by client key (state.js)
+  resending: false,
 };
 
 const items = () => (page.batch ? page.batch.items : []);
@@ -72,6 +81,7 @@ function draw() {
     sel: page.sel,
     byName,
     pending: page.pending,
+    unsaved: unsavedByCell(page.unsaved),
     saliencyOn: page.saliencyOn,
     saliencyUrl: api.saliencyUrl,
   });
@@ -129,19 +139,20 @@ async function send(plan) {
   const total = plan.reduce((n, p) => n + p.indices.length, 0);
   const annotationIds = [];
   const labelled = [];
+  let failure = null;
   try {
+    // Every request of the action is tried, whatever happened to the one before: a failed one is kept
+    // (page.unsaved) and shown, the others land.
     for (const { indices, body } of plan) {
       const cells = indices.map((i) => items()[i].cell);
       const share = Math.round(((seconds * indices.length) / total) * 100) / 100;
-      const data = await api.annotate({ cells, seconds_spent: share, ...body });
-      const indexOf = new Map(indices.map((i) => [items()[i].cell, i]));
-      for (const a of data.annotations) {
-        const i = indexOf.get(a.cell);
-        if (i === undefined) continue;
-        items()[i].mine = a;
-        delete page.pending[a.cell];
-        annotationIds.push(a.id);
-        labelled.push(i);
+      const request = { cells, seconds_spent: share, ...body, client_key: newClientKey() };
+      try {
+        const saved = applySaved(await save(request));
+        annotationIds.push(...saved.annotationIds);
+        labelled.push(...saved.labelled);
+      } catch (error) {
+        failure = failure || error;
       }
     }
   } finally {
@@ -149,10 +160,97 @@ async function send(plan) {
     if (labelled.length) {
       page.sel.selected.clear();
       advance();
-      draw();
     }
+    draw();
   }
+  if (failure) throw failure;
   await afterChange();
+}
+
+/** The annotations the server answered with, onto the batch's cells: {annotationIds, labelled}. */
+function applySaved(data) {
+  const indexOf = new Map(items().map((item, i) => [item.cell, i]));
+  const annotationIds = [];
+  const labelled = [];
+  for (const a of data.annotations) {
+    const i = indexOf.get(a.cell);
+    if (i === undefined) continue;
+    items()[i].mine = a;
+    delete page.pending[a.cell];
+    annotationIds.push(a.id);
+    labelled.push(i);
+  }
+  return { annotationIds, labelled };
+}
+
+const detailOf = (error) => (error instanceof ApiError ? error.detail : String((error && error.message) || error));
+
+function showUnsaved() {
+  const nameOf = (name) => (byName[name] ? byName[name].display_name : name);
+  render.renderUnsaved($("unsaved"), describeUnsaved(page.unsaved, nameOf));
+}
+
+/** Save one label request, tried again with backoff while the failure may pass (api.js). Until the server
+ * confirms it, it is in page.unsaved; a newer label of its cells takes it out (and stops its retries). */
+async function save(request) {
+  const key = request.client_key;
+  page.unsaved = dropUnsaved(page.unsaved, request.cells, newClientKey);
+  const entry = { request, error: "", final: false, retrying: true };
+  page.unsaved.set(key, entry);
+  const current = () => page.unsaved.get(key) === entry;
+  try {
+    const data = await api.annotate(request, {
+      retryable: (error) => current() && isRetryable(error),
+      onRetry: ({ attempt, error, delayMs }) => {
+        entry.error = detailOf(error);
+        showUnsaved();
+        draw();
+        flash(`Label not saved yet (try ${attempt}): ${entry.error}. Trying again in ${(delayMs / 1000).toFixed(1)} s…`, true);
+      },
+    });
+    if (current()) page.unsaved.delete(key);
+    if (page.flash && page.flash.isError && !page.unsaved.size) page.flash = null;
+    return data;
+  } catch (error) {
+    entry.error = detailOf(error);
+    entry.final = !isRetryable(error);
+    throw error;
+  } finally {
+    entry.retrying = false;
+    showUnsaved();
+  }
+}
+
+/** Send again the labels that failed (each once, same key); called when the server answers a poll. */
+async function resendUnsaved() {
+  if (page.resending) return;
+  const due = [...page.unsaved.values()].filter((entry) => entry.error && !entry.final && !entry.retrying);
+  if (!due.length) return;
+  page.resending = true;
+  try {
+    for (const entry of due) {
+      const key = entry.request.client_key;
+      if (page.unsaved.get(key) !== entry) continue; // relabelled meanwhile
+      try {
+        const data = await api.annotate(entry.request, { delays: [] });
+        if (page.unsaved.get(key) === entry) {
+          page.unsaved.delete(key);
+          applySaved(data);
+        }
+      } catch (error) {
+        entry.error = detailOf(error);
+        entry.final = !isRetryable(error);
+      }
+    }
+  } finally {
+    page.resending = false;
+    showUnsaved();
+    draw();
+  }
+  if (!page.unsaved.size) {
+    flash("Every label is saved.");
+    await afterChange();
+  }
 }
 
 function labelWith(name) {
@@ -446,6 +544,7 @@ async function poll() {
   }
   page.loop = loop;
   drawStatus();
+  await resendUnsaved();
   const newest = loop.batch;
   if (newest && (!page.batch || newest.id !== page.batch.id)) {
     const finished = !page.batch || items().every(isDone);

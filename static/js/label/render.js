@@ -10,7 +10,7 @@ export function displayName(byName, name) {
   return byName[name] ? byName[name].display_name : String(name);
 }
 
-function tileCaption(item, byName, pending) {
+function tileCaption(item, byName, pending, unsaved) {
   const parts = [
     item.suggestion
       ? el("span", { className: "suggestion" }, `${displayName(byName, item.suggestion)} ${pct(item.confidence)}`)
@@ -20,12 +20,18 @@ function tileCaption(item, byName, pending) {
   if (mine) parts.push(el("span", { className: "mine" }, mine.unsure ? "unsure" : displayName(byName, mine.label)));
   else if (item.skipped) parts.push(el("span", { className: "mine" }, "skipped"));
   if (pending) parts.push(el("span", { className: "pending-attributes", title: "saved with the cell's label" }, "attributes kept"));
+  if (unsaved) {
+    const what = unsaved === "unsure" ? "unsure" : displayName(byName, unsaved);
+    parts.push(el("span", { className: "unsaved-label", title: "the server has not saved this label yet" }, `${what}: not saved`));
+  }
   return el("figcaption", {}, parts);
 }
 
-/** The tiles of the batch. `view`: {items, sel, byName, pending, saliencyOn, saliencyUrl}. */
+/** The tiles of the batch. `view`: {items, sel, byName, pending, unsaved, saliencyOn, saliencyUrl};
+ * `unsaved`: a Map from cell id to the label (class name or "unsure") the server has not saved yet. */
 export function renderGrid(grid, view) {
   const { items, sel, byName, pending, saliencyOn, saliencyUrl } = view;
+  const unsaved = view.unsaved || new Map();
   const tiles = items.map((item, i) => {
     const tile = el("figure", { className: "tile", dataset: { index: i, cell: item.cell } });
     const mine = item.mine;
@@ -34,6 +40,7 @@ export function renderGrid(grid, view) {
       if (mine.label && byName[mine.label]) tile.style.setProperty("--c", byName[mine.label].colour);
     }
     if (item.skipped) tile.classList.add("skipped");
+    if (unsaved.has(item.cell)) tile.classList.add("unsaved");
     if (i === sel.focus) tile.classList.add("focused");
     if (sel.selected.has(i)) tile.classList.add("selected");
     const frame = el(
@@ -42,10 +49,16 @@ export function renderGrid(grid, view) {
       el("img", { src: item.image_url, alt: `cell ${item.cell}`, loading: "lazy" }),
       saliencyOn && i === sel.focus ? el("img", { className: "saliency", src: saliencyUrl(item.cell), alt: "saliency" }) : null,
     );
-    tile.append(frame, tileCaption(item, byName, pending[item.cell]));
+    tile.append(frame, tileCaption(item, byName, pending[item.cell], unsaved.get(item.cell)));
     return tile;
   });
   grid.replaceChildren(...tiles);
+}
+
+/** The line on labels the server has not saved (state.describeUnsaved); hidden when there are none. */
+export function renderUnsaved(node, text) {
+  node.textContent = text;
+  node.hidden = !text;
 }
 
 /** "Batch 3 · model v2 · index v1 · strategy margin · 4 of 12 done" (ids kept for the tests). */

@@ -298,3 +298,54 @@ export function planAttributeSave(items, panel) {
   }));
   return { requests, keep };
 }
+
+// --- labels not saved yet ---------------------------------------------------------------------------
+// `unsaved` is a Map from a label request's client key to {request, error, final}: the request as sent
+// ({cells, label | unsure, attributes, seconds_spent, client_key}), the last error ("" while the first
+// try is on its way) and whether the server refused it for good (a 4xx: sending it again cannot help).
+
+/** What each cell of a request that failed was to get ("unsure" or the class name), by cell id. */
+export function unsavedByCell(unsaved) {
+  const byCell = new Map();
+  for (const { request, error } of unsaved.values()) {
+    if (!error) continue;
+    for (const cell of request.cells) byCell.set(cell, request.label || (request.unsure ? "unsure" : "?"));
+  }
+  return byCell;
+}
+
+/** A new label for `cells` replaces whatever was still waiting to be saved for them, so that an older
+ * label sent again later cannot land over it. A request that keeps other cells becomes a new request for
+ * those (a new key from `newKey`: the same key with other cells would be refused); one left with no cell
+ * is dropped. Returns a new map. */
+export function dropUnsaved(unsaved, cells, newKey) {
+  const gone = new Set(cells);
+  const next = new Map();
+  for (const [key, entry] of unsaved) {
+    const keep = entry.request.cells.filter((cell) => !gone.has(cell));
+    if (keep.length === entry.request.cells.length) next.set(key, entry);
+    else if (keep.length) {
+      const share = entry.request.seconds_spent;
+      const seconds = typeof share === "number" ? Math.round(((share * keep.length) / entry.request.cells.length) * 100) / 100 : share;
+      const request = { ...entry.request, cells: keep, seconds_spent: seconds, client_key: newKey() };
+      next.set(request.client_key, { ...entry, request });
+    }
+  }
+  return next;
+}
+
+/** One sentence on the labels not saved, e.g. "2 labels not saved: cell 12 → Neutrophil, cell 13 →
+ * unsure — the server failed (HTTP 503); sent again while this page is open." "" when none.
+ * `nameOf(name)` gives a class's display name. */
+export function describeUnsaved(unsaved, nameOf = (name) => name, limit = 8) {
+  const failed = [...unsaved.values()].filter((entry) => entry.error);
+  if (!failed.length) return "";
+  const byCell = unsavedByCell(unsaved);
+  const shown = [...byCell].slice(0, limit).map(([cell, what]) => `cell ${cell} → ${what === "unsure" ? "unsure" : nameOf(what)}`);
+  const more = byCell.size > limit ? ` and ${byCell.size - limit} more` : "";
+  const count = byCell.size === 1 ? "1 label" : `${byCell.size} labels`;
+  const error = failed[failed.length - 1].error;
+  const pending = failed.some((entry) => !entry.final);
+  const what = pending ? "sent again while this page is open" : "refused by the server: label again to retry";
+  return `${count} not saved: ${shown.join(", ")}${more} — ${error}; ${what}.`;
+}
