@@ -15,9 +15,9 @@ shared machine was; the seconds are recorded beside it as context.
 
 Example (the command behind ``bench/results/finetune_recipe_*.json``)::
 
-    .venv/bin/python bench/finetune_recipe.py --pool var/bench/split/pool.csv --test var/bench/split/test.csv \
-        --image-size 96 --per-class 90 --seeds 1 --recipes supervised,lpft,semi \
-        --epochs 30 --image-cache var/cache --out bench/results/finetune_recipe_96.json
+    .venv/bin/python bench/finetune_recipe.py --pool var/bench/split/pool.csv \
+        --test var/bench/split/test.csv --image-size 96 --per-class 90 --seeds 1 \
+        --recipes lpft,supervised,semi_lpft --epochs 20 --out bench/results/finetune_recipe_96.json
 """
 
 from __future__ import annotations
@@ -173,15 +173,20 @@ def brief(report: dict[str, Any]) -> str:
     return (
         f"F1 {report['macro_f1']:.3f} pbc {src.get('pbc', float('nan')):.3f} "
         f"blast {report['per_class_recall'].get('blast', float('nan')):.3f} "
-        f"attr {report.get('attribute_mean_macro_f1') or float('nan'):.3f} ece {report.get('ece', float('nan')):.3f}"
+        f"attr {report.get('attribute_mean_macro_f1') or float('nan'):.3f} "
+        f"ece {report.get('ece', float('nan')):.3f}"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pool", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True)
-    parser.add_argument("--encoder", type=Path, default=None, help="pretraining checkpoint (default: ImageNet)")
+    parser.add_argument(
+        "--encoder", type=Path, default=None, help="pretraining checkpoint (default: ImageNet)"
+    )
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--per-class", type=int, default=90)
@@ -215,8 +220,12 @@ def main(argv: list[str] | None = None) -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(
                 json.dumps(
-                    {"command": " ".join(sys.argv), "args": {k: str(v) for k, v in vars(args).items()},
-                     "load_average_end": os.getloadavg(), "runs": runs},
+                    {
+                        "command": " ".join(sys.argv),
+                        "args": {k: str(v) for k, v in vars(args).items()},
+                        "load_average_end": os.getloadavg(),
+                        "runs": runs,
+                    },
                     indent=1,
                 )
             )

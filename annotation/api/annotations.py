@@ -104,7 +104,9 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
             current_only=bool(bool_param(request, "current")),
         )
 
-    @extend_schema(request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 404, 409)})
+    @extend_schema(
+        request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 404, 409)}
+    )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         data = LabelSerializer(data=request.data)
