@@ -13,7 +13,7 @@ background pretraining starts and ends, and when the next batch comes from the p
 Meanwhile a perfect annotator (the hidden reference labels) labels batch 1 and submits it as soon as the
 train worker is busy (indexing every cell, or pretraining): the time from submit to the next batch is
 measured while that runs on the other worker.
-``--cells N`` imports a random N-cell subset of the manifest (seeded; the images are linked, not copied).
+``--cells N`` imports a random N-cell subset of the manifest (seeded; the chosen images are copied into the scratch folder).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ SCRATCH = REPO / "var" / "bench-demo"
 
 
 def subset(manifest: Path, n: int, seed: int) -> Path:
-    """A manifest of ``n`` random rows next to a link to the images' folder."""
+    """A manifest of ``n`` random rows next to copies of their images."""
     with manifest.open(newline="") as handle:
         reader = csv.DictReader(handle)
         fields = list(reader.fieldnames or [])
@@ -50,8 +50,11 @@ def subset(manifest: Path, n: int, seed: int) -> Path:
     chosen = random.Random(seed).sample(rows, n)
     folder = SCRATCH / "data"
     folder.mkdir(parents=True)
-    for top in {Path(r["path"]).parts[0] for r in chosen}:
-        (folder / top).symlink_to(manifest.parent.resolve() / top)
+    # Copied, not linked: import refuses symlinks that leave the import's root (issue 11).
+    for row in chosen:
+        target = folder / row["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(manifest.parent / row["path"], target)
     out = folder / "manifest.csv"
     with out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)

@@ -18,7 +18,16 @@ PROBE = (
 
 
 # What the settings read from the environment; the tests below set exactly what they need.
-SETTINGS_ENV = {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_HTTPS"}
+# DJANGO_ALLOW_ASYNC_UNSAFE is set by the browser tests' conftest in the same pytest process; a deployment
+# never has it, and `check --deploy` rightly fails when it is inherited.
+SETTINGS_ENV = {
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "DJANGO_DEBUG",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_HTTPS",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
+}
 
 
 def settings_process(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:

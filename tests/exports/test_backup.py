@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from annotation.importing.service import StoreMode, import_cells
 from annotation.models import Annotation, Cell, Membership
@@ -41,7 +41,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
+from knox.auth import TokenAuthentication
 from annotation.models import Annotation, Cell
 from loop.models import ModelVersion
 
@@ -72,7 +72,7 @@ print(json.dumps({
     "served": served,
     "labels": labels,
     "versions": versions,
-    "token": Token.objects.get(user__username="lead").key,
+    "token_user": TokenAuthentication().authenticate_credentials(sys.argv[4].encode())[0].username,
     "password_ok": User.objects.get(username="lead").check_password("pw-lead-123"),
     "again": again,
 }))
@@ -109,7 +109,7 @@ def test_backup_restores_into_another_folder_and_database_with_images_served(
         artifacts={"classifier": relative_artifact(model_file), "temperature": 1.2},
         metrics={"macro_f1": 0.83},
     )
-    token = Token.objects.create(user=lead)
+    _, token = AuthToken.objects.create(user=lead)
     expected_images = {c.content_hash: _hash(c.image_path.read_bytes()) for c in cells}
     expected_labels = {
         a.cell.content_hash: a.label.name
@@ -150,6 +150,7 @@ def test_backup_restores_into_another_folder_and_database_with_images_served(
             str(backup),
             json.dumps([f"{collection.parent.resolve()}={moved}"]),
             str(other / "artifacts"),
+            token,
         ],
         cwd=REPO,
         env=env,
@@ -169,5 +170,5 @@ def test_backup_restores_into_another_folder_and_database_with_images_served(
             "under_new_artifacts": True,
         }
     }
-    assert restored["token"] == token.key and restored["password_ok"] is True
+    assert restored["token_user"] == "lead" and restored["password_ok"] is True
     assert "empty" in restored["again"]  # a second restore on top is refused, nothing merged
