@@ -13,7 +13,8 @@ background pretraining starts and ends, and when the next batch comes from the p
 Meanwhile a perfect annotator (the hidden reference labels) labels batch 1 and submits it as soon as the
 train worker is busy (indexing every cell, or pretraining): the time from submit to the next batch is
 measured while that runs on the other worker.
-``--cells N`` imports a random N-cell subset of the manifest (seeded; the chosen images are copied into the scratch folder).
+``--cells N`` imports a random N-cell subset of the manifest (seeded; the chosen images are copied
+into the scratch folder).
 """
 
 from __future__ import annotations
