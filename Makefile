@@ -81,7 +81,8 @@ WEB_WORKERS ?= 3
 WEB_THREADS ?= 4
 CACHE_URL ?= redis://127.0.0.1:6379/1
 GUNICORN = $(BIN)/gunicorn config.wsgi --bind $(HOST):$(PORT) --workers $(WEB_WORKERS) --threads $(WEB_THREADS) \
-  --access-logfile - --graceful-timeout 30 --no-control-socket
+  --access-logfile - --logger-class config.gunicorn_log.QuietPollGunicornLogger --graceful-timeout 30 \
+  --no-control-socket
 serve: install $(SECRET_KEY_FILE)
 	@export DATABASE_URL="$${DATABASE_URL:-$(PG_URL)}" CELERY_BROKER_URL="$${CELERY_BROKER_URL:-$(REDIS_URL)}" \
 	  LEUKOLOOP_CACHE_URL="$${LEUKOLOOP_CACHE_URL:-$(CACHE_URL)}" \

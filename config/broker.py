@@ -38,5 +38,12 @@ class AtomicChannel(filesystem.Channel):
 class AtomicFilesystemTransport(filesystem.Transport):
     Channel = AtomicChannel
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # A folder has no host. kombu's virtual transports default to 'localhost', and a connection to
+        # "filesystem://" (no host) then warns "No hostname was supplied. Reverting to default
+        # 'localhost'" in every process that sends a job; with no default there is nothing to revert to.
+        return {"port": self.default_port}
+
 
 __all__ = ["AtomicChannel", "AtomicFilesystemTransport"]

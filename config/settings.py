@@ -357,10 +357,39 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # The labelling page's poll (every 1.5 s per open page) demoted to DEBUG (config/request_log.py).
+    "filters": {"quiet_polls": {"()": "config.request_log.DemotePollRequests"}},
+    "formatters": {
+        # As Django's own for runserver's request lines (redeclared since django.server is set up here).
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "django.server": {
+            "level": "INFO",
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+        },
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # django-axes says at INFO level what every log-in did; failed log-ins and lock-outs are WARNINGs.
-    "loggers": {"axes": {"level": env_str("LEUKOLOOP_AXES_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        # django-axes says at INFO level what every log-in did; failed log-ins and lock-outs are WARNINGs.
+        "axes": {"level": env_str("LEUKOLOOP_AXES_LOG_LEVEL", "WARNING")},
+        # runserver's request lines, as Django sets them up, less the poll.
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "filters": ["quiet_polls"],
+            "propagate": False,
+        },
+        # FAISS says at INFO level which CPU build it tried to load ("Loading faiss with AVX512 support.",
+        # "Could not load library...") in every process that imports it: every command and worker.
+        "faiss.loader": {"level": "WARNING"},
+    },
 }
 # Nor its start-up banner in every process.
 AXES_VERBOSE = False

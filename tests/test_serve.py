@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from annotation.services.projects import project_create
 from tests.conftest import REPO, _worker_database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -49,8 +50,9 @@ def makefile_gunicorn_flags(port: int) -> list[str]:
 
 
 class Served:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, log: Path | None = None) -> None:
         self.port = port
+        self.log = log
 
     def get(self, path: str, headers: dict[str, str] | None = None, **kw: Any) -> http.client.HTTPResponse:
         return self.request("GET", path, headers=headers, **kw)
@@ -116,7 +118,7 @@ def served(tmp_path: Path, settings: Any) -> Iterator[Served]:
             assert server.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        yield Served(port)
+        yield Served(port, log)
     finally:
         os.killpg(server.pid, 15)
         try:
@@ -182,3 +184,17 @@ def test_gunicorn_serves_pages_and_static_files_with_production_settings(served:
     projects = served.get("/", headers={"Cookie": f"sessionid={session}"})
     assert projects.status == 200
     assert "Log out served" in projects.body.decode()  # type: ignore[attr-defined]
+
+    # The labelling page's poll answers but leaves no access-log line (config/gunicorn_log.py); the
+    # project list above left one.
+    project = project_create(name="served", lead=User.objects.get(username="served"))
+    poll = f"/api/projects/{project.pk}/loop/"
+    assert served.get(poll, headers={"Cookie": f"sessionid={session}"}).status == 200
+    assert served.get("/healthz").status == 200
+    assert served.log is not None
+    deadline = time.monotonic() + 10
+    while "GET /healthz" not in served.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    access = served.log.read_text()
+    assert '"GET / HTTP/1.1" 200' in access and "GET /healthz" in access, access[-3000:]
+    assert poll not in access, access[-3000:]
