@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+from datetime import datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -100,9 +101,13 @@ def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
         review_decide(cell=cell, reviewer=request.user, label=label)  # type: ignore[arg-type]
         messages.success(request, f"Cell {cell.pk} is now {label.display_name} (final).")
         return redirect("review", project_id=project.pk)
-    context = {
-        "project": project,
-        "queue": review_queue(project=project),
-        "classes": list(project.classes.all()),
-    }
+    queue = review_queue(project=project)
+    classes = list(project.classes.all())
+    names = {c.name: c.display_name for c in classes}
+    for entry in queue:
+        for a in entry["annotations"]:
+            # Shown as "12 May 2025, 14:32 UTC", not as the API's ISO string.
+            a["when"] = datetime.fromisoformat(a["created_at"])
+            a["label_display"] = names.get(a["label"], a["label"])
+    context = {"project": project, "queue": queue, "classes": classes}
     return render(request, "annotation/review.html", context)

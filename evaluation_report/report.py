@@ -2,10 +2,13 @@
 counters: per-class F1, confusion, calibration and a differential-count comparison per slide.
 
 Which cells: by default the project's ``role=test`` cells (e.g. an external cohort imported with
-``default_role="test"``), optionally only one ``source``. A cell's true class is its resolved annotation
-label (:func:`annotation.labels.cell_labels`, labelled cells only), else its hidden reference label, the
-same rule as the validation cells of :mod:`loop.handlers.training_set`; cells with neither are
-counted as ``unlabelled`` and left out.
+``default_role="test"``), optionally only one ``source``; a project without any test cells (the demo)
+is scored on its validation cells instead, and the report says so (``cell_role``). Per-class scores, the
+confusion matrix and the differential follow the project's class order (the labelling page's keys).
+
+A cell's true class is its resolved annotation label (:func:`annotation.labels.cell_labels`, labelled
+cells only), else its hidden reference label, the same rule as the validation cells of
+:mod:`loop.handlers.training_set`; cells with neither are counted as ``unlabelled`` and left out.
 
 Predictions: the version's classifier applied to the embeddings of its index version (``parent``).
 Cells imported after that index was built have no embedding: they are counted and listed under
@@ -60,12 +63,48 @@ class ReportError(ValueError):
     """The version cannot be evaluated (not a classifier, or no index behind it)."""
 
 
+VALIDATION_FALLBACK = (
+    "This project has no test cells, so the report scores its validation cells instead: held out of "
+    "every training set, but the ones the loop's own validation scores come from, so not an "
+    "independent test. For a proper test, import an external set with `import_cells --role test`."
+)
+
+
+def evaluation_role(project_id: int) -> str:
+    """The cells a report scores: the project's test cells; without any (the demo, a project that never
+    imported a test set), its validation cells, which no classifier is trained on."""
+    if Cell.objects.filter(project_id=project_id, role=Cell.Role.TEST).exists():
+        return str(Cell.Role.TEST)
+    return str(Cell.Role.VALIDATION)
+
+
 def evaluation_cells(project_id: int, *, source: str | None = None) -> Any:
-    """The project's test cells (optionally of one ``source``), as a queryset."""
-    cells = Cell.objects.filter(project_id=project_id, role=Cell.Role.TEST)
+    """The cells of :func:`evaluation_role` (optionally of one ``source``), as a queryset."""
+    cells = Cell.objects.filter(project_id=project_id, role=evaluation_role(project_id))
     if source is not None:
         cells = cells.filter(source=source)
     return cells
+
+
+def in_display_order(labels: Iterable[str], order: list[str]) -> list[str]:
+    """``labels`` in the project's class order (the labelling page's keys 1-9), unknown ones last."""
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(labels, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def _metrics_in_display_order(metrics: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    """Per-class F1 and the confusion matrix (rows and columns) in the project's class order."""
+    labels = in_display_order(metrics["labels"], order)
+    confusion = metrics["confusion"]
+    where = {name: i for i, name in enumerate(confusion["labels"])}
+    axis = in_display_order(confusion["labels"], order)
+    matrix = [[confusion["matrix"][where[t]][where[p]] for p in axis] for t in axis]
+    return {
+        **metrics,
+        "labels": labels,
+        "per_class_f1": {name: metrics["per_class_f1"][name] for name in labels},
+        "confusion": {**confusion, "labels": axis, "matrix": matrix},
+    }
 
 
 def reliability_bins(
@@ -177,6 +216,7 @@ def evaluation_report(
     if index is None or index.kind != ModelVersion.Kind.INDEX:
         raise ReportError(f"classifier version {version.pk} has no index version to embed its cells")
     project = version.project
+    role = evaluation_role(project.pk) if cells is None else None
     chosen = evaluation_cells(project.pk) if cells is None else cells
     if source is not None:
         chosen = Cell.objects.filter(pk__in=_cell_ids(chosen), source=source)
@@ -202,6 +242,9 @@ def evaluation_report(
             "created_at": version.created_at.isoformat(),
         },
         "project": project.pk,
+        # Which cells were scored: "test", "validation" (the project has no test cells) or None (given).
+        "cell_role": role,
+        "cell_role_note": VALIDATION_FALLBACK if role == Cell.Role.VALIDATION else "",
         "source_filter": source,
         "n_selected": len(labelled) + unlabelled,
         "unlabelled": unlabelled,
@@ -226,9 +269,11 @@ def evaluation_report(
         truth, predicted, probs=probs, classes=classes, sources=sources, n_boot=n_boot, seed=seed
     )
     metrics["per_source"] = {str(k): v for k, v in metrics.get("per_source", {}).items()}
+    order = list(project.classes.values_list("name", flat=True))
+    metrics = _metrics_in_display_order(metrics, order)
     support = {lab: int((truth == lab).sum()) for lab in metrics["labels"]}
     present = set(truth.tolist()) | set(predicted.tolist())
-    diff_classes = [c for c in classes if c in present] + sorted(present - set(classes))
+    diff_classes = in_display_order(present, order)
     report.update(
         labels=metrics["labels"],
         metrics={**metrics, "support": support, "ece_bins": 15},

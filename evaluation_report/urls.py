@@ -1,4 +1,5 @@
-"""Evaluation report of a classifier version on the project's test cells (page and JSON)."""
+"""Evaluation report of a classifier version on the project's test cells (page and JSON). ``<version>`` is
+the classifier's version number within the project (as the pages and the README show it), not a row id."""
 
 from django.urls import URLPattern, path
 
@@ -6,12 +7,12 @@ from evaluation_report import views
 
 urlpatterns: list[URLPattern] = [
     path(
-        "projects/<int:project_id>/models/<int:version_id>/report/",
+        "projects/<int:project_id>/models/<int:version>/report/",
         views.report_page,
         name="evaluation-report",
     ),
     path(
-        "projects/<int:project_id>/models/<int:version_id>/report.json",
+        "projects/<int:project_id>/models/<int:version>/report.json",
         views.report_json,
         name="evaluation-report-data",
     ),

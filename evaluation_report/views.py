@@ -13,40 +13,49 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from annotation.access import project_for_user, require_role
-from annotation.models import Cell
 from annotation.roles import LEADS
-from evaluation_report.report import DIFFERENTIAL_METHOD, NOT_SCORED_REASON, evaluation_report
+from evaluation_report.report import (
+    DIFFERENTIAL_METHOD,
+    NOT_SCORED_REASON,
+    evaluation_cells,
+    evaluation_report,
+)
 from loop.models import ModelVersion
 
 
-def _version(request: HttpRequest, project_id: int, version_id: int) -> ModelVersion:
+def _version(request: HttpRequest, project_id: int, version: int) -> ModelVersion:
     project = project_for_user(user=request.user, project_id=project_id)
     require_role(user=request.user, project=project, roles=LEADS)
-    version = (
+    found = (
         ModelVersion.objects.select_related("project", "parent")
-        .filter(pk=version_id, project=project, kind=ModelVersion.Kind.CLASSIFIER)
+        .filter(version=version, project=project, kind=ModelVersion.Kind.CLASSIFIER)
         .first()
     )
-    if version is None:
+    if found is None:
         raise Http404("No such classifier version")
-    if version.parent is None:  # its index was deleted: there are no embeddings to score cells with
-        raise Http404(f"classifier version {version.version} has no index any more; nothing to report on")
-    return version
+    if found.parent is None:  # its index was deleted: there are no embeddings to score cells with
+        raise Http404(f"classifier version {found.version} has no index any more; nothing to report on")
+    return found
 
 
-def _tables(report: dict[str, Any]) -> dict[str, Any]:
-    """Rows for the page's tables (templates cannot look up a dict by a variable key)."""
+def _tables(report: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """Rows for the page's tables (templates cannot look up a dict by a variable key), classes by their
+    display names, in the report's order (the project's)."""
     metrics = report["metrics"]
     if metrics is None:
         return {}
+
+    def shown(lab: str) -> str:
+        return names.get(lab, lab)
+
     per_class = [
-        {"label": lab, "f1": metrics["per_class_f1"][lab], "support": metrics["support"][lab]}
+        {"label": shown(lab), "f1": metrics["per_class_f1"][lab], "support": metrics["support"][lab]}
         for lab in metrics["labels"]
     ]
     confusion = metrics["confusion"]
     confusion_rows = [
         {
-            "label": lab,
+            "label": shown(lab),
             "cells": [{"n": n, "diag": lab == col} for n, col in zip(row, confusion["labels"], strict=True)],
         }
         for lab, row in zip(confusion["labels"], confusion["matrix"], strict=True)
@@ -66,10 +75,10 @@ def _tables(report: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "per_class": per_class,
-        "confusion_labels": confusion["labels"],
+        "confusion_labels": [shown(lab) for lab in confusion["labels"]],
         "confusion_rows": confusion_rows,
         "per_source": [{"source": k, **v} for k, v in metrics.get("per_source", {}).items()],
-        "differential_classes": classes,
+        "differential_classes": [shown(c) for c in classes],
         "differential_slides": slides,
         "mean_abs_diff": [differential["mean_abs_diff"][c] for c in classes],
     }
@@ -82,26 +91,24 @@ def _source(request: HttpRequest) -> str | None:
 
 @login_required
 @require_GET
-def report_page(request: HttpRequest, project_id: int, version_id: int) -> HttpResponse:
-    version = _version(request, project_id, version_id)
+def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResponse:
+    found = _version(request, project_id, version)
     source = _source(request)
-    sources = sorted(
-        set(Cell.objects.filter(project_id=project_id, role=Cell.Role.TEST).values_list("source", flat=True))
-        - {""}
-    )
-    data_url = reverse("evaluation-report-data", args=[project_id, version.pk])
+    sources = sorted(set(evaluation_cells(project_id).values_list("source", flat=True)) - {""})
+    data_url = reverse("evaluation-report-data", args=[project_id, found.version])
     if source:
         data_url += "?" + urlencode({"source": source})
-    report = evaluation_report(version, source=source)
+    report = evaluation_report(found, source=source)
+    names = dict(found.project.classes.values_list("name", "display_name"))
     context = {
-        "project": version.project,
-        "version": version,
+        "project": found.project,
+        "version": found,
         "sources": sources,
         "source": source or "",
         "not_scored_reason": NOT_SCORED_REASON,
         "differential_method": DIFFERENTIAL_METHOD,
         "report": report,
-        "tables": _tables(report),
+        "tables": _tables(report, names),
         "data_url": data_url,
         "chart_data": {
             "reliability": report["reliability"],
@@ -114,6 +121,6 @@ def report_page(request: HttpRequest, project_id: int, version_id: int) -> HttpR
 
 @login_required
 @require_GET
-def report_json(request: HttpRequest, project_id: int, version_id: int) -> JsonResponse:
-    version = _version(request, project_id, version_id)
-    return JsonResponse(evaluation_report(version, source=_source(request)))
+def report_json(request: HttpRequest, project_id: int, version: int) -> JsonResponse:
+    found = _version(request, project_id, version)
+    return JsonResponse(evaluation_report(found, source=_source(request)))

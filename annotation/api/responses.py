@@ -60,11 +60,20 @@ class UndoneSerializer(Shape):
     )
 
 
+class SuggestionSerializer(Shape):
+    label = serializers.CharField(help_text="The suggested class's name.")  # type: ignore[assignment]
+    display_name = serializers.CharField()
+    confidence = serializers.FloatField(allow_null=True, min_value=0.0, max_value=1.0)
+
+
 class ReviewEntrySerializer(Shape):
     cell = serializers.IntegerField()
     image_url = serializers.CharField()
     reason = serializers.ChoiceField(choices=["unsure", "disagreement"])
     annotations = AnnotationSummarySerializer(many=True)
+    suggestion = SuggestionSerializer(
+        allow_null=True, help_text="What the model suggested when the cell was last queried."
+    )
 
 
 class ReviewQueueSerializer(Shape):

@@ -289,8 +289,9 @@ def ids(world: World, role: str) -> dict[str, Any]:
     return {
         "project": world.project.pk,
         "other": world.other.pk,
-        "classifier": world.classifier.pk,
-        "other_version": world.other_version.pk,
+        # The report's URL takes a version number within the project, not a row id.
+        "classifier": world.classifier.version,
+        "other_version": world.other_version.version,
         "cell1": world.cells[1].pk,
         "cell2": world.cells[2].pk,
         "other_cell": world.other_cell.pk,

@@ -83,7 +83,7 @@ def hostile_world(loop_project: Project, annotator: User, jobs_run_here: None) -
     return {
         "project": loop_project.pk,
         "cell1": unsure.pk,
-        "classifier": classifier.latest("version").pk,
+        "classifier": classifier.latest("version").version,
     }
 
 

@@ -93,15 +93,18 @@ def test_report_matches_sklearn_and_lists_cells_imported_after_the_index(
     assert [c["predicted"] for c in cells] == predicted.tolist()
     assert np.allclose([c["confidence"] for c in cells], confidence)
 
-    present = sorted(set(truth.tolist()))
+    # Classes in the project's display order (the labelling page's keys 1-9), not alphabetically.
+    order = list(loop_project.classes.values_list("name", flat=True))
+    assert order != sorted(order)
+    present = [c for c in order if c in set(truth.tolist())]
     metrics = report["metrics"]
-    assert report["labels"] == metrics["labels"] == present
+    assert report["labels"] == metrics["labels"] == list(metrics["per_class_f1"]) == present
     assert metrics["macro_f1"] == pytest.approx(
         f1_score(truth, predicted, labels=present, average="macro", zero_division=0)
     )
     per_class = f1_score(truth, predicted, labels=present, average=None, zero_division=0)
     assert metrics["per_class_f1"] == pytest.approx(dict(zip(present, per_class.tolist(), strict=True)))
-    all_labels = sorted(set(truth.tolist()) | set(predicted.tolist()))
+    all_labels = [c for c in order if c in set(truth.tolist()) | set(predicted.tolist())]
     assert metrics["confusion"]["labels"] == all_labels
     assert metrics["confusion"]["matrix"] == confusion_matrix(truth, predicted, labels=all_labels).tolist()
     lo, hi = metrics["bootstrap"]["macro_f1"]
@@ -170,7 +173,8 @@ def test_a_test_set_with_a_subset_of_the_classes_is_scored_over_the_classes_it_h
         ]
     )
     predicted, _ = predictions(version, test_ids)
-    present = sorted(set(truth.tolist()))
+    order = list(loop_project.classes.values_list("name", flat=True))
+    present = [c for c in order if c in set(truth.tolist())]
     assert report["labels"] == present and set(present) <= set(kept)
     assert set(report["metrics"]["per_class_f1"]) == set(present)
     assert report["metrics"]["macro_f1"] == pytest.approx(
@@ -194,8 +198,9 @@ def test_page_and_json_for_leads_only(
     Cell.objects.filter(pk__in=unlabelled_pool(loop_project).values_list("pk", flat=True)[:30]).update(
         role=Cell.Role.TEST
     )
-    page = f"/projects/{loop_project.pk}/models/{version.pk}/report/"
-    data = f"/projects/{loop_project.pk}/models/{version.pk}/report.json"
+    # The version number within the project, as the README and the dashboard's link give it.
+    page = f"/projects/{loop_project.pk}/models/{version.version}/report/"
+    data = f"/projects/{loop_project.pk}/models/{version.version}/report.json"
 
     response = client_for(lead).get(page)
     assert response.status_code == 200
@@ -223,9 +228,35 @@ def test_page_and_json_for_leads_only(
 
     # Not a classifier, or a version of another project: 404.
     encoder = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.ENCODER)
-    assert (
-        client_for(lead).get(f"/projects/{loop_project.pk}/models/{encoder.pk}/report.json").status_code
-        == 404
-    )
+    missing = f"/projects/{loop_project.pk}/models/{encoder.version + 100}/report.json"
+    assert client_for(lead).get(missing).status_code == 404
     other = project_create(name="other", lead=lead)
-    assert client_for(lead).get(f"/projects/{other.pk}/models/{version.pk}/report.json").status_code == 404
+    assert (
+        client_for(lead).get(f"/projects/{other.pk}/models/{version.version}/report.json").status_code == 404
+    )
+
+
+def test_a_project_without_test_cells_is_scored_on_its_validation_cells_and_says_so(
+    version: ModelVersion, loop_project: Project, lead: User
+) -> None:
+    # As the demo: no test cells, 9 validation cells (one per class) held out of training.
+    assert not Cell.objects.filter(project=loop_project, role=Cell.Role.TEST).exists()
+    validation = list(
+        Cell.objects.filter(project=loop_project, role=Cell.Role.VALIDATION)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    Cell.objects.filter(pk__in=validation[:4]).update(source="smear-1")
+    report = evaluation_report(version, n_boot=0)
+    assert report["cell_role"] == "validation" and "no test cells" in report["cell_role_note"]
+    assert [c["id"] for c in report["cells"]] == validation and report["n"] == 9
+
+    body = client_for(lead).get(f"/projects/{loop_project.pk}/models/{version.version}/report/")
+    html = body.content.decode()
+    assert 'id="cell-role-note"' in html and '<td id="n-scored">9</td>' in html
+    assert '<option value="smear-1"' in html  # the source list comes from the cells scored
+    # The tables name classes as the page does, in its order.
+    names = list(loop_project.classes.values_list("display_name", flat=True))
+    header = html.split('id="confusion-table"', 1)[1].split("</thead>", 1)[0]
+    shown = [n for n in names if f"<th>{n}</th>" in header]
+    assert shown and sorted(shown, key=header.index) == shown
