@@ -183,6 +183,22 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project-list"
 LOGOUT_REDIRECT_URL = "login"
 
+# E-mail (invitations, password resets): printed to the console in development; with
+# LEUKOLOOP_EMAIL_FILE_PATH each message is a file in that folder; LEUKOLOOP_EMAIL_BACKEND names any other
+# backend (e.g. django.core.mail.backends.smtp.EmailBackend, with Django's EMAIL_HOST... settings).
+EMAIL_FILE_PATH = env_str("LEUKOLOOP_EMAIL_FILE_PATH", "")
+EMAIL_BACKEND = env_str(
+    "LEUKOLOOP_EMAIL_BACKEND",
+    "django.core.mail.backends.filebased.EmailBackend"
+    if EMAIL_FILE_PATH
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env_str("LEUKOLOOP_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("LEUKOLOOP_EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("LEUKOLOOP_EMAIL_FROM", "leukoloop@localhost")
+# How long an invitation's or a reset's link works.
+PASSWORD_RESET_TIMEOUT = env_int("LEUKOLOOP_PASSWORD_LINK_HOURS", 72) * 3600
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -48,3 +48,16 @@ class MemberChangeForm(forms.Form):
         if data.get("action") == "role" and not data.get("role"):
             raise forms.ValidationError("choose the new role")
         return data
+
+
+class InviteForm(forms.Form):
+    """Invite someone by e-mail. Leads invite up to lead; only admins may invite an admin."""
+
+    email = forms.EmailField(max_length=254)
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.ANNOTATOR)
+
+    def __init__(self, *args: Any, inviter_role: str = Membership.Role.ADMIN, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if inviter_role != Membership.Role.ADMIN:
+            choices = [c for c in Membership.Role.choices if c[0] != Membership.Role.ADMIN]
+            self.fields["role"] = forms.ChoiceField(choices=choices, initial=Membership.Role.ANNOTATOR)

@@ -15,8 +15,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 from annotation import selectors
 from annotation.access import project_for_user, require_role
 from annotation.models import Membership, Project
-from annotation.project_settings.forms import MemberAddForm, MemberChangeForm, ProjectSettingsForm
+from annotation.project_settings.forms import (
+    InviteForm,
+    MemberAddForm,
+    MemberChangeForm,
+    ProjectSettingsForm,
+)
 from annotation.roles import ADMINS, LEADS
+from annotation.services.invites import invite_user
 from annotation.services.memberships import (
     LastAdminError,
     membership_add,
@@ -32,6 +38,7 @@ def _render(
     *,
     form: ProjectSettingsForm | None = None,
     add_form: MemberAddForm | None = None,
+    invite_form: InviteForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     context = {
@@ -40,6 +47,7 @@ def _render(
         "is_admin": role == Membership.Role.ADMIN,
         "form": form or ProjectSettingsForm(instance=project),
         "add_form": add_form or MemberAddForm(),
+        "invite_form": invite_form or InviteForm(inviter_role=role),
         "members": selectors.member_list(project=project),
         "roles": Membership.Role.choices,
     }
@@ -102,4 +110,33 @@ def member_change(request: HttpRequest, project_id: int, user_id: int) -> HttpRe
             messages.success(request, f"{membership.user} is now {form.cleaned_data['role']}.")
     except LastAdminError as error:
         messages.error(request, str(error))
+    return redirect("project-settings", project.pk)
+
+
+@login_required
+@require_POST
+def member_invite(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Invite by e-mail (leads and admins): a new address gets an account and a link to set its password."""
+    project = project_for_user(user=request.user, project_id=project_id)
+    role = require_role(user=request.user, project=project, roles=LEADS)
+    form = InviteForm(request.POST, inviter_role=role)
+    if not form.is_valid():
+        return _render(request, project, role, invite_form=form, status=400)
+    email = form.cleaned_data["email"]
+    try:
+        invitation = invite_user(
+            project=project,
+            email=email,
+            role=form.cleaned_data["role"],
+            invited_by=request.user,  # type: ignore[arg-type]
+            site_url=f"{request.scheme}://{request.get_host()}",
+        )
+    except ValueError as error:
+        messages.error(request, str(error))
+    except OSError as error:  # smtplib's errors too
+        messages.error(request, f"No invitation: the e-mail to {email} could not be sent ({error}).")
+    else:
+        how = "with a link to set a password" if invitation.new_account else "to say so"
+        joined = f"{invitation.user} joined as {form.cleaned_data['role']}"
+        messages.success(request, f"{joined}; an e-mail went to {email} {how}.")
     return redirect("project-settings", project.pk)

@@ -90,6 +90,26 @@ PAGES = [
     Case("cell-image", "GET", "/cells/{cell1}/image", members(200)),
     Case("cell-saliency", "GET", "/cells/{cell1}/saliency.png", members(200)),
     Case("healthz", "GET", "/healthz", everyone(200), login_required=False),
+    # Password reset by e-mail (config/urls.py): open to anyone; a bad link shows a page that says so.
+    Case("password_reset", "GET", "/accounts/password-reset/", everyone(200), login_required=False),
+    Case(
+        "password_reset",
+        "POST",
+        "/accounts/password-reset/",
+        everyone(302),
+        {"email": "nobody@example.org"},
+        location="/accounts/password-reset/sent/",
+        login_required=False,
+    ),
+    Case("password_reset_done", "GET", "/accounts/password-reset/sent/", everyone(200), login_required=False),
+    Case(
+        "password_reset_confirm",
+        "GET",
+        "/accounts/reset/MQ/not-a-token/",
+        everyone(200),
+        login_required=False,
+    ),
+    Case("password_reset_complete", "GET", "/accounts/reset/done/", everyone(200), login_required=False),
     Case("dashboard", "GET", "/projects/{project}/dashboard/", members(200, **LEADS_ONLY)),
     Case("dashboard-data", "GET", "/projects/{project}/dashboard/data.json", members(200, **LEADS_ONLY)),
     Case("dashboard-map", "GET", "/projects/{project}/dashboard/map.json", members(200, **LEADS_ONLY)),
@@ -125,6 +145,15 @@ PAGES = [
             "classifier_kind": "logreg",
             "finetune_every": "0",
         },
+        location="/projects/{project}/settings/",
+    ),
+    # An invitation by e-mail (leads and admins), then back to the settings page.
+    Case(
+        "member-invite",
+        "POST",
+        "/projects/{project}/invite/",
+        members(302, **LEADS_ONLY),
+        {"email": "invitee@example.org", "role": "annotator"},
         location="/projects/{project}/settings/",
     ),
     Case(
