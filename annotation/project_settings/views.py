@@ -16,6 +16,7 @@ from annotation import selectors
 from annotation.access import project_for_user, require_role
 from annotation.models import Membership, Project
 from annotation.project_settings.forms import MemberAddForm, MemberChangeForm, ProjectSettingsForm
+from annotation.project_settings.taxonomy import taxonomy_context
 from annotation.roles import ADMINS, LEADS
 from annotation.services.memberships import (
     LastAdminError,
@@ -42,6 +43,7 @@ def _render(
         "add_form": add_form or MemberAddForm(),
         "members": selectors.member_list(project=project),
         "roles": Membership.Role.choices,
+        **taxonomy_context(project),
     }
     return render(request, "annotation/project_settings.html", context, status=status)
 

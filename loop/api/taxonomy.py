@@ -80,14 +80,11 @@ class PresetsSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class ClassChangedSerializer(serializers.Serializer[dict[str, Any]]):
-    label_class = TaxonomyClassSerializer(source="class")
     retrain = JobSummarySerializer(allow_null=True, help_text="The retrain queued on the new taxonomy.")
 
     def get_fields(self) -> dict[str, Any]:
-        # "class" is a Python keyword: declared here rather than as an attribute.
-        fields = super().get_fields()
-        fields["class"] = fields.pop("label_class")
-        return fields
+        # "class" is a Python keyword: added here rather than declared as an attribute.
+        return {"class": TaxonomyClassSerializer(), **super().get_fields()}
 
 
 class PresetsAddedSerializer(serializers.Serializer[dict[str, Any]]):
