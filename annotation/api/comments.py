@@ -8,6 +8,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -34,6 +35,8 @@ class CommentAddSerializer(Shape):
 
 
 class CellCommentsApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(responses={200: CommentSerializer(many=True), **NOT_FOUND})
     def get(self, request: Request, cell_id: int) -> Response:
         """The cell's comments, oldest first (members of its project)."""

@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -40,7 +41,9 @@ from loop.services.taxonomy import (
 
 class TaxonomyClassSerializer(serializers.ModelSerializer[LabelClass]):
     retired = serializers.SerializerMethodField()
-    merged_into = serializers.SlugRelatedField(slug_field="name", read_only=True)  # type: ignore[var-annotated]
+    merged_into = serializers.SlugRelatedField(  # type: ignore[var-annotated]
+        slug_field="name", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = LabelClass
@@ -143,6 +146,8 @@ def _changed(label_class: LabelClass, job: Job | None) -> dict[str, Any]:
 
 
 class ClassListApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(responses={200: TaxonomyClassSerializer(many=True), **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         """Every class of the project in display order, retired and merged ones included (members)."""
@@ -166,6 +171,8 @@ class ClassListApi(APIView):
 
 
 class ClassDetailApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(
         request=ClassChangeSerializer, responses={200: ClassChangedSerializer, **errors(400, 403, 404)}
     )
@@ -183,6 +190,8 @@ class ClassDetailApi(APIView):
 
 
 class ClassMergeApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(request=MergeSerializer, responses={200: MergedSerializer, **errors(400, 403, 404, 409)})
     def post(self, request: Request, project_id: int, name: str) -> Response:
         """Merge this class into ``into``: its labels become ``into``'s and it is retired (leads)."""
@@ -209,6 +218,8 @@ class ClassMergeApi(APIView):
 
 
 class ClassRetireApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(request=None, responses={200: ClassChangedSerializer, **errors(403, 404, 409)})
     def post(self, request: Request, project_id: int, name: str) -> Response:
         """Retire a class: off the labelling keys and out of the model; its labels stay (leads)."""
@@ -221,6 +232,8 @@ class ClassRetireApi(APIView):
 
 
 class ClassRestoreApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(request=None, responses={200: ClassChangedSerializer, **errors(403, 404, 409)})
     def post(self, request: Request, project_id: int, name: str) -> Response:
         """Make a retired (not merged) class active again (leads)."""
@@ -233,6 +246,8 @@ class ClassRestoreApi(APIView):
 
 
 class TaxonomyPresetsApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(
         request=PresetsSerializer, responses={200: PresetsAddedSerializer, **errors(400, 403, 404, 409)}
     )
@@ -252,6 +267,8 @@ class TaxonomyPresetsApi(APIView):
 
 
 class TaxonomyHistoryApi(APIView):
+    parser_classes = [JSONParser]  # the pages and clients send JSON; one request shape to check
+
     @extend_schema(responses={200: TaxonomyChangeSerializer(many=True), **errors(403, 404)})
     def get(self, request: Request, project_id: int) -> Response:
         """Who changed the taxonomy, when, what, before and after; newest first (leads)."""
