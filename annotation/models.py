@@ -122,7 +122,13 @@ class Project(models.Model):
 
 
 class LabelClass(models.Model):
-    """One class of a project's taxonomy, in display order, with its keyboard key."""
+    """One class of a project's taxonomy, in display order, with its keyboard key.
+
+    Classes are never deleted (labels point at them): a lead retires one, which takes it off the
+    labelling page's keys and out of the model while its labels stay, shown as retired; a merged class is
+    retired too, with ``merged_into`` naming the class its labels moved to (``annotation.services
+    .taxonomy``). ``name`` is the stable id used by the API, exports and model artefacts; leads rename
+    ``display_name``."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="classes")
     name = models.SlugField(max_length=64)
@@ -130,6 +136,10 @@ class LabelClass(models.Model):
     colour = models.CharField(max_length=7, default="#777777")
     key = models.CharField(max_length=1, blank=True)
     order = models.PositiveIntegerField(default=0)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="merged_from"
+    )
 
     class Meta:
         ordering = ["project", "order", "id"]
@@ -142,6 +152,40 @@ class LabelClass(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.retired_at is None
+
+
+class TaxonomyChange(models.Model):
+    """One change a lead made to a project's taxonomy: who, when, what, and the class before and after."""
+
+    class Action(models.TextChoices):
+        ADD = "add", "Added"
+        RENAME = "rename", "Renamed"
+        MERGE = "merge", "Merged"
+        RETIRE = "retire", "Retired"
+        RESTORE = "restore", "Restored"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="taxonomy_changes")
+    label_class = models.ForeignKey(LabelClass, on_delete=models.CASCADE, related_name="changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    summary = models.CharField(max_length=300, help_text="One readable sentence: what changed.")
+    # The class's fields (and for a merge what moved) before and after, as plain JSON values.
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.summary
 
 
 class Membership(models.Model):
@@ -278,3 +322,24 @@ class Annotation(models.Model):
     @property
     def is_current(self) -> bool:
         return self.superseded_by_id is None
+
+
+COMMENT_MAX_CHARS = 2000
+
+
+class Comment(models.Model):
+    """A note a member leaves on a cell (plain text, shown as text, never as HTML)."""
+
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.TextField(max_length=COMMENT_MAX_CHARS)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["cell", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on cell {self.cell_id}"

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 
 from annotation.labels import cell_labels, review_queue_ids
-from annotation.models import Annotation, Cell, LabelClass, Membership, Project
+from annotation.models import Annotation, Cell, Comment, LabelClass, Membership, Project, TaxonomyChange
 from annotation.roles import REVIEWERS
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -177,3 +177,41 @@ def cell_history(*, cell: Cell) -> list[dict[str, Any]]:
         }
         for a in rows
     ]
+
+
+def active_classes(*, project: Project) -> list[LabelClass]:
+    """The classes people label with and the classifier learns, in display order (retired ones left out)."""
+    return list(LabelClass.objects.filter(project=project, retired_at__isnull=True).order_by("order", "pk"))
+
+
+def class_list(*, project: Project) -> QuerySet[LabelClass]:
+    """Every class of the project, retired and merged ones included, in display order."""
+    return LabelClass.objects.filter(project=project).select_related("merged_into").order_by("order", "pk")
+
+
+def taxonomy_history(*, project: Project, limit: int = 200) -> QuerySet[TaxonomyChange]:
+    """The project's taxonomy changes, newest first."""
+    return (
+        TaxonomyChange.objects.filter(project=project)
+        .select_related("actor", "label_class")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def comment_summary(comment: Comment) -> dict[str, Any]:
+    return {
+        "id": comment.pk,
+        "cell": comment.cell_id,
+        "author": comment.author.get_username() if comment.author else None,
+        "text": comment.text,
+        "created_at": comment.created_at.isoformat(),
+    }
+
+
+def comment_list(*, cell_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The comments on each of ``cell_ids``, oldest first. Every member of the cell's project reads them
+    (callers check access to the cells)."""
+    by_cell: dict[int, list[dict[str, Any]]] = {}
+    for comment in Comment.objects.filter(cell_id__in=cell_ids).select_related("author").order_by("id"):
+        by_cell.setdefault(comment.cell_id, []).append(comment_summary(comment))
+    return by_cell

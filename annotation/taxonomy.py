@@ -61,3 +61,28 @@ def validate_attribute_schema(schema: object) -> list[AttributeSpec]:
             raise ValueError(f"attribute {item['name']!r} appears twice")
         seen.add(item["name"])
     return schema
+
+
+# Classes a haematology lab commonly adds to the nine above (``annotation.services.taxonomy
+# .class_add_presets`` adds any of them in one call). Keys are not given: they follow the order.
+PRESET_CLASSES: Final[list[ClassSpec]] = [
+    {"name": "band_neutrophil", "display_name": "Band neutrophil", "colour": "#aec7e8", "key": ""},
+    {"name": "reactive_lymphocyte", "display_name": "Reactive lymphocyte", "colour": "#98df8a", "key": ""},
+    {"name": "smudge_cell", "display_name": "Smudge cell", "colour": "#c49c94", "key": ""},
+    {"name": "artefact", "display_name": "Artefact", "colour": "#bcbd22", "key": ""},
+    {"name": "unidentifiable", "display_name": "Unidentifiable", "colour": "#525252", "key": ""},
+]
+
+# Letters the labelling page uses for its own commands (static/js/label/state.js ``keyAction``; a test
+# keeps the two in step): a class never gets one of them, or its key would shadow the command.
+PAGE_COMMAND_LETTERS: Final = frozenset("agnsuwxz")
+# After 1-9, classes get letters in keyboard order (top row first, near the digits), skipping the above.
+_LETTER_ORDER: Final = "qertyiopdfhjklcvbm"
+
+
+def class_keys(count: int) -> list[str]:
+    """The keyboard keys of ``count`` active classes in display order: 1-9, then letters that are not
+    page commands, then none ("": the class is still a button on the page, just without a key)."""
+    letters = [c for c in _LETTER_ORDER if c not in PAGE_COMMAND_LETTERS]
+    keys = [str(d) for d in range(1, 10)] + letters
+    return [keys[i] if i < len(keys) else "" for i in range(count)]

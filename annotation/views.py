@@ -54,7 +54,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
 
 def _classes_with_counts(project: Project) -> list[tuple[LabelClass, int]]:
     counts = selectors.label_counts(project=project)
-    return [(c, counts.get(c.name, 0)) for c in project.classes.all()]
+    return [(c, counts.get(c.name, 0)) for c in selectors.class_list(project=project)]
 
 
 @login_required
@@ -97,17 +97,24 @@ def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
     require_role(user=request.user, project=project, roles=REVIEWERS)
     if request.method == "POST":
         cell = get_object_or_404(Cell, pk=request.POST.get("cell"), project=project)
-        label = get_object_or_404(LabelClass, project=project, name=request.POST.get("label"))
+        label = get_object_or_404(
+            LabelClass, project=project, name=request.POST.get("label"), retired_at__isnull=True
+        )
         review_decide(cell=cell, reviewer=request.user, label=label)  # type: ignore[arg-type]
         messages.success(request, f"Cell {cell.pk} is now {label.display_name} (final).")
         return redirect("review", project_id=project.pk)
     queue = review_queue(project=project)
-    classes = list(project.classes.all())
-    names = {c.name: c.display_name for c in classes}
+    # Every class's display name (retired ones included, for old labels); keys only for the active ones.
+    names = {c.name: c.display_name for c in project.classes.all()}
     for entry in queue:
         for a in entry["annotations"]:
             # Shown as "12 May 2025, 14:32 UTC", not as the API's ISO string.
             a["when"] = datetime.fromisoformat(a["created_at"])
             a["label_display"] = names.get(a["label"], a["label"])
-    context = {"project": project, "queue": queue, "classes": classes}
+    comments = selectors.comment_list(cell_ids=[entry["cell"] for entry in queue])
+    context = {
+        "project": project,
+        "queue": [{**entry, "comments": comments.get(entry["cell"], [])} for entry in queue],
+        "classes": selectors.active_classes(project=project),
+    }
     return render(request, "annotation/review.html", context)

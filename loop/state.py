@@ -103,7 +103,8 @@ def _item_summary(item: QueryItem, mine: Annotation | None) -> dict[str, Any]:
         "rank": item.rank,
         "image_url": f"/cells/{item.cell_id}/image",
         "score": item.score,
-        "suggestion": item.suggestion.name if item.suggestion else None,
+        # A suggestion of a class retired since the batch was built is not offered (it cannot be labelled).
+        "suggestion": item.suggestion.name if item.suggestion and item.suggestion.is_active else None,
         "confidence": item.confidence,
         "skipped": item.skipped_at is not None,
         "mine": annotation_summary(mine) if mine is not None else None,

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from annotation import selectors
 from annotation.access import cell_for_user, project_for_user
 from annotation.cell_files import CellFileChanged
+from annotation.models import COMMENT_MAX_CHARS
 from annotation.roles import LEADS, REVIEWERS
 from annotation.views import gone_response
 from loop.handlers.inference import saliency_png
@@ -28,7 +29,7 @@ def _url_template(name: str, *args: int) -> str:
 def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_user(user=request.user, project_id=project_id)
     role = selectors.project_role(user=request.user, project=project)
-    classes = list(project.classes.all())
+    classes = selectors.active_classes(project=project)  # retired classes have no key and no button
     config = {
         "project": project.pk,
         "classes": [
@@ -50,7 +51,9 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
             "why": _url_template("api-cell-why"),
             "similar": _url_template("api-cell-similar"),
             "saliency": _url_template("cell-saliency"),
+            "comments": _url_template("api-cell-comments"),
         },
+        "comment_max_chars": COMMENT_MAX_CHARS,
     }
     context = {
         "project": project,

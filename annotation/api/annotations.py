@@ -35,12 +35,16 @@ from annotation.services.annotations import (
 from annotation.services.review import review_decide
 
 
-def _label(project: Project, name: str | None) -> LabelClass | None:
+def _label(project: Project, name: str | None, *, writing: bool = False) -> LabelClass | None:
+    """The class named ``name``; to label with (``writing``), it must be active, not retired."""
     if name in (None, ""):
         return None
-    label = LabelClass.objects.filter(project=project, name=name).first()
+    label = LabelClass.objects.filter(project=project, name=name).select_related("merged_into").first()
     if label is None:
         raise ValidationError({"label": f"{name!r} is not a class of this project"})
+    if writing and not label.is_active:
+        merged = f": it was merged into {label.merged_into.name!r}" if label.merged_into else ""
+        raise ValidationError({"label": f"{name!r} is a retired class{merged}"})
     return label
 
 
@@ -112,7 +116,7 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
         data = LabelSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        label = _label(project, values.get("label"))
+        label = _label(project, values.get("label"), writing=True)
         if label is None and not values["unsure"]:
             raise ValidationError({"label": "give a label, or flag the cell unsure"})
         try:
@@ -187,7 +191,7 @@ class ReviewQueueApi(APIView):
         data = ReviewSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         cell = get_object_or_404(Cell, pk=data.validated_data["cell"], project=project)
-        label = _label(project, data.validated_data["label"])
+        label = _label(project, data.validated_data["label"], writing=True)
         assert label is not None
         try:
             decision = review_decide(

@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import annotations, auth, docs, members, views
+from annotation.api import annotations, auth, comments, docs, members, views
 
 urlpatterns = [
     # Authentication: POST username and password, get an expiring token for "Authorization: Token <key>";
@@ -34,4 +34,5 @@ urlpatterns = [
         name="api-annotation-undo",
     ),
     path("projects/<int:project_id>/review/", annotations.ReviewQueueApi.as_view(), name="api-review"),
+    path("cells/<int:cell_id>/comments/", comments.CellCommentsApi.as_view(), name="api-cell-comments"),
 ]

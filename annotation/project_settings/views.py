@@ -21,6 +21,7 @@ from annotation.project_settings.forms import (
     MemberChangeForm,
     ProjectSettingsForm,
 )
+from annotation.project_settings.taxonomy import taxonomy_context
 from annotation.roles import ADMINS, LEADS
 from annotation.services.invites import invite_user
 from annotation.services.memberships import (
@@ -50,6 +51,7 @@ def _render(
         "invite_form": invite_form or InviteForm(inviter_role=role),
         "members": selectors.member_list(project=project),
         "roles": Membership.Role.choices,
+        **taxonomy_context(project),
     }
     return render(request, "annotation/project_settings.html", context, status=status)
 

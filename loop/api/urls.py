@@ -1,6 +1,6 @@
 from django.urls import path
 
-from loop.api import views
+from loop.api import taxonomy, views
 
 urlpatterns = [
     path("projects/<int:project_id>/batches/", views.BatchListApi.as_view(), name="api-batch-list"),
@@ -43,4 +43,36 @@ urlpatterns = [
     ),
     path("cells/<int:cell_id>/why/", views.CellWhyApi.as_view(), name="api-cell-why"),
     path("cells/<int:cell_id>/similar/", views.CellSimilarApi.as_view(), name="api-cell-similar"),
+    # The taxonomy: members read the classes; leads change them (a change queues a retrain)
+    path("projects/<int:project_id>/classes/", taxonomy.ClassListApi.as_view(), name="api-class-list"),
+    path(
+        "projects/<int:project_id>/classes/<slug:name>/",
+        taxonomy.ClassDetailApi.as_view(),
+        name="api-class-detail",
+    ),
+    path(
+        "projects/<int:project_id>/classes/<slug:name>/merge/",
+        taxonomy.ClassMergeApi.as_view(),
+        name="api-class-merge",
+    ),
+    path(
+        "projects/<int:project_id>/classes/<slug:name>/retire/",
+        taxonomy.ClassRetireApi.as_view(),
+        name="api-class-retire",
+    ),
+    path(
+        "projects/<int:project_id>/classes/<slug:name>/restore/",
+        taxonomy.ClassRestoreApi.as_view(),
+        name="api-class-restore",
+    ),
+    path(
+        "projects/<int:project_id>/taxonomy/presets/",
+        taxonomy.TaxonomyPresetsApi.as_view(),
+        name="api-taxonomy-presets",
+    ),
+    path(
+        "projects/<int:project_id>/taxonomy/history/",
+        taxonomy.TaxonomyHistoryApi.as_view(),
+        name="api-taxonomy-history",
+    ),
 ]

@@ -96,7 +96,8 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
     classes = class_names(project)
     states = cell_labels(project=project)
     pool = Cell.objects.filter(project=project, role=Cell.Role.POOL, pk__in=list(states)).order_by("pk")
-    cells = [c for c in pool if states[c.pk].status is LabelStatus.LABELLED and states[c.pk].label]
+    # Labels of retired classes train nothing (their class is not one the model learns).
+    cells = [c for c in pool if states[c.pk].status is LabelStatus.LABELLED and states[c.pk].label in classes]
     if len({states[c.pk].label for c in cells}) < 2:
         raise ValueError("fine-tuning needs labels of at least two classes")
     params = job.params

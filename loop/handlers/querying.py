@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,19 @@ def choose(
     )
 
 
+def suggestion_classes(project: Project, columns: Sequence[str]) -> list[LabelClass | None]:
+    """The class each probability column suggests now: itself while active, the class it was merged into
+    since, none when it was retired."""
+    by_name = {c.name: c for c in LabelClass.objects.filter(project=project).select_related("merged_into")}
+    resolved: list[LabelClass | None] = []
+    for name in columns:
+        label_class = by_name.get(name)
+        while label_class is not None and label_class.merged_into is not None:
+            label_class = label_class.merged_into
+        resolved.append(label_class if label_class is not None and label_class.is_active else None)
+    return resolved
+
+
 def write_batch(
     *,
     project: Project,
@@ -65,9 +79,11 @@ def write_batch(
     index: ModelVersion,
     classifier: ModelVersion | None,
     labelled_count: int,
+    columns: Sequence[str] = (),
 ) -> QueryBatch:
-    """Store the batch and its provenance. Call inside the job's final transaction."""
-    classes = list(LabelClass.objects.filter(project=project).order_by("order", "pk"))
+    """Store the batch and its provenance. Call inside the job's final transaction. ``columns``: the class
+    names of the probabilities' columns (the classifier's own list, which may predate a taxonomy change)."""
+    classes = suggestion_classes(project, columns)
     number = (QueryBatch.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
     batch = QueryBatch.objects.create(
         project=project,
@@ -83,7 +99,7 @@ def write_batch(
     for rank, row in enumerate(choice.rows):
         suggestion = confidence = score = None
         if choice.suggestions is not None and choice.confidences is not None and choice.scores is not None:
-            suggestion = classes[int(choice.suggestions[rank])]
+            suggestion = classes[int(choice.suggestions[rank])]  # None: a class retired since
             confidence = float(choice.confidences[rank])
             score = float(choice.scores[rank])
         items.append(

@@ -12,6 +12,7 @@ from django.db import transaction
 from threadpoolctl import threadpool_limits
 
 from annotation.models import Project
+from annotation.selectors import active_classes
 from jobs.failpoints import failpoint
 from jobs.models import Job
 from jobs.registry import JobProgress
@@ -28,7 +29,8 @@ from loop.services.versions import create_version
 
 
 def class_names(project: Project) -> list[str]:
-    return list(project.classes.order_by("order", "pk").values_list("name", flat=True))
+    """The classes the classifier learns: the active taxonomy (retired and merged classes left out)."""
+    return [c.name for c in active_classes(project=project)]
 
 
 def _validate_and_calibrate(
@@ -89,9 +91,9 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     if index is None:
         raise ValueError("the project has no index yet: embed the cells first")
     ids, emb = index_embeddings(index)
-    data = build_training_set(project, ids)
-    lap("load")
     classes = class_names(project)
+    data = build_training_set(project, ids, classes)
+    lap("load")
     clf: TemperatureScaled | None = None
     classifier_version: ModelVersion | None = None
     metrics: dict[str, Any] = {}
@@ -156,6 +158,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
             index=index,
             classifier=classifier_version,
             labelled_count=len(data.train_rows),
+            columns=list(clf.classes) if clf is not None else [],
         )
     lap("write")
     result = _batch_result(batch, seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,11 @@ def open_batch_cells(project: Project) -> set[int]:
     return set(newest.items.filter(skipped_at__isnull=True).values_list("cell_id", flat=True))
 
 
-def build_training_set(project: Project, ids: np.ndarray) -> TrainingSet:
+def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]) -> TrainingSet:
+    """``classes``: the classes the model learns (the active taxonomy). A label of another class (a
+    retired one) trains and validates nothing; its pool cell still counts as annotated, so it is not
+    queried again."""
+    learnt = set(classes)
     states = cell_labels(project=project)
     cells = np.array(
         list(Cell.objects.filter(project=project).values_list("pk", "role", "source")), dtype=object
@@ -74,7 +79,7 @@ def build_training_set(project: Project, ids: np.ndarray) -> TrainingSet:
     for row, cell_id, role, source in zip(rows, cell_ids, roles, sources, strict=True):
         state = states.get(int(cell_id))
         if role == Cell.Role.POOL:
-            if state is not None and state.status is LabelStatus.LABELLED and state.label:
+            if state is not None and state.status is LabelStatus.LABELLED and state.label in learnt:
                 train_rows.append(row)
                 train_labels.append(state.label)
                 annotation_ids.extend(state.annotation_ids)
@@ -85,7 +90,7 @@ def build_training_set(project: Project, ids: np.ndarray) -> TrainingSet:
         elif role == Cell.Role.VALIDATION:
             label = state.label if state is not None and state.status is LabelStatus.LABELLED else None
             label = label or refs.get(int(cell_id))
-            if label:
+            if label in learnt:
                 val_rows.append(row)
                 val_labels.append(label)
                 val_sources.append(source or "unknown")

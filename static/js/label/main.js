@@ -7,6 +7,7 @@
 // so it lands once) each time the loop's poll finds the server answering.
 import { ApiError, createApi, isRetryable, newClientKey } from "./api.js";
 import { $, ConfirmDialog, gridColumns } from "./dom.js";
+import { createComments } from "./comments.js";
 import * as render from "./render.js";
 import {
   MODES,
@@ -39,6 +40,11 @@ const grid = $("grid");
 const keyMap = buildKeyMap(config.classes);
 const byName = Object.fromEntries(config.classes.map((c) => [c.name, c]));
 const confirmDialog = new ConfirmDialog($("confirm-dialog"));
+const comments = createComments({
+  urlTemplate: config.api.comments,
+  maxChars: config.comment_max_chars,
+  onDone: () => grid.focus(),
+});
 
 const page = {
   batch: null, // the batch as the server sent it
@@ -86,6 +92,8 @@ function draw() {
     saliencyUrl: api.saliencyUrl,
   });
   render.renderMeta($("batch-meta"), page.batch);
+  const focused = items()[page.sel.focus];
+  comments.show(focused ? focused.cell : null);
 }
 
 function drawStatus() {
