@@ -8,6 +8,7 @@
 import { ApiError, createApi, isRetryable, newClientKey } from "./api.js";
 import { $, ConfirmDialog, gridColumns } from "./dom.js";
 import * as render from "./render.js";
+import { createSaliencyControls } from "./saliency.js";
 import {
   MODES,
   UndoStack,
@@ -39,6 +40,12 @@ const grid = $("grid");
 const keyMap = buildKeyMap(config.classes);
 const byName = Object.fromEntries(config.classes.map((c) => [c.name, c]));
 const confirmDialog = new ConfirmDialog($("confirm-dialog"));
+const saliencyControls = createSaliencyControls({
+  legend: $("saliency-legend"),
+  slider: $("saliency-opacity"),
+  target: $("label-page"),
+  onDone: () => grid.focus(),
+});
 
 const page = {
   batch: null, // the batch as the server sent it
@@ -400,6 +407,7 @@ async function showSimilar() {
 
 function toggleSaliency() {
   page.saliencyOn = !page.saliencyOn;
+  saliencyControls.show(page.saliencyOn);
   draw();
 }
 
