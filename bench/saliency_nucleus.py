@@ -64,7 +64,7 @@ def main() -> None:
     records = [r for r in read_manifest(default_data_dir() / "manifest.csv") if r.label in CLASSES]
     per_class = args.labels + args.cells // len(CLASSES) + 1
     chosen = sample_per_class(records, per_class, seed=args.seed)
-    # The first ``labels`` cells of each class (in the sample's random order) fit the head; the rest
+    # The first ``labels`` sampled cells of each class (manifest order) fit the head; the rest
     # are scored, taken round-robin over the classes so every class is represented.
     by_class = {c: [r for r in chosen if r.label == c] for c in CLASSES}
     train = [r for c in CLASSES for r in by_class[c][: args.labels]]
