@@ -7,7 +7,7 @@ import functools
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from django.conf import settings
@@ -60,21 +60,39 @@ def _backbone(encoder_pk: int) -> tuple[Any, int]:
     return load_backbone(ModelVersion.objects.get(pk=encoder_pk))
 
 
+# Integrated gradients, not Grad-CAM: on real cells with the loop's default model (EfficientNet-Lite0
+# at 64 px, whose last feature map is 2x2) Grad-CAM's map is one blob over the crop and is hotter on the
+# nucleus than on the background for about half the cells (chance); integrated gradients are for all
+# of them (bench/saliency_nucleus.py, bench/results/saliency_nucleus.json). It costs ~16 passes instead
+# of one, once per cell and classifier version (cached).
+WEB_SALIENCY_METHOD: Final = "integrated_gradients"
+
+
+def saliency_cache_file(*, project_id: int, classifier_version: int, cell_id: int) -> Path:
+    """Where the overlay of a cell under a classifier version is cached (``-overlay``: the RGBA heat
+    layer; files of the earlier blended format are never read)."""
+    cache = Path(settings.LEUKOLOOP_ARTIFACTS_DIR) / f"project-{project_id}" / "saliency"
+    return cache / f"classifier-v{classifier_version}-cell-{cell_id}-overlay.png"
+
+
 def saliency_png(*, cell: Cell) -> bytes | None:
-    """The latest classifier's Grad-CAM for its predicted class, over the cell (PNG), or None when the
-    project has no classifier yet or its kind cannot be written as a torch head (SVM, MLP).
+    """The latest classifier's saliency map for its predicted class as an RGBA overlay (PNG: colour
+    scale, alpha proportional to saliency, top region outlined; :func:`learning.saliency.heat_overlay_png`)
+    for the page to lay over the cell, or None when the project has no classifier yet or its kind
+    cannot be written as a torch head (SVM, MLP).
 
     Cached on disk per classifier version: the map of a cell only changes with the model. The image is
     checked against its hash first, cached map or not (raises ``CellFileChanged`` if it changed)."""
     from learning.data import load_image
-    from learning.saliency import linear_head_from_classifier, overlay_png, saliency_map
+    from learning.saliency import heat_overlay_png, linear_head_from_classifier, saliency_map
 
     version = latest_version(cell.project_id, ModelVersion.Kind.CLASSIFIER)
     if version is None or version.parent is None or version.parent.parent_id is None:
         return None
     image_bytes = read_verified(cell.cell_file)
-    cache = Path(settings.LEUKOLOOP_ARTIFACTS_DIR) / f"project-{cell.project_id}" / "saliency"
-    path = cache / f"classifier-v{version.version}-cell-{cell.pk}.png"
+    path = saliency_cache_file(
+        project_id=cell.project_id, classifier_version=version.version, cell_id=cell.pk
+    )
     if path.is_file():
         return path.read_bytes()
     clf = load_classifier(version)
@@ -84,8 +102,8 @@ def saliency_png(*, cell: Cell) -> bytes | None:
     if head is None:
         return None
     image = load_image(io.BytesIO(image_bytes), size)
-    png = overlay_png(image, saliency_map(backbone, head, image))
-    cache.mkdir(parents=True, exist_ok=True)
+    png = heat_overlay_png(saliency_map(backbone, head, image, method=WEB_SALIENCY_METHOD))
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(png)
     os.replace(tmp, path)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.urls import URLPattern, URLResolver
 from PIL import Image
 
@@ -31,6 +30,7 @@ from exports import urls as export_urls
 from exports.service import export_path
 from jobs.models import Job
 from loop import urls as loop_page_urls
+from loop.handlers.inference import saliency_cache_file
 from loop.models import ModelVersion
 from tests.api.conftest import (
     ARTIFACT_PATH,
@@ -308,10 +308,11 @@ def saliency_servable(world: World) -> None:
     tests/learning covers with a trained model). Only for the saliency row: elsewhere the classifier stays
     without an index, so the evaluation report has nothing to score."""
     ModelVersion.objects.filter(pk=world.classifier.pk).update(parent=world.index)
-    cache = Path(django_settings.LEUKOLOOP_ARTIFACTS_DIR) / f"project-{world.project.pk}" / "saliency"
-    cache.mkdir(parents=True)
-    version = world.classifier.version
-    (cache / f"classifier-v{version}-cell-{world.cells[1].pk}.png").write_bytes(_png((0, 0, 255)))
+    cached = saliency_cache_file(
+        project_id=world.project.pk, classifier_version=world.classifier.version, cell_id=world.cells[1].pk
+    )
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(_png((0, 0, 255)))
 
 
 def ids(world: World, role: str) -> dict[str, Any]:

@@ -17,8 +17,12 @@ from learning.classifiers import AlignedClassifier, ClassifierKind
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class
 from learning.embeddings import extract_embeddings
 from learning.saliency import (
+    OUTLINE_LEVEL,
+    OUTLINE_RGB,
+    OVERLAY_CMAP,
     CellClassifierModule,
     feature_layer,
+    heat_overlay_png,
     linear_head_from_classifier,
     overlay_png,
     saliency_map,
@@ -231,3 +235,61 @@ def test_overlay_png_sizes_and_colours() -> None:
         assert np.all(np.asarray(im) == [0, 0, 128])  # jet(0) is dark blue
     with pytest.raises(ValueError):
         overlay_png(image, np.zeros((10, 10), dtype=np.float32))
+
+
+def test_heat_overlay_png_is_a_transparent_colour_scale_with_an_outline() -> None:
+    """The page's overlay: inferno colours, alpha proportional to the heat (0 leaves the cell untouched),
+    an opaque cyan outline around the half-peak region and nowhere else."""
+    from matplotlib import colormaps
+
+    yy, xx = np.mgrid[:64, :64]
+    heat = np.exp(-((yy - 32.0) ** 2 + (xx - 32.0) ** 2) / 150.0).astype(np.float32)
+    with Image.open(io.BytesIO(heat_overlay_png(heat))) as im:
+        assert im.mode == "RGBA" and im.size == (192, 192)
+        rgba = np.asarray(im).astype(np.int64)
+    up = F.interpolate(torch.from_numpy(heat).view(1, 1, 64, 64), scale_factor=3, mode="bilinear")[
+        0, 0
+    ].numpy()
+    outline = np.all(rgba[..., :3] == OUTLINE_RGB, axis=-1) & (rgba[..., 3] == 255)
+    assert outline.sum() > 100
+    assert np.all(up[outline] >= OUTLINE_LEVEL) and np.all(up[outline] < OUTLINE_LEVEL + 0.1)  # on the edge
+    ring = np.hypot(*np.nonzero(outline) - np.array([[95.5], [95.5]]))  # a circle around the centre
+    assert ring.std() < 2.0
+    rest = ~outline
+    np.testing.assert_allclose(rgba[..., 3][rest], np.round(up[rest] * 255), atol=1)  # alpha = heat
+    expected = np.round(colormaps[OVERLAY_CMAP](up)[..., :3] * 255)
+    np.testing.assert_allclose(rgba[..., :3][rest], expected[rest], atol=1)
+    assert rgba[0, 0, 3] == 0  # no heat: fully transparent, the cell shows through
+
+    with Image.open(io.BytesIO(heat_overlay_png(heat * 0.4))) as im:  # below the level: no outline
+        assert not np.all(np.asarray(im)[..., :3] == OUTLINE_RGB, axis=-1).any()
+    with Image.open(io.BytesIO(heat_overlay_png(np.zeros((200, 200), dtype=np.float32)))) as im:
+        assert im.size == (200, 200) and np.asarray(im)[..., 3].max() == 0
+    with pytest.raises(ValueError):
+        heat_overlay_png(heat, outline_level=0.0)
+    with pytest.raises(ValueError):
+        heat_overlay_png(np.zeros((3, 8, 8), dtype=np.float32))
+
+
+def test_page_legend_draws_the_overlays_colour_scale() -> None:
+    """The legend in the stylesheet (.saliency-scale) has the overlay's colours and alphas at 0, 1/8 .. 1,
+    and its outline mark has the outline's colour at the outline's level."""
+    import re
+
+    from matplotlib import colormaps
+
+    css = (Path(__file__).resolve().parents[2] / "static" / "css" / "leukoloop.css").read_text()
+    scale = re.search(r"\.saliency-scale \{[^}]*linear-gradient\(to right,([^;]*)\)", css)
+    assert scale is not None
+    stops = re.findall(r"rgb\((\d+) (\d+) (\d+) / ([\d.]+)\)", scale.group(1))
+    assert len(stops) == 9
+    for i, (r, g, b, a) in enumerate(stops):
+        expected = np.round(np.asarray(colormaps[OVERLAY_CMAP](i / 8)[:3]) * 255)
+        np.testing.assert_allclose([int(r), int(g), int(b)], expected, atol=1)
+        assert float(a) == pytest.approx(i / 8)
+    mark = re.search(
+        r"\.saliency-outline-mark \{[^}]*left: calc\((\d+)% - 1px\)[^}]*rgb\((\d+) (\d+) (\d+)\)", css
+    )
+    assert mark is not None
+    assert int(mark.group(1)) / 100 == OUTLINE_LEVEL
+    assert tuple(int(x) for x in mark.groups()[1:]) == OUTLINE_RGB

@@ -9,6 +9,7 @@ import { ApiError, createApi, isRetryable, newClientKey } from "./api.js";
 import { $, ConfirmDialog, gridColumns } from "./dom.js";
 import { createComments } from "./comments.js";
 import * as render from "./render.js";
+import { createSaliencyControls } from "./saliency.js";
 import {
   MODES,
   UndoStack,
@@ -43,6 +44,12 @@ const confirmDialog = new ConfirmDialog($("confirm-dialog"));
 const comments = createComments({
   urlTemplate: config.api.comments,
   maxChars: config.comment_max_chars,
+  onDone: () => grid.focus(),
+});
+const saliencyControls = createSaliencyControls({
+  legend: $("saliency-legend"),
+  slider: $("saliency-opacity"),
+  target: $("label-page"),
   onDone: () => grid.focus(),
 });
 
@@ -408,6 +415,7 @@ async function showSimilar() {
 
 function toggleSaliency() {
   page.saliencyOn = !page.saliencyOn;
+  saliencyControls.show(page.saliencyOn);
   draw();
 }
 
