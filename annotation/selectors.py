@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 
 from annotation.labels import cell_labels, review_queue_ids
-from annotation.models import Annotation, Cell, LabelClass, Membership, Project
+from annotation.models import Annotation, Cell, LabelClass, Membership, PagePreferences, Project
 from annotation.roles import REVIEWERS
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -148,3 +148,10 @@ def cell_history(*, cell: Cell) -> list[dict[str, Any]]:
         }
         for a in rows
     ]
+
+
+def page_preferences(*, user: AnyUser) -> dict[str, Any]:
+    """The user's labelling-page preferences; the model's defaults for a user who never changed one."""
+    stored = PagePreferences.objects.filter(user_id=int(user.pk or 0)).first()
+    prefs = stored or PagePreferences()
+    return {"tile_size": prefs.tile_size, "blind_mode": prefs.blind_mode}

@@ -14,7 +14,11 @@ import {
   attributeRow,
   attributeStep,
   buildKeyMap,
+  clampAdjust,
+  clampTileSize,
+  clampZoom,
   clickCell,
+  createFocusView,
   createSelection,
   describeUnsaved,
   dropUnsaved,
@@ -27,6 +31,7 @@ import {
   planLabelRequests,
   remainingEntry,
   secondsSpent,
+  stepZoom,
   submitCheck,
   targets,
   undoSteps,
@@ -53,6 +58,8 @@ const page = {
   flash: null, // {text, isError}
   unsaved: new Map(), // label requests not confirmed by the server, by client key (state.js)
   resending: false,
+  focusView: createFocusView(), // zoom, brightness and contrast of the focused-cell view
+  blind: Boolean(config.preferences && config.preferences.blind_mode),
 };
 
 const items = () => (page.batch ? page.batch.items : []);
@@ -86,6 +93,19 @@ function draw() {
     saliencyUrl: api.saliencyUrl,
   });
   render.renderMeta($("batch-meta"), page.batch);
+  drawFocus();
+}
+
+const focusNodes = { image: $("focus-image"), caption: $("focus-caption"), zoomValue: $("zoom-value") };
+
+function drawFocus() {
+  render.renderFocus(focusNodes, items()[page.sel.focus], byName, page.focusView);
+  $("zoom").value = String(page.focusView.zoom);
+  $("brightness").value = String(page.focusView.brightness);
+  $("contrast").value = String(page.focusView.contrast);
+  for (const b of document.querySelectorAll(".zoom-preset")) {
+    b.setAttribute("aria-pressed", String(Number(b.dataset.zoom) === page.focusView.zoom));
+  }
 }
 
 function drawStatus() {
@@ -260,7 +280,7 @@ function labelWith(name) {
 function acceptSuggestion() {
   const indices = currentTargets().filter((i) => items()[i].suggestion);
   if (!indices.length) {
-    flash("No suggestion to accept yet: press the class key instead.");
+    flash(page.blind ? "Blind mode: suggestions are hidden; press the class key." : "No suggestion to accept: press the class key instead.");
     return undefined;
   }
   return label(indices, (item) => ({ label: item.suggestion }));
@@ -398,6 +418,54 @@ async function showSimilar() {
   render.renderSimilar($("detail-title"), $("detail-body"), item.cell, data, byName);
 }
 
+// --- the focused-cell view and the user's preferences -------------------------------------------------
+function setZoom(zoom) {
+  page.focusView.zoom = clampZoom(zoom);
+  drawFocus();
+}
+
+function setAdjust(name, percent) {
+  page.focusView[name] = clampAdjust(percent);
+  drawFocus();
+}
+
+function drawBlind() {
+  $("blind-mode").setAttribute("aria-pressed", String(page.blind));
+  $("blind-state").textContent = page.blind ? "on" : "off";
+}
+
+/** Blind mode on or off: saved on the server (it follows the user), then the batch is fetched again so
+ * that the suggestions the server now withholds or sends are what the tiles show. */
+async function toggleBlind() {
+  const prefs = await api.savePreferences({ blind_mode: !page.blind });
+  page.blind = Boolean(prefs.blind_mode);
+  drawBlind();
+  flash(page.blind ? "Blind mode: suggestions hidden." : "Blind mode off: suggestions shown above the threshold.");
+  await refreshSuggestions();
+}
+
+/** The current batch's suggestions as the server sends them now; labels, selection and undo are kept. */
+async function refreshSuggestions() {
+  const data = await api.currentBatch();
+  if (!data.batch || !page.batch || data.batch.id !== page.batch.id) return loadBatch();
+  const fresh = new Map(data.batch.items.map((item) => [item.cell, item]));
+  for (const item of items()) {
+    const now = fresh.get(item.cell);
+    if (!now) continue;
+    item.suggestion = now.suggestion;
+    item.confidence = now.confidence;
+    item.suggestion_withheld = now.suggestion_withheld;
+  }
+  draw();
+  return undefined;
+}
+
+function setTileSize(size) {
+  const tile = clampTileSize(size);
+  grid.style.setProperty("--tile", `${tile}px`);
+  return tile;
+}
+
 function toggleSaliency() {
   page.saliencyOn = !page.saliencyOn;
   draw();
@@ -414,6 +482,7 @@ function openAttributes() {
   const n = page.panel.cells.length;
   $("attribute-target").textContent = n === 1 ? `cell ${page.panel.cells[0]}` : `${n} cells`;
   $("attribute-panel").hidden = false;
+  $("classes-card").hidden = true; // the panel owns the keys meanwhile; its rows need the room
   drawAttributes();
 }
 
@@ -428,6 +497,7 @@ function drawAttributes() {
 function closeAttributes() {
   page.panel = null;
   $("attribute-panel").hidden = true;
+  $("classes-card").hidden = false;
   grid.focus();
 }
 
@@ -505,6 +575,10 @@ function dispatch(action) {
       return act("Could not load", showWhy);
     case "next-batch":
       return act("Could not load", loadBatch);
+    case "blind":
+      return act("Blind mode not changed", toggleBlind);
+    case "zoom":
+      return setZoom(stepZoom(page.focusView.zoom, action.direction));
     case "clear-selection":
       page.sel.selected.clear();
       return draw();
@@ -594,8 +668,39 @@ if (tune) {
   );
 }
 $("tile-size").addEventListener("input", (e) => {
-  grid.style.setProperty("--tile", `${e.target.value}px`);
+  setTileSize(e.target.value);
 });
+// Saved when the slider is let go (one request, not one per step): it follows the user to any browser.
+$("tile-size").addEventListener("change", (e) => {
+  const tile = setTileSize(e.target.value);
+  act("Tile size not saved", () => api.savePreferences({ tile_size: tile }));
+});
+setTileSize(config.preferences ? config.preferences.tile_size : 160);
+$("blind-mode").addEventListener("click", () => {
+  act("Blind mode not changed", toggleBlind);
+  grid.focus();
+});
+drawBlind();
+focusNodes.image.addEventListener("load", () => drawFocus());
+// A click on a button of the view gives the keys back to the grid (Enter on a focused button would
+// otherwise both press it and accept a suggestion).
+const backToGrid = (fn) => () => {
+  fn();
+  grid.focus();
+};
+for (const b of document.querySelectorAll(".zoom-preset")) b.addEventListener("click", backToGrid(() => setZoom(Number(b.dataset.zoom))));
+$("zoom-in").addEventListener("click", backToGrid(() => setZoom(stepZoom(page.focusView.zoom, 1))));
+$("zoom-out").addEventListener("click", backToGrid(() => setZoom(stepZoom(page.focusView.zoom, -1))));
+$("zoom").addEventListener("input", (e) => setZoom(e.target.value));
+$("brightness").addEventListener("input", (e) => setAdjust("brightness", e.target.value));
+$("contrast").addEventListener("input", (e) => setAdjust("contrast", e.target.value));
+$("adjust-reset").addEventListener(
+  "click",
+  backToGrid(() => {
+    page.focusView = { ...createFocusView(), zoom: page.focusView.zoom };
+    drawFocus();
+  }),
+);
 
 act("Could not load", loadBatch).then(poll);
 setInterval(poll, config.poll_ms);

@@ -1,7 +1,7 @@
 // Rendering of the labelling page: the grid of cells, the batch line, the loop's status, the detail
 // panel (why, similar) and the attribute panel. Every server string goes in as text (see dom.js).
 import { el, fill } from "./dom.js";
-import { isDone } from "./state.js";
+import { isDone, suggestionView, viewFilter, zoomLabel, zoomedSize } from "./state.js";
 
 const pct = (x) => `${Math.round(100 * x)}%`;
 
@@ -10,12 +10,22 @@ export function displayName(byName, name) {
   return byName[name] ? byName[name].display_name : String(name);
 }
 
+/** The suggestion line of a tile or of the focused view; null in blind mode (nothing to say). */
+function suggestionLine(item, byName) {
+  const view = suggestionView(item);
+  if (view.kind === "shown") {
+    const confidence = view.confidence == null ? "" : ` ${pct(view.confidence)}`;
+    return el("span", { className: "suggestion" }, `${displayName(byName, view.label)}${confidence}`);
+  }
+  if (view.kind === "blind") return null;
+  if (view.kind === "low") {
+    return el("span", { className: "suggestion none low", title: "the model's confidence is below the project's threshold" }, "no confident suggestion");
+  }
+  return el("span", { className: "suggestion none" }, "no suggestion yet");
+}
+
 function tileCaption(item, byName, pending, unsaved) {
-  const parts = [
-    item.suggestion
-      ? el("span", { className: "suggestion" }, `${displayName(byName, item.suggestion)} ${pct(item.confidence)}`)
-      : el("span", { className: "suggestion none" }, "no suggestion yet"),
-  ];
+  const parts = [suggestionLine(item, byName)];
   const mine = item.mine;
   if (mine) parts.push(el("span", { className: "mine" }, mine.unsure ? "unsure" : displayName(byName, mine.label)));
   else if (item.skipped) parts.push(el("span", { className: "mine" }, "skipped"));
@@ -38,6 +48,9 @@ export function renderGrid(grid, view) {
     if (mine) {
       tile.classList.add(mine.unsure ? "unsure" : "labelled");
       if (mine.label && byName[mine.label]) tile.style.setProperty("--c", byName[mine.label].colour);
+      // Labelled tiles stay fully readable; a badge in the class's colour marks them.
+      const badge = mine.unsure ? "?" : "✓";
+      tile.append(el("span", { className: "done-badge", attrs: { "aria-hidden": "true" } }, badge));
     }
     if (item.skipped) tile.classList.add("skipped");
     if (unsaved.has(item.cell)) tile.classList.add("unsaved");
@@ -162,4 +175,38 @@ export function renderAttributes(node, specs, panel, onPick) {
     return el("div", { className: `attr-row${r === panel.row ? " active" : ""}` }, el("span", {}, spec.name.replaceAll("_", " ")), buttons);
   });
   fill(node, rows);
+}
+
+/** The focused cell, large: its image at `view.zoom` (1 = natural size) with brightness and contrast as
+ * a CSS filter, and a caption. `nodes`: {image, zoomValue, caption}. The image keeps its source while the
+ * focus stays on the cell, so that moving a slider does not reload it. */
+export function renderFocus(nodes, item, byName, view) {
+  const { image, caption, zoomValue } = nodes;
+  zoomValue.textContent = zoomLabel(view.zoom);
+  image.style.filter = viewFilter(view);
+  if (!item) {
+    image.hidden = true;
+    image.removeAttribute("src");
+    delete image.dataset.cell;
+    caption.textContent = "No cell focused.";
+    return;
+  }
+  image.hidden = false;
+  if (image.dataset.cell !== String(item.cell)) {
+    image.dataset.cell = String(item.cell);
+    image.alt = `cell ${item.cell}, large`;
+    image.src = item.image_url;
+  }
+  sizeFocusImage(image, view.zoom);
+  const mine = item.mine;
+  const yours = mine ? (mine.unsure ? "unsure" : displayName(byName, mine.label)) : item.skipped ? "skipped" : "not labelled";
+  fill(caption, el("b", {}, `Cell ${item.cell}`), " · ", suggestionLine(item, byName) || "suggestions hidden (blind)", " · yours: ", el("span", { className: "mine" }, yours));
+}
+
+/** The focused image at `zoom` times its natural size; nothing until it has loaded (its size is unknown). */
+export function sizeFocusImage(image, zoom) {
+  if (!image.naturalWidth) return;
+  const { width, height } = zoomedSize(image.naturalWidth, image.naturalHeight, zoom);
+  image.style.width = `${width}px`;
+  image.style.height = `${height}px`;
 }
