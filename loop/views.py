@@ -39,7 +39,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         ],
         "attributes": project.attribute_schema,
         "poll_ms": 1500,
-        "preferences": preferences,
+        "page_settings": preferences,  # the user's own (not "preferences": the word holds "reference")
         "api": {
             "loop": reverse("api-loop", args=[project.pk]),
             "start": reverse("api-loop-start", args=[project.pk]),
@@ -53,7 +53,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
             "why": _url_template("api-cell-why"),
             "similar": _url_template("api-cell-similar"),
             "saliency": _url_template("cell-saliency"),
-            "preferences": reverse("api-page-preferences"),
+            "page_settings": reverse("api-page-settings"),
         },
     }
     context = {

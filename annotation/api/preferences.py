@@ -30,7 +30,7 @@ class PagePreferencesSerializer(serializers.Serializer[dict[str, Any]]):
         unknown = sorted(set(getattr(self, "initial_data", {}) or {}) - set(self.fields))
         if unknown:
             allowed = ", ".join(self.fields)
-            raise ValidationError(f"not a page preference: {', '.join(unknown)} (use {allowed})")
+            raise ValidationError(f"not a page setting: {', '.join(unknown)} (use {allowed})")
         return attrs
 
 

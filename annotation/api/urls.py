@@ -13,7 +13,7 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", docs.SwaggerUiView.as_view(url_name="api-schema"), name="api-docs"),
     # The caller's own labelling-page preferences (tile size, blind mode).
-    path("me/preferences/", preferences.PagePreferencesApi.as_view(), name="api-page-preferences"),
+    path("me/page-settings/", preferences.PagePreferencesApi.as_view(), name="api-page-settings"),
     path("projects/", views.ProjectListApi.as_view(), name="api-project-list"),
     path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="api-project-detail"),
     path("projects/<int:project_id>/members/", members.MemberListApi.as_view(), name="api-member-list"),

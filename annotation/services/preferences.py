@@ -17,7 +17,7 @@ def page_preferences_update(*, user: AbstractBaseUser, changes: dict[str, Any]) 
     """Change the caller's own preferences; the model's validators check the values (ValidationError)."""
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
-        raise ValueError(f"not a page preference: {', '.join(unknown)}")
+        raise ValueError(f"not a page setting: {', '.join(unknown)}")
     prefs, _ = PagePreferences.objects.select_for_update().get_or_create(user_id=user.pk)
     for name, value in changes.items():
         setattr(prefs, name, value)

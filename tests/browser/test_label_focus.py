@@ -108,6 +108,9 @@ def test_focused_view_at_native_size_and_2x_with_brightness_contrast_and_every_p
     assert image["natural"] == 224 and image["width"] == image["natural"]
     assert image["height"] == image["naturalHeight"]
     assert page.evaluate("() => window.devicePixelRatio") == 1
+    assert page.evaluate("() => window.scrollY") == 0
+    for selector in ("#focus-view", "#similar-panel", "#classes-card", "#detail-panel"):
+        in_viewport(page, selector)  # at the top of the page too, not only once the grid is scrolled
     page.screenshot(path=screenshot_dir / "01-focus-1x.png")
 
     # 2x by its button, then + and - step the zoom; the frame keeps its size and scrolls.
@@ -152,7 +155,7 @@ def test_focused_view_at_native_size_and_2x_with_brightness_contrast_and_every_p
     # scrolled to its end (the panels are sticky); then the attribute panel, open, too.
     page.keyboard.press("w")
     page.wait_for_selector("#why-list li")
-    for selector in ("#focus-view", "#focus-frame", "#classes-card", "#detail-panel"):
+    for selector in ("#focus-view", "#focus-frame", "#similar-panel", "#classes-card", "#detail-panel"):
         in_viewport(page, selector)
     page.screenshot(path=screenshot_dir / "02-panels-in-view.png")
     assert page.evaluate("() => document.documentElement.scrollHeight") > HEIGHT, "the grid should scroll"
@@ -160,7 +163,7 @@ def test_focused_view_at_native_size_and_2x_with_brightness_contrast_and_every_p
     page.evaluate("() => window.scrollTo(0, document.documentElement.scrollHeight)")
     page.wait_for_timeout(200)
     assert page.evaluate("() => window.scrollY") > 0
-    for selector in ("#focus-view", "#focus-frame", "#classes-card", "#detail-panel"):
+    for selector in ("#focus-view", "#focus-frame", "#similar-panel", "#classes-card", "#detail-panel"):
         in_viewport(page, selector)
     page.keyboard.press("a")
     page.wait_for_selector("#attribute-panel:not([hidden])")

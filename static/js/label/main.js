@@ -59,7 +59,7 @@ const page = {
   unsaved: new Map(), // label requests not confirmed by the server, by client key (state.js)
   resending: false,
   focusView: createFocusView(), // zoom, brightness and contrast of the focused-cell view
-  blind: Boolean(config.preferences && config.preferences.blind_mode),
+  blind: Boolean(config.page_settings && config.page_settings.blind_mode),
 };
 
 const items = () => (page.batch ? page.batch.items : []);
@@ -99,7 +99,11 @@ function draw() {
 const focusNodes = { image: $("focus-image"), caption: $("focus-caption"), zoomValue: $("zoom-value") };
 
 function drawFocus() {
-  render.renderFocus(focusNodes, items()[page.sel.focus], byName, page.focusView);
+  const item = items()[page.sel.focus];
+  render.renderFocus(focusNodes, item, byName, page.focusView);
+  const focused = item ? item.cell : null;
+  render.markStale($("detail-title"), $("detail-body"), focused);
+  render.markStale($("similar-title"), $("similar-body"), focused);
   $("zoom").value = String(page.focusView.zoom);
   $("brightness").value = String(page.focusView.brightness);
   $("contrast").value = String(page.focusView.contrast);
@@ -409,13 +413,15 @@ async function showWhy() {
   if (!item) return;
   const data = await api.why(item.cell);
   render.renderWhy($("detail-title"), $("detail-body"), item.cell, data);
+  drawFocus();
 }
 
 async function showSimilar() {
   const item = items()[page.sel.focus];
   if (!item) return;
   const data = await api.similar(item.cell, 8);
-  render.renderSimilar($("detail-title"), $("detail-body"), item.cell, data, byName);
+  render.renderSimilar($("similar-title"), $("similar-body"), item.cell, data, byName);
+  drawFocus();
 }
 
 // --- the focused-cell view and the user's preferences -------------------------------------------------
@@ -675,7 +681,7 @@ $("tile-size").addEventListener("change", (e) => {
   const tile = setTileSize(e.target.value);
   act("Tile size not saved", () => api.savePreferences({ tile_size: tile }));
 });
-setTileSize(config.preferences ? config.preferences.tile_size : 160);
+setTileSize(config.page_settings ? config.page_settings.tile_size : 160);
 $("blind-mode").addEventListener("click", () => {
   act("Blind mode not changed", toggleBlind);
   grid.focus();

@@ -89,7 +89,8 @@ export function renderMeta(node, batch) {
     el("b", { id: "batch-number" }, String(batch.number)),
     " · ",
     el("span", { id: "batch-model" }, model),
-    ` · index v${batch.index_version} · strategy ${batch.strategy} · `,
+    batch.index_version == null ? " · no index yet" : ` · index v${batch.index_version}`,
+    ` · strategy ${batch.strategy} · `,
     el("span", { id: "batch-progress" }, `${done} of ${items.length} done`),
   );
 }
@@ -124,6 +125,7 @@ export function renderStatus(node, loop, flash) {
 /** Why the cell was queried, and its label history. */
 export function renderWhy(title, body, cell, data) {
   title.textContent = `Why cell ${cell}`;
+  body.dataset.cell = String(cell);
   const rows = data.queried.map((q) => {
     const li = el("li", {}, `batch ${q.batch} by `, el("b", {}, String(q.strategy)));
     let text = "";
@@ -131,7 +133,7 @@ export function renderWhy(title, body, cell, data) {
     text += `, rank ${q.rank + 1} of ${q.batch_size}`;
     if (q.score != null) text += `, uncertainty ${Number(q.score).toFixed(3)}`;
     text += q.classifier_version ? `, model v${q.classifier_version}` : ", no model yet";
-    text += `, index v${q.index_version}`;
+    text += q.index_version == null ? ", no index yet" : `, index v${q.index_version}`;
     li.append(text);
     return li;
   });
@@ -143,16 +145,20 @@ export function renderWhy(title, body, cell, data) {
 
 /** The cell's nearest neighbours with their labels (an annotator's own labels only: data.labels "yours"). */
 export function renderSimilar(title, body, cell, data, byName) {
-  title.textContent = `Cells like ${cell}`;
+  // "—" keeps the captions short under the 96 px cells; the title says what it means.
   const none = data.labels === "yours" ? "not labelled by you" : "unlabelled";
-  const figures = data.neighbours.map((n) =>
-    el(
+  fill(title, `Cells like cell ${cell}`, el("span", { className: "legend-note" }, ` · — ${none}`));
+  const figures = data.neighbours.map((n) => {
+    const similarity = Number(n.similarity).toFixed(2);
+    const name = n.label ? displayName(byName, n.label) : "—";
+    return el(
       "figure",
-      {},
+      { attrs: { title: `cell ${n.cell}: ${n.label ? name : none}, similarity ${similarity}` } },
       el("img", { src: n.image_url, alt: `cell ${n.cell}` }),
-      el("figcaption", {}, `${n.label ? displayName(byName, n.label) : none} · ${Number(n.similarity).toFixed(2)}`),
-    ),
-  );
+      el("figcaption", {}, `${name} · ${similarity}`),
+    );
+  });
+  body.dataset.cell = String(cell);
   fill(body, el("div", { className: "similar", id: "similar-list" }, figures));
 }
 
@@ -209,4 +215,16 @@ export function sizeFocusImage(image, zoom) {
   const { width, height } = zoomedSize(image.naturalWidth, image.naturalHeight, zoom);
   image.style.width = `${width}px`;
   image.style.height = `${height}px`;
+}
+
+/** A panel that shows another cell than the focused one (why, similar) is dimmed, its title saying so. */
+export function markStale(title, body, focusedCell) {
+  const shown = body.dataset.cell;
+  const stale = shown !== undefined && shown !== String(focusedCell);
+  body.classList.toggle("stale", stale);
+  let note = title.querySelector(".stale-note");
+  if (stale && !note) {
+    note = el("span", { className: "stale-note" }, " · not the focused cell");
+    title.append(note);
+  } else if (!stale && note) note.remove();
 }
