@@ -21,6 +21,7 @@ import {
   createFocusView,
   createSelection,
   describeUnsaved,
+  devicePixelZoom,
   dropUnsaved,
   isDone,
   keyAction,
@@ -692,9 +693,14 @@ focusNodes.image.addEventListener("load", () => drawFocus());
 // otherwise both press it and accept a suggestion).
 const backToGrid = (fn) => () => {
   fn();
-  grid.focus();
+  grid.focus({ preventScroll: true });
 };
 for (const b of document.querySelectorAll(".zoom-preset")) b.addEventListener("click", backToGrid(() => setZoom(Number(b.dataset.zoom))));
+// On a high-density screen 1x draws each image pixel with several screen pixels; this button shows them 1:1.
+if (window.devicePixelRatio && window.devicePixelRatio !== 1) {
+  $("zoom-device").hidden = false;
+  $("zoom-device").addEventListener("click", backToGrid(() => setZoom(devicePixelZoom(window.devicePixelRatio))));
+}
 $("zoom-in").addEventListener("click", backToGrid(() => setZoom(stepZoom(page.focusView.zoom, 1))));
 $("zoom-out").addEventListener("click", backToGrid(() => setZoom(stepZoom(page.focusView.zoom, -1))));
 $("zoom").addEventListener("input", (e) => setZoom(e.target.value));
