@@ -93,6 +93,14 @@ class Project(models.Model):
         default=0,
         help_text="Fine-tune the whole encoder on the labels every N submitted batches (0: never).",
     )
+    # A weak suggestion on every tile invites anchoring: below this (temperature-calibrated) confidence the
+    # labelling page shows none.
+    suggestion_min_confidence = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="The labelling page shows the model's suggestion only at or above this calibrated "
+        "confidence (0 to 1; 0 shows every suggestion).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     # What a lead may change on the settings page and through the API (encoder settings take effect at
@@ -109,6 +117,7 @@ class Project(models.Model):
         "pretrain_minutes",
         "classifier_kind",
         "finetune_every",
+        "suggestion_min_confidence",
     )
 
     class Meta:
@@ -343,3 +352,28 @@ class Comment(models.Model):
 
     def __str__(self) -> str:
         return f"comment {self.pk} on cell {self.cell_id}"
+
+
+TILE_SIZE_MIN = 72
+TILE_SIZE_MAX = 448  # twice the 224 px of the shipped cells: native size fits with room to spare
+
+
+class PagePreferences(models.Model):
+    """One user's settings of the labelling page, kept on the server so that they follow the user to
+    another browser and survive a reload. A user without a row has the defaults."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="page_preferences"
+    )
+    tile_size = models.PositiveSmallIntegerField(
+        default=160,
+        validators=[MinValueValidator(TILE_SIZE_MIN), MaxValueValidator(TILE_SIZE_MAX)],
+        help_text="Side of a grid tile in CSS pixels.",
+    )
+    blind_mode = models.BooleanField(
+        default=False, help_text="Hide the model's suggestions on the labelling page."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"page preferences of {self.user}"

@@ -8,7 +8,16 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet
 
 from annotation.labels import cell_labels, review_queue_ids
-from annotation.models import Annotation, Cell, Comment, LabelClass, Membership, Project, TaxonomyChange
+from annotation.models import (
+    Annotation,
+    Cell,
+    Comment,
+    LabelClass,
+    Membership,
+    PagePreferences,
+    Project,
+    TaxonomyChange,
+)
 from annotation.roles import REVIEWERS
 
 AnyUser = AbstractBaseUser | AnonymousUser
@@ -215,3 +224,10 @@ def comment_list(*, cell_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     for comment in Comment.objects.filter(cell_id__in=cell_ids).select_related("author").order_by("id"):
         by_cell.setdefault(comment.cell_id, []).append(comment_summary(comment))
     return by_cell
+
+
+def page_preferences(*, user: AnyUser) -> dict[str, Any]:
+    """The user's labelling-page preferences; the model's defaults for a user who never changed one."""
+    stored = PagePreferences.objects.filter(user_id=int(user.pk or 0)).first()
+    prefs = stored or PagePreferences()
+    return {"tile_size": prefs.tile_size, "blind_mode": prefs.blind_mode}

@@ -75,7 +75,7 @@ PRESET_CLASSES: Final[list[ClassSpec]] = [
 
 # Letters the labelling page uses for its own commands (static/js/label/state.js ``keyAction``; a test
 # keeps the two in step): a class never gets one of them, or its key would shadow the command.
-PAGE_COMMAND_LETTERS: Final = frozenset("agnsuwxz")
+PAGE_COMMAND_LETTERS: Final = frozenset("abgnsuwxz")
 # After 1-9, classes get letters in keyboard order (top row first, near the digits), skipping the above.
 _LETTER_ORDER: Final = "qertyiopdfhjklcvbm"
 

@@ -3,11 +3,12 @@ and the provenance of a queried cell."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from annotation.labels import label_counts
 from annotation.models import Annotation, Cell, Project
-from annotation.selectors import AnyUser, annotation_summary
+from annotation.selectors import AnyUser, annotation_summary, page_preferences
 from jobs.models import Job
 from jobs.selectors import ACTIVE, job_summary
 from loop.models import ModelVersion, QueryBatch, QueryItem
@@ -97,34 +98,77 @@ def current_labels_of(*, user: AnyUser, cell_ids: list[int]) -> dict[int, Annota
     }
 
 
-def _item_summary(item: QueryItem, mine: Annotation | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SuggestionRule:
+    """Which of the model's suggestions the labelling page shows one user: none in blind mode, else those
+    whose calibrated confidence reaches the project's ``suggestion_min_confidence``."""
+
+    min_confidence: float
+    blind: bool
+
+    @classmethod
+    def for_user(cls, *, project: Project, user: AnyUser) -> SuggestionRule:
+        blind = bool(page_preferences(user=user)["blind_mode"])
+        return cls(min_confidence=project.suggestion_min_confidence, blind=blind)
+
+    def withheld(self, item: QueryItem) -> str | None:
+        """Why the item's suggestion is not shown ("blind", "low_confidence"), or None when it is."""
+        if self.blind:
+            return "blind"  # also where the model has none: the page says nothing either way
+        if item.suggestion_id is None:
+            return None
+        if self.min_confidence > 0 and (item.confidence is None or item.confidence < self.min_confidence):
+            return "low_confidence"
+        return None
+
+
+def _item_summary(item: QueryItem, mine: Annotation | None, rule: SuggestionRule) -> dict[str, Any]:
+    # A withheld suggestion is not sent at all: the page cannot show it, nor can Enter accept it.
+    withheld = rule.withheld(item)
+    shown = withheld is None and item.suggestion is not None and item.suggestion.is_active
     return {
         "cell": item.cell_id,
         "rank": item.rank,
         "image_url": f"/cells/{item.cell_id}/image",
         "score": item.score,
-        # A suggestion of a class retired since the batch was built is not offered (it cannot be labelled).
-        "suggestion": item.suggestion.name if item.suggestion and item.suggestion.is_active else None,
-        "confidence": item.confidence,
+        # A withheld suggestion is not sent at all (blind mode, below the lead's threshold), nor one of a
+        # class retired since the batch was built (it cannot be labelled).
+        "suggestion": item.suggestion.name if shown and item.suggestion else None,
+        "confidence": item.confidence if shown else None,
+        "suggestion_withheld": withheld,
         "skipped": item.skipped_at is not None,
         "mine": annotation_summary(mine) if mine is not None else None,
     }
 
 
 def batch_for_annotator(*, batch: QueryBatch, user: AnyUser) -> dict[str, Any]:
-    """The batch's cells in query order with the model's suggestion and this user's current label."""
+    """The batch's cells in query order with the model's suggestion (as ``SuggestionRule`` lets this user
+    see it) and this user's current label."""
     items = list(batch.items.select_related("suggestion").order_by("rank"))
     mine = current_labels_of(user=user, cell_ids=[i.cell_id for i in items])
-    return {**batch_summary(batch), "items": [_item_summary(item, mine.get(item.cell_id)) for item in items]}
+    rule = SuggestionRule.for_user(project=batch.project, user=user)
+    return {
+        **batch_summary(batch),
+        "suggestion_min_confidence": rule.min_confidence,
+        "blind_mode": rule.blind,
+        "items": [_item_summary(item, mine.get(item.cell_id), rule) for item in items],
+    }
 
 
 def item_for_annotator(*, item: QueryItem, user: AnyUser) -> dict[str, Any]:
     """One cell of a batch as ``batch_for_annotator`` lists it."""
-    return _item_summary(item, current_labels_of(user=user, cell_ids=[item.cell_id]).get(item.cell_id))
+    rule = SuggestionRule.for_user(project=item.batch.project, user=user)
+    mine = current_labels_of(user=user, cell_ids=[item.cell_id]).get(item.cell_id)
+    return _item_summary(item, mine, rule)
 
 
-def cell_provenance(*, cell: Cell) -> list[dict[str, Any]]:
-    """Every batch that chose this cell: strategy, score, rank, model and index versions."""
+def _shown(item: QueryItem, rule: SuggestionRule | None) -> bool:
+    return rule is None or rule.withheld(item) is None
+
+
+def cell_provenance(*, cell: Cell, rule: SuggestionRule | None = None) -> list[dict[str, Any]]:
+    """Every batch that chose this cell: strategy, score, rank, model and index versions, and the model's
+    suggestion where ``rule`` (the reader's, as on the labelling page) lets it be seen."""
     items = QueryItem.objects.filter(cell=cell).select_related(
         "batch__classifier", "batch__index", "suggestion"
     )
@@ -135,8 +179,8 @@ def cell_provenance(*, cell: Cell) -> list[dict[str, Any]]:
             "rank": item.rank,
             "batch_size": item.batch.items.count(),
             "score": item.score,
-            "suggestion": item.suggestion.name if item.suggestion else None,
-            "confidence": item.confidence,
+            "suggestion": item.suggestion.name if item.suggestion and _shown(item, rule) else None,
+            "confidence": item.confidence if _shown(item, rule) else None,
         }
         for item in items.order_by("-batch__number")
     ]

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 from annotation import selectors
 from annotation.access import cell_for_user, project_for_user
 from annotation.cell_files import CellFileChanged
-from annotation.models import COMMENT_MAX_CHARS
+from annotation.models import COMMENT_MAX_CHARS, TILE_SIZE_MAX, TILE_SIZE_MIN
 from annotation.roles import LEADS, REVIEWERS
 from annotation.views import gone_response
 from loop.handlers.inference import saliency_png
@@ -30,6 +30,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_user(user=request.user, project_id=project_id)
     role = selectors.project_role(user=request.user, project=project)
     classes = selectors.active_classes(project=project)  # retired classes have no key and no button
+    preferences = selectors.page_preferences(user=request.user)
     config = {
         "project": project.pk,
         "classes": [
@@ -38,6 +39,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         ],
         "attributes": project.attribute_schema,
         "poll_ms": 1500,
+        "page_settings": preferences,  # the user's own (not "preferences": the word holds "reference")
         "api": {
             "loop": reverse("api-loop", args=[project.pk]),
             "start": reverse("api-loop-start", args=[project.pk]),
@@ -52,6 +54,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
             "similar": _url_template("api-cell-similar"),
             "saliency": _url_template("cell-saliency"),
             "comments": _url_template("api-cell-comments"),
+            "page_settings": reverse("api-page-settings"),
         },
         "comment_max_chars": COMMENT_MAX_CHARS,
     }
@@ -62,6 +65,11 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "can_review": role in REVIEWERS,
         "can_lead": role in LEADS,
         "page_config": config,
+        "preferences": preferences,
+        "tile_min": TILE_SIZE_MIN,
+        "tile_max": TILE_SIZE_MAX,
+        "suggestion_min_confidence": project.suggestion_min_confidence,
+        "suggestion_min_confidence_pct": round(100 * project.suggestion_min_confidence),
     }
     return render(request, "annotation/label.html", context)
 

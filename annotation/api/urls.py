@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from annotation.api import annotations, auth, comments, docs, members, views
+from annotation.api import annotations, auth, comments, docs, members, preferences, views
 
 urlpatterns = [
     # Authentication: POST username and password, get an expiring token for "Authorization: Token <key>";
@@ -12,6 +12,8 @@ urlpatterns = [
     # The API's description: OpenAPI 3 schema and Swagger UI (assets served locally, no CDN).
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", docs.SwaggerUiView.as_view(url_name="api-schema"), name="api-docs"),
+    # The caller's own labelling-page preferences (tile size, blind mode).
+    path("me/page-settings/", preferences.PagePreferencesApi.as_view(), name="api-page-settings"),
     path("projects/", views.ProjectListApi.as_view(), name="api-project-list"),
     path("projects/<int:project_id>/", views.ProjectDetailApi.as_view(), name="api-project-detail"),
     path("projects/<int:project_id>/members/", members.MemberListApi.as_view(), name="api-member-list"),

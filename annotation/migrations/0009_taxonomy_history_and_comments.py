@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0007_annotation_client_key'),
+        ('annotation', '0008_page_preferences'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -37,13 +37,23 @@ class BatchItemSerializer(Shape):
     rank = serializers.IntegerField()
     image_url = serializers.CharField()
     score = serializers.FloatField(allow_null=True)
-    suggestion = serializers.CharField(allow_null=True)
-    confidence = serializers.FloatField(allow_null=True)
+    suggestion = serializers.CharField(
+        allow_null=True, help_text="The model's suggestion; null when there is none or it is withheld."
+    )
+    confidence = serializers.FloatField(allow_null=True, help_text="Its calibrated confidence.")
+    suggestion_withheld = serializers.ChoiceField(
+        choices=["blind", "low_confidence"],
+        allow_null=True,
+        help_text="Why a suggestion the model made is not sent: the caller's blind mode, or a confidence "
+        "below the project's suggestion_min_confidence.",
+    )
     skipped = serializers.BooleanField()
     mine = AnnotationSummarySerializer(allow_null=True)
 
 
 class BatchWithItemsSerializer(BatchSummarySerializer):
+    suggestion_min_confidence = serializers.FloatField()
+    blind_mode = serializers.BooleanField(help_text="The caller's blind mode: no suggestion is sent.")
     items = BatchItemSerializer(many=True)
 
 

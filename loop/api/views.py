@@ -45,6 +45,7 @@ from loop.services.batches import EmptyBatchError, batch_submit, query_item_skip
 from loop.services.requests import finetune_request
 from loop.services.start import loop_start
 from loop.state import (
+    SuggestionRule,
     batch_for_annotator,
     cell_provenance,
     current_batch,
@@ -178,7 +179,9 @@ class CellWhyApi(APIView):
         if selectors.project_role(user=request.user, project=cell.project) not in REVIEWERS:
             username = request.user.get_username()
             history = [entry for entry in history if entry["annotator"] == username]
-        return Response({"cell": cell.pk, "queried": cell_provenance(cell=cell), "history": history})
+        rule = SuggestionRule.for_user(project=cell.project, user=request.user)
+        queried = cell_provenance(cell=cell, rule=rule)
+        return Response({"cell": cell.pk, "queried": queried, "history": history})
 
 
 class CellSimilarApi(APIView):

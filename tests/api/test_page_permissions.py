@@ -144,6 +144,7 @@ PAGES = [
             "pretrain_minutes": "1",
             "classifier_kind": "logreg",
             "finetune_every": "0",
+            "suggestion_min_confidence": "0.6",
         },
         location="/projects/{project}/settings/",
     ),

@@ -214,6 +214,15 @@ CASES = [
     Case("api-token-logout", "POST", "/api/auth/token/logout/", {**members(401), "outsider": 401}),
     # Revokes every token of the caller, from a session too.
     Case("api-token-logoutall", "POST", "/api/auth/token/logoutall/", {**members(204), "outsider": 204}),
+    # Everyone's own labelling-page preferences; the URL names nobody else (test_page_preferences.py).
+    Case("api-page-settings", "GET", "/api/me/page-settings/", members(200, outsider=200)),
+    Case(
+        "api-page-settings",
+        "PATCH",
+        "/api/me/page-settings/",
+        members(200, outsider=200),
+        {"tile_size": 200},
+    ),
 ]
 
 # Objects of another project, reached through this project's URLs (or directly): 404 for everyone who
@@ -335,6 +344,8 @@ def test_permission_matrix(world: World, role: str, case: Case) -> None:
         assert PROJECT_NAME not in text and CELL_MARKER not in text, text[:500]
         if case.name == "api-project-list":
             assert response.json()["count"] == 0
+        elif case.name == "api-page-settings":
+            assert set(response.json()) == {"tile_size", "blind_mode"}  # their own, of no project
         elif not case.name.startswith("api-token"):
             assert response.json()["error"]["detail"].startswith("No such")
     if role == "annotator" and case.name not in ("api-project-list", "api-project-detail", "api-class-list"):

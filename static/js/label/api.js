@@ -154,5 +154,7 @@ export function createApi(urls, options = {}) {
     startPretrain: () => call("POST", urls.start, {}),
     startFinetune: () => call("POST", urls.finetune, {}),
     saliencyUrl: (cell) => fill(urls.saliency, cell),
+    /** The caller's own page preferences: {tile_size, blind_mode}; send only what changes. */
+    savePreferences: (changes) => call("PATCH", urls.page_settings, changes),
   };
 }

@@ -16,9 +16,14 @@ import {
   attributeRow,
   attributeStep,
   buildKeyMap,
+  clampAdjust,
+  clampTileSize,
+  clampZoom,
   clickCell,
+  createFocusView,
   createSelection,
   describeUnsaved,
+  devicePixelZoom,
   dropUnsaved,
   isDone,
   keyAction,
@@ -29,6 +34,7 @@ import {
   planLabelRequests,
   remainingEntry,
   secondsSpent,
+  stepZoom,
   submitCheck,
   targets,
   undoSteps,
@@ -66,6 +72,8 @@ const page = {
   flash: null, // {text, isError}
   unsaved: new Map(), // label requests not confirmed by the server, by client key (state.js)
   resending: false,
+  focusView: createFocusView(), // zoom, brightness and contrast of the focused-cell view
+  blind: Boolean(config.page_settings && config.page_settings.blind_mode),
 };
 
 const items = () => (page.batch ? page.batch.items : []);
@@ -99,8 +107,24 @@ function draw() {
     saliencyUrl: api.saliencyUrl,
   });
   render.renderMeta($("batch-meta"), page.batch);
-  const focused = items()[page.sel.focus];
-  comments.show(focused ? focused.cell : null);
+  drawFocus();
+}
+
+const focusNodes = { image: $("focus-image"), caption: $("focus-caption"), zoomValue: $("zoom-value") };
+
+function drawFocus() {
+  const item = items()[page.sel.focus];
+  render.renderFocus(focusNodes, item, byName, page.focusView);
+  const focused = item ? item.cell : null;
+  comments.show(focused);
+  render.markStale($("detail-title"), $("detail-body"), focused);
+  render.markStale($("similar-title"), $("similar-body"), focused);
+  $("zoom").value = String(page.focusView.zoom);
+  $("brightness").value = String(page.focusView.brightness);
+  $("contrast").value = String(page.focusView.contrast);
+  for (const b of document.querySelectorAll(".zoom-preset")) {
+    b.setAttribute("aria-pressed", String(Number(b.dataset.zoom) === page.focusView.zoom));
+  }
 }
 
 function drawStatus() {
@@ -275,7 +299,7 @@ function labelWith(name) {
 function acceptSuggestion() {
   const indices = currentTargets().filter((i) => items()[i].suggestion);
   if (!indices.length) {
-    flash("No suggestion to accept yet: press the class key instead.");
+    flash(page.blind ? "Blind mode: suggestions are hidden; press the class key." : "No suggestion to accept: press the class key instead.");
     return undefined;
   }
   return label(indices, (item) => ({ label: item.suggestion }));
@@ -404,13 +428,63 @@ async function showWhy() {
   if (!item) return;
   const data = await api.why(item.cell);
   render.renderWhy($("detail-title"), $("detail-body"), item.cell, data);
+  drawFocus();
 }
 
 async function showSimilar() {
   const item = items()[page.sel.focus];
   if (!item) return;
   const data = await api.similar(item.cell, 8);
-  render.renderSimilar($("detail-title"), $("detail-body"), item.cell, data, byName);
+  render.renderSimilar($("similar-title"), $("similar-body"), item.cell, data, byName);
+  drawFocus();
+}
+
+// --- the focused-cell view and the user's preferences -------------------------------------------------
+function setZoom(zoom) {
+  page.focusView.zoom = clampZoom(zoom);
+  drawFocus();
+}
+
+function setAdjust(name, percent) {
+  page.focusView[name] = clampAdjust(percent);
+  drawFocus();
+}
+
+function drawBlind() {
+  $("blind-mode").setAttribute("aria-pressed", String(page.blind));
+  $("blind-state").textContent = page.blind ? "on" : "off";
+}
+
+/** Blind mode on or off: saved on the server (it follows the user), then the batch is fetched again so
+ * that the suggestions the server now withholds or sends are what the tiles show. */
+async function toggleBlind() {
+  const prefs = await api.savePreferences({ blind_mode: !page.blind });
+  page.blind = Boolean(prefs.blind_mode);
+  drawBlind();
+  flash(page.blind ? "Blind mode: suggestions hidden." : "Blind mode off: suggestions shown above the threshold.");
+  await refreshSuggestions();
+}
+
+/** The current batch's suggestions as the server sends them now; labels, selection and undo are kept. */
+async function refreshSuggestions() {
+  const data = await api.currentBatch();
+  if (!data.batch || !page.batch || data.batch.id !== page.batch.id) return loadBatch();
+  const fresh = new Map(data.batch.items.map((item) => [item.cell, item]));
+  for (const item of items()) {
+    const now = fresh.get(item.cell);
+    if (!now) continue;
+    item.suggestion = now.suggestion;
+    item.confidence = now.confidence;
+    item.suggestion_withheld = now.suggestion_withheld;
+  }
+  draw();
+  return undefined;
+}
+
+function setTileSize(size) {
+  const tile = clampTileSize(size);
+  grid.style.setProperty("--tile", `${tile}px`);
+  return tile;
 }
 
 function toggleSaliency() {
@@ -430,6 +504,7 @@ function openAttributes() {
   const n = page.panel.cells.length;
   $("attribute-target").textContent = n === 1 ? `cell ${page.panel.cells[0]}` : `${n} cells`;
   $("attribute-panel").hidden = false;
+  $("classes-card").hidden = true; // the panel owns the keys meanwhile; its rows need the room
   drawAttributes();
 }
 
@@ -444,6 +519,7 @@ function drawAttributes() {
 function closeAttributes() {
   page.panel = null;
   $("attribute-panel").hidden = true;
+  $("classes-card").hidden = false;
   grid.focus();
 }
 
@@ -521,6 +597,10 @@ function dispatch(action) {
       return act("Could not load", showWhy);
     case "next-batch":
       return act("Could not load", loadBatch);
+    case "blind":
+      return act("Blind mode not changed", toggleBlind);
+    case "zoom":
+      return setZoom(stepZoom(page.focusView.zoom, action.direction));
     case "clear-selection":
       page.sel.selected.clear();
       return draw();
@@ -610,8 +690,44 @@ if (tune) {
   );
 }
 $("tile-size").addEventListener("input", (e) => {
-  grid.style.setProperty("--tile", `${e.target.value}px`);
+  setTileSize(e.target.value);
 });
+// Saved when the slider is let go (one request, not one per step): it follows the user to any browser.
+$("tile-size").addEventListener("change", (e) => {
+  const tile = setTileSize(e.target.value);
+  act("Tile size not saved", () => api.savePreferences({ tile_size: tile }));
+});
+setTileSize(config.page_settings ? config.page_settings.tile_size : 160);
+$("blind-mode").addEventListener("click", () => {
+  act("Blind mode not changed", toggleBlind);
+  grid.focus();
+});
+drawBlind();
+focusNodes.image.addEventListener("load", () => drawFocus());
+// A click on a button of the view gives the keys back to the grid (Enter on a focused button would
+// otherwise both press it and accept a suggestion).
+const backToGrid = (fn) => () => {
+  fn();
+  grid.focus({ preventScroll: true });
+};
+for (const b of document.querySelectorAll(".zoom-preset")) b.addEventListener("click", backToGrid(() => setZoom(Number(b.dataset.zoom))));
+// On a high-density screen 1x draws each image pixel with several screen pixels; this button shows them 1:1.
+if (window.devicePixelRatio && window.devicePixelRatio !== 1) {
+  $("zoom-device").hidden = false;
+  $("zoom-device").addEventListener("click", backToGrid(() => setZoom(devicePixelZoom(window.devicePixelRatio))));
+}
+$("zoom-in").addEventListener("click", backToGrid(() => setZoom(stepZoom(page.focusView.zoom, 1))));
+$("zoom-out").addEventListener("click", backToGrid(() => setZoom(stepZoom(page.focusView.zoom, -1))));
+$("zoom").addEventListener("input", (e) => setZoom(e.target.value));
+$("brightness").addEventListener("input", (e) => setAdjust("brightness", e.target.value));
+$("contrast").addEventListener("input", (e) => setAdjust("contrast", e.target.value));
+$("adjust-reset").addEventListener(
+  "click",
+  backToGrid(() => {
+    page.focusView = { ...createFocusView(), zoom: page.focusView.zoom };
+    drawFocus();
+  }),
+);
 
 act("Could not load", loadBatch).then(poll);
 setInterval(poll, config.poll_ms);

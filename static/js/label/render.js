@@ -1,7 +1,7 @@
 // Rendering of the labelling page: the grid of cells, the batch line, the loop's status, the detail
 // panel (why, similar) and the attribute panel. Every server string goes in as text (see dom.js).
 import { el, fill } from "./dom.js";
-import { isDone } from "./state.js";
+import { isDone, suggestionView, viewFilter, zoomLabel, zoomedSize } from "./state.js";
 
 const pct = (x) => `${Math.round(100 * x)}%`;
 
@@ -10,12 +10,22 @@ export function displayName(byName, name) {
   return byName[name] ? byName[name].display_name : String(name);
 }
 
+/** The suggestion line of a tile or of the focused view; null in blind mode (nothing to say). */
+function suggestionLine(item, byName) {
+  const view = suggestionView(item);
+  if (view.kind === "shown") {
+    const confidence = view.confidence == null ? "" : ` ${pct(view.confidence)}`;
+    return el("span", { className: "suggestion" }, `${displayName(byName, view.label)}${confidence}`);
+  }
+  if (view.kind === "blind") return null;
+  if (view.kind === "low") {
+    return el("span", { className: "suggestion none low", title: "the model's confidence is below the project's threshold" }, "no confident suggestion");
+  }
+  return el("span", { className: "suggestion none" }, "no suggestion yet");
+}
+
 function tileCaption(item, byName, pending, unsaved) {
-  const parts = [
-    item.suggestion
-      ? el("span", { className: "suggestion" }, `${displayName(byName, item.suggestion)} ${pct(item.confidence)}`)
-      : el("span", { className: "suggestion none" }, "no suggestion yet"),
-  ];
+  const parts = [suggestionLine(item, byName)];
   const mine = item.mine;
   if (mine) parts.push(el("span", { className: "mine" }, mine.unsure ? "unsure" : displayName(byName, mine.label)));
   else if (item.skipped) parts.push(el("span", { className: "mine" }, "skipped"));
@@ -38,6 +48,9 @@ export function renderGrid(grid, view) {
     if (mine) {
       tile.classList.add(mine.unsure ? "unsure" : "labelled");
       if (mine.label && byName[mine.label]) tile.style.setProperty("--c", byName[mine.label].colour);
+      // Labelled tiles stay fully readable; a badge in the class's colour marks them.
+      const badge = mine.unsure ? "?" : "✓";
+      tile.append(el("span", { className: "done-badge", attrs: { "aria-hidden": "true" } }, badge));
     }
     if (item.skipped) tile.classList.add("skipped");
     if (unsaved.has(item.cell)) tile.classList.add("unsaved");
@@ -76,7 +89,8 @@ export function renderMeta(node, batch) {
     el("b", { id: "batch-number" }, String(batch.number)),
     " · ",
     el("span", { id: "batch-model" }, model),
-    ` · index v${batch.index_version} · strategy ${batch.strategy} · `,
+    batch.index_version == null ? " · no index yet" : ` · index v${batch.index_version}`,
+    ` · strategy ${batch.strategy} · `,
     el("span", { id: "batch-progress" }, `${done} of ${items.length} done`),
   );
 }
@@ -111,6 +125,7 @@ export function renderStatus(node, loop, flash) {
 /** Why the cell was queried, and its label history. */
 export function renderWhy(title, body, cell, data) {
   title.textContent = `Why cell ${cell}`;
+  body.dataset.cell = String(cell);
   const rows = data.queried.map((q) => {
     const li = el("li", {}, `batch ${q.batch} by `, el("b", {}, String(q.strategy)));
     let text = "";
@@ -118,7 +133,7 @@ export function renderWhy(title, body, cell, data) {
     text += `, rank ${q.rank + 1} of ${q.batch_size}`;
     if (q.score != null) text += `, uncertainty ${Number(q.score).toFixed(3)}`;
     text += q.classifier_version ? `, model v${q.classifier_version}` : ", no model yet";
-    text += `, index v${q.index_version}`;
+    text += q.index_version == null ? ", no index yet" : `, index v${q.index_version}`;
     li.append(text);
     return li;
   });
@@ -130,16 +145,20 @@ export function renderWhy(title, body, cell, data) {
 
 /** The cell's nearest neighbours with their labels (an annotator's own labels only: data.labels "yours"). */
 export function renderSimilar(title, body, cell, data, byName) {
-  title.textContent = `Cells like ${cell}`;
+  // "—" keeps the captions short under the 96 px cells; the title says what it means.
   const none = data.labels === "yours" ? "not labelled by you" : "unlabelled";
-  const figures = data.neighbours.map((n) =>
-    el(
+  fill(title, `Cells like cell ${cell}`, el("span", { className: "legend-note" }, ` · — ${none}`));
+  const figures = data.neighbours.map((n) => {
+    const similarity = Number(n.similarity).toFixed(2);
+    const name = n.label ? displayName(byName, n.label) : "—";
+    return el(
       "figure",
-      {},
+      { attrs: { title: `cell ${n.cell}: ${n.label ? name : none}, similarity ${similarity}` } },
       el("img", { src: n.image_url, alt: `cell ${n.cell}` }),
-      el("figcaption", {}, `${n.label ? displayName(byName, n.label) : none} · ${Number(n.similarity).toFixed(2)}`),
-    ),
-  );
+      el("figcaption", {}, `${name} · ${similarity}`),
+    );
+  });
+  body.dataset.cell = String(cell);
   fill(body, el("div", { className: "similar", id: "similar-list" }, figures));
 }
 
@@ -162,4 +181,50 @@ export function renderAttributes(node, specs, panel, onPick) {
     return el("div", { className: `attr-row${r === panel.row ? " active" : ""}` }, el("span", {}, spec.name.replaceAll("_", " ")), buttons);
   });
   fill(node, rows);
+}
+
+/** The focused cell, large: its image at `view.zoom` (1 = natural size) with brightness and contrast as
+ * a CSS filter, and a caption. `nodes`: {image, zoomValue, caption}. The image keeps its source while the
+ * focus stays on the cell, so that moving a slider does not reload it. */
+export function renderFocus(nodes, item, byName, view) {
+  const { image, caption, zoomValue } = nodes;
+  zoomValue.textContent = zoomLabel(view.zoom);
+  image.style.filter = viewFilter(view);
+  if (!item) {
+    image.hidden = true;
+    image.removeAttribute("src");
+    delete image.dataset.cell;
+    caption.textContent = "No cell focused.";
+    return;
+  }
+  image.hidden = false;
+  if (image.dataset.cell !== String(item.cell)) {
+    image.dataset.cell = String(item.cell);
+    image.alt = `cell ${item.cell}, large`;
+    image.src = item.image_url;
+  }
+  sizeFocusImage(image, view.zoom);
+  const mine = item.mine;
+  const yours = mine ? (mine.unsure ? "unsure" : displayName(byName, mine.label)) : item.skipped ? "skipped" : "not labelled";
+  fill(caption, el("b", {}, `Cell ${item.cell}`), " · ", suggestionLine(item, byName) || "suggestions hidden (blind)", " · yours: ", el("span", { className: "mine" }, yours));
+}
+
+/** The focused image at `zoom` times its natural size; nothing until it has loaded (its size is unknown). */
+export function sizeFocusImage(image, zoom) {
+  if (!image.naturalWidth) return;
+  const { width, height } = zoomedSize(image.naturalWidth, image.naturalHeight, zoom);
+  image.style.width = `${width}px`;
+  image.style.height = `${height}px`;
+}
+
+/** A panel that shows another cell than the focused one (why, similar) is dimmed, its title saying so. */
+export function markStale(title, body, focusedCell) {
+  const shown = body.dataset.cell;
+  const stale = shown !== undefined && shown !== String(focusedCell);
+  body.classList.toggle("stale", stale);
+  let note = title.querySelector(".stale-note");
+  if (stale && !note) {
+    note = el("span", { className: "stale-note" }, " · not the focused cell");
+    title.append(note);
+  } else if (!stale && note) note.remove();
 }

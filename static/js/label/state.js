@@ -209,6 +209,9 @@ export function keyAction(event, { mode = MODES.GRID, keyMap = {}, columns = 1, 
   if (lower === "g") return { type: "saliency" };
   if (lower === "w") return { type: "why" };
   if (lower === "n" && nextBatchOffered) return { type: "next-batch" };
+  if (lower === "b") return { type: "blind" };
+  if (key === "+" || key === "=") return { type: "zoom", direction: 1 };
+  if (key === "-" || key === "_") return { type: "zoom", direction: -1 };
   if (key === "Escape") return { type: "clear-selection" };
   return null;
 }
@@ -348,4 +351,89 @@ export function describeUnsaved(unsaved, nameOf = (name) => name, limit = 8) {
   const pending = failed.some((entry) => !entry.final);
   const what = pending ? "sent again while this page is open" : "refused by the server: label again to retry";
   return `${count} not saved: ${shown.join(", ")}${more} — ${error}; ${what}.`;
+}
+
+// --- the focused-cell view --------------------------------------------------------------------------
+// The focused cell at a chosen zoom (1 = one image pixel per CSS pixel) with brightness and contrast as
+// CSS filters: the view's state is {zoom, brightness, contrast} (brightness and contrast in percent).
+
+export const ZOOM_STEPS = Object.freeze([0.5, 0.75, 1, 1.5, 2, 3, 4]);
+export const ZOOM_MIN = ZOOM_STEPS[0];
+export const ZOOM_MAX = ZOOM_STEPS[ZOOM_STEPS.length - 1];
+export const ADJUST_MIN = 50;
+export const ADJUST_MAX = 200;
+
+/** The focused view as it opens: native size, the image's own brightness and contrast. */
+export function createFocusView() {
+  return { zoom: 1, brightness: 100, contrast: 100 };
+}
+
+const clamp = (x, lo, hi) => Math.min(Math.max(x, lo), hi);
+
+/** A zoom from a slider or a button, clamped; anything not a number is 1. */
+export function clampZoom(zoom) {
+  const z = Number(zoom);
+  return Number.isFinite(z) && z > 0 ? clamp(z, ZOOM_MIN, ZOOM_MAX) : 1;
+}
+
+/** +/-: the next zoom step above (`direction` > 0) or below the current zoom, which may sit between steps
+ * (the slider moves in quarters). */
+export function stepZoom(zoom, direction) {
+  const z = clampZoom(zoom);
+  if (direction > 0) return ZOOM_STEPS.find((s) => s > z + 1e-9) ?? ZOOM_MAX;
+  return [...ZOOM_STEPS].reverse().find((s) => s < z - 1e-9) ?? ZOOM_MIN;
+}
+
+/** The zoom at which one image pixel is one device pixel (a HiDPI screen draws a CSS pixel with several). */
+export function devicePixelZoom(devicePixelRatio) {
+  const r = Number(devicePixelRatio);
+  return Number.isFinite(r) && r > 0 ? clampZoom(1 / r) : 1;
+}
+
+/** A brightness or contrast in percent, clamped; anything not a number is 100. */
+export function clampAdjust(percent) {
+  const p = Number(percent);
+  return Number.isFinite(p) ? clamp(Math.round(p), ADJUST_MIN, ADJUST_MAX) : 100;
+}
+
+/** The CSS filter of the focused image: "none" at 100% and 100%, else "brightness(1.2) contrast(0.9)". */
+export function viewFilter({ brightness = 100, contrast = 100 } = {}) {
+  const b = clampAdjust(brightness);
+  const c = clampAdjust(contrast);
+  if (b === 100 && c === 100) return "none";
+  return `brightness(${b / 100}) contrast(${c / 100})`;
+}
+
+/** The image's rendered size at `zoom` for an image of natural size `width` x `height` (whole pixels). */
+export function zoomedSize(width, height, zoom) {
+  const z = clampZoom(zoom);
+  return { width: Math.round(width * z), height: Math.round(height * z) };
+}
+
+/** "1x", "1.5x", "0.75x". */
+export function zoomLabel(zoom) {
+  return `${Number(clampZoom(zoom).toFixed(2))}x`;
+}
+
+// --- preferences ------------------------------------------------------------------------------------
+
+export const TILE_MIN = 72;
+export const TILE_MAX = 448;
+
+/** A tile size from the slider or the server, clamped to what the server accepts; 160 if not a number. */
+export function clampTileSize(size) {
+  const s = Number(size);
+  return Number.isFinite(s) ? clamp(Math.round(s), TILE_MIN, TILE_MAX) : 160;
+}
+
+// --- suggestions ------------------------------------------------------------------------------------
+
+/** What a tile says about the model's suggestion: {kind, label, confidence}. kind is "shown", "blind"
+ * (the user hides suggestions), "low" (below the lead's threshold: the server did not send it) or "none"
+ * (no model yet). Only "shown" carries the class name. */
+export function suggestionView(item) {
+  if (item.suggestion) return { kind: "shown", label: item.suggestion, confidence: item.confidence };
+  if (item.suggestion_withheld === "blind") return { kind: "blind" };
+  if (item.suggestion_withheld === "low_confidence") return { kind: "low" };
+  return { kind: "none" };
 }
