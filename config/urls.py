@@ -26,6 +26,7 @@ urlpatterns = [
     path("api/", include("annotation.api.urls")),
     path("api/", include("loop.api.urls")),
     path("api/", include("exports.urls")),
+    path("api/", include("dashboard.api_urls")),
     path("", include("annotation.project_settings.urls")),
     path("", include("annotation.urls")),
     path("", include("loop.urls")),

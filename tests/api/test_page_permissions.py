@@ -113,6 +113,9 @@ PAGES = [
     Case("dashboard", "GET", "/projects/{project}/dashboard/", members(200, **LEADS_ONLY)),
     Case("dashboard-data", "GET", "/projects/{project}/dashboard/data.json", members(200, **LEADS_ONLY)),
     Case("dashboard-map", "GET", "/projects/{project}/dashboard/map.json", members(200, **LEADS_ONLY)),
+    # The per-slide differential shows slide ids: leads and admins only, like every page of provenance.
+    Case("differential", "GET", "/projects/{project}/differential/", members(200, **LEADS_ONLY)),
+    Case("differential-csv", "GET", "/projects/{project}/differential.csv", members(200, **LEADS_ONLY)),
     # This world's classifier has no index (no embeddings to score with): leads get past the access check
     # and find nothing to report on (404). tests/evaluation_report shows the 200 on a real loop.
     Case(
@@ -241,6 +244,8 @@ FOREIGN = [
     Case("dashboard", "GET", "/projects/{other}/dashboard/", {}),
     Case("dashboard-data", "GET", "/projects/{other}/dashboard/data.json", {}),
     Case("dashboard-map", "GET", "/projects/{other}/dashboard/map.json", {}),
+    Case("differential", "GET", "/projects/{other}/differential/", {}),
+    Case("differential-csv", "GET", "/projects/{other}/differential.csv", {}),
     Case("project-settings", "GET", "/projects/{other}/settings/", {}),
     Case("exports", "GET", "/projects/{other}/exports/", {}),
     Case("member-add", "POST", "/projects/{other}/members/", {}, {"username": "newcomer"}),
@@ -390,6 +395,7 @@ def test_every_page_url_is_in_the_matrix() -> None:
     assert included == {
         "annotation.api.urls",  # tests/api/test_permissions.py
         "loop.api.urls",  # tests/api/test_permissions.py
+        "dashboard.api_urls",  # tests/api/test_permissions.py
         "exports.urls",
         "exports.page_urls",
         "loop.urls",

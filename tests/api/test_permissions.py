@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver
 
 from annotation.api import urls as api_urls
 from annotation.models import Annotation, Comment, LabelClass, Membership, TaxonomyChange
+from dashboard import api_urls as dashboard_api_urls
 from jobs.models import Job
 from loop.api import urls as loop_api_urls
 from loop.models import QueryItem
@@ -223,6 +224,14 @@ CASES = [
         members(200, outsider=200),
         {"tile_size": 200},
     ),
+    # The per-slide differential names slides: leads and admins only.
+    Case("api-differential", "GET", "/api/projects/{project}/differential/", members(200, **LEADS_ONLY)),
+    Case(
+        "api-differential",
+        "GET",
+        "/api/projects/{project}/differential/?view=first100",
+        members(200, **LEADS_ONLY),
+    ),
 ]
 
 # Objects of another project, reached through this project's URLs (or directly): 404 for everyone who
@@ -260,6 +269,7 @@ FOREIGN = [
     Case("api-class-list", "GET", "/api/projects/{other}/classes/", {}),
     Case("api-class-retire", "POST", "/api/projects/{other}/classes/ig/retire/", {}),
     Case("api-taxonomy-history", "GET", "/api/projects/{other}/taxonomy/history/", {}),
+    Case("api-differential", "GET", "/api/projects/{other}/differential/", {}),
     Case("api-cell-comments", "GET", "/api/cells/{other_cell}/comments/", {}),
     Case("api-cell-comments", "POST", "/api/cells/{other_cell}/comments/", {}, {"text": "hello"}),
 ]
@@ -315,7 +325,7 @@ def assert_error(response: Any, status: int) -> None:
 
 def test_every_api_url_is_in_the_matrix() -> None:
     names = set()
-    for pattern in [*api_urls.urlpatterns, *loop_api_urls.urlpatterns]:
+    for pattern in [*api_urls.urlpatterns, *loop_api_urls.urlpatterns, *dashboard_api_urls.urlpatterns]:
         assert isinstance(pattern, URLPattern | URLResolver)
         if isinstance(pattern, URLPattern) and pattern.name not in ("api-schema", "api-docs"):
             names.add(pattern.name)
