@@ -115,7 +115,6 @@ PAGES = [
     Case("dashboard-map", "GET", "/projects/{project}/dashboard/map.json", members(200, **LEADS_ONLY)),
     # The per-slide differential shows slide ids: leads and admins only, like every page of provenance.
     Case("differential", "GET", "/projects/{project}/differential/", members(200, **LEADS_ONLY)),
-    Case("differential-csv", "GET", "/projects/{project}/differential.csv", members(200, **LEADS_ONLY)),
     # This world's classifier has no index (no embeddings to score with): leads get past the access check
     # and find nothing to report on (404). tests/evaluation_report shows the 200 on a real loop.
     Case(
@@ -221,7 +220,11 @@ EXPORTS = [
         members(200, anonymous=401, **LEADS_ONLY),
     ),
 ]
-CASES = PAGES + EXPORTS
+# Files a page links to for download (no HTML: outside the CSP and hostile-name walks of PAGES).
+DOWNLOADS = [
+    Case("differential-csv", "GET", "/projects/{project}/differential.csv", members(200, **LEADS_ONLY)),
+]
+CASES = PAGES + EXPORTS + DOWNLOADS
 
 # Pages of another project (or its cell), reached by members of this one: 404 (unless ``expected`` says
 # otherwise), as for outsiders.
