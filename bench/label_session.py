@@ -108,6 +108,20 @@ def is_submitted(batch_id: int) -> Callable[[], bool]:
     return lambda: QueryBatch.objects.filter(pk=batch_id, submitted_at__isnull=False).exists()
 
 
+def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a solo-pool worker finishes its task before it exits on SIGTERM,
+    and the train worker may be minutes into the pretraining."""
+    for proc in procs.values():
+        proc.terminate()
+    deadline = time.monotonic() + 15
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +132,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument(
         "--think-ms", type=float, default=250, help="pause before each key (the expert looks at the cell)"
+    )
+    parser.add_argument(
+        "--pretrain-minutes", type=float, default=3.0, help="bootstrap_demo's default (0: no pretraining)"
     )
     parser.add_argument("--max-load", type=float, default=2.5)
     parser.add_argument("--load-wait", type=float, default=600)
@@ -138,7 +155,9 @@ def main() -> None:
         "measured": datetime.now().isoformat(timespec="seconds"),
         "load_average_1min": load,
         "migrate_seconds": manage("migrate", "--no-input"),
-        "bootstrap_seconds": manage("bootstrap_demo", "--data", str(data)),
+        "bootstrap_seconds": manage(
+            "bootstrap_demo", "--data", str(data), "--pretrain-minutes", str(args.pretrain_minutes)
+        ),
         "think_ms": args.think_ms,
     }
     sys.path.insert(0, str(REPO))
@@ -239,10 +258,7 @@ def main() -> None:
             labelled_cells = list(expert.labelled_cells)
             browser.close()
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=30)
+        stop(procs)
 
     labels = sum(b["labelled"] for b in batches)
     written = list(Annotation.objects.filter(annotator=expert_user).select_related("label"))
