@@ -42,14 +42,14 @@ REPO = Path(__file__).resolve().parent.parent
 SCRATCH = REPO / "var" / "bench-demo"
 
 
-def subset(manifest: Path, n: int, seed: int) -> Path:
-    """A manifest of ``n`` random rows next to copies of their images."""
+def subset(manifest: Path, n: int, seed: int, scratch: Path = SCRATCH) -> Path:
+    """A manifest of ``n`` random rows next to copies of their images, in ``scratch``/data."""
     with manifest.open(newline="") as handle:
         reader = csv.DictReader(handle)
         fields = list(reader.fieldnames or [])
         rows = list(reader)
     chosen = random.Random(seed).sample(rows, n)
-    folder = SCRATCH / "data"
+    folder = scratch / "data"
     folder.mkdir(parents=True)
     # Copied, not linked: import refuses symlinks that leave the import's root (issue 11).
     for row in chosen:
@@ -79,10 +79,10 @@ WORKERS = {
 }
 
 
-def start_workers() -> dict[str, subprocess.Popen[bytes]]:
+def start_workers(scratch: Path = SCRATCH) -> dict[str, subprocess.Popen[bytes]]:
     procs = {}
     for name, extra in WORKERS.items():
-        log = (SCRATCH / f"worker-{name}.log").open("wb")
+        log = (scratch / f"worker-{name}.log").open("wb")
         procs[name] = subprocess.Popen(
             [*CELERY_WORKER, *extra, "--loglevel=INFO", "--concurrency=1", "--pool=solo"],
             cwd=REPO,
