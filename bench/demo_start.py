@@ -48,9 +48,9 @@ def subset(manifest: Path, n: int, seed: int, scratch: Path = SCRATCH) -> Path:
         reader = csv.DictReader(handle)
         fields = list(reader.fieldnames or [])
         rows = list(reader)
-    chosen = random.Random(seed).sample(rows, n)
+    chosen = random.Random(seed).sample(rows, min(n, len(rows)))
     folder = scratch / "data"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     # Copied, not linked: import refuses symlinks that leave the import's root (issue 11).
     for row in chosen:
         target = folder / row["path"]

@@ -25,11 +25,9 @@ In a scratch folder (var/bench-load) and a scratch PostgreSQL database (dropped 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
-import random
 import re
 import secrets
 import shutil
@@ -43,6 +41,8 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from demo_start import subset  # the same seeded subset, images copied, as the demo start benchmark
 
 # A throwaway key for the scratch database (the settings refuse to load with DEBUG off and no key), as
 # `make serve` keeps a random one; nothing it signs outlives the run. Child processes inherit it.
@@ -144,26 +144,6 @@ def configure_environment(database: str) -> str:
         }
     )
     return database_url
-
-
-def subset(manifest: Path, n: int, seed: int) -> Path:
-    """A manifest of ``n`` random rows next to copies of their images, under the scratch folder."""
-    with manifest.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    chosen = random.Random(seed).sample(rows, min(n, len(rows)))
-    folder = SCRATCH / "data"
-    for row in chosen:
-        target = folder / row["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(manifest.parent / row["path"], target)
-    out = folder / "manifest.csv"
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(chosen)
-    return out
 
 
 def manage(*args: str) -> None:
@@ -516,7 +496,7 @@ def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 def measure(args: argparse.Namespace, database: str, result: dict[str, Any]) -> None:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        data = subset(args.data, args.cells, args.seed)
+        data = subset(args.data, args.cells, args.seed, scratch=SCRATCH)
         manage("migrate", "--no-input")
         manage("collectstatic", "--no-input", "--verbosity", "0")
         result["setup"] = make_project(data, args.users)
