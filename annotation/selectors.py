@@ -125,7 +125,9 @@ def annotation_summary(annotation: Annotation) -> dict[str, Any]:
     }
 
 
-def review_queue(*, project: Project, limit: int = 100) -> list[dict[str, Any]]:
+def review_queue(*, project: Project, limit: int = 100, blind: bool = False) -> list[dict[str, Any]]:
+    """The cells waiting for a reviewer's decision with their current labels and the model's suggestion,
+    which is withheld (``suggestion_withheld: "blind"``) for a reviewer in blind mode."""
     ids = review_queue_ids(project=project)[:limit]
     states = cell_labels(project=project, cell_ids=ids)
     annotations: dict[int, list[dict[str, Any]]] = {}
@@ -135,7 +137,7 @@ def review_queue(*, project: Project, limit: int = 100) -> list[dict[str, Any]]:
         .order_by("pk")
     ):
         annotations.setdefault(a.cell_id, []).append(annotation_summary(a))
-    suggestions = latest_suggestions(cell_ids=ids)
+    suggestions = {} if blind else latest_suggestions(cell_ids=ids)
     return [
         {
             "cell": cell_id,
@@ -143,6 +145,7 @@ def review_queue(*, project: Project, limit: int = 100) -> list[dict[str, Any]]:
             "reason": states[cell_id].reason,
             "annotations": annotations.get(cell_id, []),
             "suggestion": suggestions.get(cell_id),
+            "suggestion_withheld": "blind" if blind else None,
         }
         for cell_id in ids
     ]

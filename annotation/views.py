@@ -103,7 +103,8 @@ def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
         review_decide(cell=cell, reviewer=request.user, label=label)  # type: ignore[arg-type]
         messages.success(request, f"Cell {cell.pk} is now {label.display_name} (final).")
         return redirect("review", project_id=project.pk)
-    queue = review_queue(project=project)
+    blind = bool(selectors.page_preferences(user=request.user)["blind_mode"])
+    queue = review_queue(project=project, blind=blind)
     # Every class's display name (retired ones included, for old labels); keys only for the active ones.
     names = {c.name: c.display_name for c in project.classes.all()}
     for entry in queue:
@@ -116,5 +117,6 @@ def review_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "queue": [{**entry, "comments": comments.get(entry["cell"], [])} for entry in queue],
         "classes": selectors.active_classes(project=project),
+        "blind": blind,
     }
     return render(request, "annotation/review.html", context)

@@ -25,7 +25,7 @@ from annotation.api.serializers import AnnotationSerializer, IdField
 from annotation.api.views import bool_param, errors, int_param, schema_only, str_param
 from annotation.models import Annotation, Cell, LabelClass, Project
 from annotation.roles import REVIEWERS
-from annotation.selectors import annotation_list, annotation_summary, review_queue
+from annotation.selectors import annotation_list, annotation_summary, page_preferences, review_queue
 from annotation.services.annotations import (
     ClientKeyReusedError,
     UnknownCellsError,
@@ -180,7 +180,8 @@ class ReviewQueueApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
         require_role(user=request.user, project=project, roles=REVIEWERS)
-        return Response({"queue": review_queue(project=project)})
+        blind = bool(page_preferences(user=request.user)["blind_mode"])
+        return Response({"queue": review_queue(project=project, blind=blind)})
 
     @extend_schema(
         request=ReviewSerializer, responses={201: AnnotationSummarySerializer, **errors(400, 403, 404)}

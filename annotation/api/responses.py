@@ -14,6 +14,11 @@ from jobs.models import Job
 
 Shape = serializers.Serializer[dict[str, Any]]
 
+# Why a suggestion the model made is not sent to the caller: their blind mode, or (on the labelling page) a
+# confidence below the project's ``suggestion_min_confidence``. One list for every endpoint, so the schema
+# has one enum.
+SUGGESTION_WITHHELD = ["blind", "low_confidence"]
+
 
 class JobSummarySerializer(Shape):
     """A job as the labelling page polls it (``jobs.selectors.job_summary``): its error's first line only."""
@@ -73,6 +78,11 @@ class ReviewEntrySerializer(Shape):
     annotations = AnnotationSummarySerializer(many=True)
     suggestion = SuggestionSerializer(
         allow_null=True, help_text="What the model suggested when the cell was last queried."
+    )
+    suggestion_withheld = serializers.ChoiceField(
+        choices=SUGGESTION_WITHHELD,
+        allow_null=True,
+        help_text="Why no suggestion is sent: the caller's blind mode (set on the labelling page).",
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from annotation.api.responses import (
+    SUGGESTION_WITHHELD,
     AnnotationSummarySerializer,
     HistoryEntrySerializer,
     JobSummarySerializer,
@@ -42,7 +43,7 @@ class BatchItemSerializer(Shape):
     )
     confidence = serializers.FloatField(allow_null=True, help_text="Its calibrated confidence.")
     suggestion_withheld = serializers.ChoiceField(
-        choices=["blind", "low_confidence"],
+        choices=SUGGESTION_WITHHELD,
         allow_null=True,
         help_text="Why a suggestion the model made is not sent: the caller's blind mode, or a confidence "
         "below the project's suggestion_min_confidence.",

@@ -7,8 +7,10 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.api.responses import SUGGESTION_WITHHELD
 from annotation.api.serializers import AnnotationSerializer
 from loop.models import ModelVersion, QueryBatch, QueryItem
+from loop.state import SuggestionRule
 
 
 class ModelVersionSerializer(serializers.ModelSerializer[ModelVersion]):
@@ -79,14 +81,48 @@ class QueryBatchSerializer(serializers.ModelSerializer[QueryBatch]):
 class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
     """One queried cell: why it was chosen (rank, score) and what the model suggested."""
 
-    suggestion = serializers.SlugRelatedField(slug_field="name", read_only=True)  # type: ignore[var-annotated]
+    suggestion = serializers.SerializerMethodField()
+    confidence = serializers.SerializerMethodField()
+    suggestion_withheld = serializers.SerializerMethodField()
     skipped = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField()
     mine = serializers.SerializerMethodField()
 
     class Meta:
         model = QueryItem
-        fields = ["cell", "rank", "image_url", "score", "suggestion", "confidence", "skipped", "mine"]
+        fields = [
+            "cell",
+            "rank",
+            "image_url",
+            "score",
+            "suggestion",
+            "confidence",
+            "suggestion_withheld",
+            "skipped",
+            "mine",
+        ]
+
+    def _withheld(self, item: QueryItem) -> str | None:
+        # The same rule as the labelling page's own state: a blind-mode user or a suggestion below the
+        # lead's threshold gets no suggestion from this endpoint either (``rule`` in the context).
+        rule: SuggestionRule | None = self.context.get("rule")
+        return rule.withheld(item) if rule is not None else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_suggestion(self, item: QueryItem) -> str | None:
+        # Nor one of a class retired since the batch was built: it cannot be labelled.
+        if self._withheld(item) is not None or item.suggestion is None or not item.suggestion.is_active:
+            return None
+        return item.suggestion.name
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_confidence(self, item: QueryItem) -> float | None:
+        return None if self._withheld(item) is not None else item.confidence
+
+    @extend_schema_field(serializers.ChoiceField(choices=SUGGESTION_WITHHELD, allow_null=True))
+    def get_suggestion_withheld(self, item: QueryItem) -> str | None:
+        """Why the suggestion is not sent: the caller's blind mode or the lead's confidence threshold."""
+        return self._withheld(item)
 
     def get_skipped(self, item: QueryItem) -> bool:
         return item.skipped_at is not None

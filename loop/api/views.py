@@ -244,7 +244,8 @@ class BatchDetailApi(APIView):
         mine = current_labels_of(
             user=request.user, cell_ids=list(batch.items.values_list("cell_id", flat=True))
         )
-        return Response(QueryBatchDetailSerializer(batch, context={"mine": mine}).data)
+        rule = SuggestionRule.for_user(project=project, user=request.user)
+        return Response(QueryBatchDetailSerializer(batch, context={"mine": mine, "rule": rule}).data)
 
 
 # --- Model versions -------------------------------------------------------------------------------

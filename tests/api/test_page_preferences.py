@@ -149,3 +149,56 @@ def test_the_current_batch_withholds_suggestions_below_the_threshold_and_in_blin
     # Nor does the why panel of a blind user carry the suggestion.
     why = client_for(world.users["annotator"]).get(f"/api/cells/{items[3].cell_id}/why/").json()
     assert why["queried"] and all(q["suggestion"] is None for q in why["queried"])
+
+
+def test_the_batch_detail_endpoint_follows_the_same_rule(world: World) -> None:
+    # The batch by id (what scripts and the history read) must not leak what the current batch withholds.
+    items = list(QueryItem.objects.filter(batch=world.batch).order_by("rank"))
+    for item, confidence in zip(items, [0.4, 0.59, 0.6, 0.9], strict=True):
+        item.confidence = confidence
+        item.save()
+    url = f"/api/projects/{world.project.pk}/batches/{world.batch.pk}/"
+
+    def detail(role: str) -> list[dict[str, Any]]:
+        response = client_for(world.users[role]).get(url)
+        assert response.status_code == 200
+        return list(response.json()["items"])
+
+    shown = detail("annotator")
+    assert [i["suggestion"] for i in shown] == [None, None, "neutrophil", "neutrophil"]
+    assert [i["confidence"] for i in shown] == [None, None, 0.6, 0.9]
+    assert [i["suggestion_withheld"] for i in shown] == ["low_confidence", "low_confidence", None, None]
+    assert patch(world, "annotator", {"blind_mode": True}).status_code == 200
+    blind = detail("annotator")
+    assert {i["suggestion_withheld"] for i in blind} == {"blind"}
+    assert all(i["suggestion"] is None and i["confidence"] is None for i in blind)
+    assert [i["suggestion"] for i in detail("lead")] == [None, None, "neutrophil", "neutrophil"]
+
+
+def test_a_reviewer_in_blind_mode_gets_the_review_queue_without_suggestions(world: World) -> None:
+    from annotation.services.annotations import annotation_create
+
+    # The annotator disagrees with the reviewer's label of cell 1: it waits for review, suggested.
+    cell = world.cells[1]
+    annotation_create(
+        cell=cell, annotator=world.users["annotator"], label=world.project.classes.get(name="neutrophil")
+    )
+    api = f"/api/projects/{world.project.pk}/review/"
+    page = f"/projects/{world.project.pk}/review/"
+
+    def entry(role: str) -> dict[str, Any]:
+        queue = client_for(world.users[role]).get(api).json()["queue"]
+        return next(e for e in queue if e["cell"] == cell.pk)
+
+    seen = entry("reviewer")
+    assert seen["suggestion"]["label"] == "neutrophil" and seen["suggestion_withheld"] is None
+    assert "Model suggests" in client_for(world.users["reviewer"]).get(page).content.decode()
+
+    assert patch(world, "reviewer", {"blind_mode": True}).status_code == 200
+    hidden = entry("reviewer")
+    assert hidden["suggestion"] is None and hidden["suggestion_withheld"] == "blind"
+    html = client_for(world.users["reviewer"]).get(page).content.decode()
+    assert "Suggestion hidden (blind mode)" in html and "Model suggests" not in html
+    assert 'data-suggestion="neutrophil"' not in html  # Enter has nothing to accept
+    # The lead's own view is unchanged.
+    assert entry("lead")["suggestion"]["label"] == "neutrophil"

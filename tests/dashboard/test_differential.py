@@ -47,10 +47,16 @@ def client_for(user: User) -> Client:
     return client
 
 
-def give_slides(project: Project) -> dict[int, str]:
-    """Alternate the project's cells between two slides, leaving the last few without one."""
+def give_slides(project: Project, labelled_ids: set[int]) -> dict[int, str]:
+    """Alternate the project's cells between two slides, leaving the last few unlabelled ones without
+    one. The labelled cells alternate on their own, so each slide gets half of them whichever cells the
+    batch happened to pick (alternating all cells by id once gave one slide only 3 labelled cells)."""
     ids = list(Cell.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))
-    slides = {pk: (SLIDE_A if i % 2 == 0 else SLIDE_B) for i, pk in enumerate(ids[:-NO_SLIDE])}
+    done = [pk for pk in ids if pk in labelled_ids]
+    rest = [pk for pk in ids if pk not in labelled_ids][:-NO_SLIDE]
+    slides = {
+        pk: (SLIDE_A if i % 2 == 0 else SLIDE_B) for group in (done, rest) for i, pk in enumerate(group)
+    }
     for pk, slide in slides.items():
         Cell.objects.filter(pk=pk).update(slide_id=slide)
     return slides
@@ -73,10 +79,10 @@ def labelled(loop_project: Project, annotator: User, lead: User) -> dict[str, An
     membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
     membership_set(project=loop_project, user=second, role=Membership.Role.ANNOTATOR)
     run_loop(loop_project, annotator, batches=1, second=second)
-    slides = give_slides(loop_project)
     labelled_ids = set(
         Annotation.objects.filter(cell__project=loop_project).values_list("cell_id", flat=True).distinct()
     )
+    slides = give_slides(loop_project, labelled_ids)
     untouched = Cell.objects.filter(project=loop_project, slide_id=SLIDE_B, annotations__isnull=True)
     disputed = untouched.order_by("pk").first()
     assert disputed is not None
