@@ -76,13 +76,18 @@ PRESET_CLASSES: Final[list[ClassSpec]] = [
 # Letters the labelling page uses for its own commands (static/js/label/state.js ``keyAction``; a test
 # keeps the two in step): a class never gets one of them, or its key would shadow the command.
 PAGE_COMMAND_LETTERS: Final = frozenset("abgnsuwxz")
+# Letters the review queue moves with (static/js/review.js; a test keeps the two in step): there a class
+# key j or k (the 21st and 22nd classes before) would never be reached.
+REVIEW_COMMAND_LETTERS: Final = frozenset("jk")
 # After 1-9, classes get letters in keyboard order (top row first, near the digits), skipping the above.
 _LETTER_ORDER: Final = "qertyiopdfhjklcvbm"
 
 
 def class_keys(count: int) -> list[str]:
     """The keyboard keys of ``count`` active classes in display order: 1-9, then letters that are not
-    page commands, then none ("": the class is still a button on the page, just without a key)."""
-    letters = [c for c in _LETTER_ORDER if c not in PAGE_COMMAND_LETTERS]
+    commands of the labelling page or the review queue, then none ("": the class is still a button on
+    the page, just without a key)."""
+    reserved = PAGE_COMMAND_LETTERS | REVIEW_COMMAND_LETTERS
+    letters = [c for c in _LETTER_ORDER if c not in reserved]
     keys = [str(d) for d in range(1, 10)] + letters
     return [keys[i] if i < len(keys) else "" for i in range(count)]

@@ -22,7 +22,12 @@ from annotation.services.taxonomy import (
     class_rename,
     keys_reassign,
 )
-from annotation.taxonomy import PAGE_COMMAND_LETTERS, PRESET_CLASSES, class_keys
+from annotation.taxonomy import (
+    PAGE_COMMAND_LETTERS,
+    PRESET_CLASSES,
+    REVIEW_COMMAND_LETTERS,
+    class_keys,
+)
 from jobs.models import Job
 from loop.models import ModelVersion, QueryBatch, QueryItem
 from loop.services.taxonomy import (
@@ -36,6 +41,7 @@ from loop.services.taxonomy import (
 pytestmark = pytest.mark.django_db
 
 STATE_JS = Path(__file__).resolve().parents[2] / "static" / "js" / "label" / "state.js"
+REVIEW_JS = Path(__file__).resolve().parents[2] / "static" / "js" / "review.js"
 
 
 @pytest.fixture
@@ -197,7 +203,7 @@ def test_added_classes_take_letters_after_nine_and_never_a_page_command(project:
         class_add(project=project, actor=lead, display_name=f"Extra {i}")
     assert_keys_compact(project)
     letters = {k for k in keys_of(project).values() if k.isalpha()}
-    assert letters and not letters & PAGE_COMMAND_LETTERS
+    assert letters and not letters & (PAGE_COMMAND_LETTERS | REVIEW_COMMAND_LETTERS)
     assert keys_of(project)["band_neutrophil"] == "q"
     # More classes than keys: the rest are buttons without a key.
     assert "" in [c.key for c in active_classes(project=project)]
@@ -255,3 +261,11 @@ def test_page_command_letters_match_the_labelling_page() -> None:
     used = set(re.findall(r'lower === "([a-z])"', source))
     assert used, "state.js no longer names its command letters this way: update this test"
     assert used <= PAGE_COMMAND_LETTERS, used - PAGE_COMMAND_LETTERS
+
+
+def test_review_command_letters_match_the_review_queue() -> None:
+    """The review queue's movement letters (review.js) are never class keys: a 21st class once got "j"."""
+    used = set(re.findall(r'key === "([a-z])"', REVIEW_JS.read_text()))
+    assert used, "review.js no longer names its command letters this way: update this test"
+    assert used <= REVIEW_COMMAND_LETTERS, used - REVIEW_COMMAND_LETTERS
+    assert not set(class_keys(40)) & used
