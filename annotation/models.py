@@ -354,6 +354,33 @@ class Comment(models.Model):
         return f"comment {self.pk} on cell {self.cell_id}"
 
 
+class SuspectedLabel(models.Model):
+    """A current label that label-mistake finding (``learning.label_issues``: confident learning on
+    out-of-fold probabilities) ranks among the likely wrong ones. It sends the cell to the reviewer queue
+    with the reason; the label still trains until a reviewer decides, which resolves the flag. Each run
+    replaces the project's open flags."""
+
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="suspected_labels")
+    # The annotation whose label is doubted: a flag on a label changed since means nothing any more.
+    annotation = models.ForeignKey(Annotation, on_delete=models.CASCADE, related_name="+")
+    label = models.ForeignKey(LabelClass, on_delete=models.CASCADE, related_name="+")
+    suggested = models.ForeignKey(LabelClass, on_delete=models.CASCADE, related_name="+")
+    # The out-of-fold probability of the given label (lower: more likely wrong) and of the suggestion.
+    quality = models.FloatField()
+    suggested_confidence = models.FloatField()
+    rank = models.PositiveIntegerField(help_text="1 is the most likely mistake of its run.")
+    index_version = models.PositiveIntegerField(help_text="The index whose embeddings were ranked.")
+    found_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["rank", "id"]
+        indexes = [models.Index(fields=["cell", "resolved_at"])]
+
+    def __str__(self) -> str:
+        return f"suspected label {self.label_id} of cell {self.cell_id} (rank {self.rank})"
+
+
 TILE_SIZE_MIN = 72
 TILE_SIZE_MAX = 448  # twice the 224 px of the shipped cells: native size fits with room to spare
 

@@ -16,6 +16,7 @@ from annotation.models import (
     Membership,
     PagePreferences,
     Project,
+    SuspectedLabel,
     TaxonomyChange,
 )
 from annotation.roles import REVIEWERS
@@ -138,7 +139,7 @@ def review_queue(*, project: Project, limit: int = 100, blind: bool = False) -> 
     ):
         annotations.setdefault(a.cell_id, []).append(annotation_summary(a))
     suggestions = {} if blind else latest_suggestions(cell_ids=ids)
-    return [
+    queue = [
         {
             "cell": cell_id,
             "image_url": f"/cells/{cell_id}/image",
@@ -146,9 +147,64 @@ def review_queue(*, project: Project, limit: int = 100, blind: bool = False) -> 
             "annotations": annotations.get(cell_id, []),
             "suggestion": suggestions.get(cell_id),
             "suggestion_withheld": "blind" if blind else None,
+            "suspect": None,
         }
         for cell_id in ids
     ]
+    return queue + suspected_entries(project=project, limit=limit - len(queue), blind=blind, skip=set(ids))
+
+
+def suspected_entries(
+    *, project: Project, limit: int, blind: bool = False, skip: set[int] | None = None
+) -> list[dict[str, Any]]:
+    """Review-queue entries for labels that label-mistake finding doubts (open flags on labels still
+    current), most likely mistake first; the suggestion is the class the out-of-fold model prefers."""
+    if limit <= 0:
+        return []
+    flags = list(
+        SuspectedLabel.objects.filter(
+            cell__project=project,
+            resolved_at__isnull=True,
+            annotation__superseded_by__isnull=True,
+            annotation__withdrawn_at__isnull=True,
+        )
+        .exclude(cell_id__in=skip or set())
+        .select_related("label", "suggested")
+        .order_by("rank", "pk")[:limit]
+    )
+    ids = [f.cell_id for f in flags]
+    annotations: dict[int, list[dict[str, Any]]] = {}
+    for a in (
+        Annotation.objects.filter(cell_id__in=ids, superseded_by__isnull=True)
+        .select_related("label", "annotator")
+        .order_by("pk")
+    ):
+        annotations.setdefault(a.cell_id, []).append(annotation_summary(a))
+    entries = []
+    for flag in flags:
+        suggestion = {
+            "label": flag.suggested.name,
+            "display_name": flag.suggested.display_name,
+            "confidence": flag.suggested_confidence,
+        }
+        entries.append(
+            {
+                "cell": flag.cell_id,
+                "image_url": f"/cells/{flag.cell_id}/image",
+                "reason": "suspected_mistake",
+                "annotations": annotations.get(flag.cell_id, []),
+                "suggestion": None if blind else suggestion,
+                "suggestion_withheld": "blind" if blind else None,
+                "suspect": {
+                    "label": flag.label.name,
+                    "display_name": flag.label.display_name,
+                    "label_probability": flag.quality,
+                    "rank": flag.rank,
+                    "index_version": flag.index_version,
+                },
+            }
+        )
+    return entries
 
 
 def latest_suggestions(*, cell_ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -22,6 +22,7 @@ class Job(models.Model):
         QUERY = "query", "Build query batch"
         EXPORT = "export", "Export"
         MAP = "map", "Draw the embedding map"
+        LABEL_CHECK = "label_check", "Find likely label mistakes"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

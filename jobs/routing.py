@@ -24,7 +24,7 @@ SIDE_QUEUE: Final = "side"
 QUEUES: Final = (LOOP_QUEUE, TRAIN_QUEUE, SIDE_QUEUE)
 
 TRAIN_KINDS: Final = frozenset({Job.Kind.PRETRAIN, Job.Kind.FINETUNE, Job.Kind.EMBED})
-SIDE_KINDS: Final = frozenset({Job.Kind.EXPORT, Job.Kind.MAP})
+SIDE_KINDS: Final = frozenset({Job.Kind.EXPORT, Job.Kind.MAP, Job.Kind.LABEL_CHECK})
 
 RUN_JOB_TASK: Final = "leukoloop.run_job"
 SWEEP_TASK: Final = "leukoloop.requeue_stale_jobs"

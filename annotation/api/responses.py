@@ -71,13 +71,28 @@ class SuggestionSerializer(Shape):
     confidence = serializers.FloatField(allow_null=True, min_value=0.0, max_value=1.0)
 
 
+class SuspectSerializer(Shape):
+    label = serializers.CharField(help_text="The doubted label's class name.")  # type: ignore[assignment]
+    display_name = serializers.CharField()
+    label_probability = serializers.FloatField(
+        min_value=0.0, max_value=1.0, help_text="Its out-of-fold probability (lower: more likely wrong)."
+    )
+    rank = serializers.IntegerField(min_value=1, help_text="1: the most likely mistake of its run.")
+    index_version = serializers.IntegerField(help_text="The index whose embeddings were ranked.")
+
+
 class ReviewEntrySerializer(Shape):
     cell = serializers.IntegerField()
     image_url = serializers.CharField()
-    reason = serializers.ChoiceField(choices=["unsure", "disagreement"])
+    reason = serializers.ChoiceField(choices=["unsure", "disagreement", "suspected_mistake"])
     annotations = AnnotationSummarySerializer(many=True)
     suggestion = SuggestionSerializer(
-        allow_null=True, help_text="What the model suggested when the cell was last queried."
+        allow_null=True,
+        help_text="What the model suggested when the cell was last queried; for a suspected mistake, the "
+        "class the out-of-fold model prefers.",
+    )
+    suspect = SuspectSerializer(
+        allow_null=True, help_text="Why label-mistake finding doubts the cell's current label."
     )
     suggestion_withheld = serializers.ChoiceField(
         choices=SUGGESTION_WITHHELD,

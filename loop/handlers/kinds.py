@@ -18,6 +18,7 @@ from loop.handlers.chaining import start_follow_up, start_learning
 from loop.handlers.encoders import pretrain_encoder
 from loop.handlers.finetuning import finetune_encoder
 from loop.handlers.indexing import embed_and_index
+from loop.handlers.label_check import MIN_LABELLED, check_labels
 from loop.handlers.retraining import retrain_and_query
 from loop.models import ModelVersion
 from loop.services.requests import pretrain_release_waiting
@@ -81,7 +82,17 @@ def _after_batch(job: Job, result: dict[str, Any]) -> dict[str, Any]:
 
 @job_handler(Job.Kind.RETRAIN)
 def run_retrain(job: Job, progress: JobProgress) -> dict[str, Any]:
-    return _after_batch(job, retrain_and_query(job, progress, fit=True))
+    result = _after_batch(job, retrain_and_query(job, progress, fit=True))
+    assert job.project is not None
+    # Label-mistake finding follows on the side queue, once there are enough labels to rank.
+    if label_counts(project=job.project).labelled >= MIN_LABELLED:
+        result["label_check_job"] = start_follow_up(parent=job, kind=Job.Kind.LABEL_CHECK).pk
+    return result
+
+
+@job_handler(Job.Kind.LABEL_CHECK)
+def run_label_check(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return check_labels(job, progress)
 
 
 @job_handler(Job.Kind.QUERY)
