@@ -154,6 +154,21 @@ def review_queue(*, project: Project, limit: int = 100, blind: bool = False) -> 
     return queue + suspected_entries(project=project, limit=limit - len(queue), blind=blind, skip=set(ids))
 
 
+def _open_suspects(project: Project) -> QuerySet[SuspectedLabel]:
+    """Flags no reviewer has settled, on labels that are still current."""
+    return SuspectedLabel.objects.filter(
+        cell__project=project,
+        resolved_at__isnull=True,
+        annotation__superseded_by__isnull=True,
+        annotation__withdrawn_at__isnull=True,
+    )
+
+
+def suspected_count(*, project: Project) -> int:
+    """How many likely label mistakes wait in the reviewer queue (the labelling page polls this)."""
+    return _open_suspects(project).count()
+
+
 def suspected_entries(
     *, project: Project, limit: int, blind: bool = False, skip: set[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -162,12 +177,7 @@ def suspected_entries(
     if limit <= 0:
         return []
     flags = list(
-        SuspectedLabel.objects.filter(
-            cell__project=project,
-            resolved_at__isnull=True,
-            annotation__superseded_by__isnull=True,
-            annotation__withdrawn_at__isnull=True,
-        )
+        _open_suspects(project)
         .exclude(cell_id__in=skip or set())
         .select_related("label", "suggested")
         .order_by("rank", "pk")[:limit]

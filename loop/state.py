@@ -8,7 +8,7 @@ from typing import Any
 
 from annotation.labels import label_counts
 from annotation.models import Annotation, Cell, Project
-from annotation.selectors import AnyUser, annotation_summary, page_preferences
+from annotation.selectors import AnyUser, annotation_summary, page_preferences, suspected_count
 from jobs.models import Job
 from jobs.selectors import ACTIVE, job_summary
 from loop.models import ModelVersion, QueryBatch, QueryItem
@@ -85,6 +85,7 @@ def loop_state(*, project: Project) -> dict[str, Any]:
             "budget": project.label_budget,
         },
         "review_count": counts.review,
+        "suspected_count": suspected_count(project=project),
     }
 
 

@@ -80,7 +80,10 @@ class LoopStateSerializer(Shape):
     validation_macro_f1 = serializers.FloatField(allow_null=True)
     batch = BatchSummarySerializer(allow_null=True)
     labels = LabelCountSerializer()
-    review_count = serializers.IntegerField()
+    review_count = serializers.IntegerField(help_text="Cells waiting for a reviewer (they train nothing).")
+    suspected_count = serializers.IntegerField(
+        help_text="Labels that label-mistake finding doubts, in the reviewer queue (they still train)."
+    )
 
 
 class SubmittedSerializer(Shape):

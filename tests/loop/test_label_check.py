@@ -100,6 +100,9 @@ def test_likely_mistakes_reach_the_review_queue_and_a_decision_settles_them(
     assert first["suspect"]["rank"] == 1 and first["suggestion"]["label"] == by_rank[0].suggested.name
     html = client_for(reviewer).get(f"/projects/{loop_project.pk}/review/").content.decode()
     assert "suspected mistake" in html and "did not see this label" in html
+    # The labelling page's poll counts them beside the cells waiting for a decision.
+    state = client_for(annotator).get(f"/api/projects/{loop_project.pk}/loop/").json()
+    assert state["suspected_count"] == len(flags)
     # Annotators do not see the review queue.
     assert client_for(annotator).get(f"/api/projects/{loop_project.pk}/review/").status_code == 403
 
@@ -111,6 +114,8 @@ def test_likely_mistakes_reach_the_review_queue_and_a_decision_settles_them(
     assert response.status_code == 302
     decided.refresh_from_db()
     assert decided.resolved_at is not None
+    state = client_for(annotator).get(f"/api/projects/{loop_project.pk}/loop/").json()
+    assert state["suspected_count"] == len(flags) - 1
     assert decided.cell_id not in [e["cell"] for e in review_entries(reviewer, loop_project)]
     if len(by_rank) > 1:
         # The annotator changes the second label: the flag doubted a label that is gone.

@@ -132,7 +132,8 @@ function drawStatus() {
   render.renderStatus($("loop-status"), loop, page.flash);
   if (!loop) return;
   const reviewCount = $("review-count");
-  if (reviewCount) reviewCount.textContent = loop.review_count;
+  // Cells that train nothing until decided, plus labels doubted by label-mistake finding.
+  if (reviewCount) reviewCount.textContent = loop.review_count + (loop.suspected_count || 0);
   if (!page.batch) {
     $("empty").hidden = false;
     $("empty").textContent =
