@@ -14,6 +14,7 @@ from annotation.models import Project
 from annotation.roles import LEADS
 from dashboard.data import dashboard_data
 from dashboard.embedding_map import MAX_POINTS, embedding_map
+from dashboard.shift import shift_report
 from dashboard.stats import ANNOTATOR_RULES, STOPPING_RULE
 from loop.models import ModelVersion
 from loop.selectors import latest_version
@@ -47,6 +48,7 @@ def dashboard_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "stopping_rule": STOPPING_RULE,
         "annotator_rules": ANNOTATOR_RULES,
         "max_points": MAX_POINTS,
+        "shift": shift_report(project),
     }
     return render(request, "annotation/dashboard.html", context)
 

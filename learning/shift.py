@@ -1,0 +1,184 @@
+"""Shift detection per source: do a source's cells look like the labelled ones, and does the model
+behave on them as it does on the cells it was checked on?
+
+Three signals, each against the project's own reference, so that a figure means the same on any
+encoder:
+
+- **distance**: the median cosine distance from each of the source's cells to its nearest labelled cell,
+  over the same figure for the labelled cells themselves (each to its nearest *other* labelled cell).
+  A ratio near 1: the source sits among the labels; well above: it lies where no expert has labelled.
+- **class mix**: the total-variation distance between the classes the model predicts on the source and
+  the class mix of the labelled cells (0: the same mix, 1: no class in common). A healthy smear of another
+  lab predicted as a third blasts moves this.
+- **confidence drop**: the model's mean top probability (calibrated) on the validation cells minus that
+  on the source's cells.
+
+Levels (``ok``, ``caution``, ``untrusted``) come from fixed thresholds on those three, chosen from the
+shared data (``bench/shift_report.py``): held-out cells of the big training source stay ``ok``, cells of
+another lab come out ``untrusted``. They are a warning for people, not a statistical test, and were set
+on one encoder (ImageNet features): a project's own encoder may need others.
+
+Never imports Django.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from learning.index import EmbeddingIndex
+
+# (caution, untrusted) thresholds of each signal, from bench/shift_report.py (bench/README.md): on
+# ImageNet Lite0 features held-out pbc cells gave a distance ratio of 0.95, held-out munich_aml cells
+# (fewer labelled neighbours) 1.9, another lab's cells 4.0.
+DISTANCE_RATIO: Final = (2.0, 3.0)
+# The class mix alone never makes a source untrusted: a source may truly have another mix (the AML
+# cohort's cells are half blasts, a distance of 0.68 from the labelled mix while the model is right).
+MIX_DISTANCE: Final = (0.35, float("inf"))
+# The same data showed the model *more* confident on the other lab's cells (0.81 against 0.70), so a drop
+# is a warning when it happens but its absence proves nothing.
+CONFIDENCE_DROP: Final = (0.08, 0.15)
+LEVELS: Final = ("ok", "caution", "untrusted")
+
+
+@dataclass(frozen=True)
+class SourceShift:
+    source: str
+    cells: int
+    labelled: int
+    median_distance: float
+    distance_ratio: float
+    predicted_mix: dict[str, float]
+    mix_distance: float
+    mean_confidence: float
+    confidence_drop: float
+    level: str
+    reasons: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ShiftReference:
+    """What every source is compared with: the labelled cells' embeddings and classes, and the model's
+    mean top probability on the validation cells."""
+
+    embeddings: np.ndarray
+    labels: Sequence[str]
+    validation_confidence: float
+    classes: Sequence[str]
+
+    def __post_init__(self) -> None:
+        if len(self.embeddings) < 2:
+            raise ValueError("the shift report needs at least two labelled cells")
+        if len(self.labels) != len(self.embeddings):
+            raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.labels)} labels")
+
+    def mix(self) -> dict[str, float]:
+        return class_mix(self.labels, self.classes)
+
+
+def class_mix(labels: Sequence[str], classes: Sequence[str]) -> dict[str, float]:
+    counts = dict.fromkeys(classes, 0)
+    for name in labels:
+        counts[name] = counts.get(name, 0) + 1
+    total = max(sum(counts.values()), 1)
+    return {name: counts[name] / total for name in counts}
+
+
+def total_variation(a: dict[str, float], b: dict[str, float]) -> float:
+    names = set(a) | set(b)
+    return 0.5 * sum(abs(a.get(n, 0.0) - b.get(n, 0.0)) for n in names)
+
+
+def nearest_other_distance(index: EmbeddingIndex, queries: np.ndarray, query_ids: np.ndarray) -> np.ndarray:
+    """Cosine distance from each query to its nearest indexed vector that is not itself (same id)."""
+    scores, ids = index.search(queries, k=2)
+    own = ids[:, 0] == query_ids
+    best = np.where(own, scores[:, 1], scores[:, 0])
+    return np.clip(1.0 - best, 0.0, 2.0)
+
+
+def _level(value: float, thresholds: tuple[float, float]) -> int:
+    return 2 if value >= thresholds[1] else 1 if value >= thresholds[0] else 0
+
+
+def source_shift(
+    *,
+    reference: ShiftReference,
+    reference_index: EmbeddingIndex,
+    reference_distance: float,
+    source: str,
+    embeddings: np.ndarray,
+    cell_ids: np.ndarray,
+    probabilities: np.ndarray,
+    labelled: int = 0,
+) -> SourceShift:
+    """The report of one source's cells (``embeddings`` L2-normalised, ``probabilities`` over
+    ``reference.classes``). ``reference_index`` holds the labelled cells under their cell ids and
+    ``reference_distance`` is :func:`reference_median_distance` of it."""
+    if len(embeddings) == 0:
+        raise ValueError(f"source {source!r} has no cells in the index")
+    distance = float(np.median(nearest_other_distance(reference_index, embeddings, cell_ids)))
+    ratio = distance / max(reference_distance, 1e-6)
+    predicted = [reference.classes[i] for i in probabilities.argmax(axis=1)]
+    mix = class_mix(predicted, reference.classes)
+    mix_distance = total_variation(mix, reference.mix())
+    confidence = float(probabilities.max(axis=1).mean())
+    drop = reference.validation_confidence - confidence
+    grades = {
+        "distance": _level(ratio, DISTANCE_RATIO),
+        "mix": _level(mix_distance, MIX_DISTANCE),
+        "confidence": _level(drop, CONFIDENCE_DROP),
+    }
+    reasons = []
+    if grades["distance"]:
+        reasons.append(
+            f"its cells lie {ratio:.1f}x as far from the nearest labelled cell as labelled cells lie "
+            "from each other"
+        )
+    if grades["mix"]:
+        top = max(mix, key=lambda n: mix[n] - reference.mix().get(n, 0.0))
+        reasons.append(
+            f"the model calls {mix[top]:.0%} of them {top} against {reference.mix().get(top, 0.0):.0%} "
+            "among the labelled cells"
+        )
+    if grades["confidence"]:
+        reasons.append(
+            f"the model's mean confidence is {confidence:.0%} here against "
+            f"{reference.validation_confidence:.0%} on the validation cells"
+        )
+    return SourceShift(
+        source=source,
+        cells=len(embeddings),
+        labelled=labelled,
+        median_distance=round(distance, 4),
+        distance_ratio=round(ratio, 3),
+        predicted_mix={n: round(v, 4) for n, v in mix.items()},
+        mix_distance=round(mix_distance, 4),
+        mean_confidence=round(confidence, 4),
+        confidence_drop=round(drop, 4),
+        level=LEVELS[max(grades.values())],
+        reasons=reasons,
+    )
+
+
+def reference_median_distance(index: EmbeddingIndex, embeddings: np.ndarray, ids: np.ndarray) -> float:
+    """Median distance from each labelled cell to its nearest other labelled cell."""
+    return float(np.median(nearest_other_distance(index, embeddings, ids)))
+
+
+def warning_text(shift: SourceShift) -> str:
+    """One plain sentence for the dashboard."""
+    if shift.level == "ok":
+        return f"{shift.source}: the model behaves here as on the cells it was checked on."
+    verdict = (
+        "do not trust the model's calls here yet"
+        if shift.level == "untrusted"
+        else "check the model's calls here before relying on them"
+    )
+    return f"{shift.source}: {verdict}: " + "; ".join(shift.reasons) + ". Label some of these cells."

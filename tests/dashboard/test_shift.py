@@ -1,0 +1,108 @@
+"""The dashboard's per-source shift report on the real loop: a project of real cells from two sources of
+the shared set plus cells of another lab imported as a third source. Every source is reported, the cells
+and labelled counts match the database, the distance ratio matches a brute-force computation over the
+index's embeddings, and without a model the page says why there is no report."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from annotation.importing.service import LabelMode, import_cells
+from annotation.labels import LabelStatus, cell_labels
+from annotation.models import Cell, Membership, Project
+from annotation.services.memberships import membership_set
+from dashboard.shift import shift_report
+from loop.handlers.artifacts import index_embeddings
+from loop.models import ModelVersion
+from tests.dashboard import run_loop
+
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _artifacts(settings: Any, tmp_path: Path) -> None:
+    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
+
+
+def import_other_lab(project: Project, data_dir: Path, tmp_path: Path, n: int = 15) -> None:
+    source = data_dir.parent / "external_bccd"
+    if not (source / "manifest.csv").is_file():
+        pytest.skip("../shared/data/external_bccd is not there")
+    with (source / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[::20][:n]
+    root = tmp_path / "bccd"
+    for row in rows:
+        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / row["path"], root / row["path"])
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = import_cells(project=project, source=root / "manifest.csv", labels=LabelMode.REFERENCE)
+    assert report.imported == len(rows), report
+
+
+def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_count(
+    loop_project: Project, annotator: User, lead: User, data_dir: Path, tmp_path: Path
+) -> None:
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    import_other_lab(loop_project, data_dir, tmp_path)
+    run_loop(loop_project, annotator, batches=1)
+    data = shift_report(loop_project)
+    sources = set(Cell.objects.filter(project=loop_project).values_list("source", flat=True))
+    assert sources >= {"pbc", "bccd"}
+    assert {row["source"] for row in data["sources"]} == sources
+
+    version = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER)
+    assert version.parent is not None
+    ids, emb = index_embeddings(version.parent)
+    row_of = {int(c): i for i, c in enumerate(ids.tolist())}
+    states = cell_labels(project=loop_project)
+    labelled = sorted(c for c, s in states.items() if s.status is LabelStatus.LABELLED)
+    assert data["labelled"] == len(labelled) == 12
+    ref = emb[[row_of[c] for c in labelled]]
+    sims = ref @ ref.T
+    np.fill_diagonal(sims, -np.inf)
+    ref_median = float(np.median(1 - sims.max(axis=1)))
+    assert data["reference_median_distance"] == pytest.approx(ref_median, abs=1e-3)
+    for row in data["sources"]:
+        cells = Cell.objects.filter(project=loop_project, source=row["source"]).exclude(
+            role=Cell.Role.VALIDATION
+        )
+        unlabelled = sorted(c for c in cells.values_list("pk", flat=True) if c not in set(labelled))
+        assert row["cells"] == len(unlabelled)
+        assert row["labelled"] == cells.filter(pk__in=labelled).count()
+        if unlabelled:
+            nearest = (emb[[row_of[c] for c in unlabelled]] @ ref.T).max(axis=1)
+            by_hand = float(np.median(1 - nearest)) / ref_median
+            assert row["distance_ratio"] == pytest.approx(by_hand, rel=1e-2)
+            assert row["level"] in {"ok", "caution", "untrusted"}
+            assert sum(row["predicted_mix"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    # The page shows the table to the lead, one row per source, with a warning for each source not "ok".
+    client = Client()
+    client.force_login(lead)
+    html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
+    assert 'id="shift-table"' in html
+    for row in data["sources"]:
+        assert f'data-source="{row["source"]}"' in html
+    assert html.count('class="shift-warning"') == sum(
+        1 for r in data["sources"] if r["cells"] and r["level"] != "ok"
+    )
+
+
+def test_without_a_model_the_page_says_why(loop_project: Project, lead: User) -> None:
+    data = shift_report(loop_project)
+    assert data["sources"] == [] and "No model yet" in data["note"]
+    client = Client()
+    client.force_login(lead)
+    html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
+    assert 'id="shift-note"' in html and "No model yet" in html

@@ -1,0 +1,160 @@
+"""The per-source shift signals (learning.shift): known answers on made-up embeddings, and on real cells
+another lab's cells come out untrusted while held-out cells of the training source do not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from learning.calibration import TemperatureScaled, calibrate
+from learning.classifiers import AlignedClassifier
+from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class
+from learning.embeddings import extract_embeddings
+from learning.index import EmbeddingIndex
+from learning.shift import (
+    ShiftReference,
+    class_mix,
+    reference_median_distance,
+    source_shift,
+    total_variation,
+    warning_text,
+)
+from models_zoo import create_model
+
+CLASSES = ["a", "b"]
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_mix_and_total_variation_by_hand() -> None:
+    assert class_mix(["a", "a", "b", "a"], CLASSES) == {"a": 0.75, "b": 0.25}
+    assert total_variation({"a": 0.75, "b": 0.25}, {"a": 0.25, "b": 0.75}) == pytest.approx(0.5)
+    assert total_variation({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+
+
+def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
+    rng = np.random.default_rng(0)
+    centre_a, centre_b = np.eye(16)[0], np.eye(16)[1]
+    ref = unit(
+        np.vstack([centre_a + 0.1 * rng.normal(size=(50, 16)), centre_b + 0.1 * rng.normal(size=(50, 16))])
+    )
+    labels = ["a"] * 50 + ["b"] * 50
+    ids = np.arange(100, dtype=np.int64)
+    index = EmbeddingIndex.build(ref, ids)
+    ref_distance = reference_median_distance(index, ref, ids)
+    # By hand: each labelled cell's nearest other labelled cell.
+    sims = ref @ ref.T
+    np.fill_diagonal(sims, -np.inf)
+    assert ref_distance == pytest.approx(float(np.median(1 - sims.max(axis=1))), abs=1e-5)
+    reference = ShiftReference(ref, labels, validation_confidence=0.9, classes=CLASSES)
+
+    near = unit(centre_a + 0.1 * rng.normal(size=(40, 16)))
+    same = source_shift(
+        reference=reference,
+        reference_index=index,
+        reference_distance=ref_distance,
+        source="same lab",
+        embeddings=near,
+        cell_ids=np.arange(1000, 1040),
+        probabilities=np.tile([0.88, 0.12], (40, 1)),
+    )
+    assert same.distance_ratio < 2.0 and same.level in {"ok", "caution"}
+    # All called "a" against a 50/50 labelled mix: a mix distance of exactly 0.5 (caution, never more).
+    assert same.mix_distance == pytest.approx(0.5) and same.predicted_mix == {"a": 1.0, "b": 0.0}
+    assert same.confidence_drop == pytest.approx(0.9 - 0.88) and same.level == "caution"
+
+    far = unit(np.eye(16)[5] + 0.1 * rng.normal(size=(40, 16)))
+    probs = np.tile([0.5, 0.5], (40, 1))
+    probs[:20] = [0.6, 0.4]
+    probs[20:] = [0.4, 0.6]
+    other = source_shift(
+        reference=reference,
+        reference_index=index,
+        reference_distance=ref_distance,
+        source="other lab",
+        embeddings=far,
+        cell_ids=np.arange(2000, 2040),
+        probabilities=probs,
+    )
+    assert other.distance_ratio > 3.0 and other.level == "untrusted"
+    assert other.mean_confidence == pytest.approx(0.6) and other.confidence_drop == pytest.approx(0.3)
+    text = warning_text(other)
+    assert text.startswith("other lab: do not trust") and "as far from the nearest labelled cell" in text
+
+
+def test_a_labelled_cell_is_not_its_own_neighbour() -> None:
+    ref = unit(np.eye(4)[:3] + 0.01)
+    index = EmbeddingIndex.build(ref, np.array([7, 8, 9]))
+    reference = ShiftReference(ref, ["a", "b", "a"], 0.5, CLASSES)
+    shift = source_shift(
+        reference=reference,
+        reference_index=index,
+        reference_distance=reference_median_distance(index, ref, np.array([7, 8, 9])),
+        source="s",
+        embeddings=ref[:1],
+        cell_ids=np.array([7]),
+        probabilities=np.array([[0.5, 0.5]]),
+    )
+    assert shift.median_distance > 0.5  # the nearest *other* cell, not itself at distance 0
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least two labelled"):
+        ShiftReference(unit(np.ones((1, 4))), ["a"], 0.5, CLASSES)
+    with pytest.raises(ValueError, match="2 embeddings for 3 labels"):
+        ShiftReference(unit(np.ones((2, 4))), ["a", "b", "a"], 0.5, CLASSES)
+
+
+def embed(model: torch.nn.Module, records: list[CellRecord]) -> np.ndarray:
+    dataset = CellImageDataset(records, 64)
+    dataset.preload()
+    return extract_embeddings(model, dataset, batch_size=100)
+
+
+@pytest.mark.realdata
+def test_another_labs_cells_are_untrusted_and_held_out_cells_of_the_main_source_are_not(
+    data_dir: Path,
+) -> None:
+    external = data_dir.parent / "external_bccd" / "manifest.csv"
+    if not external.is_file():
+        pytest.skip("../shared/data/external_bccd is not there")
+    records = read_manifest(data_dir / "manifest.csv")
+    labelled = sample_per_class(records, 25, seed=0)
+    taken = {r.path for r in labelled}
+    validation = sample_per_class([r for r in records if r.path not in taken], 10, seed=1)
+    taken |= {r.path for r in validation}
+    held_out = [r for r in records if r.path not in taken and r.source == "pbc"][::97][:100]
+    bccd = read_manifest(external)[::3]
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", pretrained=True).eval()
+    emb, emb_val = embed(model, labelled), embed(model, validation)
+    classes = sorted({str(r.label) for r in records})
+    base = AlignedClassifier(classes, "logreg").fit(emb, np.array([str(r.label) for r in labelled]))
+    cal = calibrate(np.asarray(base.predict_proba(emb_val)), [str(r.label) for r in validation], classes)
+    clf = TemperatureScaled(base, cal.temperature)
+    reference = ShiftReference(
+        emb, [str(r.label) for r in labelled], float(clf.predict_proba(emb_val).max(axis=1).mean()), classes
+    )
+    ids = np.arange(len(labelled), dtype=np.int64)
+    index = EmbeddingIndex.build(emb, ids)
+    ref_distance = reference_median_distance(index, emb, ids)
+    shifts = {}
+    for name, group in (("pbc", held_out), ("bccd", bccd)):
+        group_emb = embed(model, group)
+        shifts[name] = source_shift(
+            reference=reference,
+            reference_index=index,
+            reference_distance=ref_distance,
+            source=name,
+            embeddings=group_emb,
+            cell_ids=np.arange(10_000, 10_000 + len(group)),
+            probabilities=np.asarray(clf.predict_proba(group_emb)),
+        )
+    assert shifts["pbc"].level == "ok", shifts["pbc"]
+    assert shifts["bccd"].level == "untrusted", shifts["bccd"]
+    assert shifts["bccd"].distance_ratio > 2 * shifts["pbc"].distance_ratio
