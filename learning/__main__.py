@@ -182,6 +182,14 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--pretrain-seconds", type=float, default=None, help="recorded in the summary")
     parser.add_argument("--cache-dir", type=Path, default=Path("var/embeddings"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--external",
+        type=Path,
+        default=None,
+        help="manifest of another lab's cells, never trained on: each final model is also scored there "
+        "(over the classes it holds: per-class recall, macro-F1 over all and over classes with >= 20 "
+        "cells, share predicted as each class)",
+    )
     tuning = parser.add_argument_group(
         "fine-tuning loop",
         "with --finetune-every K: the product's loop with fine-tuning. The classifier (class-balanced, as "
@@ -239,8 +247,16 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     for name, records in (("pool", pool), ("test", test)):
         if any(r.label is None for r in records):
             parser.error(f"every {name} cell needs a label (the oracle and the scorer read them)")
+    if args.external is not None and args.finetune_every:
+        parser.error(
+            "--external is scored on frozen embeddings only; with --finetune-every it is not built yet"
+        )
+    external = read_manifest(args.external) if args.external is not None else []
+    if any(r.label is None for r in external):
+        parser.error("every external cell needs a label (the scorer reads them)")
     pool_x, pool_info = embed_records(pool, args, args.cache_dir)
     test_x, test_info = embed_records(test, args, args.cache_dir)
+    external_x = embed_records(external, args, args.cache_dir)[0] if external else None
     classes = sorted({r.label for r in pool if r.label} | {r.label for r in test if r.label})
     attributes = sorted({a for r in pool for a in r.attributes})
     schema = {a: sorted({r.attributes[a] for r in [*pool, *test] if a in r.attributes}) for a in attributes}
@@ -254,6 +270,8 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         pool_attributes={a: np.array([r.attributes.get(a, "") for r in pool]) for a in attributes},
         test_attributes={a: np.array([r.attributes.get(a, "") for r in test]) for a in attributes},
         attribute_classes=schema,
+        external_x=external_x,
+        external_y=np.array([r.label for r in external]) if external else None,
     )
     if args.finetune_every:
         return finetune_benchmark(args, argv, problem, pool, test, pool_info, test_info, strategies)

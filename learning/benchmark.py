@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from learning.classifiers import ClassifierKind, MultiTaskClassifier, make_classifier
-from learning.evaluation import attribute_scores, evaluate, knn_macro_f1, macro_f1, summarise_learning_curves
+from learning.evaluation import (
+    attribute_scores,
+    evaluate,
+    external_report,
+    knn_macro_f1,
+    macro_f1,
+    summarise_learning_curves,
+)
 from learning.query import STRATEGIES, resolve_strategy, select
 
 Progress = Callable[[str], None]
@@ -46,6 +53,9 @@ class ALProblem:
     pool_attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
     test_attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
     attribute_classes: Mapping[str, list[str]] = field(default_factory=dict)
+    # Another lab's cells (never trained on), scored over the classes they hold (``--external``).
+    external_x: np.ndarray | None = None
+    external_y: np.ndarray | None = None
 
 
 @dataclass
@@ -164,6 +174,8 @@ def final_metrics(
         n_boot=200,
         seed=seed,
     )
+    if problem.external_x is not None and problem.external_y is not None:
+        report["external"] = external_report(problem.external_y, model.predict(problem.external_x))
     if problem.pool_attributes:
         heads = MultiTaskClassifier(problem.classes, problem.attribute_classes, kind=classifier, seed=seed)
         heads.fit(
@@ -272,6 +284,20 @@ def _mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
         out["ece"] = float(np.mean([r["ece"] for r in reports]))
     if all("attributes" in r and r["attributes"]["mean_macro_f1"] is not None for r in reports):
         out["attribute_mean_macro_f1"] = float(np.mean([r["attributes"]["mean_macro_f1"] for r in reports]))
+    if all("external" in r for r in reports):
+        ext = [r["external"] for r in reports]
+        out["external"] = {
+            key: float(np.mean([e[key] for e in ext])) if all(e[key] is not None for e in ext) else None
+            for key in ext[0]
+            if key.startswith("macro_f1")
+        }
+        out["external"]["per_class_recall"] = {
+            c: float(np.mean([e["per_class_recall"][c] for e in ext])) for c in ext[0]["per_class_recall"]
+        }
+        out["external"]["predicted_share"] = {
+            c: float(np.mean([e["predicted_share"].get(c, 0.0) for e in ext]))
+            for c in sorted({c for e in ext for c in e["predicted_share"]})
+        }
     if all("per_source" in r for r in reports):
         sources = reports[0]["per_source"].keys()
         out["per_source_macro_f1"] = {

@@ -37,7 +37,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, object
 
 
 def test_pretrain_embed_benchmark_end_to_end(
-    small_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    small_manifest: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     split = run(
         [
@@ -95,10 +95,22 @@ def test_pretrain_embed_benchmark_end_to_end(
     assert emb.shape == (split["test"], embedded["dim"])
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
 
+    # Another lab's cells: every 12th of external_bccd (its five classes, basophil with none or one).
+    bccd = tmp_path / "bccd.csv"
+    external_root = data_dir.parent / "external_bccd"
+    with (external_root / "manifest.csv").open(newline="") as handle:
+        ext_rows = list(csv.DictReader(handle))[::12]
+    with bccd.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(ext_rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "path": str(external_root / r["path"])} for r in ext_rows)
+
     out = tmp_path / "bench"
     result = run(
         [
             "benchmark",
+            "--external",
+            str(bccd),
             "--pool",
             str(tmp_path / "split" / "pool.csv"),
             "--test",
@@ -128,6 +140,12 @@ def test_pretrain_embed_benchmark_end_to_end(
         assert 0.0 <= entry["final_test"]["macro_f1"] <= 1.0
         assert "per_source_macro_f1" in entry["final_test"]
         assert "attribute_mean_macro_f1" in entry["final_test"]
+        ext = entry["final_test"]["external"]
+        assert 0.0 <= ext["macro_f1_all"] <= 1.0
+        assert set(ext["per_class_recall"]) == {r["label"] for r in ext_rows}
+        assert sum(ext["predicted_share"].values()) == pytest.approx(1.0)
+        for seed_report in entry["final_test_per_seed"]:
+            assert seed_report["external"]["cells"] == len(ext_rows)
     with (out / "curves.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 * 2 * 3  # strategies x seeds x (rounds + 1)

@@ -198,3 +198,22 @@ def test_knn_predict_votes_by_nearest_neighbours() -> None:
     # k=5 everywhere: "a" holds the majority for both queries
     assert knn_predict(train, labels, test, k=5).tolist() == ["a", "a"]
     assert knn_macro_f1(train, labels, test, np.array(["a", "b"]), k=3) == 1.0
+
+
+def test_external_report_by_hand() -> None:
+    from learning.evaluation import external_report
+
+    # 20 neutrophils (15 right, 5 called blast), 3 basophils (1 right, 2 called eosinophil).
+    truth = ["neutrophil"] * 20 + ["basophil"] * 3
+    pred = ["neutrophil"] * 15 + ["blast"] * 5 + ["basophil", "eosinophil", "eosinophil"]
+    report = external_report(truth, pred)
+    assert report["cells"] == 23 and report["classes"] == ["basophil", "neutrophil"]
+    assert report["per_class_count"] == {"basophil": 3, "neutrophil": 20}
+    assert report["per_class_recall"] == pytest.approx({"basophil": 1 / 3, "neutrophil": 0.75})
+    # Over classes with >= 20 cells only neutrophil: F1 = 2 * 1 * 0.75 / 1.75.
+    assert report["classes_min20"] == ["neutrophil"]
+    assert report["macro_f1_min20"] == pytest.approx(2 * 0.75 / 1.75)
+    # Over both: basophil F1 = 2 * 1 * (1/3) / (4/3) = 0.5.
+    assert report["macro_f1_all"] == pytest.approx((0.5 + 2 * 0.75 / 1.75) / 2)
+    assert report["predicted_share"]["blast"] == pytest.approx(5 / 23)
+    assert external_report(["a"] * 3, ["a"] * 3)["macro_f1_min20"] is None
