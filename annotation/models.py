@@ -58,6 +58,14 @@ class Project(models.Model):
     query_batch_size = models.PositiveIntegerField(
         default=48, validators=[MinValueValidator(1), MaxValueValidator(500)]
     )
+    # Source-aware acquisition: adapting to a new site, the lead points the query at its cells.
+    query_source = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Query only cells of this source (a new site, say) while it has unlabelled cells; "
+        "empty: every source.",
+    )
     is_synthetic_demo = models.BooleanField(
         default=False, help_text="Cells were drawn by leukoloop itself, not taken from a microscope."
     )
@@ -110,6 +118,7 @@ class Project(models.Model):
         "label_budget",
         "query_strategy",
         "query_batch_size",
+        "query_source",
         "encoder_backbone",
         "encoder_pretrained",
         "ssl_method",

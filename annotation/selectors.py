@@ -300,3 +300,21 @@ def page_preferences(*, user: AnyUser) -> dict[str, Any]:
     stored = PagePreferences.objects.filter(user_id=int(user.pk or 0)).first()
     prefs = stored or PagePreferences()
     return {"tile_size": prefs.tile_size, "blind_mode": prefs.blind_mode}
+
+
+def project_sources(project: Project) -> list[str]:
+    """The sources the project's cells were imported with (empty ones left out), sorted."""
+    values = Cell.objects.filter(project=project).exclude(source="").values_list("source", flat=True)
+    return sorted(set(values))
+
+
+def check_query_source(project: Project | None, value: str) -> str:
+    """``value`` when it is empty or a source the project's cells carry; else ValueError naming them."""
+    if not value or project is None:
+        return value
+    sources = project_sources(project)
+    if value not in sources:
+        raise ValueError(
+            f"no cell of this project has the source {value!r} (sources: {', '.join(sources) or 'none'})"
+        )
+    return value

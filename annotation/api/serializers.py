@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 
 from annotation.models import Annotation, Cell, LabelClass, Project
 from annotation.roles import SEES_PROVENANCE, SEES_TRACEBACKS
+from annotation.selectors import check_query_source
 from jobs.models import Job
 from jobs.selectors import error_summary
 
@@ -214,3 +215,10 @@ class ProjectSettingsSerializer(serializers.ModelSerializer[Project]):
                 f"cannot be changed here: {', '.join(unknown)} (settings: {', '.join(self.fields)})"
             )
         return attrs
+
+    def validate_query_source(self, value: str) -> str:
+        # A misspelt source would query nothing of it without a word: it must be one the cells carry.
+        try:
+            return check_query_source(self.instance, value)
+        except ValueError as error:
+            raise ValidationError(str(error)) from error

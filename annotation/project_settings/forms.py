@@ -8,6 +8,7 @@ from django import forms
 from django.contrib.auth.models import User
 
 from annotation.models import Membership, Project
+from annotation.selectors import check_query_source, project_sources
 
 
 class ProjectSettingsForm(forms.ModelForm[Project]):
@@ -23,6 +24,16 @@ class ProjectSettingsForm(forms.ModelForm[Project]):
 
         # A list to choose from; the model field's validator still refuses anything else.
         self.fields["encoder_backbone"].widget = forms.Select(choices=[(n, n) for n in list_models()])
+        sources = project_sources(self.instance) if self.instance.pk else []
+        self.fields["query_source"].widget = forms.Select(
+            choices=[("", "every source"), *[(s, s) for s in sources]]
+        )
+
+    def clean_query_source(self) -> str:
+        try:
+            return check_query_source(self.instance, self.cleaned_data["query_source"])
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from error
 
 
 class MemberAddForm(forms.Form):

@@ -31,8 +31,16 @@ def choose(
     pool_annotated: np.ndarray,
     probs: np.ndarray | None,
     seed: int,
+    pool_sources: np.ndarray | None = None,
 ) -> Choice:
-    """Run the strategy over the pool. ``probs`` are the model's over ``pool_rows`` (None: no model)."""
+    """Run the strategy over the pool. ``probs`` are the model's over ``pool_rows`` (None: no model).
+
+    With the project's ``query_source`` set (adapting to a new site), the strategy runs over that
+    source's pool cells only, as long as some of them are unlabelled; then over the whole pool again."""
+    focus = focus_rows(project, pool_sources, pool_annotated)
+    if focus is not None:
+        pool_rows, pool_annotated = pool_rows[focus], pool_annotated[focus]
+        probs = probs[focus] if probs is not None else None
     pool_emb = embeddings[pool_rows]
     strategy = resolve_strategy(
         project.query_strategy, probs=probs, labelled_mask=pool_annotated, n_pool=len(pool_rows)
@@ -55,6 +63,18 @@ def choose(
         chosen.argmax(axis=1),
         chosen.max(axis=1),
     )
+
+
+def focus_rows(
+    project: Project, pool_sources: np.ndarray | None, pool_annotated: np.ndarray
+) -> np.ndarray | None:
+    """The positions of the pool the query is limited to (``Project.query_source``), or None for all."""
+    if not project.query_source or pool_sources is None:
+        return None
+    mask = pool_sources == project.query_source
+    if not (mask & ~pool_annotated).any():
+        return None  # nothing of that source left to label: the whole pool again
+    return np.flatnonzero(mask)
 
 
 def suggestion_classes(project: Project, columns: Sequence[str]) -> list[LabelClass | None]:

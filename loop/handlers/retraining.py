@@ -124,6 +124,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         pool_annotated=data.pool_annotated,
         probs=probs,
         seed=job.pk,
+        pool_sources=data.pool_sources,
     )
     lap("select")
     if fit:

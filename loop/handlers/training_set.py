@@ -25,6 +25,7 @@ class TrainingSet:
     # queried again, and counted as covered by the diversity strategies
     pool_annotated: np.ndarray
     missing_from_index: int  # cells imported after the index was built
+    pool_sources: np.ndarray  # the source of each pool row ("" when none was given)
 
 
 def rows_of(ids: np.ndarray, cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +76,7 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
     train_labels: list[str] = []
     annotation_ids: list[int] = []
     val_rows, val_labels, val_sources = [], [], []
-    pool_rows, pool_annotated = [], []
+    pool_rows, pool_annotated, pool_sources = [], [], []
     for row, cell_id, role, source in zip(rows, cell_ids, roles, sources, strict=True):
         state = states.get(int(cell_id))
         if role == Cell.Role.POOL:
@@ -87,6 +88,7 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
                 continue
             pool_rows.append(row)
             pool_annotated.append(state is not None or int(cell_id) in in_open_batch)
+            pool_sources.append(source or "")
         elif role == Cell.Role.VALIDATION:
             label = state.label if state is not None and state.status is LabelStatus.LABELLED else None
             label = label or refs.get(int(cell_id))
@@ -104,4 +106,5 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
         pool_rows=np.asarray(pool_rows, dtype=np.int64),
         pool_annotated=np.asarray(pool_annotated, dtype=bool),
         missing_from_index=int((~found).sum()),
+        pool_sources=np.asarray(pool_sources, dtype=str),
     )

@@ -1,0 +1,117 @@
+"""Source-aware acquisition on real cells: a lead points the query at a new site's cells (imported as
+another source); the next batches hold only that source's cells while some are unlabelled, then the
+whole pool again. A source no cell carries is refused by the API and the settings page."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from annotation.importing.service import LabelMode, import_cells
+from annotation.models import Cell, Membership, Project
+from annotation.services.annotations import annotation_create
+from annotation.services.memberships import membership_set
+from jobs.models import Job
+from jobs.services import job_create
+from loop.models import QueryBatch
+from loop.services.batches import batch_submit
+from tests.conftest import run_queued_jobs
+
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
+
+NEW_SITE = 15  # cells of the new site; the loop project's batches hold 12
+
+
+@pytest.fixture(autouse=True)
+def _artifacts(settings: Any, tmp_path: Path) -> None:
+    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def import_new_site(project: Project, data_dir: Path, tmp_path: Path) -> None:
+    source = data_dir.parent / "external_bccd"
+    if not (source / "manifest.csv").is_file():
+        pytest.skip("../shared/data/external_bccd is not there")
+    with (source / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[::20][:NEW_SITE]
+    root = tmp_path / "site"
+    for row in rows:
+        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / row["path"], root / row["path"])
+    with (root / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert (
+        import_cells(project=project, source=root / "manifest.csv", labels=LabelMode.REFERENCE).imported
+        == NEW_SITE
+    )
+
+
+def batch_sources(number: int, project: Project) -> list[str]:
+    batch = QueryBatch.objects.get(project=project, number=number)
+    return [item.cell.source for item in batch.items.select_related("cell")]
+
+
+def label_and_submit(number: int, project: Project, annotator: User) -> None:
+    batch = QueryBatch.objects.get(project=project, number=number)
+    for item in batch.items.select_related("cell__reference_label"):
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+
+
+def test_the_query_follows_the_new_site_while_it_has_unlabelled_cells(
+    loop_project: Project, lead: User, annotator: User, data_dir: Path, tmp_path: Path
+) -> None:
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    import_new_site(loop_project, data_dir, tmp_path)
+    api = f"/api/projects/{loop_project.pk}/"
+
+    def patch(value: str) -> Any:
+        return client_for(lead).patch(
+            api, json.dumps({"query_source": value}), content_type="application/json"
+        )
+
+    refused = patch("bccdx")
+    assert refused.status_code == 400 and "bccd" in json.dumps(refused.json())
+    assert patch("bccd").status_code == 200
+    loop_project.refresh_from_db()
+    assert loop_project.query_source == "bccd"
+
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    run_queued_jobs()
+    first = batch_sources(1, loop_project)
+    assert first == ["bccd"] * 12
+    label_and_submit(1, loop_project, annotator)
+    # Three new-site cells are left: the next batch holds them and nothing else.
+    assert batch_sources(2, loop_project) == ["bccd"] * (NEW_SITE - 12)
+    label_and_submit(2, loop_project, annotator)
+    # Every new-site cell is labelled: the whole pool again.
+    third = batch_sources(3, loop_project)
+    assert len(third) == 12 and "bccd" not in third
+    assert Cell.objects.filter(project=loop_project, source="bccd", annotations__isnull=True).count() == 0
+
+    # The settings page offers the project's sources and refuses another.
+    page = client_for(lead).get(f"/projects/{loop_project.pk}/settings/").content.decode()
+    assert '<option value="bccd" selected>bccd</option>' in page
+    assert '<option value="pbc">pbc</option>' in page
+
+
+def test_without_a_source_the_query_is_unchanged(loop_project: Project, lead: User) -> None:
+    assert loop_project.query_source == ""
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    run_queued_jobs()
+    assert len(batch_sources(1, loop_project)) == 12
