@@ -126,18 +126,24 @@ def annotation_summary(annotation: Annotation) -> dict[str, Any]:
     }
 
 
+def current_annotations_by_cell(*, cell_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each cell's current annotations (oldest first), as the review queue shows them."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for a in (
+        Annotation.objects.filter(cell_id__in=cell_ids, superseded_by__isnull=True)
+        .select_related("label", "annotator")
+        .order_by("pk")
+    ):
+        found.setdefault(a.cell_id, []).append(annotation_summary(a))
+    return found
+
+
 def review_queue(*, project: Project, limit: int = 100, blind: bool = False) -> list[dict[str, Any]]:
     """The cells waiting for a reviewer's decision with their current labels and the model's suggestion,
     which is withheld (``suggestion_withheld: "blind"``) for a reviewer in blind mode."""
     ids = review_queue_ids(project=project)[:limit]
     states = cell_labels(project=project, cell_ids=ids)
-    annotations: dict[int, list[dict[str, Any]]] = {}
-    for a in (
-        Annotation.objects.filter(cell_id__in=ids, superseded_by__isnull=True)
-        .select_related("label", "annotator")
-        .order_by("pk")
-    ):
-        annotations.setdefault(a.cell_id, []).append(annotation_summary(a))
+    annotations = current_annotations_by_cell(cell_ids=ids)
     suggestions = {} if blind else latest_suggestions(cell_ids=ids)
     queue = [
         {
@@ -183,13 +189,7 @@ def suspected_entries(
         .order_by("rank", "pk")[:limit]
     )
     ids = [f.cell_id for f in flags]
-    annotations: dict[int, list[dict[str, Any]]] = {}
-    for a in (
-        Annotation.objects.filter(cell_id__in=ids, superseded_by__isnull=True)
-        .select_related("label", "annotator")
-        .order_by("pk")
-    ):
-        annotations.setdefault(a.cell_id, []).append(annotation_summary(a))
+    annotations = current_annotations_by_cell(cell_ids=ids)
     entries = []
     for flag in flags:
         suggestion = {

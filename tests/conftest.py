@@ -131,6 +131,29 @@ def make_manifest(data_dir: Path, manifest_rows: list[dict[str, str]], tmp_path:
     return write
 
 
+def import_external_cells(project: Any, data_dir: Path, folder: Path, n: int, *, every: int = 20) -> None:
+    """Import ``n`` cells of another lab (every ``every``-th of ../shared/data/external_bccd, source
+    ``bccd``, reference labels), copied into ``folder`` as a user's own folder would be."""
+    import pytest
+
+    from annotation.importing.service import LabelMode, import_cells
+
+    source = data_dir.parent / "external_bccd"
+    if not (source / "manifest.csv").is_file():
+        pytest.skip("../shared/data/external_bccd is not there")
+    with (source / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[::every][:n]
+    for row in rows:
+        (folder / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / row["path"], folder / row["path"])
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = import_cells(project=project, source=folder / "manifest.csv", labels=LabelMode.REFERENCE)
+    assert report.imported == len(rows) == n, report
+
+
 # --- Users ----------------------------------------------------------------------------------------
 
 

@@ -5,8 +5,6 @@ index's embeddings, and without a model the page says why there is no report."""
 
 from __future__ import annotations
 
-import csv
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +13,13 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from annotation.importing.service import LabelMode, import_cells
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Membership, Project
 from annotation.services.memberships import membership_set
 from dashboard.shift import shift_report
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion
+from tests.conftest import import_external_cells
 from tests.dashboard import run_loop
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
@@ -32,29 +30,11 @@ def _artifacts(settings: Any, tmp_path: Path) -> None:
     settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
 
 
-def import_other_lab(project: Project, data_dir: Path, tmp_path: Path, n: int = 15) -> None:
-    source = data_dir.parent / "external_bccd"
-    if not (source / "manifest.csv").is_file():
-        pytest.skip("../shared/data/external_bccd is not there")
-    with (source / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))[::20][:n]
-    root = tmp_path / "bccd"
-    for row in rows:
-        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / row["path"], root / row["path"])
-    with (root / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    report = import_cells(project=project, source=root / "manifest.csv", labels=LabelMode.REFERENCE)
-    assert report.imported == len(rows), report
-
-
 def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_count(
     loop_project: Project, annotator: User, lead: User, data_dir: Path, tmp_path: Path
 ) -> None:
     membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
-    import_other_lab(loop_project, data_dir, tmp_path)
+    import_external_cells(loop_project, data_dir, tmp_path / "bccd", 15)
     run_loop(loop_project, annotator, batches=1)
     data = shift_report(loop_project)
     sources = set(Cell.objects.filter(project=loop_project).values_list("source", flat=True))

@@ -4,9 +4,7 @@ whole pool again. A source no cell carries is refused by the API and the setting
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,6 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from annotation.importing.service import LabelMode, import_cells
 from annotation.models import Cell, Membership, Project
 from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
@@ -22,7 +19,7 @@ from jobs.models import Job
 from jobs.services import job_create
 from loop.models import QueryBatch
 from loop.services.batches import batch_submit
-from tests.conftest import run_queued_jobs
+from tests.conftest import import_external_cells, run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
 
@@ -38,26 +35,6 @@ def client_for(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-def import_new_site(project: Project, data_dir: Path, tmp_path: Path) -> None:
-    source = data_dir.parent / "external_bccd"
-    if not (source / "manifest.csv").is_file():
-        pytest.skip("../shared/data/external_bccd is not there")
-    with (source / "manifest.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))[::20][:NEW_SITE]
-    root = tmp_path / "site"
-    for row in rows:
-        (root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / row["path"], root / row["path"])
-    with (root / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    assert (
-        import_cells(project=project, source=root / "manifest.csv", labels=LabelMode.REFERENCE).imported
-        == NEW_SITE
-    )
 
 
 def batch_sources(number: int, project: Project) -> list[str]:
@@ -77,7 +54,7 @@ def test_the_query_follows_the_new_site_while_it_has_unlabelled_cells(
     loop_project: Project, lead: User, annotator: User, data_dir: Path, tmp_path: Path
 ) -> None:
     membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
-    import_new_site(loop_project, data_dir, tmp_path)
+    import_external_cells(loop_project, data_dir, tmp_path / "site", NEW_SITE)
     api = f"/api/projects/{loop_project.pk}/"
 
     def patch(value: str) -> Any:
