@@ -123,20 +123,33 @@ class SuggestionRule:
         return None
 
 
+@dataclass(frozen=True)
+class SentSuggestion:
+    name: str | None
+    confidence: float | None
+    withheld: str | None  # why it is not sent: "blind", "low_confidence", or None
+
+
+def sent_suggestion(item: QueryItem, rule: SuggestionRule | None) -> SentSuggestion:
+    """What of the item's suggestion a reader under ``rule`` (None: no restriction) is sent. A withheld
+    suggestion is not sent at all (blind mode, below the lead's threshold): the page cannot show it, nor
+    can Enter accept it; nor one of a class retired since the batch was built (it cannot be labelled)."""
+    withheld = rule.withheld(item) if rule is not None else None
+    if withheld is None and item.suggestion is not None and item.suggestion.is_active:
+        return SentSuggestion(item.suggestion.name, item.confidence, None)
+    return SentSuggestion(None, None, withheld)
+
+
 def _item_summary(item: QueryItem, mine: Annotation | None, rule: SuggestionRule) -> dict[str, Any]:
-    # A withheld suggestion is not sent at all: the page cannot show it, nor can Enter accept it.
-    withheld = rule.withheld(item)
-    shown = withheld is None and item.suggestion is not None and item.suggestion.is_active
+    sent = sent_suggestion(item, rule)
     return {
         "cell": item.cell_id,
         "rank": item.rank,
         "image_url": f"/cells/{item.cell_id}/image",
         "score": item.score,
-        # A withheld suggestion is not sent at all (blind mode, below the lead's threshold), nor one of a
-        # class retired since the batch was built (it cannot be labelled).
-        "suggestion": item.suggestion.name if shown and item.suggestion else None,
-        "confidence": item.confidence if shown else None,
-        "suggestion_withheld": withheld,
+        "suggestion": sent.name,
+        "confidence": sent.confidence,
+        "suggestion_withheld": sent.withheld,
         "skipped": item.skipped_at is not None,
         "mine": annotation_summary(mine) if mine is not None else None,
     }

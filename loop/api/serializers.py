@@ -10,7 +10,7 @@ from rest_framework import serializers
 from annotation.api.responses import SUGGESTION_WITHHELD
 from annotation.api.serializers import AnnotationSerializer
 from loop.models import ModelVersion, QueryBatch, QueryItem
-from loop.state import SuggestionRule
+from loop.state import SentSuggestion, sent_suggestion
 
 
 class ModelVersionSerializer(serializers.ModelSerializer[ModelVersion]):
@@ -102,27 +102,23 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
             "mine",
         ]
 
-    def _withheld(self, item: QueryItem) -> str | None:
-        # The same rule as the labelling page's own state: a blind-mode user or a suggestion below the
-        # lead's threshold gets no suggestion from this endpoint either (``rule`` in the context).
-        rule: SuggestionRule | None = self.context.get("rule")
-        return rule.withheld(item) if rule is not None else None
+    def _sent(self, item: QueryItem) -> SentSuggestion:
+        # The labelling page's own rule (``rule`` in the context): a blind-mode user or a suggestion
+        # below the lead's threshold gets no suggestion from this endpoint either.
+        return sent_suggestion(item, self.context.get("rule"))
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_suggestion(self, item: QueryItem) -> str | None:
-        # Nor one of a class retired since the batch was built: it cannot be labelled.
-        if self._withheld(item) is not None or item.suggestion is None or not item.suggestion.is_active:
-            return None
-        return item.suggestion.name
+        return self._sent(item).name
 
     @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_confidence(self, item: QueryItem) -> float | None:
-        return None if self._withheld(item) is not None else item.confidence
+        return self._sent(item).confidence
 
     @extend_schema_field(serializers.ChoiceField(choices=SUGGESTION_WITHHELD, allow_null=True))
     def get_suggestion_withheld(self, item: QueryItem) -> str | None:
         """Why the suggestion is not sent: the caller's blind mode or the lead's confidence threshold."""
-        return self._withheld(item)
+        return self._sent(item).withheld
 
     def get_skipped(self, item: QueryItem) -> bool:
         return item.skipped_at is not None
