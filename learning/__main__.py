@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 
 from learning.data import CellRecord, data_hash, read_manifest, stratified_split
+from learning.imaging import CROP_MODES
 from learning.query import STRATEGIES
+
+# What a benchmark's images are cropped to unless told: a new project's default (annotation.Project).
+DEFAULT_CROP = "cell"
 
 COMMANDS = ("pretrain", "embed", "split", "benchmark", "bench-query")
 
@@ -35,6 +39,7 @@ def encoder_spec(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             "backbone": meta.get("backbone"),
             "method": meta.get("method"),
             "image_size": args.image_size or meta.get("image_size"),
+            "crop": args.crop or meta.get("crop", "centre"),
         }
     from models_zoo import create_model
 
@@ -44,6 +49,7 @@ def encoder_spec(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "backbone": args.backbone,
         "method": None,
         "image_size": args.image_size,
+        "crop": args.crop or DEFAULT_CROP,
     }
 
 
@@ -58,7 +64,9 @@ def embed_records(
     encoder_id = (
         hashlib.sha256(Path(args.encoder).read_bytes()).hexdigest()[:12] if args.encoder else info["encoder"]
     )
-    key = hashlib.sha256(f"{encoder_id}|{image_size}|{data_hash(records)}".encode()).hexdigest()[:16]
+    crop = str(info["crop"])
+    geometry = f"{image_size}" if crop == "centre" else f"{image_size}|{crop}"  # old cache keys still hit
+    key = hashlib.sha256(f"{encoder_id}|{geometry}|{data_hash(records)}".encode()).hexdigest()[:16]
     if cache_dir is not None and (cache_dir / key / "embeddings.npy").exists():
         _ids, emb, meta = load_embeddings(cache_dir / key)
         return emb, {**info, "image_size": image_size, "seconds": meta.get("seconds", 0.0), "cached": True}
@@ -67,6 +75,7 @@ def embed_records(
         model,
         records,
         image_size=image_size,
+        crop=crop,
         batch_size=args.batch_size,
         num_workers=args.workers,
         progress=True,
@@ -89,6 +98,13 @@ def add_encoder_options(parser: argparse.ArgumentParser) -> None:
         "--pretrained", action="store_true", help="use the backbone's shipped ImageNet weights"
     )
     parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        default=None,
+        help=f"what of each image the encoder sees (learning.imaging.square_box); default the checkpoint's, "
+        f"else {DEFAULT_CROP!r} as a new project (runs before the cell crop existed used 'centre')",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
 
@@ -335,8 +351,9 @@ def finetune_benchmark(
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     size = int(pool_info["image_size"])
     t0 = time.perf_counter()
-    pool_images = CellImageDataset(pool, size).preload(cache_dir=args.image_cache, progress=True)
-    test_images = CellImageDataset(test, size).preload(cache_dir=args.image_cache, progress=True)
+    crop = str(pool_info["crop"])
+    pool_images = CellImageDataset(pool, size, crop=crop).preload(cache_dir=args.image_cache, progress=True)
+    test_images = CellImageDataset(test, size, crop=crop).preload(cache_dir=args.image_cache, progress=True)
     preload_s = time.perf_counter() - t0
     semi = (
         SemiSupervised(threshold=args.semi_threshold, lambda_u=args.lambda_u, ratio=args.semi_ratio)

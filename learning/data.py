@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from learning.attributes import WBCATT_NAMES
-from learning.imaging import preprocess
+from learning.imaging import CELL_CROP_SCALE, preprocess
 from learning.manifest import ManifestError, ManifestRow, check_header, parse_row
 from learning.transforms import gray_world as gray_world_normalize
 
@@ -221,14 +221,21 @@ def sample_per_class(records: Sequence[CellRecord], per_class: int, *, seed: int
     return [records[i] for i in sorted(keep)]
 
 
-def load_image(path: str | Path | io.BytesIO, size: int, *, gray_world: bool = True) -> Tensor:
-    """Decode one image: centre square crop, resize to ``size`` (:func:`learning.imaging.preprocess`),
-    optional gray-world normalisation.
+def load_image(
+    path: str | Path | io.BytesIO,
+    size: int,
+    *,
+    gray_world: bool = True,
+    crop: str = "centre",
+    cell_scale: float = CELL_CROP_SCALE,
+) -> Tensor:
+    """Decode one image: square crop (the centre's, or the cell's with ``crop="cell"``), resize to
+    ``size`` (:func:`learning.imaging.preprocess`), optional gray-world normalisation.
 
     Returns:
         uint8 tensor (3, size, size).
     """
-    x = preprocess(path, size)
+    x = preprocess(path, size, crop=crop, cell_scale=cell_scale)
     return gray_world_normalize(x) if gray_world else x
 
 
@@ -242,16 +249,27 @@ class CellImageDataset(Dataset[tuple[Tensor, int]]):
         records: the cells.
         image_size: side S of the square output.
         gray_world: apply gray-world colour normalisation when decoding.
+        crop: ``"centre"`` square or the ``"cell"``'s (:func:`learning.imaging.decode_square`).
+        cell_scale: the cell crop's side as a multiple of the nucleus' diameter.
         cache: keep decoded images in memory (filled lazily in this process, or all at once by
             :meth:`preload`; with DataLoader workers call :meth:`preload` first, worker copies are lost).
     """
 
     def __init__(
-        self, records: Sequence[CellRecord], image_size: int, *, gray_world: bool = True, cache: bool = False
+        self,
+        records: Sequence[CellRecord],
+        image_size: int,
+        *,
+        gray_world: bool = True,
+        cache: bool = False,
+        crop: str = "centre",
+        cell_scale: float = CELL_CROP_SCALE,
     ) -> None:
         self.records = list(records)
         self.image_size = image_size
         self.gray_world = gray_world
+        self.crop = crop
+        self.cell_scale = cell_scale
         self.cache = cache
         self._images: Tensor | None = None
         self._have: np.ndarray | None = None
@@ -260,7 +278,13 @@ class CellImageDataset(Dataset[tuple[Tensor, int]]):
         return len(self.records)
 
     def _decode(self, i: int) -> Tensor:
-        return load_image(self.records[i].path, self.image_size, gray_world=self.gray_world)
+        return load_image(
+            self.records[i].path,
+            self.image_size,
+            gray_world=self.gray_world,
+            crop=self.crop,
+            cell_scale=self.cell_scale,
+        )
 
     def _ensure_storage(self) -> tuple[Tensor, np.ndarray]:
         if self._images is None or self._have is None:
@@ -286,7 +310,8 @@ class CellImageDataset(Dataset[tuple[Tensor, int]]):
     def cache_file(self, cache_dir: str | Path) -> Path:
         """Where :meth:`preload` keeps the decoded tensor; keyed by data hash, size and preprocessing."""
         gw = "-grayworld" if self.gray_world else ""
-        return Path(cache_dir) / f"cells-{data_hash(self.records)}-{self.image_size}px{gw}.u8.npy"
+        crop = f"-cell{self.cell_scale:g}" if self.crop == "cell" else ""
+        return Path(cache_dir) / f"cells-{data_hash(self.records)}-{self.image_size}px{gw}{crop}.u8.npy"
 
     def preload(
         self, *, num_threads: int | None = None, cache_dir: str | Path | None = None, progress: bool = False

@@ -66,6 +66,7 @@ def extract_embeddings(
     num_workers: int = 0,
     device: str | torch.device | None = None,
     gray_world: bool = True,
+    crop: str = "centre",
     normalize: bool = True,
     channels_last: bool | None = None,
     progress: bool = False,
@@ -90,7 +91,7 @@ def extract_embeddings(
     else:
         if image_size is None:
             raise ValueError("image_size is required when passing records")
-        dataset = CellImageDataset(list(data), image_size, gray_world=gray_world)
+        dataset = CellImageDataset(list(data), image_size, gray_world=gray_world, crop=crop)
     dev = resolve_device(device)
     use_cl = dev.type == "cpu" if channels_last is None else channels_last
     was_training = model.training

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from learning.calibration import TemperatureScaled
 from learning.classifiers import AlignedClassifier
-from learning.imaging import GEOMETRY_STEPS, readme_source
+from learning.imaging import CELL_CROP_SCALE, CELL_CROP_STEP, GEOMETRY_STEPS, readme_source
 from learning.saliency import linear_head_from_classifier
 from learning.transforms import gray_world as gray_world_normalize
 from learning.transforms import to_float
@@ -135,16 +135,19 @@ def classifier_to_torchscript(
     return build_torchscript(backbone, head, image_size, gray_world=gray_world)
 
 
-def preprocessing_spec(image_size: int, *, gray_world: bool = True) -> dict[str, Any]:
+def preprocessing_spec(image_size: int, *, gray_world: bool = True, crop: str = "centre") -> dict[str, Any]:
     """What the caller does before the model, and what the model does itself."""
+    steps = dict(GEOMETRY_STEPS) | ({"crop": CELL_CROP_STEP} if crop == "cell" else {})
     return {
         "image_size": image_size,
+        "crop": crop,
+        "cell_scale": CELL_CROP_SCALE,
         "input": {
             "shape": ["B", 3, image_size, image_size],
             "layout": "NCHW, RGB",
             "dtype": "uint8 in [0, 255] (preferred; as the platform) or float32 in [0, 1]",
         },
-        "caller": {**GEOMETRY_STEPS, "code": "preprocess() in README.md"},
+        "caller": {**steps, "code": "preprocess() in README.md"},
         "model": {
             "gray_world": {
                 "applied_in_model": gray_world,
@@ -162,29 +165,37 @@ _LOAD_BUNDLE: Final = """\
 def load_bundle(zip_path):
     with zipfile.ZipFile(zip_path) as bundle:
         labels = json.loads(bundle.read("labels.json"))["classes"]
-        size = json.loads(bundle.read("preprocessing.json"))["image_size"]
+        spec = json.loads(bundle.read("preprocessing.json"))
         with bundle.open("model.pt") as handle:
             model = torch.jit.load(io.BytesIO(handle.read()), map_location="cpu")
-    return model.eval(), labels, size
+    geometry = {"size": spec["image_size"], "crop": spec.get("crop", "centre"),
+                "cell_scale": spec.get("cell_scale", 2.0)}
+    return model.eval(), labels, geometry
 """
 
 _PREDICT: Final = """\
-def predict(model, paths, size):
-    batch = torch.stack([preprocess(p, size) for p in paths])  # uint8 (B, 3, S, S)
+def predict(model, paths, geometry):
+    batch = torch.stack([preprocess(p, **geometry) for p in paths])  # uint8 (B, 3, S, S)
     with torch.no_grad():
         return model(batch)  # (B, C) probabilities
 """
 
 
-def readme_text(image_size: int, classes: Sequence[str]) -> str:
+def readme_text(image_size: int, classes: Sequence[str], *, crop: str = "centre") -> str:
     """The bundle's README: how to run the model with plain torch (a test runs this very code).
 
     Its preprocessing is :mod:`learning.imaging`'s source, so it cannot drift from the platform's.
     """
     code = f"import io\nimport json\nimport zipfile\n{readme_source()}\n\n{_LOAD_BUNDLE}\n\n{_PREDICT}"
+    what = (
+        f"a square around the cell's nucleus, {CELL_CROP_SCALE:g} times its diameter"
+        if crop == "cell"
+        else "the centre square"
+    )
     return f"""# leukoloop classifier (TorchScript)
 
-Input: RGB crops of one white blood cell, centre-square-cropped and resized to {image_size} px.
+Input: RGB images of one white blood cell; `preprocess` takes {what} and resizes it to
+{image_size} px, as the platform did when it trained the model.
 Output: probabilities over {len(classes)} classes, in the order of `labels.json`.
 Gray-world colour normalisation and the pixel mean/std normalisation happen inside the model; see
 `preprocessing.json`. Needs Python 3.10 or later and only `torch`, `numpy` and `Pillow`:
@@ -192,8 +203,8 @@ Gray-world colour normalisation and the pixel mean/std normalisation happen insi
 ```python
 {code}```
 
-Example: `model, labels, size = load_bundle("model.zip")`, then
-`probs = predict(model, ["cell.jpg"], size)` and `labels[int(probs[0].argmax())]`.
+Example: `model, labels, geometry = load_bundle("model.zip")`, then
+`probs = predict(model, ["cell.jpg"], geometry)` and `labels[int(probs[0].argmax())]`.
 """
 
 
@@ -210,6 +221,7 @@ def write_bundle(
     image_size: int,
     *,
     gray_world: bool = True,
+    crop: str = "centre",
     metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model.pt``, ``labels.json``, ``preprocessing.json`` and ``README.md`` into a zip at
@@ -226,9 +238,10 @@ def write_bundle(
         bundle.writestr(MODEL_FILE, buffer.getvalue())
         bundle.writestr(LABELS_FILE, json.dumps(labels, indent=2))
         bundle.writestr(
-            PREPROCESSING_FILE, json.dumps(preprocessing_spec(image_size, gray_world=gray_world), indent=2)
+            PREPROCESSING_FILE,
+            json.dumps(preprocessing_spec(image_size, gray_world=gray_world, crop=crop), indent=2),
         )
-        bundle.writestr(README_FILE, readme_text(image_size, classes))
+        bundle.writestr(README_FILE, readme_text(image_size, classes, crop=crop))
     os.replace(tmp, path)
     return path
 

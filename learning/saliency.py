@@ -372,6 +372,32 @@ def heat_overlay_png(
     return buffer.getvalue()
 
 
+def heat_in_frame(heat: np.ndarray, frame: tuple[int, int], box: tuple[int, int, int]) -> np.ndarray:
+    """A heat map computed on a square part of an image, placed back in the whole image's frame.
+
+    The model may see only the cell's square of a file (:func:`learning.imaging.square_box`); the page
+    lays the overlay over the whole file, so the map goes where its square came from, at the map's own
+    resolution, and is 0 elsewhere.
+
+    Args:
+        heat: (S, S) map of the square.
+        frame: (width, height) of the image the box refers to.
+        box: (left, top, side) of the square in that image.
+
+    Returns:
+        (round(height * S / side), round(width * S / side)) float32.
+    """
+    s = heat.shape[0]
+    width, height = frame
+    left, top, side = box
+    f = s / side
+    out = np.zeros((max(1, round(height * f)), max(1, round(width * f))), dtype=np.float32)
+    y0, x0 = round(top * f), round(left * f)
+    part = out[y0 : y0 + s, x0 : x0 + s]  # a rounding pixel may fall off the far edge
+    part[...] = heat[: part.shape[0], : part.shape[1]]
+    return out
+
+
 __all__ = [
     "OUTLINE_LEVEL",
     "OUTLINE_RGB",
@@ -381,6 +407,7 @@ __all__ = [
     "CellClassifierModule",
     "SaliencyMethod",
     "feature_layer",
+    "heat_in_frame",
     "heat_overlay_png",
     "linear_head_from_classifier",
     "overlay_png",

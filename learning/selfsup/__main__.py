@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from learning.data import default_data_dir, read_manifest
+from learning.imaging import CROP_MODES
 from learning.selfsup.config import PretrainConfig
 from learning.selfsup.methods import METHODS
 from learning.selfsup.train import pretrain
@@ -41,6 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backbone-kw", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--method-kw", nargs="*", default=[], metavar="KEY=VALUE")
     p.add_argument("--image-size", type=int, default=None)
+    p.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        default="centre",
+        help="what of each image the encoder sees (learning.imaging.square_box); must match --resume's",
+    )
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -61,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backbone_kwargs=_key_values(a.backbone_kw) or None,
         method_kwargs=_key_values(a.method_kw) or None,
         image_size=a.image_size,
+        crop=a.crop,
         epochs=a.epochs,
         minutes=a.minutes,
         batch_size=a.batch_size,

@@ -39,6 +39,8 @@ class PretrainConfig:
         schedule: ``"cosine"`` or ``"constant"`` after a linear warm-up over the first ``warmup``
             fraction of the budget (:func:`learning.training.lr_factor`).
         gray_world: gray-world colour normalisation when decoding (must match a resumed checkpoint).
+        crop: ``"centre"`` square or the ``"cell"``'s (:func:`learning.imaging.square_box`; must match
+            a resumed checkpoint).
         seed: seeds the model's initialisation, the batches and the augmentation.
         device: default CUDA when available, else CPU with ``num_threads`` (default all cores) threads.
         channels_last: NHWC memory layout (default on CPU, where oneDNN convolutions run faster with it).
@@ -59,6 +61,7 @@ class PretrainConfig:
     schedule: str = "cosine"
     warmup: float = 0.02
     gray_world: bool = True
+    crop: str = "centre"
     seed: int = 0
     device: str | torch.device | None = None
     num_threads: int | None = None
@@ -110,6 +113,10 @@ def resolve_settings(config: PretrainConfig, checkpoint_meta: Mapping[str, Any] 
         raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
     if checkpoint_meta is not None and prev.get("gray_world", config.gray_world) != config.gray_world:
         raise ValueError(f"resume: gray_world={config.gray_world} differs from the checkpoint's setting")
+    if checkpoint_meta is not None and prev.get("crop", "centre") != config.crop:
+        raise ValueError(
+            f"resume: crop={config.crop!r} differs from the checkpoint's {prev.get('crop', 'centre')!r}"
+        )
     # ImageNet-initialised weights only need nudging: a tenth of the method's rate.
     default_lr = METHODS[method].default_lr * (0.1 if backbone_kwargs.get("pretrained") else 1.0)
     lr = config.lr if config.lr is not None else float(prev.get("lr", default_lr))

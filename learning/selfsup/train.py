@@ -98,7 +98,9 @@ def pretrain(
         if ckpt is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
         # Data: decode once into a uint8 (N, 3, S, S) tensor; batches are random rows of it.
-        dataset = CellImageDataset(records, settings.image_size, gray_world=config.gray_world, cache=True)
+        dataset = CellImageDataset(
+            records, settings.image_size, gray_world=config.gray_world, crop=config.crop, cache=True
+        )
         images = dataset.preload(cache_dir=config.cache_dir, progress=progress)
         dhash = data_hash(records)
         if ckpt is not None and prev.get("data_hash") != dhash:
@@ -178,6 +180,7 @@ def _initial_meta(
         "method_kwargs": settings.method_kwargs,
         "image_size": settings.image_size,
         "gray_world": config.gray_world,
+        "crop": config.crop,
         "augment": augment_config(config.augment).to_dict() | {"preset": config.augment},
         "batch_size": settings.batch_size,
         "lr": settings.lr,

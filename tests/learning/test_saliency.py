@@ -22,6 +22,7 @@ from learning.saliency import (
     OVERLAY_CMAP,
     CellClassifierModule,
     feature_layer,
+    heat_in_frame,
     heat_overlay_png,
     linear_head_from_classifier,
     overlay_png,
@@ -293,3 +294,16 @@ def test_page_legend_draws_the_overlays_colour_scale() -> None:
     assert mark is not None
     assert int(mark.group(1)) / 100 == OUTLINE_LEVEL
     assert tuple(int(x) for x in mark.groups()[1:]) == OUTLINE_RGB
+
+
+def test_a_square_s_map_goes_back_where_the_square_came_from() -> None:
+    """A 16 px map of the 80 px square at (30, 10) of a 200 x 120 image: the frame is 40 x 24 at the
+    map's scale, the map sits at (6, 2) and the rest is 0."""
+    heat = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    framed = heat_in_frame(heat, (200, 120), (30, 10, 80))
+    assert framed.shape == (24, 40)
+    assert np.array_equal(framed[2:18, 6:22], heat)
+    framed[2:18, 6:22] = 0
+    assert not framed.any()
+    edge = heat_in_frame(heat, (81, 81), (1, 1, 80))  # rounding may put the square's last pixel outside
+    assert edge.shape == (16, 16) and np.array_equal(edge, heat)
