@@ -87,6 +87,16 @@ class Project(models.Model):
     image_size = models.PositiveIntegerField(
         default=64, validators=[MinValueValidator(16), MaxValueValidator(512)], help_text="Side in pixels."
     )
+    # Cell-centred by default: labs crop their cells with different margins at different magnifications,
+    # and a centre crop lets the model learn "how a lab crops" as a class (bench/cell_crop.py).
+    input_crop = models.CharField(
+        max_length=8,
+        choices=[("cell", "Cell-centred, scaled to the nucleus"), ("centre", "Centre square of the file")],
+        default="cell",
+        help_text="What of each image the model sees: a square around the cell's nucleus at a fixed "
+        "multiple of its size (the same picture whichever lab cropped it), or the file's centre square. "
+        "Takes effect with the next encoder; the original images are never changed.",
+    )
     pretrain_minutes = models.FloatField(
         default=10.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(24 * 60.0)],
@@ -123,6 +133,7 @@ class Project(models.Model):
         "encoder_pretrained",
         "ssl_method",
         "image_size",
+        "input_crop",
         "pretrain_minutes",
         "classifier_kind",
         "finetune_every",

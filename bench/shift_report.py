@@ -33,13 +33,14 @@ from learning.calibration import TemperatureScaled, calibrate  # noqa: E402
 from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class  # noqa: E402
 from learning.embeddings import extract_embeddings  # noqa: E402
+from learning.imaging import CROP_MODES  # noqa: E402
 from learning.index import EmbeddingIndex  # noqa: E402
 from learning.shift import ShiftReference, reference_median_distance, source_shift  # noqa: E402
 from models_zoo import create_model  # noqa: E402
 
 
-def embed(model: torch.nn.Module, records: list[CellRecord], size: int) -> np.ndarray:
-    dataset = CellImageDataset(records, size)
+def embed(model: torch.nn.Module, records: list[CellRecord], size: int, crop: str) -> np.ndarray:
+    dataset = CellImageDataset(records, size, crop=crop)
     dataset.preload()
     return extract_embeddings(model, dataset)
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation", type=int, default=30)
     parser.add_argument("--held-out", type=int, default=400, help="unlabelled cells per training source")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--crop", choices=CROP_MODES, default="cell", help="a new project's default: cell")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -73,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model = create_model("efficientnet_lite0", pretrained=True).eval()
     torch.manual_seed(0)
-    emb_labelled = embed(model, labelled, args.image_size)
-    emb_validation = embed(model, validation, args.image_size)
+    emb_labelled = embed(model, labelled, args.image_size, args.crop)
+    emb_validation = embed(model, validation, args.image_size, args.crop)
     classes = sorted({str(r.label) for r in records})
     y = np.array([str(r.label) for r in labelled])
     base = AlignedClassifier(classes, "logreg").fit(emb_labelled, y)
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
     next_id = len(labelled)
     for name, group in groups.items():
-        emb = embed(model, group, args.image_size)
+        emb = embed(model, group, args.image_size, args.crop)
         group_ids = np.arange(next_id, next_id + len(group), dtype=np.int64)  # none is a labelled cell
         next_id += len(group)
         probs = np.asarray(clf.predict_proba(emb))
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([".venv/bin/python", "bench/shift_report.py", *(argv or sys.argv[1:])]),
         "measured_at": datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "encoder": f"efficientnet_lite0 ImageNet, {args.image_size} px",
+        "encoder": f"efficientnet_lite0 ImageNet, {args.image_size} px, {args.crop} crop",
         "labelled": len(labelled),
         "validation": len(validation),
         "temperature": calibration.temperature,

@@ -370,7 +370,7 @@ def write_torchscript(project: Project, out: Path, progress: Progress) -> dict[s
     """The latest classifier version with its encoder as one TorchScript bundle (see learning.export)."""
     from learning.export import classifier_to_torchscript, write_bundle
     from loop.handlers.artifacts import classifier, index_embeddings
-    from loop.handlers.encoders import load_backbone
+    from loop.handlers.encoders import encoder_crop, load_backbone
     from loop.selectors import latest_version
 
     version = latest_version(project, ModelVersion.Kind.CLASSIFIER)
@@ -393,8 +393,14 @@ def write_torchscript(project: Project, out: Path, progress: Progress) -> dict[s
         "label_count": version.label_count,
         "metrics": version.metrics,
     }
-    write_bundle(out, module, list(clf.classes), size, metadata=meta)
-    return {"model_version": version.version, "classes": list(clf.classes), "image_size": size}
+    crop = encoder_crop(encoder)
+    write_bundle(out, module, list(clf.classes), size, crop=crop, metadata=meta)
+    return {
+        "model_version": version.version,
+        "classes": list(clf.classes),
+        "image_size": size,
+        "crop": crop,
+    }
 
 
 WRITERS: dict[ExportFormat, Callable[[Project, Path, Progress], dict[str, Any]]] = {

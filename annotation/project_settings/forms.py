@@ -16,7 +16,11 @@ class ProjectSettingsForm(forms.ModelForm[Project]):
         model = Project
         fields = list(Project.EDITABLE_SETTINGS)
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-        labels = {"ssl_method": "Self-supervised method", "finetune_every": "Fine-tune every N batches"}
+        labels = {
+            "ssl_method": "Self-supervised method",
+            "finetune_every": "Fine-tune every N batches",
+            "input_crop": "What the model sees of each image",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

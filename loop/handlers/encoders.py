@@ -26,7 +26,13 @@ from models_zoo.base import Backbone
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["initial_backbone_kwargs", "load_backbone", "pretrain_encoder", "torch_threads"]
+__all__ = ["encoder_crop", "initial_backbone_kwargs", "load_backbone", "pretrain_encoder", "torch_threads"]
+
+
+def encoder_crop(encoder: ModelVersion) -> str:
+    """The crop an encoder was trained on (:func:`learning.imaging.square_box`), which every image it
+    embeds, explains or exports must be decoded with; versions older than the setting used the centre."""
+    return str(encoder.artifacts.get("crop", "centre"))
 
 
 def load_backbone(encoder: ModelVersion) -> tuple[Backbone, int]:
@@ -93,6 +99,7 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
             method=project.ssl_method,
             backbone=project.encoder_backbone,
             image_size=project.image_size,
+            crop=project.input_crop,
             minutes=minutes,
             backbone_kwargs=initial_backbone_kwargs(project),
             batch_size=min(128, max(2, len(records) // 2)),

@@ -29,7 +29,7 @@ from learning.finetune import finetune
 from learning.selfsup.train import load_checkpoint, save_encoder
 from learning.semi import SemiSupervised
 from loop.handlers.artifacts import ENCODER_FILE, job_dir
-from loop.handlers.encoders import load_backbone, torch_threads
+from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
 from loop.handlers.records import cell_records
 from loop.handlers.retraining import class_names
 from loop.models import ModelVersion, QueryItem, relative_artifact
@@ -119,9 +119,10 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
     )
     torch_threads()
     backbone, size = load_backbone(encoder)
+    crop = encoder_crop(encoder)
     progress(0.02, f"decoding {len(cells)} labelled and {len(free)} unlabelled cells")
-    images = CellImageDataset(cell_records(cells), size).preload()
-    unlabelled = CellImageDataset(cell_records(free), size).preload() if free else None
+    images = CellImageDataset(cell_records(cells), size, crop=crop).preload()
+    unlabelled = CellImageDataset(cell_records(free), size, crop=crop).preload() if free else None
     labels = np.array([classes.index(str(states[c.pk].label)) for c in cells], dtype=np.int64)
     result = finetune(
         backbone,
@@ -142,6 +143,7 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         "backbone": encoder.artifacts.get("backbone"),
         "backbone_kwargs": {},
         "image_size": size,
+        "crop": crop,
         "embedding_dim": int(getattr(result.backbone, "num_features", 0)),
         "method": "finetune",
         "finetuned_from": encoder.version,
@@ -161,6 +163,7 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
                 "checkpoint": relative_artifact(path),
                 "backbone": meta["backbone"],
                 "image_size": size,
+                "crop": crop,
                 "method": "finetune",
             },
             metrics={

@@ -14,7 +14,7 @@ from learning.data import CellImageDataset
 from learning.embeddings import extract_embeddings, save_embeddings
 from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
-from loop.handlers.encoders import load_backbone, torch_threads
+from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
 from loop.handlers.records import cell_records
 from loop.models import ModelVersion, relative_artifact
 from loop.selectors import latest_version, version_written_by
@@ -57,6 +57,7 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
         raise ValueError("the project has no encoder yet: pretrain one first")
     torch_threads()
     model, size = load_backbone(encoder)
+    crop = encoder_crop(encoder)
     cells = list(Cell.objects.filter(project=project).order_by("pk"))
     if not cells:
         raise ValueError("the project has no cells to embed")
@@ -68,7 +69,7 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     t0 = time.perf_counter()
     chunks: list[np.ndarray] = []
     for start in range(0, len(records), CHUNK):
-        dataset = CellImageDataset(records[start : start + CHUNK], size)
+        dataset = CellImageDataset(records[start : start + CHUNK], size, crop=crop)
         dataset.preload()  # threaded JPEG decoding
         chunks.append(extract_embeddings(model, dataset, batch_size=256, device="cpu"))
         done_n = min(start + CHUNK, len(records))

@@ -17,7 +17,7 @@ from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import faiss_index, index_embeddings
-from loop.handlers.encoders import load_backbone
+from loop.handlers.encoders import encoder_crop, load_backbone
 from loop.handlers.training_set import rows_of
 from loop.models import ModelVersion
 from loop.selectors import latest_version
@@ -56,8 +56,11 @@ def similar_cells(*, cell: Cell, k: int = 8) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=2)
-def _backbone(encoder_pk: int) -> tuple[Any, int]:
-    return load_backbone(ModelVersion.objects.get(pk=encoder_pk))
+def _backbone(encoder_pk: int) -> tuple[Any, int, str]:
+    """(backbone, image size, crop) of an encoder version."""
+    encoder = ModelVersion.objects.get(pk=encoder_pk)
+    backbone, size = load_backbone(encoder)
+    return backbone, size, encoder_crop(encoder)
 
 
 # Integrated gradients, not Grad-CAM: on real cells with the loop's default model (EfficientNet-Lite0
@@ -83,8 +86,11 @@ def saliency_png(*, cell: Cell) -> bytes | None:
 
     Cached on disk per classifier version: the map of a cell only changes with the model. The image is
     checked against its hash first, cached map or not (raises ``CellFileChanged`` if it changed)."""
+    from PIL import Image
+
     from learning.data import load_image
-    from learning.saliency import heat_overlay_png, linear_head_from_classifier, saliency_map
+    from learning.imaging import CELL_CROP_SCALE, square_box
+    from learning.saliency import heat_in_frame, heat_overlay_png, linear_head_from_classifier, saliency_map
 
     version = latest_version(cell.project_id, ModelVersion.Kind.CLASSIFIER)
     if version is None or version.parent is None or version.parent.parent_id is None:
@@ -96,13 +102,18 @@ def saliency_png(*, cell: Cell) -> bytes | None:
     if path.is_file():
         return path.read_bytes()
     clf = load_classifier(version)
-    backbone, size = _backbone(version.parent.parent_id)
+    backbone, size, crop = _backbone(version.parent.parent_id)
     _, emb = index_embeddings(version.parent)
     head = linear_head_from_classifier(clf, emb.shape[1])
     if head is None:
         return None
-    image = load_image(io.BytesIO(image_bytes), size)
-    png = heat_overlay_png(saliency_map(backbone, head, image, method=WEB_SALIENCY_METHOD))
+    image = load_image(io.BytesIO(image_bytes), size, crop=crop)
+    heat = saliency_map(backbone, head, image, method=WEB_SALIENCY_METHOD)
+    if crop != "centre":  # the page lays the overlay over the whole file: put the map where its square is
+        with Image.open(io.BytesIO(image_bytes)) as im:
+            whole = im.convert("RGB")
+        heat = heat_in_frame(heat, whole.size, square_box(whole, crop=crop, cell_scale=CELL_CROP_SCALE))
+    png = heat_overlay_png(heat)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_bytes(png)

@@ -41,6 +41,7 @@ def initial_encoder_artifacts(project: Project) -> dict[str, Any]:
         "backbone": project.encoder_backbone,
         "backbone_kwargs": initial_backbone_kwargs(project),
         "image_size": project.image_size,
+        "crop": project.input_crop,
         "method": "none",
     }
 

@@ -143,6 +143,7 @@ PAGES = [
             "encoder_backbone": "resnet18",
             "ssl_method": "simclr",
             "image_size": "64",
+            "input_crop": "cell",
             "pretrain_minutes": "1",
             "classifier_kind": "logreg",
             "finetune_every": "0",

@@ -153,9 +153,9 @@ DRIVER = """
 import json, sys
 import numpy as np
 {readme}
-model, labels, size = load_bundle(sys.argv[1])
+model, labels, geometry = load_bundle(sys.argv[1])
 paths = json.loads(open(sys.argv[2]).read())
-probs = predict(model, paths, size).numpy()
+probs = predict(model, paths, geometry).numpy()
 np.save(sys.argv[3], probs)
 json.dump(labels, open(sys.argv[4], "w"))
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("annotation", "learning", "models_zoo"))
@@ -209,7 +209,11 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
     with zipfile.ZipFile(bundle) as zf:
         assert set(zf.namelist()) == {"model.pt", "labels.json", "preprocessing.json", "README.md"}
         readme = zf.read("README.md").decode()
-        assert json.loads(zf.read("preprocessing.json"))["image_size"] == 32
+        spec = json.loads(zf.read("preprocessing.json"))
+        # A new project's model sees the cell's square: the bundle says so, and its README code (run
+        # below on the files) crops the same square.
+        assert (spec["image_size"], spec["crop"], loop_project.input_crop) == (32, "cell", "cell")
+        assert "nucleus" in spec["caller"]["crop"]
     script = tmp_path / "run_bundle.py"
     script.write_text(DRIVER.format(readme=readme_code(readme)))
     (tmp_path / "paths.json").write_text(json.dumps([str(c.image_path) for c in cells]))

@@ -3,20 +3,25 @@ final decision, similar cells, provenance, saliency, and who may do what."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from PIL import Image
 
+from annotation.cell_files import read_verified
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Annotation, Membership, Project
+from annotation.models import Annotation, Cell, Membership, Project
 from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
-from loop.models import QueryBatch
+from learning.imaging import CELL_CROP_SCALE, square_box
+from loop.models import ModelVersion, QueryBatch
+from loop.selectors import latest_version
 from tests.conftest import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -130,10 +135,25 @@ def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotat
     assert why[0]["score"] == pytest.approx(new["items"][0]["score"])
     png = client.get(f"/cells/{cell}/saliency.png")
     assert png.status_code == 200 and png["Content-Type"] == "image/png"
-    import io
-
-    image = Image.open(io.BytesIO(png.content))
-    assert min(image.size) >= 192
+    overlay = Image.open(io.BytesIO(png.content))
+    assert min(overlay.size) >= 192
+    # A new project's encoder sees the cell's square; the overlay still covers the whole file (the page
+    # lays it over the file) and is transparent outside that square.
+    encoder = latest_version(running_loop, ModelVersion.Kind.ENCODER)
+    assert running_loop.input_crop == "cell" and encoder is not None and encoder.artifacts["crop"] == "cell"
+    whole = Image.open(io.BytesIO(read_verified(Cell.objects.get(pk=cell).cell_file))).convert("RGB")
+    assert abs(overlay.width / overlay.height - whole.width / whole.height) < 0.05
+    left, top, side = square_box(whole, crop="cell", cell_scale=CELL_CROP_SCALE)
+    assert side < min(whole.size)  # these files leave margin around the cell
+    f = overlay.width / whole.width
+    alpha = np.asarray(overlay)[..., 3].copy()
+    assert alpha.any()
+    pad = 8  # upscaling (5x here) and the outline's thickness reach a few pixels past the square
+    alpha[
+        max(0, round(top * f) - pad) : round((top + side) * f) + pad,
+        max(0, round(left * f) - pad) : round((left + side) * f) + pad,
+    ] = 0
+    assert not alpha.any()
 
 
 def test_outsiders_see_nothing_and_only_leads_start_pretraining(
