@@ -48,6 +48,7 @@ from learning.finetune_benchmark import (  # noqa: E402
     normalise,
     raw_features,
 )
+from learning.imaging import CROP_MODES  # noqa: E402
 from learning.semi import SemiSupervised  # noqa: E402
 
 # Each recipe is a set of keyword arguments of learning.finetune.finetune on top of the command line's.
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument(
+        "--crop", choices=CROP_MODES, default="cell", help="runs before the cell crop used 'centre'"
+    )
     parser.add_argument("--per-class", type=int, default=90)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--recipes", default="supervised,lpft,semi")
@@ -203,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     pool, test = read_manifest(args.pool), read_manifest(args.test)
     problem = build_problem(pool, test)
-    pool_images = CellImageDataset(pool, args.image_size).preload(cache_dir=args.image_cache)
-    test_images = CellImageDataset(test, args.image_size).preload(cache_dir=args.image_cache)
+    pool_images = CellImageDataset(pool, args.image_size, crop=args.crop).preload(cache_dir=args.image_cache)
+    test_images = CellImageDataset(test, args.image_size, crop=args.crop).preload(cache_dir=args.image_cache)
     index = {r.id: i for i, r in enumerate(pool)}
     runs: list[dict[str, Any]] = []
     for seed in range(args.seeds):

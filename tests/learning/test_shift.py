@@ -1,5 +1,5 @@
 """The per-source shift signals (learning.shift): known answers on made-up embeddings, and on real cells
-another lab's cells come out untrusted while held-out cells of the training source do not."""
+another lab's cells are flagged while held-out cells of the training source are not."""
 
 from __future__ import annotations
 
@@ -110,15 +110,24 @@ def test_bad_input_is_refused() -> None:
         ShiftReference(unit(np.ones((2, 4))), ["a", "b", "a"], 0.5, CLASSES)
 
 
-def embed(model: torch.nn.Module, records: list[CellRecord]) -> np.ndarray:
-    dataset = CellImageDataset(records, 64)
+def embed(model: torch.nn.Module, records: list[CellRecord], crop: str) -> np.ndarray:
+    dataset = CellImageDataset(records, 64, crop=crop)
     dataset.preload()
     return extract_embeddings(model, dataset, batch_size=100)
 
 
 @pytest.mark.realdata
-def test_another_labs_cells_are_untrusted_and_held_out_cells_of_the_main_source_are_not(
-    data_dir: Path,
+@pytest.mark.parametrize(
+    ("crop", "flagged_as"),
+    [
+        ("centre", {"untrusted"}),
+        # The cell crop brings another lab's cells closer (2.3x against 4x in bench/shift_report.py) and
+        # the model is less wrong there; the report still flags them.
+        ("cell", {"caution", "untrusted"}),
+    ],
+)
+def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_are_not(
+    data_dir: Path, crop: str, flagged_as: set[str]
 ) -> None:
     external = data_dir.parent / "external_bccd" / "manifest.csv"
     if not external.is_file():
@@ -132,7 +141,7 @@ def test_another_labs_cells_are_untrusted_and_held_out_cells_of_the_main_source_
     bccd = read_manifest(external)[::3]
     torch.manual_seed(0)
     model = create_model("efficientnet_lite0", pretrained=True).eval()
-    emb, emb_val = embed(model, labelled), embed(model, validation)
+    emb, emb_val = embed(model, labelled, crop), embed(model, validation, crop)
     classes = sorted({str(r.label) for r in records})
     base = AlignedClassifier(classes, "logreg").fit(emb, np.array([str(r.label) for r in labelled]))
     cal = calibrate(np.asarray(base.predict_proba(emb_val)), [str(r.label) for r in validation], classes)
@@ -145,7 +154,7 @@ def test_another_labs_cells_are_untrusted_and_held_out_cells_of_the_main_source_
     ref_distance = reference_median_distance(index, emb, ids)
     shifts = {}
     for name, group in (("pbc", held_out), ("bccd", bccd)):
-        group_emb = embed(model, group)
+        group_emb = embed(model, group, crop)
         shifts[name] = source_shift(
             reference=reference,
             reference_index=index,
@@ -156,5 +165,5 @@ def test_another_labs_cells_are_untrusted_and_held_out_cells_of_the_main_source_
             probabilities=np.asarray(clf.predict_proba(group_emb)),
         )
     assert shifts["pbc"].level == "ok", shifts["pbc"]
-    assert shifts["bccd"].level == "untrusted", shifts["bccd"]
+    assert shifts["bccd"].level in flagged_as, shifts["bccd"]
     assert shifts["bccd"].distance_ratio > 2 * shifts["pbc"].distance_ratio
