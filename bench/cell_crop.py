@@ -37,6 +37,8 @@ from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class  # noqa: E402
 from learning.embeddings import extract_embeddings  # noqa: E402
 from learning.evaluation import external_report, macro_f1, per_source  # noqa: E402
+from learning.index import EmbeddingIndex  # noqa: E402
+from learning.shift import nearest_labelled_ratio, reference_median_distance  # noqa: E402
 from models_zoo import create_model  # noqa: E402
 
 
@@ -69,6 +71,40 @@ def reinhard(images: torch.Tensor) -> None:
         lab = (lab - lab.mean(axis=(0, 1))) / (lab.std(axis=(0, 1)) + 1e-6) * std + mean
         rgb = np.clip(lab2rgb(lab) * 255.0, 0, 255).round().astype(np.uint8)
         images[i] = torch.from_numpy(rgb).permute(2, 0, 1)
+
+
+ABSTAIN_RATIOS = (1.5, 2.0, 2.5, 3.0)
+
+
+def abstention(
+    labelled: np.ndarray,
+    test: np.ndarray,
+    external: np.ndarray,
+    y_test: np.ndarray,
+    pred_test: np.ndarray,
+    pred_external: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """Per ratio: the share of test and external cells the model abstains on
+    (:func:`learning.shift.nearest_labelled_ratio` above it), the test macro-F1 over the cells it
+    answers, and the share of all external cells it answers "blast"."""
+    ids = np.arange(len(labelled), dtype=np.int64)
+    index = EmbeddingIndex.build(labelled, ids)
+    reference = reference_median_distance(index, labelled, ids)
+    away = np.full(len(test), -1, dtype=np.int64)  # never a labelled cell's id
+    test_ratio = nearest_labelled_ratio(index, reference, test, away)
+    external_ratio = nearest_labelled_ratio(index, reference, external, np.full(len(external), -1))
+    out = {}
+    for limit in ABSTAIN_RATIOS:
+        kept = test_ratio <= limit
+        out[f"{limit:g}"] = {
+            "test_abstain": round(float(1 - kept.mean()), 4),
+            "test_macro_f1_answered": round(macro_f1(y_test[kept], pred_test[kept]), 4),
+            "external_abstain": round(float((external_ratio > limit).mean()), 4),
+            "external_answered_blast": round(
+                float(((external_ratio <= limit) & (pred_external == "blast")).mean()), 4
+            ),
+        }
+    return out
 
 
 def embed(
@@ -130,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             pred_test = np.asarray(clf.predict(emb["test"])).astype(str)
             pred_external = np.asarray(clf.predict(emb["external"])).astype(str)
             report = external_report(y_external, pred_external)
+            abstain = abstention(
+                emb["candidates"][rows], emb["test"], emb["external"], y_test, pred_test, pred_external
+            )
             runs.append(
                 {
                     "seed": seed,
@@ -144,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     "external_recall": report["per_class_recall"],
                     "external_predicted_blast": report["predicted_share"].get("blast", 0.0),
                     "external_predicted_share": report["predicted_share"],
+                    "abstention": abstain,
                 }
             )
 
@@ -161,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             "external_macro_f1_min20_per_seed": [round(r["external_macro_f1_min20"], 3) for r in runs],
             "external_macro_f1_all": mean("external_macro_f1_all"),
             "external_predicted_blast": mean("external_predicted_blast"),
+            "abstention": {
+                limit: {
+                    key: round(float(np.mean([r["abstention"][limit][key] for r in runs])), 4)
+                    for key in runs[0]["abstention"][limit]
+                }
+                for limit in runs[0]["abstention"]
+            },
             "external_recall": {
                 c: round(float(np.mean([r["external_recall"][c] for r in runs])), 3)
                 for c in runs[0]["external_recall"]

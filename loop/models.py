@@ -108,6 +108,13 @@ class QueryItem(models.Model):
         "annotation.LabelClass", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     confidence = models.FloatField(null=True, blank=True)
+    labelled_distance_ratio = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Distance to the nearest labelled cell over the labelled cells' own median distance to "
+        "each other when the batch was built; far above 1, the model's class would be a guess "
+        "(learning.shift.ABSTAIN_RATIO).",
+    )
     skipped_at = models.DateTimeField(null=True, blank=True)
     skipped_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

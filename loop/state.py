@@ -11,6 +11,7 @@ from annotation.models import Annotation, Cell, Project
 from annotation.selectors import AnyUser, annotation_summary, page_preferences, suspected_count
 from jobs.models import Job
 from jobs.selectors import ACTIVE, job_summary
+from learning.shift import ABSTAIN_RATIO
 from loop.models import ModelVersion, QueryBatch, QueryItem
 from loop.selectors import latest_version
 
@@ -113,11 +114,17 @@ class SuggestionRule:
         return cls(min_confidence=project.suggestion_min_confidence, blind=blind)
 
     def withheld(self, item: QueryItem) -> str | None:
-        """Why the item's suggestion is not shown ("blind", "low_confidence"), or None when it is."""
+        """Why the item's suggestion is not shown ("blind", "unlike_labelled", "low_confidence"), or None
+        when it is."""
         if self.blind:
             return "blind"  # also where the model has none: the page says nothing either way
         if item.suggestion_id is None:
             return None
+        # Far from every labelled cell (another lab's, say) the model's class is a guess, however
+        # confident: it was confidently wrong on another lab's cells (bench/README.md, shift report).
+        ratio = item.labelled_distance_ratio
+        if ratio is not None and ratio > ABSTAIN_RATIO:
+            return "unlike_labelled"
         if self.min_confidence > 0 and (item.confidence is None or item.confidence < self.min_confidence):
             return "low_confidence"
         return None
@@ -127,7 +134,7 @@ class SuggestionRule:
 class SentSuggestion:
     name: str | None
     confidence: float | None
-    withheld: str | None  # why it is not sent: "blind", "low_confidence", or None
+    withheld: str | None  # why it is not sent: "blind", "unlike_labelled", "low_confidence", or None
 
 
 def sent_suggestion(item: QueryItem, rule: SuggestionRule | None) -> SentSuggestion:
@@ -150,6 +157,7 @@ def _item_summary(item: QueryItem, mine: Annotation | None, rule: SuggestionRule
         "suggestion": sent.name,
         "confidence": sent.confidence,
         "suggestion_withheld": sent.withheld,
+        "labelled_distance_ratio": item.labelled_distance_ratio,
         "skipped": item.skipped_at is not None,
         "mine": annotation_summary(mine) if mine is not None else None,
     }

@@ -45,8 +45,15 @@ class BatchItemSerializer(Shape):
     suggestion_withheld = serializers.ChoiceField(
         choices=SUGGESTION_WITHHELD,
         allow_null=True,
-        help_text="Why a suggestion the model made is not sent: the caller's blind mode, or a confidence "
-        "below the project's suggestion_min_confidence.",
+        help_text="Why a suggestion the model made is not sent: the caller's blind mode, a cell unlike "
+        "every labelled one (the model abstains), or a confidence below the project's "
+        "suggestion_min_confidence.",
+    )
+    labelled_distance_ratio = serializers.FloatField(
+        allow_null=True,
+        help_text="The cell's distance to the nearest labelled cell over the labelled cells' own median "
+        "distance to each other when the batch was built (null: too few labels then). Above 2.5 the "
+        "model abstains.",
     )
     skipped = serializers.BooleanField()
     mine = AnnotationSummarySerializer(allow_null=True)

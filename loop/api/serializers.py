@@ -98,6 +98,7 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
             "suggestion",
             "confidence",
             "suggestion_withheld",
+            "labelled_distance_ratio",
             "skipped",
             "mine",
         ]
@@ -117,7 +118,8 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
 
     @extend_schema_field(serializers.ChoiceField(choices=SUGGESTION_WITHHELD, allow_null=True))
     def get_suggestion_withheld(self, item: QueryItem) -> str | None:
-        """Why the suggestion is not sent: the caller's blind mode or the lead's confidence threshold."""
+        """Why the suggestion is not sent: the caller's blind mode, a cell unlike every labelled one, or
+        the lead's confidence threshold."""
         return self._sent(item).withheld
 
     def get_skipped(self, item: QueryItem) -> bool:

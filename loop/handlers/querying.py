@@ -10,7 +10,9 @@ from django.db.models import Max
 
 from annotation.models import LabelClass, Project
 from jobs.models import Job
+from learning.index import EmbeddingIndex
 from learning.query import informativeness, resolve_strategy, select
+from learning.shift import nearest_labelled_ratio, reference_median_distance
 from loop.models import ModelVersion, QueryBatch, QueryItem
 
 
@@ -21,6 +23,9 @@ class Choice:
     scores: np.ndarray | None  # margin uncertainty of each chosen cell (None without a model)
     suggestions: np.ndarray | None  # class index the model predicts
     confidences: np.ndarray | None
+    # Each chosen cell's distance to the nearest labelled cell over the labelled cells' own (None: fewer
+    # than two labelled cells): far away, the model abstains (learning.shift.ABSTAIN_RATIO).
+    distance_ratios: np.ndarray | None = None
 
 
 def choose(
@@ -32,11 +37,14 @@ def choose(
     probs: np.ndarray | None,
     seed: int,
     pool_sources: np.ndarray | None = None,
+    labelled_rows: np.ndarray | None = None,
 ) -> Choice:
     """Run the strategy over the pool. ``probs`` are the model's over ``pool_rows`` (None: no model).
 
     With the project's ``query_source`` set (adapting to a new site), the strategy runs over that
-    source's pool cells only, as long as some of them are unlabelled; then over the whole pool again."""
+    source's pool cells only, as long as some of them are unlabelled; then over the whole pool again.
+    ``labelled_rows``: the rows the classifier was trained on, every source's (the chosen cells'
+    distance to them is recorded)."""
     focus = focus_rows(project, pool_sources, pool_annotated)
     if focus is not None:
         pool_rows, pool_annotated = pool_rows[focus], pool_annotated[focus]
@@ -62,7 +70,21 @@ def choose(
         informativeness("margin", chosen),
         chosen.argmax(axis=1),
         chosen.max(axis=1),
+        None
+        if labelled_rows is None
+        else labelled_distance_ratios(embeddings[labelled_rows], pool_emb[picked]),
     )
+
+
+def labelled_distance_ratios(labelled: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:
+    """:func:`learning.shift.nearest_labelled_ratio` of the chosen cells (unlabelled, so never their
+    own neighbour) against the labelled ones; None with fewer than two labelled cells."""
+    if len(labelled) < 2:
+        return None
+    ids = np.arange(len(labelled), dtype=np.int64)
+    index = EmbeddingIndex.build(np.ascontiguousarray(labelled, dtype=np.float32), ids)
+    reference = reference_median_distance(index, labelled, ids)
+    return nearest_labelled_ratio(index, reference, chosen, np.full(len(chosen), -1, dtype=np.int64))
 
 
 def focus_rows(
@@ -117,11 +139,13 @@ def write_batch(
     )
     items = []
     for rank, row in enumerate(choice.rows):
-        suggestion = confidence = score = None
+        suggestion = confidence = score = ratio = None
         if choice.suggestions is not None and choice.confidences is not None and choice.scores is not None:
             suggestion = classes[int(choice.suggestions[rank])]  # None: a class retired since
             confidence = float(choice.confidences[rank])
             score = float(choice.scores[rank])
+        if choice.distance_ratios is not None:
+            ratio = round(float(choice.distance_ratios[rank]), 4)
         items.append(
             QueryItem(
                 batch=batch,
@@ -130,6 +154,7 @@ def write_batch(
                 score=score,
                 suggestion=suggestion,
                 confidence=confidence,
+                labelled_distance_ratio=ratio,
             )
         )
     QueryItem.objects.bulk_create(items)

@@ -125,6 +125,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         probs=probs,
         seed=job.pk,
         pool_sources=data.pool_sources,
+        labelled_rows=data.train_rows,
     )
     lap("select")
     if fit:

@@ -9,6 +9,8 @@ import pytest
 from django.test import Client
 
 from annotation.services.annotations import annotation_create
+from learning.shift import ABSTAIN_RATIO
+from loop.models import QueryItem
 from tests.api.conftest import ARTIFACT_PATH, PASSWORD, REVIEWER_LABEL, World, client_for
 
 pytestmark = pytest.mark.django_db
@@ -175,3 +177,28 @@ def test_unknown_api_urls_answer_in_the_error_shape(client: Any) -> None:
     assert response.status_code == 404
     assert response.json()["error"]["detail"] == "no API endpoint at /api/no-such-thing/"
     assert "text/html" in client.get("/no-such-page/")["Content-Type"]
+
+
+def test_the_model_abstains_on_a_cell_unlike_every_labelled_one(world: World) -> None:
+    """A confident suggestion for a cell far from every labelled cell is withheld ("unlike_labelled"),
+    on the batch-detail API and on the labelling page's state alike; near the labels it is sent."""
+    world.project.suggestion_min_confidence = 0.0
+    world.project.save(update_fields=["suggestion_min_confidence"])
+    items = list(world.batch.items.order_by("rank"))
+    items[0].labelled_distance_ratio = ABSTAIN_RATIO + 0.5
+    items[1].labelled_distance_ratio = ABSTAIN_RATIO - 0.5
+    QueryItem.objects.bulk_update(items[:2], ["labelled_distance_ratio"])
+    client = client_for(world.users["annotator"])
+    detail = get(client, f"/api/projects/{world.project.pk}/batches/{world.batch.pk}/")["items"]
+    current = get(client, f"/api/projects/{world.project.pk}/batches/current/")["batch"]["items"]
+    for listed in (detail, current):
+        far, near = listed[0], listed[1]
+        assert far["suggestion"] is None and far["confidence"] is None
+        assert far["suggestion_withheld"] == "unlike_labelled"
+        assert far["labelled_distance_ratio"] == pytest.approx(ABSTAIN_RATIO + 0.5)
+        assert near["suggestion"] is not None and near["suggestion_withheld"] is None
+    # A blind-mode user is told "blind", whatever the distance.
+    blind = client.patch("/api/me/page-settings/", {"blind_mode": True}, content_type="application/json")
+    assert blind.status_code == 200
+    far = get(client, f"/api/projects/{world.project.pk}/batches/current/")["batch"]["items"][0]
+    assert far["suggestion_withheld"] == "blind"

@@ -95,6 +95,7 @@ describe("what a tile says about the model's suggestion", () => {
     });
     assert.deepEqual(suggestionView({ suggestion: null, confidence: null, suggestion_withheld: "low_confidence" }), { kind: "low" });
     assert.deepEqual(suggestionView({ suggestion: null, confidence: null, suggestion_withheld: "blind" }), { kind: "blind" });
+    assert.deepEqual(suggestionView({ suggestion: null, confidence: null, suggestion_withheld: "unlike_labelled" }), { kind: "unlike" });
     assert.deepEqual(suggestionView({ suggestion: null, confidence: null }), { kind: "none" });
   });
 });

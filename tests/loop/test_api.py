@@ -20,6 +20,7 @@ from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from learning.imaging import CELL_CROP_SCALE, square_box
+from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion, QueryBatch
 from loop.selectors import latest_version
 from tests.conftest import run_queued_jobs
@@ -123,6 +124,19 @@ def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotat
     run_queued_jobs()
     new = current_batch(client, running_loop)
     assert new["number"] == 2 and new["classifier_version"] == 1
+    # Each new cell's distance to the labelled ones, as the loop recorded it, by hand: nearest labelled
+    # cell over the labelled cells' median distance to their nearest other.
+    index = QueryBatch.objects.get(pk=new["id"]).index
+    assert index is not None
+    ids, emb = index_embeddings(index)
+    row = {int(c): i for i, c in enumerate(ids.tolist())}
+    labelled_emb = emb[[row[i.cell_id] for i in db_batch.items.all()]]
+    sims = labelled_emb @ labelled_emb.T
+    np.fill_diagonal(sims, -np.inf)
+    reference = float(np.median(1 - sims.max(axis=1)))
+    for item in new["items"]:
+        by_hand = float(1 - (labelled_emb @ emb[row[item["cell"]]]).max()) / reference
+        assert item["labelled_distance_ratio"] == pytest.approx(by_hand, rel=1e-3, abs=1e-3)
     cell = new["items"][0]["cell"]
     similar = client.get(f"/api/cells/{cell}/similar/?k=5").json()
     assert len(similar["neighbours"]) == 5 and cell not in [n["cell"] for n in similar["neighbours"]]

@@ -18,6 +18,9 @@ function suggestionLine(item, byName) {
     return el("span", { className: "suggestion" }, `${displayName(byName, view.label)}${confidence}`);
   }
   if (view.kind === "blind") return null;
+  if (view.kind === "unlike") {
+    return el("span", { className: "suggestion none unlike", title: "this cell lies far from every labelled cell (another lab or stain, say): the model's class would be a guess" }, "unlike any labelled cell");
+  }
   if (view.kind === "low") {
     return el("span", { className: "suggestion none low", title: "the model's confidence is below the project's threshold" }, "no confident suggestion");
   }

@@ -429,11 +429,13 @@ export function clampTileSize(size) {
 // --- suggestions ------------------------------------------------------------------------------------
 
 /** What a tile says about the model's suggestion: {kind, label, confidence}. kind is "shown", "blind"
- * (the user hides suggestions), "low" (below the lead's threshold: the server did not send it) or "none"
- * (no model yet). Only "shown" carries the class name. */
+ * (the user hides suggestions), "unlike" (the cell is unlike every labelled one: the model abstains),
+ * "low" (below the lead's threshold: the server did not send it) or "none" (no model yet). Only "shown"
+ * carries the class name. */
 export function suggestionView(item) {
   if (item.suggestion) return { kind: "shown", label: item.suggestion, confidence: item.confidence };
   if (item.suggestion_withheld === "blind") return { kind: "blind" };
+  if (item.suggestion_withheld === "unlike_labelled") return { kind: "unlike" };
   if (item.suggestion_withheld === "low_confidence") return { kind: "low" };
   return { kind: "none" };
 }
