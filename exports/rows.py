@@ -55,6 +55,16 @@ class Prediction:
     label: str
     confidence: float
     model_version: int
+    # Distance to the nearest cell the classifier was trained on (other than itself) over those cells'
+    # own median distance to each other; None when it was trained on fewer than two cells.
+    labelled_distance_ratio: float | None = None
+
+    @property
+    def abstained(self) -> bool:
+        """Unlike every labelled cell: the class is a guess (as the labelling page, which withholds it)."""
+        from learning.shift import ABSTAIN_RATIO
+
+        return self.labelled_distance_ratio is not None and self.labelled_distance_ratio > ABSTAIN_RATIO
 
 
 @dataclass(slots=True)
@@ -92,6 +102,8 @@ class ExportRow:
             "label": self.prediction.label,
             "confidence": self.prediction.confidence,
             "model_version": self.prediction.model_version,
+            "labelled_distance_ratio": self.prediction.labelled_distance_ratio,
+            "abstained": self.prediction.abstained,
         }
 
 
@@ -142,9 +154,28 @@ class Predictor:
         self._ids = np.zeros(0, dtype=np.int64)
         self._emb: np.ndarray | None = None
         self._clf: Any = None
+        self._labelled: tuple[Any, float] | None = None  # (index of the training cells, their distance)
         if self.version is not None and self.version.parent is not None:
             self._ids, self._emb = index_embeddings(self.version.parent)
             self._clf = classifier(self.version)
+            self._labelled = self._training_cells(self.version)
+
+    def _training_cells(self, version: ModelVersion) -> tuple[Any, float] | None:
+        """A FAISS index of the cells the classifier was trained on, under their cell ids, and their
+        median distance to each other; None with fewer than two."""
+        from learning.index import EmbeddingIndex
+        from learning.shift import reference_median_distance
+        from loop.handlers.training_set import rows_of
+
+        assert self._emb is not None
+        cell_ids = Annotation.objects.filter(pk__in=version.trained_on).values_list("cell_id", flat=True)
+        wanted = np.unique(np.asarray(list(cell_ids), dtype=np.int64))
+        rows, found = rows_of(self._ids, wanted)
+        if len(rows) < 2:
+            return None
+        emb, ids = np.ascontiguousarray(self._emb[rows]), wanted[found]
+        index = EmbeddingIndex.build(emb, ids)
+        return index, reference_median_distance(index, emb, ids)
 
     def predict(self, cell_ids: list[int]) -> dict[int, Prediction]:
         if self._clf is None or self._emb is None or self.version is None or not len(self._ids):
@@ -158,9 +189,19 @@ class Predictor:
         probs = np.asarray(self._clf.predict_proba(self._emb[rows]))
         classes = list(self._clf.classes)
         best = probs.argmax(axis=1)
+        ratios: list[float | None] = [None] * len(rows)
+        if self._labelled is not None:
+            from learning.shift import nearest_labelled_ratio
+
+            index, reference = self._labelled
+            found_ids = wanted[found]
+            ratios = [
+                round(float(r), 4)
+                for r in nearest_labelled_ratio(index, reference, self._emb[rows], found_ids)
+            ]
         return {
-            int(cell_id): Prediction(classes[int(k)], round(float(p[k]), 6), self.version.version)
-            for cell_id, p, k in zip(wanted[found], probs, best, strict=True)
+            int(cell_id): Prediction(classes[int(k)], round(float(p[k]), 6), self.version.version, ratio)
+            for cell_id, p, k, ratio in zip(wanted[found], probs, best, ratios, strict=True)
         }
 
 

@@ -133,6 +133,8 @@ def _table_columns(attributes: list[str]) -> list[str]:
         "predicted_label",
         "confidence",
         "model_version",
+        "labelled_distance_ratio",
+        "abstained",
     ]
 
 
@@ -162,6 +164,10 @@ def _table_row(row: ExportRow, attributes: list[str]) -> dict[str, Any]:
         "predicted_label": prediction.label if prediction else "",
         "confidence": prediction.confidence if prediction else "",
         "model_version": prediction.model_version if prediction else "",
+        "labelled_distance_ratio": prediction.labelled_distance_ratio
+        if prediction and prediction.labelled_distance_ratio is not None
+        else "",
+        "abstained": ("yes" if prediction.abstained else "no") if prediction else "",
     }
 
 
