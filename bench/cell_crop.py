@@ -33,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from learning.adaptation import adapt_to_site  # noqa: E402
 from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class  # noqa: E402
 from learning.embeddings import extract_embeddings  # noqa: E402
@@ -74,6 +75,46 @@ def reinhard(images: torch.Tensor) -> None:
 
 
 ABSTAIN_RATIOS = (1.5, 2.0, 2.5, 3.0)
+
+
+def adaptation(
+    classes: list[str],
+    labelled: np.ndarray,
+    y_labelled: np.ndarray,
+    external: np.ndarray,
+    y_external: np.ndarray,
+    test: np.ndarray,
+    y_test: np.ndarray,
+    n: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Adapting to the other lab with ``n`` of its cells labelled (:func:`learning.adaptation.adapt_to_site`),
+    chosen as the loop chooses them with ``Project.query_source`` set (hybrid), or at random."""
+    out = {}
+    for how in ("hybrid", "random"):
+        report = adapt_to_site(
+            lambda: AlignedClassifier(classes, "logreg", class_weight="balanced"),
+            labelled_x=labelled,
+            labelled_y=y_labelled,
+            site_x=external,
+            site_y=y_external,
+            test_x=test,
+            test_y=y_test,
+            n=n,
+            strategy=how,
+            seed=seed,
+        )
+        after = report["site_after"]
+        out[how] = {
+            "picked_per_class": report["picked_per_class"],
+            "external_rest_macro_f1_min20": after["macro_f1_min20"],
+            "external_rest_macro_f1_all": after["macro_f1_all"],
+            "external_rest_recall": after["per_class_recall"],
+            "external_rest_predicted_blast": after["predicted_share"].get("blast", 0.0),
+            "test_macro_f1": report["test_after"],
+            "forgetting": report["forgetting"],
+        }
+    return out
 
 
 def abstention(
@@ -133,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=300, help="pool cells per class embedded")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument(
+        "--adapt-labels", type=int, default=0, help="also adapt with N labelled cells of the other lab"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -169,6 +213,21 @@ def main(argv: list[str] | None = None) -> int:
             abstain = abstention(
                 emb["candidates"][rows], emb["test"], emb["external"], y_test, pred_test, pred_external
             )
+            adapted = (
+                adaptation(
+                    classes,
+                    emb["candidates"][rows],
+                    y_candidates[rows],
+                    emb["external"],
+                    y_external,
+                    emb["test"],
+                    y_test,
+                    args.adapt_labels,
+                    seed,
+                )
+                if args.adapt_labels
+                else None
+            )
             runs.append(
                 {
                     "seed": seed,
@@ -184,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     "external_predicted_blast": report["predicted_share"].get("blast", 0.0),
                     "external_predicted_share": report["predicted_share"],
                     "abstention": abstain,
+                    "adaptation": adapted,
                 }
             )
 
@@ -207,6 +267,21 @@ def main(argv: list[str] | None = None) -> int:
                     for key in runs[0]["abstention"][limit]
                 }
                 for limit in runs[0]["abstention"]
+            },
+            "adaptation": None
+            if not args.adapt_labels
+            else {
+                how: {
+                    key: round(float(np.mean([r["adaptation"][how][key] for r in runs])), 4)
+                    for key in (
+                        "external_rest_macro_f1_min20",
+                        "external_rest_macro_f1_all",
+                        "external_rest_predicted_blast",
+                        "test_macro_f1",
+                        "forgetting",
+                    )
+                }
+                for how in ("hybrid", "random")
             },
             "external_recall": {
                 c: round(float(np.mean([r["external_recall"][c] for r in runs])), 3)

@@ -206,6 +206,14 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         "(over the classes it holds: per-class recall, macro-F1 over all and over classes with >= 20 "
         "cells, share predicted as each class)",
     )
+    parser.add_argument(
+        "--adapt-labels",
+        type=int,
+        default=0,
+        help="with --external: also adapt each final model to that lab with N of its cells labelled, "
+        "chosen by the strategy over its cells (as Project.query_source does), and score it on the "
+        "lab's other cells and on the test cells (forgetting = test macro-F1 before minus after)",
+    )
     tuning = parser.add_argument_group(
         "fine-tuning loop",
         "with --finetune-every K: the product's loop with fine-tuning. The classifier (class-balanced, as "
@@ -267,6 +275,8 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         parser.error(
             "--external is scored on frozen embeddings only; with --finetune-every it is not built yet"
         )
+    if args.adapt_labels and args.external is None:
+        parser.error("--adapt-labels needs --external (the lab to adapt to)")
     external = read_manifest(args.external) if args.external is not None else []
     if any(r.label is None for r in external):
         parser.error("every external cell needs a label (the scorer reads them)")
@@ -288,6 +298,7 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         attribute_classes=schema,
         external_x=external_x,
         external_y=np.array([r.label for r in external]) if external else None,
+        adapt_labels=args.adapt_labels,
     )
     if args.finetune_every:
         return finetune_benchmark(args, argv, problem, pool, test, pool_info, test_info, strategies)

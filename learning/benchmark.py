@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from learning.adaptation import adapt_to_site
 from learning.classifiers import ClassifierKind, MultiTaskClassifier, make_classifier
 from learning.evaluation import (
     attribute_scores,
@@ -56,6 +57,8 @@ class ALProblem:
     # Another lab's cells (never trained on), scored over the classes they hold (``--external``).
     external_x: np.ndarray | None = None
     external_y: np.ndarray | None = None
+    # Labels of the external lab to adapt each final model with (``--adapt-labels``; 0: none).
+    adapt_labels: int = 0
 
 
 @dataclass
@@ -176,6 +179,18 @@ def final_metrics(
     )
     if problem.external_x is not None and problem.external_y is not None:
         report["external"] = external_report(problem.external_y, model.predict(problem.external_x))
+        if problem.adapt_labels:
+            report["adapted"] = adapt_to_site(
+                lambda: make_classifier(classifier, problem.classes, seed=seed),
+                labelled_x=problem.pool_x[labelled],
+                labelled_y=problem.pool_y[labelled],
+                site_x=problem.external_x,
+                site_y=problem.external_y,
+                test_x=problem.test_x,
+                test_y=problem.test_y,
+                n=problem.adapt_labels,
+                seed=seed,
+            )
     if problem.pool_attributes:
         heads = MultiTaskClassifier(problem.classes, problem.attribute_classes, kind=classifier, seed=seed)
         heads.fit(
@@ -274,6 +289,11 @@ def run_benchmark(
     return summary, records
 
 
+def _mean_of(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if len(present) == len(values) else None
+
+
 def _mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Seed-mean of the headline numbers of several ``evaluate`` reports."""
     out: dict[str, Any] = {
@@ -297,6 +317,17 @@ def _mean_report(reports: list[dict[str, Any]]) -> dict[str, Any]:
         out["external"]["predicted_share"] = {
             c: float(np.mean([e["predicted_share"].get(c, 0.0) for e in ext]))
             for c in sorted({c for e in ext for c in e["predicted_share"]})
+        }
+    if all("adapted" in r for r in reports):
+        adapted = [r["adapted"] for r in reports]
+        out["adapted"] = {
+            "labels": adapted[0]["labels"],
+            "site_before_macro_f1_min20": _mean_of([a["site_before"]["macro_f1_min20"] for a in adapted]),
+            "site_after_macro_f1_min20": _mean_of([a["site_after"]["macro_f1_min20"] for a in adapted]),
+            "site_after_macro_f1_all": _mean_of([a["site_after"]["macro_f1_all"] for a in adapted]),
+            "test_before": _mean_of([a["test_before"] for a in adapted]),
+            "test_after": _mean_of([a["test_after"] for a in adapted]),
+            "forgetting": _mean_of([a["forgetting"] for a in adapted]),
         }
     if all("per_source" in r for r in reports):
         sources = reports[0]["per_source"].keys()

@@ -111,6 +111,8 @@ def test_pretrain_embed_benchmark_end_to_end(
             "benchmark",
             "--external",
             str(bccd),
+            "--adapt-labels",
+            "5",
             "--pool",
             str(tmp_path / "split" / "pool.csv"),
             "--test",
@@ -144,8 +146,15 @@ def test_pretrain_embed_benchmark_end_to_end(
         assert 0.0 <= ext["macro_f1_all"] <= 1.0
         assert set(ext["per_class_recall"]) == {r["label"] for r in ext_rows}
         assert sum(ext["predicted_share"].values()) == pytest.approx(1.0)
+        assert entry["final_test"]["adapted"]["labels"] == 5
         for seed_report in entry["final_test_per_seed"]:
             assert seed_report["external"]["cells"] == len(ext_rows)
+            adapted = seed_report["adapted"]
+            assert sum(adapted["picked_per_class"].values()) == 5
+            assert adapted["site_after"]["cells"] == adapted["site_before"]["cells"] == len(ext_rows) - 5
+            # The model before adapting is the final model scored above.
+            assert adapted["test_before"] == pytest.approx(seed_report["macro_f1"])
+            assert adapted["forgetting"] == pytest.approx(adapted["test_before"] - adapted["test_after"])
     with (out / "curves.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 * 2 * 3  # strategies x seeds x (rounds + 1)
