@@ -23,6 +23,11 @@ per-source scores.
 Reliability diagram: 10 equal-width confidence bins (lo, hi]; per bin the number of cells, their mean
 top-label confidence and their accuracy, plus the ECE over these 10 bins.
 
+Before and after adapting (:func:`source_comparison`): the same cells scored by this version and an
+earlier one, per source, beside how many labels of each source each version was trained on. A lead
+who pointed the query at a new site (``Project.query_source``) sees the new site's score move with its
+labels, and whether the old sources' scores held (forgetting).
+
 Differential count: cells are grouped per slide (``slide_id``; a cell without one is grouped by its
 ``source``, and by "unknown" without either). For each slide and class: the true proportion, the
 predicted proportion and their absolute difference; the true and the predicted proportions of a slide
@@ -42,7 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Project
-from learning.evaluation import evaluate
+from learning.evaluation import evaluate, macro_f1
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import index_embeddings
 from loop.handlers.training_set import rows_of
@@ -292,3 +297,79 @@ def evaluation_report(
         ],
     )
     return report
+
+
+def _labels_per_source(version: ModelVersion) -> dict[str, int]:
+    """How many of the labels a classifier version was trained on came from each source."""
+    from django.db.models import Count
+
+    from annotation.models import Annotation
+
+    rows = (
+        Annotation.objects.filter(pk__in=version.trained_on)
+        .values("cell__source")
+        .annotate(n=Count("cell", distinct=True))
+    )
+    return {str(r["cell__source"] or UNKNOWN): int(r["n"]) for r in rows}
+
+
+def _predicted(version: ModelVersion, cell_ids: np.ndarray) -> dict[int, str]:
+    """The version's class for each of ``cell_ids`` its index holds."""
+    assert version.parent is not None
+    ids, emb = index_embeddings(version.parent)
+    if not len(ids) or not len(cell_ids):
+        return {}
+    rows, found = rows_of(ids, cell_ids)
+    clf = load_classifier(version)
+    with threadpool_limits(limits=1):
+        probs = np.asarray(clf.predict_proba(emb[rows]))
+    names = np.asarray([str(c) for c in clf.classes])[probs.argmax(axis=1)]
+    return {int(c): str(n) for c, n in zip(cell_ids[found].tolist(), names.tolist(), strict=True)}
+
+
+def source_comparison(
+    before: ModelVersion, after: ModelVersion, cells: Iterable[Cell | int] | QuerySet[Cell] | None = None
+) -> dict[str, Any]:
+    """Per source, the macro-F1 of ``before`` and ``after`` on the same evaluation cells (default: the
+    project's test cells, else its validation cells; only cells both versions' indexes hold), and the
+    labels of that source each was trained on. ``change`` is after minus before: up on a new site after
+    adapting, and below 0 on an old one where the labels of the new site cost it (forgetting)."""
+    for version in (before, after):
+        if version.kind != ModelVersion.Kind.CLASSIFIER or version.parent is None:
+            raise ReportError(f"version {version.pk} is not a classifier with an index")
+    project = after.project
+    chosen = evaluation_cells(project.pk) if cells is None else cells
+    labelled, _ = _labelled(project, _cell_ids(chosen))
+    wanted = np.array(sorted(r["id"] for r in labelled), dtype=np.int64)
+    first, second = _predicted(before, wanted), _predicted(after, wanted)
+    scored = [r for r in labelled if r["id"] in first and r["id"] in second]
+    labels_before, labels_after = _labels_per_source(before), _labels_per_source(after)
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for r in scored:
+        by_source.setdefault(r["source"], []).append(r)
+
+    def score(predictions: dict[int, str], rows: list[dict[str, Any]]) -> float:
+        return macro_f1([r["label"] for r in rows], [predictions[r["id"]] for r in rows])
+
+    sources = []
+    for name in sorted(set(by_source) | set(labels_before) | set(labels_after)):
+        rows = by_source.get(name, [])
+        f1_before = score(first, rows) if rows else None
+        f1_after = score(second, rows) if rows else None
+        sources.append(
+            {
+                "source": name,
+                "n": len(rows),
+                "labels_before": labels_before.get(name, 0),
+                "labels_after": labels_after.get(name, 0),
+                "macro_f1_before": f1_before,
+                "macro_f1_after": f1_after,
+                "change": None if f1_before is None or f1_after is None else f1_after - f1_before,
+            }
+        )
+    return {
+        "before": {"number": before.version, "label_count": before.label_count},
+        "after": {"number": after.version, "label_count": after.label_count},
+        "n": len(scored),
+        "sources": sources,
+    }

@@ -19,6 +19,7 @@ from evaluation_report.report import (
     NOT_SCORED_REASON,
     evaluation_cells,
     evaluation_report,
+    source_comparison,
 )
 from loop.models import ModelVersion
 
@@ -89,6 +90,28 @@ def _source(request: HttpRequest) -> str | None:
     return value or None
 
 
+def _compared(request: HttpRequest, found: ModelVersion) -> ModelVersion | None:
+    """The earlier classifier version ``?compare=N`` names (before adapting), or None."""
+    value = request.GET.get("compare", "")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise Http404("compare must be a classifier version number")
+    earlier = (
+        ModelVersion.objects.select_related("project", "parent")
+        .filter(version=int(value), project=found.project, kind=ModelVersion.Kind.CLASSIFIER)
+        .first()
+    )
+    if earlier is None or earlier.parent is None:
+        raise Http404(f"no classifier version {value} with an index to compare with")
+    return earlier
+
+
+def _comparison(request: HttpRequest, found: ModelVersion) -> dict[str, Any] | None:
+    earlier = _compared(request, found)
+    return source_comparison(earlier, found) if earlier is not None else None
+
+
 @login_required
 @require_GET
 def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResponse:
@@ -100,7 +123,18 @@ def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResp
         data_url += "?" + urlencode({"source": source})
     report = evaluation_report(found, source=source)
     names = dict(found.project.classes.values_list("name", "display_name"))
+    earlier_versions = list(
+        ModelVersion.objects.filter(
+            project=found.project, kind=ModelVersion.Kind.CLASSIFIER, parent__isnull=False
+        )
+        .exclude(pk=found.pk)
+        .order_by("-version")
+        .values_list("version", "label_count")
+    )
     context = {
+        "comparison": _comparison(request, found),
+        "earlier_versions": earlier_versions,
+        "compare": request.GET.get("compare", ""),
         "project": found.project,
         "version": found,
         "sources": sources,
@@ -123,4 +157,8 @@ def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResp
 @require_GET
 def report_json(request: HttpRequest, project_id: int, version: int) -> JsonResponse:
     found = _version(request, project_id, version)
-    return JsonResponse(evaluation_report(found, source=_source(request)))
+    report = evaluation_report(found, source=_source(request))
+    comparison = _comparison(request, found)
+    if comparison is not None:
+        report["comparison"] = comparison
+    return JsonResponse(report)

@@ -4,6 +4,7 @@ and who may see the page."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ from annotation.models import Cell, LabelClass, Membership, Project
 from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
 from annotation.services.projects import project_create
-from evaluation_report.report import NOT_SCORED_REASON, evaluation_report
+from evaluation_report.report import NOT_SCORED_REASON, evaluation_report, source_comparison
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import index_embeddings
-from loop.models import ModelVersion
-from tests.conftest import ManifestWriter
+from loop.models import ModelVersion, QueryBatch
+from loop.services.batches import batch_submit
+from tests.conftest import ManifestWriter, import_external_cells, run_queued_jobs
 from tests.dashboard import run_loop
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -260,3 +262,73 @@ def test_a_project_without_test_cells_is_scored_on_its_validation_cells_and_says
     header = html.split('id="confusion-table"', 1)[1].split("</thead>", 1)[0]
     shown = [n for n in names if f"<th>{n}</th>" in header]
     assert shown and sorted(shown, key=header.index) == shown
+
+
+def label_and_submit(batch: QueryBatch, annotator: User) -> None:
+    for item in batch.items.select_related("cell__reference_label"):
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+
+
+def test_before_and_after_adapting_to_a_new_site_per_source(
+    loop_project: Project, lead: User, annotator: User, data_dir: Path, tmp_path: Path
+) -> None:
+    """Version 1 is trained before the new site's cells are queried, version 2 after a batch of them
+    (query source set); the comparison scores both on the same test cells of each source and counts the
+    labels each had from each source, all checked against a recomputation here."""
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    import_external_cells(loop_project, data_dir, tmp_path / "site", 30, every=10)
+    bccd = list(Cell.objects.filter(project=loop_project, source="bccd").order_by("pk"))
+    pbc_test = unlabelled_pool(loop_project).filter(source="pbc").values_list("pk", flat=True)[:20]
+    test_ids = [c.pk for c in bccd[:12]] + list(pbc_test)
+    Cell.objects.filter(pk__in=test_ids).update(role=Cell.Role.TEST)
+    run_loop(loop_project, annotator, batches=1)
+    Project.objects.filter(pk=loop_project.pk).update(query_source="bccd")
+    # Batch 2 was built before the source was set; batch 3, after it, holds the new site's cells only.
+    label_and_submit(QueryBatch.objects.get(project=loop_project, number=2), annotator)
+    third = QueryBatch.objects.get(project=loop_project, number=3)
+    assert {item.cell.source for item in third.items.select_related("cell")} == {"bccd"}
+    label_and_submit(third, annotator)
+    first, last = (
+        ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER, version=n)
+        for n in (2, 3)
+    )
+
+    def labels_by_source(version: ModelVersion) -> dict[str, int]:
+        cells = Cell.objects.filter(annotations__pk__in=version.trained_on).distinct()
+        return {s: cells.filter(source=s).count() for s in ("bccd", "pbc")}
+
+    comparison = source_comparison(first, last)
+    rows = {r["source"]: r for r in comparison["sources"]}
+    assert comparison["n"] == len(test_ids)
+    assert rows["bccd"]["n"] == 12 and rows["pbc"]["n"] == 20
+    for version, when in ((first, "before"), (last, "after")):
+        counts = labels_by_source(version)
+        assert rows["bccd"][f"labels_{when}"] == counts["bccd"]
+        assert rows["pbc"][f"labels_{when}"] == counts["pbc"]
+        for source in ("bccd", "pbc"):
+            cells = Cell.objects.filter(pk__in=test_ids, source=source).order_by("pk")
+            ids = list(cells.values_list("pk", flat=True))
+            truth = list(cells.values_list("reference_label__name", flat=True))
+            predicted, _ = predictions(version, ids)
+            by_hand = f1_score(truth, predicted, labels=sorted(set(truth)), average="macro", zero_division=0)
+            assert rows[source][f"macro_f1_{when}"] == pytest.approx(by_hand)
+    assert rows["bccd"]["labels_after"] > rows["bccd"]["labels_before"]
+    assert rows["bccd"]["change"] == pytest.approx(
+        rows["bccd"]["macro_f1_after"] - rows["bccd"]["macro_f1_before"]
+    )
+
+    # The page and the JSON show it when asked; an unknown version is a 404.
+    page = client_for(lead).get(f"/projects/{loop_project.pk}/models/3/report/", {"compare": "2"})
+    body = page.content.decode()
+    assert page.status_code == 200 and 'id="source-comparison-table"' in body
+    assert 'data-source="bccd"' in body and 'data-source="pbc"' in body
+    data = client_for(lead).get(f"/projects/{loop_project.pk}/models/3/report.json", {"compare": "2"})
+    assert data.json()["comparison"] == json.loads(json.dumps(comparison))
+    assert (
+        "comparison" not in client_for(lead).get(f"/projects/{loop_project.pk}/models/3/report.json").json()
+    )
+    for bad in ("99", "two"):
+        missing = client_for(lead).get(f"/projects/{loop_project.pk}/models/3/report/", {"compare": bad})
+        assert missing.status_code == 404
