@@ -308,6 +308,18 @@ def run_queued_jobs(*, limit: int = 20) -> list[int]:
     return ran
 
 
+def label_and_submit(batch: Any, annotator: User) -> None:
+    """Label every cell of a query batch with its reference label, submit it and run the jobs that
+    follow (the retrain and the next batch), as an annotator who agrees with the reference would."""
+    from annotation.services.annotations import annotation_create
+    from loop.services.batches import batch_submit
+
+    for item in batch.items.select_related("cell__reference_label"):
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+
+
 LOOP_SETTINGS = {
     "encoder_backbone": "lightcnn",
     "encoder_pretrained": False,

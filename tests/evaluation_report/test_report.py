@@ -23,8 +23,7 @@ from evaluation_report.report import NOT_SCORED_REASON, evaluation_report, sourc
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion, QueryBatch
-from loop.services.batches import batch_submit
-from tests.conftest import ManifestWriter, import_external_cells, run_queued_jobs
+from tests.conftest import ManifestWriter, import_external_cells, label_and_submit
 from tests.dashboard import run_loop
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -262,13 +261,6 @@ def test_a_project_without_test_cells_is_scored_on_its_validation_cells_and_says
     header = html.split('id="confusion-table"', 1)[1].split("</thead>", 1)[0]
     shown = [n for n in names if f"<th>{n}</th>" in header]
     assert shown and sorted(shown, key=header.index) == shown
-
-
-def label_and_submit(batch: QueryBatch, annotator: User) -> None:
-    for item in batch.items.select_related("cell__reference_label"):
-        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
-    batch_submit(batch=batch, user=annotator)
-    run_queued_jobs()
 
 
 def test_before_and_after_adapting_to_a_new_site_per_source(

@@ -13,13 +13,11 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from annotation.models import Cell, Membership, Project
-from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from loop.models import QueryBatch
-from loop.services.batches import batch_submit
-from tests.conftest import import_external_cells, run_queued_jobs
+from tests.conftest import import_external_cells, label_and_submit, run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
 
@@ -40,14 +38,6 @@ def client_for(user: User) -> Client:
 def batch_sources(number: int, project: Project) -> list[str]:
     batch = QueryBatch.objects.get(project=project, number=number)
     return [item.cell.source for item in batch.items.select_related("cell")]
-
-
-def label_and_submit(number: int, project: Project, annotator: User) -> None:
-    batch = QueryBatch.objects.get(project=project, number=number)
-    for item in batch.items.select_related("cell__reference_label"):
-        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
-    batch_submit(batch=batch, user=annotator)
-    run_queued_jobs()
 
 
 def test_the_query_follows_the_new_site_while_it_has_unlabelled_cells(
@@ -72,10 +62,10 @@ def test_the_query_follows_the_new_site_while_it_has_unlabelled_cells(
     run_queued_jobs()
     first = batch_sources(1, loop_project)
     assert first == ["bccd"] * 12
-    label_and_submit(1, loop_project, annotator)
+    label_and_submit(QueryBatch.objects.get(project=loop_project, number=1), annotator)
     # Three new-site cells are left: the next batch holds them and nothing else.
     assert batch_sources(2, loop_project) == ["bccd"] * (NEW_SITE - 12)
-    label_and_submit(2, loop_project, annotator)
+    label_and_submit(QueryBatch.objects.get(project=loop_project, number=2), annotator)
     # Every new-site cell is labelled: the whole pool again.
     third = batch_sources(3, loop_project)
     assert len(third) == 12 and "bccd" not in third
