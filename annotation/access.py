@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from annotation.models import Cell, Project
+from annotation.models import Cell, Membership, Project
 from annotation.selectors import AnyUser, project_role
 
 
@@ -21,6 +21,25 @@ def cell_for_user(*, user: AnyUser, cell_id: int) -> Cell:
     if cell is None or project_role(user=user, project=cell.project) is None:
         raise Http404("No such cell")
     return cell
+
+
+def labelling_paused(*, user: AnyUser, project: Project) -> bool:
+    """Whether a lead paused this member's labelling in the project."""
+    if user.pk is None:
+        return False
+    return Membership.objects.filter(user_id=user.pk, project=project, labelling_paused=True).exists()
+
+
+def require_labelling(*, user: AnyUser, project: Project) -> None:
+    """Refuse a label, a submitted batch or a skip from a member whose labelling a lead paused (403,
+    code ``labelling_paused``); everything they saved before stays."""
+    if labelling_paused(user=user, project=project):
+        from rest_framework.exceptions import PermissionDenied as ApiPermissionDenied
+
+        raise ApiPermissionDenied(
+            "a lead of this project paused your labelling here; your earlier labels are kept",
+            code="labelling_paused",
+        )
 
 
 def require_role(*, user: AnyUser, project: Project, roles: tuple[str, ...]) -> str:

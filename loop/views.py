@@ -10,7 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from annotation import selectors
-from annotation.access import cell_for_user, project_for_user
+from annotation.access import cell_for_user, labelling_paused, project_for_user
 from annotation.cell_files import CellFileChanged
 from annotation.models import COMMENT_MAX_CHARS, TILE_SIZE_MAX, TILE_SIZE_MIN
 from annotation.roles import LEADS, REVIEWERS
@@ -64,6 +64,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "classes": classes,
         "can_review": role in REVIEWERS,
         "can_lead": role in LEADS,
+        "labelling_paused": labelling_paused(user=request.user, project=project),
         "page_config": config,
         "preferences": preferences,
         "tile_min": TILE_SIZE_MIN,

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.access import project_for_user, require_role
+from annotation.access import project_for_user, require_labelling, require_role
 from annotation.api.errors import Conflict
 from annotation.api.responses import (
     AnnotationsCreatedSerializer,
@@ -109,10 +109,11 @@ class AnnotationListCreateApi(generics.ListAPIView[Annotation]):
         )
 
     @extend_schema(
-        request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 404, 409)}
+        request=LabelSerializer, responses={201: AnnotationsCreatedSerializer, **errors(400, 403, 404, 409)}
     )
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
+        require_labelling(user=request.user, project=project)
         data = LabelSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -27,6 +28,7 @@ from annotation.services.memberships import (
     LastAdminError,
     membership_add,
     membership_change,
+    membership_pause,
     membership_remove,
 )
 
@@ -35,6 +37,9 @@ class MemberSerializer(serializers.Serializer[Membership]):
     user = serializers.IntegerField(source="user_id", read_only=True)
     username = serializers.CharField(source="user.username", read_only=True)
     role = serializers.ChoiceField(choices=Membership.Role.choices)
+    labelling_paused = serializers.BooleanField(
+        read_only=True, help_text="A lead paused this member's labelling here (their labels stay)."
+    )
     labels = serializers.IntegerField(read_only=True, help_text="Current labels this member gave here.")
     created_at = serializers.DateTimeField(read_only=True)
 
@@ -44,8 +49,23 @@ class MemberAddSerializer(serializers.Serializer[dict[str, Any]]):
     role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.ANNOTATOR)
 
 
-class RoleSerializer(serializers.Serializer[dict[str, Any]]):
-    role = serializers.ChoiceField(choices=Membership.Role.choices)
+class MemberChangeSerializer(serializers.Serializer[dict[str, Any]]):
+    role = serializers.ChoiceField(
+        choices=Membership.Role.choices, required=False, help_text="A new role (project admins)."
+    )
+    labelling_paused = serializers.BooleanField(
+        required=False,
+        help_text="Pause (true) or resume (false) this member's labelling here (leads and admins): a "
+        "paused member's labels, batch submissions and skips are refused with 403 labelling_paused.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(getattr(self, "initial_data", {})) - set(self.fields))
+        if unknown:
+            raise ValidationError(f"cannot be changed here: {', '.join(unknown)}")
+        if not attrs:
+            raise ValidationError("give a role, or labelling_paused")
+        return attrs
 
 
 def _member(project: Project, user_id: int) -> Membership:
@@ -82,18 +102,27 @@ class MemberListApi(APIView):
 
 
 class MemberDetailApi(APIView):
-    @extend_schema(request=RoleSerializer, responses={200: MemberSerializer, **errors(400, 403, 404, 409)})
+    @extend_schema(
+        request=MemberChangeSerializer, responses={200: MemberSerializer, **errors(400, 403, 404, 409)}
+    )
     def patch(self, request: Request, project_id: int, user_id: int) -> Response:
-        """Change a member's role (project admins)."""
+        """Change a member's role (project admins), or pause or resume their labelling (leads and admins)."""
         project = project_for_user(user=request.user, project_id=project_id)
-        require_role(user=request.user, project=project, roles=ADMINS)
-        membership = _member(project, user_id)
-        data = RoleSerializer(data=request.data)
+        require_role(user=request.user, project=project, roles=LEADS)
+        data = MemberChangeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            membership_change(membership=membership, role=data.validated_data["role"])
-        except LastAdminError as error:
-            raise Conflict(str(error)) from None
+        values = data.validated_data
+        if "role" in values:
+            require_role(user=request.user, project=project, roles=ADMINS)
+        membership = _member(project, user_id)
+        with transaction.atomic():
+            if "labelling_paused" in values:
+                membership_pause(membership=membership, paused=values["labelling_paused"])
+            if "role" in values:
+                try:
+                    membership_change(membership=membership, role=values["role"])
+                except LastAdminError as error:
+                    raise Conflict(str(error)) from None
         return Response(MemberSerializer(_member(project, user_id)).data)
 
     @extend_schema(responses={204: None, **errors(403, 404, 409)})

@@ -53,9 +53,12 @@ class MemberAddForm(forms.Form):
 
 
 class MemberChangeForm(forms.Form):
-    """One member's row: a new role, or ``remove``."""
+    """One member's row: a new role, ``remove`` (project admins), ``pause`` or ``resume`` their
+    labelling (leads and admins)."""
 
-    action = forms.ChoiceField(choices=[("role", "Change role"), ("remove", "Remove")])
+    action = forms.ChoiceField(
+        choices=[("role", "Change role"), ("remove", "Remove"), ("pause", "Pause"), ("resume", "Resume")]
+    )
     role = forms.ChoiceField(choices=Membership.Role.choices, required=False)
 
     def clean(self) -> dict[str, object]:

@@ -28,6 +28,7 @@ from annotation.services.memberships import (
     LastAdminError,
     membership_add,
     membership_change,
+    membership_pause,
     membership_remove,
 )
 
@@ -95,16 +96,24 @@ def member_add(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def member_change(request: HttpRequest, project_id: int, user_id: int) -> HttpResponse:
     project = project_for_user(user=request.user, project_id=project_id)
-    require_role(user=request.user, project=project, roles=ADMINS)
+    require_role(user=request.user, project=project, roles=LEADS)
+    form = MemberChangeForm(request.POST)
+    action = form.cleaned_data["action"] if form.is_valid() else None
+    if action not in ("pause", "resume"):  # roles and removal stay with the project's admins
+        require_role(user=request.user, project=project, roles=ADMINS)
     membership = Membership.objects.select_related("user").filter(project=project, user_id=user_id).first()
     if membership is None:
         raise Http404("No such member")
-    form = MemberChangeForm(request.POST)
     if not form.is_valid():
         messages.error(request, "; ".join(str(e) for errors in form.errors.values() for e in errors))
         return redirect("project-settings", project.pk)
+    if action in ("pause", "resume"):
+        membership_pause(membership=membership, paused=action == "pause")
+        done = "paused: they keep their labels but cannot label" if action == "pause" else "can label again"
+        messages.success(request, f"{membership.user}'s labelling here is {done}.")
+        return redirect("project-settings", project.pk)
     try:
-        if form.cleaned_data["action"] == "remove":
+        if action == "remove":
             membership_remove(membership=membership)
             messages.success(request, f"{membership.user} left the project; their labels stay.")
         else:

@@ -59,3 +59,10 @@ def membership_remove(*, membership: Membership) -> None:
     """Take someone out of the project. Their annotations stay: labels are history, not membership."""
     _keep_an_admin(membership, None)
     membership.delete()
+
+
+def membership_pause(*, membership: Membership, paused: bool) -> Membership:
+    """Pause or resume one member's labelling in the project (their labels stay either way)."""
+    membership.labelling_paused = paused
+    membership.save(update_fields=["labelling_paused"])
+    return membership

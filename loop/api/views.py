@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.access import cell_for_user, project_for_user, require_role
+from annotation.access import cell_for_user, project_for_user, require_labelling, require_role
 from annotation.api.errors import Conflict
 from annotation.api.serializers import IdField
 from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schema_only
@@ -126,9 +126,10 @@ class BatchSubmitApi(APIView):
     """Submit the batch: retrain, then build the next one. An untouched batch is refused (409,
     ``empty_batch``)."""
 
-    @extend_schema(request=None, responses={202: SubmittedSerializer, **errors(404, 409)})
+    @extend_schema(request=None, responses={202: SubmittedSerializer, **errors(403, 404, 409)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
+        require_labelling(user=request.user, project=project)
         batch = get_object_or_404(QueryBatch, pk=batch_id, project=project)
         try:
             job = batch_submit(batch=batch, user=request.user)  # type: ignore[arg-type]
@@ -152,9 +153,10 @@ def _requested_item(request: Request, project_id: int, batch_id: int) -> QueryIt
 
 
 class BatchSkipApi(APIView):
-    @extend_schema(request=SkipSerializer, responses={200: SkippedSerializer, **errors(400, 404)})
+    @extend_schema(request=SkipSerializer, responses={200: SkippedSerializer, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         item = _requested_item(request, project_id, batch_id)
+        require_labelling(user=request.user, project=item.batch.project)
         query_item_skip(item=item, user=request.user)  # type: ignore[arg-type]
         return Response({"cell": item.cell_id, "skipped": True})
 
