@@ -75,6 +75,7 @@ def reinhard(images: torch.Tensor) -> None:
 
 
 ABSTAIN_RATIOS = (1.5, 2.0, 2.5, 3.0)
+ADAPT_PICKS = ("hybrid", "hybrid+balanced", "random")
 
 
 def adaptation(
@@ -89,9 +90,11 @@ def adaptation(
     seed: int,
 ) -> dict[str, dict[str, Any]]:
     """Adapting to the other lab with ``n`` of its cells labelled (:func:`learning.adaptation.adapt_to_site`),
-    chosen as the loop chooses them with ``Project.query_source`` set (hybrid), or at random."""
+    chosen as the loop chooses them with ``Project.query_source`` set (hybrid), by the class-balanced
+    hybrid, or at random."""
     out = {}
-    for how in ("hybrid", "random"):
+    for how in ADAPT_PICKS:
+        strategy, _, balanced = how.partition("+")
         report = adapt_to_site(
             lambda: AlignedClassifier(classes, "logreg", class_weight="balanced"),
             labelled_x=labelled,
@@ -101,8 +104,9 @@ def adaptation(
             test_x=test,
             test_y=y_test,
             n=n,
-            strategy=how,
+            strategy=strategy,
             seed=seed,
+            strategy_options={"class_balanced": True} if balanced else None,
         )
         after = report["site_after"]
         out[how] = {
@@ -281,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                         "forgetting",
                     )
                 }
-                for how in ("hybrid", "random")
+                for how in ADAPT_PICKS
             },
             "external_recall": {
                 c: round(float(np.mean([r["external_recall"][c] for r in runs])), 3)

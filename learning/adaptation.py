@@ -12,7 +12,7 @@ Never imports Django.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ def adapt_to_site(
     n: int,
     strategy: str = "hybrid",
     seed: int = 0,
+    strategy_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Before and after labelling ``n`` of the new site's cells chosen by ``strategy``.
 
@@ -44,6 +45,7 @@ def adapt_to_site(
             the chosen cells and the truth for the others.
         test_x, test_y: the old sites' held-out cells.
         n: labels of the new site to buy (at most S - 1, so that something is left to score).
+        strategy_options: passed to the strategy (``{"class_balanced": True}`` for the hybrid).
 
     Returns:
         ``{"labels": n, "strategy", "picked_per_class", "site_before", "site_after"`` (each
@@ -60,6 +62,7 @@ def adapt_to_site(
         probs=np.asarray(before.predict_proba(site_x)),
         labelled_mask=np.zeros(len(site_x), dtype=bool),
         rng=seed,
+        **(strategy_options or {}),
     )
     rest = np.setdiff1d(np.arange(len(site_x)), picked)
     after = make_classifier().fit(
@@ -74,6 +77,7 @@ def adapt_to_site(
     return {
         "labels": len(picked),
         "strategy": strategy,
+        "strategy_options": dict(strategy_options or {}),
         "picked_per_class": {c: int((site_y[picked] == c).sum()) for c in sorted(set(site_y.tolist()))},
         "site_before": external_report(site_y[rest], predicted(before, site_x[rest])),
         "site_after": external_report(site_y[rest], predicted(after, site_x[rest])),
