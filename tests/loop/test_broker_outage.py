@@ -88,7 +88,14 @@ def _outage_during_submit(
         what="batch 2",
         log=worker.log,
     )
-    retrain.refresh_from_db()
+
+    # Batch 2 commits with the retrain's results; the job is marked succeeded just after, in its own
+    # write, so on a busy machine the batch can be seen a moment before the job's status.
+    def finished() -> bool:
+        retrain.refresh_from_db()
+        return retrain.status != Job.Status.RUNNING
+
+    wait_for(finished, timeout=60, what="the retrain to be marked finished", log=worker.log)
     assert retrain.status == Job.Status.SUCCEEDED, retrain.error
     assert retrain.attempts == 1
     assert resumed_after < 60
