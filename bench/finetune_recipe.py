@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from learning.benchmark import ALProblem  # noqa: E402
 from learning.data import CellImageDataset, read_manifest, sample_per_class  # noqa: E402
+from learning.evaluation import external_report  # noqa: E402
 from learning.finetune import finetune  # noqa: E402
 from learning.finetune_benchmark import (  # noqa: E402
     attribute_matrix,
@@ -99,7 +100,10 @@ def run_recipe(
     test_images: torch.Tensor,
     rows: np.ndarray,
     seed: int,
+    external: tuple[torch.Tensor, np.ndarray] | None = None,
 ) -> dict[str, Any]:
+    """One fine-tune scored by its own head and by the product's classifier; with ``external`` (another
+    lab's images and labels, never trained on) the product's classifier is scored there too."""
     options = dict(RECIPES[name])
     semi = None
     unlabelled = None
@@ -142,7 +146,7 @@ def run_recipe(
     mask = np.zeros(len(pool_images), dtype=bool)
     mask[rows] = True
     with threadpool_limits(limits=1):
-        product, _model = fit_and_score(
+        product, model = fit_and_score(
             problem,
             pool_x,
             normalise(test_raw),
@@ -166,6 +170,10 @@ def run_recipe(
         "head": head,
         "product": product,
     }
+    if external is not None:
+        images, truth = external
+        predicted = np.asarray(model.predict(normalise(raw_features(result.backbone, images)))).astype(str)
+        out["external"] = external_report(truth, predicted)
     return out
 
 
@@ -202,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--semi-threshold", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--image-cache", type=Path, default=Path("var/cache"))
+    parser.add_argument(
+        "--external", type=Path, default=None, help="another lab's manifest, scored, never trained on"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
@@ -209,16 +220,27 @@ def main(argv: list[str] | None = None) -> None:
     problem = build_problem(pool, test)
     pool_images = CellImageDataset(pool, args.image_size, crop=args.crop).preload(cache_dir=args.image_cache)
     test_images = CellImageDataset(test, args.image_size, crop=args.crop).preload(cache_dir=args.image_cache)
+    external = None
+    if args.external is not None:
+        ext_records = read_manifest(args.external)
+        ext_images = CellImageDataset(ext_records, args.image_size, crop=args.crop).preload()
+        external = (ext_images, np.array([str(r.label) for r in ext_records]))
     index = {r.id: i for i, r in enumerate(pool)}
     runs: list[dict[str, Any]] = []
     for seed in range(args.seeds):
         rows = np.array(sorted(index[r.id] for r in sample_per_class(pool, args.per_class, seed=seed)))
         for name in args.recipes.split(","):
-            run = run_recipe(name, args, problem, pool_images, test_images, rows, seed)
+            run = run_recipe(name, args, problem, pool_images, test_images, rows, seed, external)
             runs.append(run)
             print(
                 f"{name} seed {seed}: {run['epochs_done']} epochs in {run['finetune_seconds']} s | "
-                f"head {brief(run['head'])} | product {brief(run['product'])}",
+                f"head {brief(run['head'])} | product {brief(run['product'])}"
+                + (
+                    f" | external F1 (>= 20 cells) {run['external']['macro_f1_min20']:.3f}, "
+                    f"blast {run['external']['predicted_share'].get('blast', 0.0):.1%}"
+                    if "external" in run
+                    else ""
+                ),
                 flush=True,
             )
             args.out.parent.mkdir(parents=True, exist_ok=True)
