@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--per-class", type=int, default=90)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed, first-seed + 1 ...")
     parser.add_argument("--recipes", default="supervised,lpft,semi")
     parser.add_argument("--epochs", type=float, default=30.0)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         external = (ext_images, np.array([str(r.label) for r in ext_records]))
     index = {r.id: i for i, r in enumerate(pool)}
     runs: list[dict[str, Any]] = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rows = np.array(sorted(index[r.id] for r in sample_per_class(pool, args.per_class, seed=seed)))
         for name in args.recipes.split(","):
             run = run_recipe(name, args, problem, pool_images, test_images, rows, seed, external)
