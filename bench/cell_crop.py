@@ -38,8 +38,7 @@ from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class  # noqa: E402
 from learning.embeddings import extract_embeddings  # noqa: E402
 from learning.evaluation import external_report, macro_f1, per_source  # noqa: E402
-from learning.index import EmbeddingIndex  # noqa: E402
-from learning.shift import nearest_labelled_ratio, reference_median_distance  # noqa: E402
+from learning.shift import LabelledNeighbourhood  # noqa: E402
 from models_zoo import create_model  # noqa: E402
 
 
@@ -132,12 +131,10 @@ def abstention(
     """Per ratio: the share of test and external cells the model abstains on
     (:func:`learning.shift.nearest_labelled_ratio` above it), the test macro-F1 over the cells it
     answers, and the share of all external cells it answers "blast"."""
-    ids = np.arange(len(labelled), dtype=np.int64)
-    index = EmbeddingIndex.build(labelled, ids)
-    reference = reference_median_distance(index, labelled, ids)
-    away = np.full(len(test), -1, dtype=np.int64)  # never a labelled cell's id
-    test_ratio = nearest_labelled_ratio(index, reference, test, away)
-    external_ratio = nearest_labelled_ratio(index, reference, external, np.full(len(external), -1))
+    neighbourhood = LabelledNeighbourhood.build(labelled)
+    assert neighbourhood is not None, "810 labels, never fewer than two"
+    test_ratio = neighbourhood.ratios(test)
+    external_ratio = neighbourhood.ratios(external)
     out = {}
     for limit in ABSTAIN_RATIOS:
         kept = test_ratio <= limit

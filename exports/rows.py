@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from annotation.cell_files import CellFile
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Annotation, Cell, Project, image_path
 from loop.models import ModelVersion
+
+if TYPE_CHECKING:
+    from learning.shift import LabelledNeighbourhood
 
 CHUNK = 2000
 # The order ``iter_rows`` unpacks them in (tuples: a dict per row cost more than the rest of the row).
@@ -154,28 +157,22 @@ class Predictor:
         self._ids = np.zeros(0, dtype=np.int64)
         self._emb: np.ndarray | None = None
         self._clf: Any = None
-        self._labelled: tuple[Any, float] | None = None  # (index of the training cells, their distance)
+        self._labelled: LabelledNeighbourhood | None = None  # the cells the classifier was trained on
         if self.version is not None and self.version.parent is not None:
             self._ids, self._emb = index_embeddings(self.version.parent)
             self._clf = classifier(self.version)
             self._labelled = self._training_cells(self.version)
 
-    def _training_cells(self, version: ModelVersion) -> tuple[Any, float] | None:
-        """A FAISS index of the cells the classifier was trained on, under their cell ids, and their
-        median distance to each other; None with fewer than two."""
-        from learning.index import EmbeddingIndex
-        from learning.shift import reference_median_distance
+    def _training_cells(self, version: ModelVersion) -> LabelledNeighbourhood | None:
+        """The cells the classifier was trained on, under their cell ids; None with fewer than two."""
+        from learning.shift import LabelledNeighbourhood
         from loop.handlers.training_set import rows_of
 
         assert self._emb is not None
         cell_ids = Annotation.objects.filter(pk__in=version.trained_on).values_list("cell_id", flat=True)
         wanted = np.unique(np.asarray(list(cell_ids), dtype=np.int64))
         rows, found = rows_of(self._ids, wanted)
-        if len(rows) < 2:
-            return None
-        emb, ids = np.ascontiguousarray(self._emb[rows]), wanted[found]
-        index = EmbeddingIndex.build(emb, ids)
-        return index, reference_median_distance(index, emb, ids)
+        return LabelledNeighbourhood.build(self._emb[rows], wanted[found])
 
     def predict(self, cell_ids: list[int]) -> dict[int, Prediction]:
         if self._clf is None or self._emb is None or self.version is None or not len(self._ids):
@@ -191,14 +188,7 @@ class Predictor:
         best = probs.argmax(axis=1)
         ratios: list[float | None] = [None] * len(rows)
         if self._labelled is not None:
-            from learning.shift import nearest_labelled_ratio
-
-            index, reference = self._labelled
-            found_ids = wanted[found]
-            ratios = [
-                round(float(r), 4)
-                for r in nearest_labelled_ratio(index, reference, self._emb[rows], found_ids)
-            ]
+            ratios = [round(float(r), 4) for r in self._labelled.ratios(self._emb[rows], wanted[found])]
         return {
             int(cell_id): Prediction(classes[int(k)], round(float(p[k]), 6), self.version.version, ratio)
             for cell_id, p, k, ratio in zip(wanted[found], probs, best, ratios, strict=True)

@@ -190,6 +190,35 @@ def reference_median_distance(index: EmbeddingIndex, embeddings: np.ndarray, ids
     return float(np.median(nearest_other_distance(index, embeddings, ids)))
 
 
+@dataclass(frozen=True)
+class LabelledNeighbourhood:
+    """The labelled cells as a neighbourhood to measure other cells against: a FAISS index of their
+    embeddings under their ids, and how far they lie from each other (:func:`reference_median_distance`).
+
+    The one place that builds this, for the loop's batch (suggestions withheld on unlike cells), the
+    exported predictions (``abstained``) and the abstention benchmark, so the three agree on the rule."""
+
+    index: EmbeddingIndex
+    reference_distance: float
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, ids: np.ndarray | None = None) -> LabelledNeighbourhood | None:
+        """From the labelled cells' L2-normalised embeddings (``ids``: their cell ids, default 0..N-1);
+        None with fewer than two cells, where no distance between labelled cells exists."""
+        if len(embeddings) < 2:
+            return None
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        keys = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        index = EmbeddingIndex.build(vectors, keys)
+        return cls(index, reference_median_distance(index, vectors, keys))
+
+    def ratios(self, embeddings: np.ndarray, cell_ids: np.ndarray | None = None) -> np.ndarray:
+        """:func:`nearest_labelled_ratio` of each cell; ``cell_ids`` name cells that may be labelled
+        ones (never their own neighbour); None: cells outside the labelled set."""
+        ids = np.full(len(embeddings), -1, dtype=np.int64) if cell_ids is None else cell_ids
+        return nearest_labelled_ratio(self.index, self.reference_distance, embeddings, ids)
+
+
 def warning_text(shift: SourceShift) -> str:
     """One plain sentence for the dashboard."""
     if shift.level == "ok":

@@ -10,9 +10,8 @@ from django.db.models import Max
 
 from annotation.models import LabelClass, Project
 from jobs.models import Job
-from learning.index import EmbeddingIndex
 from learning.query import informativeness, resolve_strategy, select
-from learning.shift import nearest_labelled_ratio, reference_median_distance
+from learning.shift import LabelledNeighbourhood
 from loop.models import ModelVersion, QueryBatch, QueryItem
 
 
@@ -79,12 +78,8 @@ def choose(
 def labelled_distance_ratios(labelled: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:
     """:func:`learning.shift.nearest_labelled_ratio` of the chosen cells (unlabelled, so never their
     own neighbour) against the labelled ones; None with fewer than two labelled cells."""
-    if len(labelled) < 2:
-        return None
-    ids = np.arange(len(labelled), dtype=np.int64)
-    index = EmbeddingIndex.build(np.ascontiguousarray(labelled, dtype=np.float32), ids)
-    reference = reference_median_distance(index, labelled, ids)
-    return nearest_labelled_ratio(index, reference, chosen, np.full(len(chosen), -1, dtype=np.int64))
+    neighbourhood = LabelledNeighbourhood.build(labelled)
+    return None if neighbourhood is None else neighbourhood.ratios(chosen)
 
 
 def focus_rows(

@@ -167,3 +167,24 @@ def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_ar
     assert shifts["pbc"].level == "ok", shifts["pbc"]
     assert shifts["bccd"].level in flagged_as, shifts["bccd"]
     assert shifts["bccd"].distance_ratio > 2 * shifts["pbc"].distance_ratio
+
+
+def test_labelled_neighbourhood_measures_cells_against_the_labelled_ones() -> None:
+    """By hand on three labelled points: the reference distance is their median nearest-other distance,
+    an outside cell's ratio is its nearest distance over that, and a labelled cell is not its own
+    neighbour."""
+    from learning.shift import LabelledNeighbourhood
+
+    labelled = unit(np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0]]))
+    assert LabelledNeighbourhood.build(labelled[:1]) is None
+    hood = LabelledNeighbourhood.build(labelled, np.array([10, 11, 12]))
+    assert hood is not None
+    sims = labelled @ labelled.T
+    np.fill_diagonal(sims, -np.inf)
+    reference = float(np.median(1 - sims.max(axis=1)))  # 0.2, 0.2 and 0.4: median 0.2
+    assert hood.reference_distance == pytest.approx(reference, abs=1e-5)
+    outside = unit(np.array([[0.0, 0.0, 1.0]]))  # orthogonal to all: distance 1
+    assert hood.ratios(outside) == pytest.approx([1.0 / reference], rel=1e-4)
+    # Cell 12 is labelled: measured against the others, not itself (nearest other: cell 11, 1 - 0.6).
+    assert hood.ratios(labelled[2:], np.array([12])) == pytest.approx([0.4 / reference], rel=1e-4)
+    assert hood.ratios(labelled[2:]) == pytest.approx([0.0], abs=1e-5)  # an outsider on top of it
