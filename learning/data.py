@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from learning.attributes import WBCATT_NAMES
-from learning.imaging import CELL_CROP_SCALE, preprocess
+from learning.imaging import CELL_CROP_SCALE, preprocess_framed
 from learning.manifest import ManifestError, ManifestRow, check_header, parse_row
 from learning.transforms import gray_world as gray_world_normalize
 
@@ -235,8 +235,21 @@ def load_image(
     Returns:
         uint8 tensor (3, size, size).
     """
-    x = preprocess(path, size, crop=crop, cell_scale=cell_scale)
-    return gray_world_normalize(x) if gray_world else x
+    return load_image_framed(path, size, gray_world=gray_world, crop=crop, cell_scale=cell_scale)[0]
+
+
+def load_image_framed(
+    path: str | Path | io.BytesIO,
+    size: int,
+    *,
+    gray_world: bool = True,
+    crop: str = "centre",
+    cell_scale: float = CELL_CROP_SCALE,
+) -> tuple[Tensor, tuple[int, int], tuple[int, int, int]]:
+    """:func:`load_image` with where its square lies in the decoded image: ``(image, (width, height),
+    (left, top, side))`` (:func:`learning.imaging.preprocess_framed`)."""
+    x, frame, box = preprocess_framed(path, size, crop=crop, cell_scale=cell_scale)
+    return (gray_world_normalize(x) if gray_world else x), frame, box
 
 
 class CellImageDataset(Dataset[tuple[Tensor, int]]):

@@ -127,36 +127,63 @@ def square_box(
     return left, top, side
 
 
-def decode_square(
+def decode_square_framed(
     path: str | Path | io.BytesIO, size: int, *, crop: str = "centre", cell_scale: float = 2.0
-) -> Image.Image:
-    """Decode an image (a path, or a file object) as RGB, crop its :func:`square_box` and resize that
-    to ``size`` x ``size``."""
+) -> tuple[Image.Image, tuple[int, int], tuple[int, int, int]]:
+    """:func:`decode_square`, with where the square lies: ``(square, (width, height) of the decoded
+    image, (left, top, side) of the square in it)``. The decoded image may be a JPEG draft smaller than
+    the file, with the file's aspect ratio."""
     with Image.open(path) as im:
         # JPEG: the decoder downscales by 2/4/8, never below size; a cell crop is a part of the image,
         # so it keeps the resolution that part needs.
         im.draft("RGB", (size, size) if crop == "centre" else (4 * size, 4 * size))
         img = im.convert("RGB")
+    frame = img.size
     left, top, side = square_box(img, crop=crop, cell_scale=cell_scale)
     if (left, top, side, side) != (0, 0, *img.size):
         img = img.crop((left, top, left + side, top + side))
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return img
+    return img, frame, (left, top, side)
+
+
+def decode_square(
+    path: str | Path | io.BytesIO, size: int, *, crop: str = "centre", cell_scale: float = 2.0
+) -> Image.Image:
+    """Decode an image (a path, or a file object) as RGB, crop its :func:`square_box` and resize that
+    to ``size`` x ``size``."""
+    return decode_square_framed(path, size, crop=crop, cell_scale=cell_scale)[0]
+
+
+def preprocess_framed(
+    path: str | Path | io.BytesIO, size: int, *, crop: str = "centre", cell_scale: float = 2.0
+) -> tuple[Tensor, tuple[int, int], tuple[int, int, int]]:
+    """:func:`preprocess`, with the frame and box of :func:`decode_square_framed` (to place a map
+    computed on the input back over the whole image without decoding the file again)."""
+    img, frame, box = decode_square_framed(path, size, crop=crop, cell_scale=cell_scale)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous(), frame, box
 
 
 def preprocess(
     path: str | Path | io.BytesIO, size: int, *, crop: str = "centre", cell_scale: float = 2.0
 ) -> Tensor:
     """The model's input for one image file: uint8 tensor (3, size, size), RGB."""
-    img = decode_square(path, size, crop=crop, cell_scale=cell_scale)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+    return preprocess_framed(path, size, crop=crop, cell_scale=cell_scale)[0]
 
 
 def readme_source() -> str:
     """Imports plus the source of the geometry functions, runnable on their own."""
     functions = "\n\n".join(
-        inspect.getsource(f) for f in (otsu_threshold, locate_cell, square_box, decode_square, preprocess)
+        inspect.getsource(f)
+        for f in (
+            otsu_threshold,
+            locate_cell,
+            square_box,
+            decode_square_framed,
+            decode_square,
+            preprocess_framed,
+            preprocess,
+        )
     )
     return f"{_STANDALONE_IMPORTS}\n\n{functions}"
 
@@ -167,9 +194,11 @@ __all__ = [
     "CROP_MODES",
     "GEOMETRY_STEPS",
     "decode_square",
+    "decode_square_framed",
     "locate_cell",
     "otsu_threshold",
     "preprocess",
+    "preprocess_framed",
     "readme_source",
     "square_box",
 ]

@@ -86,10 +86,7 @@ def saliency_png(*, cell: Cell) -> bytes | None:
 
     Cached on disk per classifier version: the map of a cell only changes with the model. The image is
     checked against its hash first, cached map or not (raises ``CellFileChanged`` if it changed)."""
-    from PIL import Image
-
-    from learning.data import load_image
-    from learning.imaging import CELL_CROP_SCALE, square_box
+    from learning.data import load_image_framed
     from learning.saliency import heat_in_frame, heat_overlay_png, linear_head_from_classifier, saliency_map
 
     version = latest_version(cell.project_id, ModelVersion.Kind.CLASSIFIER)
@@ -107,12 +104,10 @@ def saliency_png(*, cell: Cell) -> bytes | None:
     head = linear_head_from_classifier(clf, emb.shape[1])
     if head is None:
         return None
-    image = load_image(io.BytesIO(image_bytes), size, crop=crop)
+    image, frame, box = load_image_framed(io.BytesIO(image_bytes), size, crop=crop)
     heat = saliency_map(backbone, head, image, method=WEB_SALIENCY_METHOD)
     if crop != "centre":  # the page lays the overlay over the whole file: put the map where its square is
-        with Image.open(io.BytesIO(image_bytes)) as im:
-            whole = im.convert("RGB")
-        heat = heat_in_frame(heat, whole.size, square_box(whole, crop=crop, cell_scale=CELL_CROP_SCALE))
+        heat = heat_in_frame(heat, frame, box)
     png = heat_overlay_png(heat)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

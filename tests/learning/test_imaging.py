@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from learning.data import load_image, read_manifest, sample_per_class
+from learning.data import load_image, load_image_framed, read_manifest, sample_per_class
 from learning.export import preprocessing_spec, readme_code, readme_text
 from learning.imaging import (
     CELL_CROP_SCALE,
@@ -160,3 +160,20 @@ def test_the_cell_crop_gives_the_same_input_whatever_margin_a_lab_leaves(data_di
     # Grey levels of 255; measured 1.5 against 37 on these cells.
     assert np.median(cell_gaps) < 5, cell_gaps
     assert np.median(cell_gaps) * 5 < np.median(centre_gaps), (cell_gaps, centre_gaps)
+
+
+@pytest.mark.realdata
+def test_the_framed_decode_says_where_its_square_lies(data_dir: Path) -> None:
+    """load_image_framed gives the same input as load_image, and its box cut out of the decoded frame
+    and resized is that input (what saliency relies on to place its map over the whole file)."""
+    record = next(r for r in read_manifest(data_dir / "manifest.csv", limit=50) if r.path.suffix == ".jpg")
+    image, frame, (left, top, side) = load_image_framed(record.path, 64, crop="cell", gray_world=False)
+    assert torch.equal(image, load_image(record.path, 64, crop="cell", gray_world=False))
+    with Image.open(record.path) as im:
+        im.draft("RGB", (256, 256))  # the draft decode_square makes for a 64 px cell crop
+        whole = im.convert("RGB")
+    assert whole.size == frame
+    assert (left, top, side) == square_box(whole, crop="cell", cell_scale=CELL_CROP_SCALE)
+    assert side < min(frame)  # a real cell crop, not the whole frame
+    again = whole.crop((left, top, left + side, top + side)).resize((64, 64), Image.Resampling.BILINEAR)
+    assert torch.equal(image, torch.from_numpy(np.asarray(again).copy()).permute(2, 0, 1))
