@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import Client
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 MODE = os.environ.get("LEUKOLOOP_TEST_MODE", "")
@@ -306,6 +307,21 @@ def run_queued_jobs(*, limit: int = 20) -> list[int]:
             run_job(job.pk)
             ran.append(job.pk)
     return ran
+
+
+def client_for(user: User | None) -> Client:
+    """A test client logged in as ``user`` (anonymous with None)."""
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def own_artifacts(settings: Any, tmp_path: Path) -> None:
+    """Artefacts (models, maps, exports) in the test's own folder: the loop's caches are keyed by path,
+    so a test never reads a map or model an earlier run left in var/."""
+    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
 
 
 def label_and_submit(batch: Any, annotator: User) -> None:

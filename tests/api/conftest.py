@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client
 
 from annotation.models import Annotation, Cell, Membership, Project
 from annotation.services.annotations import annotation_create
@@ -65,13 +64,6 @@ class World:
     batch: QueryBatch
     other_batch: QueryBatch
     other_version: ModelVersion
-
-
-def client_for(user: User | None) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def _cell(project: Project, i: int, reference: str | None) -> Cell:

@@ -18,7 +18,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.throttling import SimpleRateThrottle
 
-from tests.api.conftest import PASSWORD, World, client_for
+from tests.api.conftest import PASSWORD, World
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

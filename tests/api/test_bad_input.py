@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from annotation.models import Annotation
-from tests.api.conftest import World, client_for
+from tests.api.conftest import World
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

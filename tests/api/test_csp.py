@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tests.api.conftest import World, client_for
+from tests.api.conftest import World
 from tests.api.test_page_permissions import PAGES, content, ids, pages, saliency_servable
+from tests.conftest import client_for
 
 __all__ = ["pages"]  # the fixture, used by the tests below
 

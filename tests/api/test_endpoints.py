@@ -11,7 +11,8 @@ from django.test import Client
 from annotation.services.annotations import annotation_create
 from learning.shift import ABSTAIN_RATIO
 from loop.models import QueryItem
-from tests.api.conftest import ARTIFACT_PATH, PASSWORD, REVIEWER_LABEL, World, client_for
+from tests.api.conftest import ARTIFACT_PATH, PASSWORD, REVIEWER_LABEL, World
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import CELL_MARKER, REVIEWER_LABEL, World, client_for
+from tests.api.conftest import CELL_MARKER, REVIEWER_LABEL, World
 from tests.api.sentinels import (
     IMPORT_RESULT_MARKER,
     JOB_ERROR_SUMMARY,
@@ -18,6 +18,7 @@ from tests.api.sentinels import (
     SLIDE_MARKER,
     TRACEBACK_MARKER,
 )
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from annotation.models import Annotation, Membership
-from tests.api.conftest import World, client_for
+from tests.api.conftest import World
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

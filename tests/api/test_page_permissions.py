@@ -38,9 +38,9 @@ from tests.api.conftest import (
     PROJECT_NAME,
     REFERENCE_MARKER,
     World,
-    client_for,
 )
 from tests.api.sentinels import JOB_ERROR_SUMMARY, TRACEBACK_MARKER, assert_nothing_hidden
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,8 @@ import pytest
 
 from annotation.models import PagePreferences, Project
 from loop.models import QueryItem
-from tests.api.conftest import World, client_for
+from tests.api.conftest import World
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 

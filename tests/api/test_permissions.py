@@ -24,9 +24,9 @@ from tests.api.conftest import (
     REFERENCE_MARKER,
     REVIEWER_LABEL,
     World,
-    client_for,
 )
 from tests.api.sentinels import assert_nothing_hidden
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -75,6 +75,13 @@ CASES = [
         "/api/projects/{project}/members/{annotator_user}/",
         members(200, **ADMINS_ONLY),
         {"role": "reviewer"},
+    ),
+    Case(  # pausing an annotator's queue is a lead's call, unlike their role (test_labelling_pause.py)
+        "api-member-detail",
+        "PATCH",
+        "/api/projects/{project}/members/{annotator_user}/",
+        members(200, **LEADS_ONLY),
+        {"labelling_paused": True},
     ),
     Case(
         "api-member-detail",

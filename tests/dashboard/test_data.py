@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,22 +18,10 @@ from annotation.services.projects import project_create
 from dashboard.embedding_map import map_path, project_2d, sample_rows, umap_settings
 from jobs.models import Job
 from loop.models import ModelVersion
-from tests.conftest import run_queued_jobs
+from tests.conftest import client_for, run_queued_jobs
 from tests.dashboard import run_loop
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _artifacts(settings: Any, tmp_path: Path) -> None:
-    # Maps and models land in the test's own folder, never in a map cached by an earlier run.
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_artifacts")]
 
 
 @pytest.fixture

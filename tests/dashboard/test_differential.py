@@ -9,13 +9,11 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
 
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Annotation, Cell, LabelClass, Membership, Project
@@ -27,24 +25,14 @@ from learning.manifest import FORMULA_PREFIXES
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion
+from tests.conftest import client_for
 from tests.dashboard import run_loop
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_artifacts")]
 
 SLIDE_A = "SLIDE-A"
 SLIDE_B = "=HYPERLINK(1)"  # a hostile slide id: the CSV must not hand it to a spreadsheet as a formula
 NO_SLIDE = 3  # cells left without a slide id
-
-
-@pytest.fixture(autouse=True)
-def _artifacts(settings: Any, tmp_path: Path) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def give_slides(project: Project, labelled_ids: set[int]) -> dict[int, str]:

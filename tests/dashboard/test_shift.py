@@ -6,7 +6,6 @@ index's embeddings, and without a model the page says why there is no report."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,12 +21,12 @@ from loop.models import ModelVersion
 from tests.conftest import import_external_cells
 from tests.dashboard import run_loop
 
-pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def _artifacts(settings: Any, tmp_path: Path) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.realdata,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("own_artifacts"),
+]
 
 
 def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_count(

@@ -23,15 +23,10 @@ from evaluation_report.report import NOT_SCORED_REASON, evaluation_report, sourc
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion, QueryBatch
-from tests.conftest import ManifestWriter, import_external_cells, label_and_submit
+from tests.conftest import ManifestWriter, client_for, import_external_cells, label_and_submit
 from tests.dashboard import run_loop
 
-pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
-
-
-@pytest.fixture(autouse=True)
-def _artifacts(settings: Any, tmp_path: Path) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.usefixtures("own_artifacts")]
 
 
 @pytest.fixture
@@ -185,12 +180,6 @@ def test_a_test_set_with_a_subset_of_the_classes_is_scored_over_the_classes_it_h
     for slide in report["differential"]["slides"]:
         assert sum(slide["true"].values()) == pytest.approx(1.0)
         assert sum(slide["predicted"].values()) == pytest.approx(1.0)
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_page_and_json_for_leads_only(

@@ -38,13 +38,7 @@ from loop.selectors import latest_version
 from loop.services.batches import batch_submit
 from tests.conftest import run_queued_jobs
 
-pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
-
-
-@pytest.fixture(autouse=True)
-def _artifacts_dir(settings: Any, tmp_path: Path) -> None:
-    # Per-test artifacts: the loop's caches are keyed by path, and exports must not land in var/.
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.usefixtures("own_artifacts")]
 
 
 def run_export(project: Project, fmt: str, user: User) -> Path:

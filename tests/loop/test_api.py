@@ -23,7 +23,7 @@ from learning.imaging import CELL_CROP_SCALE, square_box
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion, QueryBatch
 from loop.selectors import latest_version
-from tests.conftest import run_queued_jobs
+from tests.conftest import client_for, run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
 
@@ -34,12 +34,6 @@ def running_loop(loop_project: Project, annotator: User) -> Project:
     job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
     run_queued_jobs()
     return loop_project
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def current_batch(client: Client, project: Project) -> dict[str, Any]:

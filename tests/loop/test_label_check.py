@@ -5,12 +5,10 @@ leaves reviewed cells alone; with few labels no check runs."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
 
 from annotation.models import Annotation, Cell, Membership, Project, SuspectedLabel
 from annotation.services.annotations import annotation_create
@@ -19,23 +17,17 @@ from jobs.models import Job
 from jobs.routing import SIDE_QUEUE, queue_for_kind
 from loop.handlers.label_check import MAX_SUSPECTS, MIN_LABELLED
 from loop.services.requests import retrain_request
-from tests.conftest import run_queued_jobs
+from tests.conftest import client_for, run_queued_jobs
 from tests.dashboard import run_loop
 
-pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.realdata,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("own_artifacts"),
+]
 
 FLIPPED = 4
-
-
-@pytest.fixture(autouse=True)
-def _artifacts(settings: Any, tmp_path: Path) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def label_every_pool_cell(project: Project, annotator: User) -> list[int]:

@@ -10,29 +10,22 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
 
 from annotation.models import Cell, Membership, Project
 from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from loop.models import QueryBatch
-from tests.conftest import import_external_cells, label_and_submit, run_queued_jobs
+from tests.conftest import client_for, import_external_cells, label_and_submit, run_queued_jobs
 
-pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.realdata,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("own_artifacts"),
+]
 
 NEW_SITE = 15  # cells of the new site; the loop project's batches hold 12
-
-
-@pytest.fixture(autouse=True)
-def _artifacts(settings: Any, tmp_path: Path) -> None:
-    settings.LEUKOLOOP_ARTIFACTS_DIR = tmp_path / "artifacts"
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def batch_sources(number: int, project: Project) -> list[str]:
