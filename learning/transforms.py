@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,48 @@ def _grayscale(x: Tensor) -> Tensor:
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+# Ruifrok & Johnston (2001) stain vectors in optical density, rows haematoxylin, eosin, DAB: the
+# ``rgb_from_hed`` of scikit-image (skimage.color), whose conversion these functions follow.
+RGB_FROM_HED: Final = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
+_LOG_ADJUST: Final = math.log(1e-6)
+
+
+def rgb_to_hed(x: Tensor, *, clip: bool = True) -> Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> stain concentrations, as ``skimage.color.rgb2hed`` per image.
+
+    ``clip=False`` keeps negative concentrations, so that :func:`hed_to_rgb` gives the image back (the
+    clipped ones lose colours the three vectors do not span: on random pixels up to 0.88 of the range)."""
+    matrix = torch.linalg.inv(torch.tensor(RGB_FROM_HED, dtype=torch.float64)).to(x)
+    od = torch.log(x.clamp_min(1e-6)) / _LOG_ADJUST
+    hed = torch.einsum("bchw,cd->bdhw", od, matrix)
+    return hed.clamp_min(0.0) if clip else hed
+
+
+def hed_to_rgb(hed: Tensor) -> Tensor:
+    """Inverse of :func:`rgb_to_hed` (``skimage.color.hed2rgb``), clipped to [0, 1]."""
+    matrix = torch.tensor(RGB_FROM_HED, dtype=hed.dtype, device=hed.device)
+    od = torch.einsum("bdhw,dc->bchw", hed, matrix)
+    return torch.exp(od * _LOG_ADJUST).clamp(0.0, 1.0)
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Blur each image of (B, C, H, W) with its own Gaussian (``sigma``: (B,) pixels; 0 leaves it).
+
+    One separable pass over the whole batch (a grouped convolution, one kernel per image); the kernel
+    spans 3 sigma of the largest. Edges are reflected."""
+    b, c, h, w = x.shape
+    radius = max(1, math.ceil(3.0 * float(sigma.max())))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    safe = sigma.to(x.dtype).clamp_min(1e-3).view(b, 1)
+    kernel = torch.exp(-0.5 * (offsets.view(1, -1) / safe) ** 2)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, K); sigma ~0: a delta
+    kernel = kernel.repeat_interleave(c, dim=0)  # (B * C, K)
+    flat = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    flat = F.conv2d(flat, kernel.view(b * c, 1, 1, -1), groups=b * c)
+    flat = F.conv2d(flat, kernel.view(b * c, 1, -1, 1), groups=b * c)
+    return flat.view(b, c, h, w)
+
+
 def shift_hue(x: Tensor, shift: Tensor) -> Tensor:
     """Rotate the HSV hue of each image by ``shift`` turns, like torchvision's ``adjust_hue`` per image.
 
@@ -102,6 +144,16 @@ class AugmentConfig:
         brightness, contrast, saturation: factor drawn from [1 - v, 1 + v]; hue: shift in [-v, v] turns.
         grayscale: probability of replacing the image by its luma (0 in the reference).
         padding_mode: ``grid_sample`` padding for pixels that come from outside the image.
+        stain, stain_shift: HED stain jitter (Tellez et al. 2018): each stain's concentration (in
+            ``skimage.color.rgb2hed`` units, about 0-0.2 on these cells) scaled by a factor in
+            [1 - stain, 1 + stain] and shifted by [-stain_shift, stain_shift] per image; 0 (the
+            reference) leaves it. On a real PBC cell a factor of 1.2 moves pixels by 9 grey levels on
+            average and a shift of 0.005 by 19 (0.05 by 120: the shift needs its own, far smaller range).
+            Stands for
+            another lab's staining (the Ruifrok-Johnston vectors are for H&E, not Wright-Giemsa: the
+            jitter is a plausible colour perturbation in optical density, not a stain model).
+        blur: probability of a Gaussian blur (another camera's focus and optics), sigma drawn from
+            ``blur_sigma`` pixels.
     """
 
     hflip: float = 0.5
@@ -116,6 +168,10 @@ class AugmentConfig:
     hue: float = 0.2
     grayscale: float = 0.0
     padding_mode: str = "reflection"
+    stain: float = 0.0
+    stain_shift: float = 0.0
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 1.5)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +192,9 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
         grayscale=0.2,
         rot90=True,
     ),
+    # For a model that should hold up in other labs (issue 13): the reference, plus stain jitter, blur and
+    # a wider zoom for the magnification the cell crop leaves (bench/README.md says what it measured).
+    "travel": AugmentConfig(stain=0.2, stain_shift=0.005, blur=0.5, zoom=(0.8, 1.25)),
     # Geometry only (dihedral group + small zoom / shift): for supervised training of colour-sensitive tasks.
     "geometric": AugmentConfig(
         rot90=True, degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0
@@ -219,11 +278,26 @@ class BloodSmearAugment(nn.Module):
             x = torch.where(pick, _grayscale(x).expand_as(x), x)
         return x
 
+    def stain_and_optics(self, x: Tensor) -> Tensor:
+        """HED stain jitter, then blur (:attr:`AugmentConfig.stain`, :attr:`AugmentConfig.blur`)."""
+        c, g, n, dev = self.config, self.generator, x.shape[0], x.device
+        if c.stain > 0 or c.stain_shift > 0:
+            alpha = (torch.rand(n, 3, device=dev, generator=g) * 2 - 1) * c.stain + 1.0
+            beta = (torch.rand(n, 3, device=dev, generator=g) * 2 - 1) * c.stain_shift
+            hed = rgb_to_hed(x, clip=False)
+            x = hed_to_rgb(hed * alpha.view(n, 3, 1, 1) + beta.view(n, 3, 1, 1))
+        if c.blur > 0:
+            sigma = _uniform(n, c.blur_sigma[0], c.blur_sigma[1], dev, g)
+            sigma = torch.where(torch.rand(n, device=dev, generator=g) < c.blur, sigma, 0.0)
+            if bool((sigma > 0).any()):
+                x = gaussian_blur(x, sigma)
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W), got {tuple(x.shape)}")
         x = to_float(x)
-        return self.colour(self.geometric(x))
+        return self.stain_and_optics(self.colour(self.geometric(x)))
 
 
 class TwoViewTransform(nn.Module):
