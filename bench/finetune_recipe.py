@@ -60,6 +60,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "semi_lpft": {"semi": "fixmatch", "probe_heads": True},
     "lpft_strong": {"probe_heads": True, "augment": "strong"},
     "lpft_smooth": {"probe_heads": True, "label_smoothing": 0.1},
+    # Issue 13: stain jitter, blur and a wider zoom (learning.transforms, preset "travel").
+    "supervised_travel": {"augment": "travel"},
 }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from learning.data import CellRecord, data_hash, read_manifest, stratified_split
 from learning.imaging import CROP_MODES
 from learning.query import STRATEGIES
+from learning.transforms import AUGMENT_PRESETS
 
 # What a benchmark's images are cropped to unless told: a new project's default (annotation.Project).
 DEFAULT_CROP = "cell"
@@ -236,6 +237,12 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         help="LP-FT: heads start as linear probes of the frozen features",
     )
     tuning.add_argument("--no-attribute-heads", action="store_true", help="do not train attribute heads")
+    tuning.add_argument(
+        "--finetune-augment",
+        default="reference",
+        choices=sorted(AUGMENT_PRESETS),
+        help="augmentation preset of the fine-tunes (travel: + stain jitter, blur, wider zoom)",
+    )
     tuning.add_argument("--semi", action="store_true", help="FixMatch-style: also use unlabelled pool cells")
     tuning.add_argument("--semi-threshold", type=float, default=0.95)
     tuning.add_argument("--semi-ratio", type=float, default=1.0, help="unlabelled per labelled cell per step")
@@ -383,6 +390,7 @@ def finetune_benchmark(
         continue_from_last=not args.restart_finetune,
         full_reembed_last=args.full_reembed_last,
         probe_heads=args.probe_heads,
+        augment=args.finetune_augment,
     )
     encoder, _info = encoder_spec(args)
     runs = [

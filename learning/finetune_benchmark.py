@@ -70,6 +70,7 @@ class FinetunePlan:
             probe (left out, ``None``), and on 2 CPU cores it costs minutes.
         probe_heads: start each fine-tune's heads from a linear probe (LP-FT, see
             :func:`learning.finetune.finetune`).
+        augment: the fine-tunes' augmentation preset (:data:`learning.transforms.AUGMENT_PRESETS`).
     """
 
     every: int
@@ -83,6 +84,7 @@ class FinetunePlan:
     continue_from_last: bool = True
     full_reembed_last: bool = False
     probe_heads: bool = False
+    augment: str = "reference"
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -285,6 +287,7 @@ def _finetune_on(
         attributes=attributes,
         attribute_schema=schema,
         probe_heads=plan.probe_heads,
+        augment=plan.augment,
     )
     info = {
         "labels": len(rows),
