@@ -208,7 +208,7 @@ def test_fine_tuning_uses_unlabelled_pool_cells_and_the_labelled_cells_attribute
     batch_submit(batch=batch, user=annotator)
     finetune = Job.objects.get(project=loop_project, kind=Job.Kind.FINETUNE)
     Job.objects.filter(pk=finetune.pk).update(
-        params={"minutes": 0.05, "epochs": 2, "unlabelled_factor": 2, "threshold": 0.0}
+        params={"minutes": 0.05, "epochs": 2, "semi": True, "unlabelled_factor": 2, "threshold": 0.0}
     )
     run_queued_jobs()
     finetune.refresh_from_db()
@@ -226,16 +226,15 @@ def test_fine_tuning_uses_unlabelled_pool_cells_and_the_labelled_cells_attribute
     assert index is not None and index.parent == tuned  # the loop continues on the new encoder
 
 
-def test_fine_tuning_without_semi_supervision_uses_the_labelled_cells_only(
-    loop_project: Project, annotator: User
-) -> None:
+def test_fine_tuning_by_default_uses_the_labelled_cells_only(loop_project: Project, annotator: User) -> None:
     Project.objects.filter(pk=loop_project.pk).update(finetune_every=1)
     start_loop(loop_project)
     batch = QueryBatch.objects.get(project=loop_project)
     label_batch(batch, annotator)
     batch_submit(batch=batch, user=annotator)
     finetune = Job.objects.get(project=loop_project, kind=Job.Kind.FINETUNE)
-    Job.objects.filter(pk=finetune.pk).update(params={"minutes": 0.05, "epochs": 2, "semi": False})
+    # Supervised: the default; here with the augmentation meant for other labs' cells.
+    Job.objects.filter(pk=finetune.pk).update(params={"minutes": 0.05, "epochs": 2, "augment": "travel"})
     run_queued_jobs()
     finetune.refresh_from_db()
     assert finetune.status == Job.Status.SUCCEEDED, finetune.error
@@ -243,3 +242,4 @@ def test_fine_tuning_without_semi_supervision_uses_the_labelled_cells_only(
     assert tuned is not None and tuned.artifacts["method"] == "finetune"
     assert tuned.metrics["unlabelled_cells"] == 0 and tuned.metrics["pseudo_label_rate"] is None
     assert tuned.metrics["semi"] is None and tuned.metrics["attribute_cells"] == 0  # no attributes given
+    assert tuned.metrics["augment"] == "travel"
