@@ -84,13 +84,20 @@ class Project(models.Model):
         choices=[("simclr", "SimCLR"), ("byol", "BYOL"), ("triplet", "Triplet (reference method)")],
         default="simclr",
     )
-    # 128 px: on the same 810 labels a fine-tuned encoder scored 0.925-0.928 macro-F1 at 128 px against
-    # 0.875 at 96 px (bench/README.md, "Fine-tuning recipes"); 64 px embeds about 3x faster (the first
-    # batch of a big project comes from a 2,311-cell sample either way).
+    # The loop starts small for speed (64 px cells embed 5x faster than 128 px here: the first batch of the
+    # full demo set comes 11 s after its workers start, not 62 s) and fine-tunes at finetune_image_size.
     image_size = models.PositiveIntegerField(
-        default=128,
+        default=64,
         validators=[MinValueValidator(16), MaxValueValidator(512)],
-        help_text="Side in pixels of what the model sees (64: about 3x faster to embed, less accurate).",
+        help_text="Side in pixels of what the starting and pretrained encoders see.",
+    )
+    # 128 px: on the same 810 labels a fine-tuned encoder scored 0.925-0.928 macro-F1 at 128 px against
+    # 0.875 at 96 px (bench/README.md, "Fine-tuning recipes"), and the loop reached 0.95 at 810 labels.
+    finetune_image_size = models.PositiveIntegerField(
+        default=128,
+        validators=[MaxValueValidator(512)],
+        help_text="Side in pixels the fine-tuned encoder sees (0: the same as the encoder it starts "
+        "from). Larger is more accurate and slower to fine-tune and embed.",
     )
     # Cell-centred by default: labs crop their cells with different margins at different magnifications,
     # and a centre crop lets the model learn "how a lab crops" as a class (bench/cell_crop.py).
@@ -142,6 +149,7 @@ class Project(models.Model):
         "encoder_pretrained",
         "ssl_method",
         "image_size",
+        "finetune_image_size",
         "input_crop",
         "pretrain_minutes",
         "classifier_kind",

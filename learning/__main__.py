@@ -226,6 +226,13 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     tuning.add_argument("--finetune-every", type=int, default=0, help="K; 0 (default): frozen embeddings")
     tuning.add_argument("--finetune-minutes", type=float, default=4.0, help="wall-clock budget per fine-tune")
     tuning.add_argument("--finetune-epochs", type=float, default=None, help="epoch cap per fine-tune")
+    tuning.add_argument(
+        "--finetune-image-size",
+        type=int,
+        default=None,
+        help="side the fine-tunes train and re-embed at (default: --image-size); the loop queries on "
+        "--image-size embeddings until the first fine-tune, as a project with finetune_image_size does",
+    )
     tuning.add_argument("--finetune-lr", type=float, default=1e-4)
     tuning.add_argument("--finetune-batch", type=int, default=32, help="labelled cells per step")
     tuning.add_argument(
@@ -367,7 +374,9 @@ def finetune_benchmark(
     started = time.perf_counter()
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    size = int(pool_info["image_size"])
+    # The loop embeds at --image-size until the first fine-tune; the fine-tuned encoders see
+    # --finetune-image-size (as Project.finetune_image_size), so the images are decoded at that size.
+    size = args.finetune_image_size or int(pool_info["image_size"])
     t0 = time.perf_counter()
     crop = str(pool_info["crop"])
     pool_images = CellImageDataset(pool, size, crop=crop).preload(cache_dir=args.image_cache, progress=True)

@@ -340,6 +340,7 @@ LOOP_SETTINGS = {
     "encoder_backbone": "lightcnn",
     "encoder_pretrained": False,
     "image_size": 32,
+    "finetune_image_size": 0,  # fine-tunes keep 32 px (test_pipeline.py checks a size change)
     "pretrain_minutes": 0.03,
     "query_batch_size": 12,
 }

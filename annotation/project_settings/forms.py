@@ -19,6 +19,7 @@ class ProjectSettingsForm(forms.ModelForm[Project]):
         labels = {
             "ssl_method": "Self-supervised method",
             "finetune_every": "Fine-tune every N batches",
+            "finetune_image_size": "Fine-tuned image size",
             "input_crop": "What the model sees of each image",
         }
 

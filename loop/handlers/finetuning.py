@@ -7,10 +7,10 @@ Supervised by default: cross-entropy on the labelled pool cells, with the labell
 attribute of the project's schema next to the cell-type head. With ``semi`` a random sample of the
 unlabelled pool (up to ``unlabelled_factor`` times the labelled count, at most :data:`MAX_UNLABELLED`;
 skipped cells left out, as the query leaves them out) joins as FixMatch-style consistency targets. Job
-params: ``minutes``, ``epochs``, ``lr``, ``semi`` (true: FixMatch too), ``unlabelled_factor``,
-``threshold``, ``lambda_u``, ``ratio``, ``attributes`` (false: no attribute heads), ``probe_heads``
-(true: LP-FT, heads start as linear probes), ``augment`` (a preset name: ``travel`` adds stain jitter,
-blur and a wider zoom).
+params: ``image_size`` (default ``Project.finetune_image_size``, else the encoder's), ``minutes``,
+``epochs``, ``lr``, ``semi`` (true: FixMatch too), ``unlabelled_factor``, ``threshold``, ``lambda_u``,
+``ratio``, ``attributes`` (false: no attribute heads), ``probe_heads`` (true: LP-FT, heads start as
+linear probes), ``augment`` (a preset name: ``travel`` adds stain jitter, blur and a wider zoom).
 
 Why these defaults (bench/README.md, "Fine-tuning recipes"): on the same 810 labels a supervised
 fine-tune of 20 epochs beat LP-FT by 0.05 and LP-FT + FixMatch by 0.07 macro-F1, and 20 epochs at 128 px
@@ -128,7 +128,11 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
     augment = str(params.get("augment", DEFAULT_AUGMENT))
     augment_config(augment)  # an unknown preset fails here, before minutes of decoding
     torch_threads()
-    backbone, size = load_backbone(encoder)
+    backbone, start_size = load_backbone(encoder)
+    # The fine-tuned encoder may see larger cells than the one it starts from (the loop starts at 64 px
+    # for a quick first batch; fine-tuning at 128 px is where the accuracy comes from). Global pooling
+    # makes the backbone's weights size-agnostic; every later stage reads the size from the new version.
+    size = int(params.get("image_size") or project.finetune_image_size or start_size)
     crop = encoder_crop(encoder)
     progress(0.02, f"decoding {len(cells)} labelled and {len(free)} unlabelled cells")
     images = CellImageDataset(cell_records(cells), size, crop=crop).preload()

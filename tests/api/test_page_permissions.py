@@ -147,6 +147,7 @@ PAGES = [
             "pretrain_minutes": "1",
             "classifier_kind": "logreg",
             "finetune_every": "0",
+            "finetune_image_size": "128",
             "suggestion_min_confidence": "0.6",
         },
         location="/projects/{project}/settings/",

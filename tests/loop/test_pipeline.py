@@ -15,6 +15,7 @@ from annotation.services.annotations import annotation_create
 from jobs.models import Job
 from jobs.services import job_claim, job_create, job_release_waiting, job_succeed
 from loop.handlers.artifacts import index_embeddings
+from loop.handlers.encoders import load_backbone
 from loop.models import ARTIFACT_PATH_KEYS, ModelVersion, QueryBatch, QueryItem
 from loop.services.batches import batch_submit, query_item_skip
 from loop.services.requests import retrain_request
@@ -166,7 +167,8 @@ def test_a_new_encoder_reindexes_and_retrains_on_the_existing_labels(
 def test_fine_tuning_makes_a_new_encoder_then_index_then_classifier(
     loop_project: Project, annotator: User
 ) -> None:
-    Project.objects.filter(pk=loop_project.pk).update(finetune_every=1)
+    # The loop starts at 32 px; the fine-tuned encoder sees 48 px cells (Project.finetune_image_size).
+    Project.objects.filter(pk=loop_project.pk).update(finetune_every=1, finetune_image_size=48)
     start_loop(loop_project)
     batch = QueryBatch.objects.get(project=loop_project)
     label_batch(batch, annotator)
@@ -180,6 +182,8 @@ def test_fine_tuning_makes_a_new_encoder_then_index_then_classifier(
     assert [e.version for e in encoders] == [2, 1]
     tuned = encoders[0]
     assert tuned.artifacts["method"] == "finetune" and tuned.parent == encoders[1] and tuned.label_count == 12
+    assert (encoders[1].artifacts["image_size"], tuned.artifacts["image_size"]) == (32, 48)
+    assert load_backbone(tuned)[1] == 48  # what embedding, saliency and exports read
     index = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.INDEX).first()
     assert index is not None and index.version == 2 and index.parent == tuned
     latest = QueryBatch.objects.filter(project=loop_project).first()
