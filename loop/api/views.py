@@ -23,6 +23,7 @@ from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schem
 from annotation.roles import LEADS, REVIEWERS
 from annotation.selectors import cell_history
 from jobs.selectors import job_summary
+from learning.transforms import AUGMENT_PRESETS
 from loop.api.responses import (
     BatchItemSerializer,
     CurrentBatchSerializer,
@@ -93,6 +94,14 @@ class LoopStartApi(APIView):
 class FinetuneSerializer(serializers.Serializer[dict[str, Any]]):
     minutes = serializers.FloatField(required=False, min_value=0.1, max_value=24 * 60)
     epochs = serializers.FloatField(required=False, min_value=0.1, max_value=1000)
+    image_size = serializers.IntegerField(
+        required=False, min_value=16, max_value=512, help_text="default: the project's finetune_image_size"
+    )
+    augment = serializers.ChoiceField(
+        choices=sorted(AUGMENT_PRESETS),
+        required=False,
+        help_text="augmentation preset; travel adds stain jitter, blur and a wider zoom",
+    )
 
 
 class LoopFinetuneApi(APIView):

@@ -189,12 +189,15 @@ def test_outsiders_see_nothing_and_only_leads_start_pretraining(
 def test_only_leads_ask_for_fine_tuning(running_loop: Project, annotator: User, lead: User) -> None:
     url = f"/api/projects/{running_loop.pk}/loop/finetune/"
     assert client_for(annotator).post(url, {}).status_code == 403
-    response = client_for(lead).post(url, {"minutes": 1}, content_type="application/json")
+    unknown = client_for(lead).post(url, {"augment": "sepia"}, content_type="application/json")
+    assert unknown.status_code == 400 and "augment" in unknown.json()["error"]["detail"]
+    body = {"minutes": 1, "image_size": 96, "augment": "travel"}
+    response = client_for(lead).post(url, body, content_type="application/json")
     assert response.status_code == 202 and response.json()["kind"] == "finetune"
     again = client_for(lead).post(url, {}, content_type="application/json")
     assert again.json()["id"] == response.json()["id"]  # one at a time
     job = Job.objects.get(pk=response.json()["id"])
-    assert job.params == {"minutes": 1.0}
+    assert job.params == {"minutes": 1.0, "image_size": 96, "augment": "travel"}
 
 
 def test_an_untouched_batch_cannot_be_submitted(running_loop: Project, annotator: User) -> None:
