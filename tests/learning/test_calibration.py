@@ -96,6 +96,43 @@ def test_calibrate_fits_with_enough_cells_and_reports_ece_before_and_after() -> 
     assert record["status"] == "fitted" and record["reason"] == "" and record["temperature"] > 1.5
 
 
+def confidently_wrong_on_some(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """About 60% right at a confidence of 0.55-0.75, and about 12% of cells wrong with their true class at
+    1e-9: what a logistic regression on 1,280 features does with a few hundred labels (the demo)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, n)
+    probs = np.zeros((n, 4))
+    for i in range(n):
+        right = rng.random() < 0.6
+        top = truth[i] if right else (truth[i] + 1) % 4
+        confidence = rng.uniform(0.55, 0.75)
+        row = np.full(4, (1 - confidence) / 3)
+        row[top] = confidence
+        if not right and rng.random() < 0.3:
+            row[truth[i]] = 1e-9
+        probs[i] = row / row.sum()
+    return probs, truth
+
+
+def test_a_temperature_that_would_raise_the_ece_is_replaced_by_the_least_ece_one() -> None:
+    probs, truth = confidently_wrong_on_some()
+    nll_t = fit_temperature(probs, truth)
+    assert nll_t > 15  # the NLL flattens every row to pay for the confidently wrong cells
+    before = expected_calibration_error(probs, truth)
+    flattened = expected_calibration_error(apply_temperature(probs, nll_t), truth)
+    assert flattened > before  # ... and the confidences no longer match how often it is right
+    result = calibrate(probs, np.asarray(CLASSES)[truth], CLASSES)
+    assert result.criterion == "ece" and result.temperature < 3
+    assert result.ece_after is not None and result.ece_after <= before < flattened
+    assert result.ece_after == pytest.approx(
+        expected_calibration_error(apply_temperature(probs, result.temperature), truth)
+    )
+    assert result.to_dict()["criterion"] == "ece"
+    # A plainly over-confident model keeps the NLL's T (the usual case).
+    sharp, sharp_truth = synthetic(sharpness=3.0, n=300, seed=4)
+    assert calibrate(sharp, np.asarray(CLASSES)[sharp_truth], CLASSES).criterion == "nll"
+
+
 @pytest.mark.parametrize(
     ("n", "drop_to_one", "why"),
     [(19, False, "19 validation cells, fewer than 20"), (60, True, "fewer than 2 validation cells of d")],
