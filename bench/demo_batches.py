@@ -26,20 +26,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_start import REPO, SCRATCH, manage, start_workers, subset
+from demo_start import REPO, SCRATCH, add_demo_arguments, manage, start_workers, subset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--cells", type=int, default=None, help="a random subset of this many cells")
+    add_demo_arguments(parser)
     parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--pretrain-minutes", type=float, default=3.0, help="bootstrap_demo's default")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     if SCRATCH.exists():

@@ -93,16 +93,21 @@ def start_workers(scratch: Path = SCRATCH) -> dict[str, subprocess.Popen[bytes]]
     return procs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a demo run (this script and bench/demo_batches.py)."""
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--cells", type=int, default=None, help="a random subset of this many cells")
     parser.add_argument("--pretrain-minutes", type=float, default=3.0, help="bootstrap_demo's default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_demo_arguments(parser)
     args = parser.parse_args()
 
     if SCRATCH.exists():

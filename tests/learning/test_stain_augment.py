@@ -3,7 +3,9 @@ scikit-image and by hand, and what they do to a real cell."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,45 +64,25 @@ def test_stain_jitter_is_off_in_the_reference_preset_and_draws_nothing() -> None
     assert torch.equal(first, again)
 
 
+def only(**fields: Any) -> AugmentConfig:
+    """A configuration with every reference augmentation off and ``fields`` on."""
+    off = AugmentConfig(hflip=0, vflip=0, degrees=0, zoom=(1, 1), shift=0)
+    return replace(off, brightness=0, contrast=0, saturation=0, hue=0, **fields)
+
+
 @pytest.mark.realdata
 def test_travel_changes_a_real_cell_by_a_bounded_amount(data_dir: Path) -> None:
     record = read_manifest(data_dir / "manifest.csv", limit=1)[0]
     cell = load_image(record.path, 64, crop="cell")[None].float() / 255
     stain_only = BloodSmearAugment(
-        AugmentConfig(
-            hflip=0,
-            vflip=0,
-            degrees=0,
-            zoom=(1, 1),
-            shift=0,
-            brightness=0,
-            contrast=0,
-            saturation=0,
-            hue=0,
-            stain=0.2,
-            stain_shift=0.005,
-        ),
-        generator=torch.Generator().manual_seed(0),
+        only(stain=0.2, stain_shift=0.005), generator=torch.Generator().manual_seed(0)
     )
     changes = [float((stain_only(cell) - cell).abs().mean() * 255) for _ in range(8)]
     # Measured 9 and 19 grey levels for the factor and the shift at their ends (bench notes): never 0,
     # never the 120 of an unscaled shift.
     assert min(changes) > 0.5 and max(changes) < 40, changes
     blurred = BloodSmearAugment(
-        AugmentConfig(
-            hflip=0,
-            vflip=0,
-            degrees=0,
-            zoom=(1, 1),
-            shift=0,
-            brightness=0,
-            contrast=0,
-            saturation=0,
-            hue=0,
-            blur=1.0,
-            blur_sigma=(1.5, 1.5),
-        ),
-        generator=torch.Generator().manual_seed(0),
+        only(blur=1.0, blur_sigma=(1.5, 1.5)), generator=torch.Generator().manual_seed(0)
     )(cell)
     # Blur keeps the mean colour and lowers the detail (pixel-to-pixel differences).
     assert torch.allclose(blurred.mean(dim=(2, 3)), cell.mean(dim=(2, 3)), atol=0.01)
