@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_start import REPO, SCRATCH, add_demo_arguments, manage, start_workers, subset
+from demo_start import REPO, SCRATCH, add_demo_arguments, fresh_scratch, manage, start_workers
 
 
 def main() -> None:
@@ -37,12 +36,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=5)
     args = parser.parse_args()
 
-    if SCRATCH.exists():
-        shutil.rmtree(SCRATCH)
-    SCRATCH.mkdir(parents=True)
-    os.environ["LEUKOLOOP_VAR_DIR"] = str(SCRATCH)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    data = subset(args.data, args.cells, args.seed) if args.cells else args.data
+    data = fresh_scratch(args)
     manage("migrate", "--no-input")
     manage("bootstrap_demo", "--data", str(data), "--pretrain-minutes", str(args.pretrain_minutes))
     sys.path.insert(0, str(REPO))

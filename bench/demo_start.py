@@ -103,6 +103,17 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None)
 
 
+def fresh_scratch(args: argparse.Namespace) -> Path:
+    """An empty scratch folder as this process's var/ (its database, media and logs), and the manifest
+    to import: ``--data``, or a ``--cells`` subset copied into the scratch folder."""
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)
+    SCRATCH.mkdir(parents=True)
+    os.environ["LEUKOLOOP_VAR_DIR"] = str(SCRATCH)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    return subset(args.data, args.cells, args.seed) if args.cells else args.data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,12 +121,7 @@ def main() -> None:
     add_demo_arguments(parser)
     args = parser.parse_args()
 
-    if SCRATCH.exists():
-        shutil.rmtree(SCRATCH)
-    SCRATCH.mkdir(parents=True)
-    os.environ["LEUKOLOOP_VAR_DIR"] = str(SCRATCH)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    data = subset(args.data, args.cells, args.seed) if args.cells else args.data
+    data = fresh_scratch(args)
     result: dict[str, Any] = {
         "command": "python bench/demo_start.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
