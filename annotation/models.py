@@ -23,6 +23,23 @@ def validate_backbone(name: str) -> None:
         raise ValidationError(f"unknown backbone {name!r} (use one of {', '.join(known)})")
 
 
+MAX_CLASS_WEIGHT = 100.0
+
+
+def validate_class_weights(value: object) -> None:
+    """``{"class name": weight}`` with weights from 0 to ``MAX_CLASS_WEIGHT`` (the class names are checked
+    against the taxonomy where a project is at hand: ``annotation.selectors.check_class_weights``)."""
+    if not isinstance(value, dict):
+        raise ValidationError('class weights must be an object such as {"blast": 3}')
+    for name, weight in value.items():
+        if not isinstance(name, str) or not name:
+            raise ValidationError("class weights need class names as keys")
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ValidationError(f"the weight of {name!r} must be a number")
+        if not 0 <= weight <= MAX_CLASS_WEIGHT:
+            raise ValidationError(f"the weight of {name!r} must be from 0 to {MAX_CLASS_WEIGHT:g}")
+
+
 def default_attribute_schema() -> list[AttributeSpec]:
     return [dict(spec) for spec in WBCATT_ATTRIBUTES]  # type: ignore[misc]
 
@@ -39,6 +56,7 @@ class QueryStrategy(models.TextChoices):
     CORESET = "coreset", "k-center greedy (coreset)"
     KMEANS_MEDOIDS = "kmeans_medoids", "k-means medoids"
     BADGE = "badge", "BADGE"
+    COST_AWARE = "cost_aware", "Cost and risk aware (hybrid per expected second, class weights)"
     RANDOM = "random", "Random"
 
 
@@ -65,6 +83,34 @@ class Project(models.Model):
         default="",
         help_text="Query only cells of this source (a new site, say) while it has unlabelled cells; "
         "empty: every source.",
+    )
+    # A lab team on one project: with split work each annotator labels a batch of their own, drawn from the
+    # current ranking and disjoint from the others' open batches, except an agreement sample shown to two
+    # annotators and hidden gold cells (reviewer-decided) that measure each annotator's accuracy.
+    split_work = models.BooleanField(
+        default=False,
+        help_text="Each annotator gets a batch of their own, disjoint from the others' open batches "
+        "(off: everyone labels the project's one current batch).",
+    )
+    overlap_fraction = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="With split work: the share of each batch that a second annotator also labels "
+        "(the agreement sample; their disagreements go to the reviewer queue).",
+    )
+    gold_fraction = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(0.5)],
+        help_text="With split work: the share of each batch that are gold cells (a reviewer's decision is "
+        "known), hidden among the others to measure each annotator's accuracy.",
+    )
+    # Cost- and risk-aware acquisition (query_strategy "cost_aware"): how much more a class's miss costs.
+    class_weights = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_class_weights],
+        help_text='With the cost-aware strategy: {"class": weight} for classes whose misses cost more '
+        '(e.g. {"blast": 3}); a class not named weighs 1.',
     )
     is_synthetic_demo = models.BooleanField(
         default=False, help_text="Cells were drawn by leukoloop itself, not taken from a microscope."
@@ -145,6 +191,10 @@ class Project(models.Model):
         "query_strategy",
         "query_batch_size",
         "query_source",
+        "class_weights",
+        "split_work",
+        "overlap_fraction",
+        "gold_fraction",
         "encoder_backbone",
         "encoder_pretrained",
         "ssl_method",

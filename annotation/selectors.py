@@ -318,3 +318,15 @@ def check_query_source(project: Project | None, value: str) -> str:
             f"no cell of this project has the source {value!r} (sources: {', '.join(sources) or 'none'})"
         )
     return value
+
+
+def check_class_weights(project: Project | None, value: dict[str, float]) -> dict[str, float]:
+    """``value`` when every key names a class of the project; else ValueError naming them (a misspelt class
+    would be weighted 1 without a word)."""
+    if not value or project is None or project.pk is None:
+        return value
+    names = set(LabelClass.objects.filter(project=project).values_list("name", flat=True))
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"no class named {', '.join(unknown)} (classes: {', '.join(sorted(names))})")
+    return value

@@ -7,17 +7,18 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from annotation.labels import LabelStatus, cell_labels
-from annotation.models import Annotation, Project
+from annotation.models import Annotation, Membership, Project
 from dashboard.stats import (
     ANNOTATOR_RULES,
     CurvePoint,
     LabelEvent,
     annotator_speed,
+    mean_agreement_per_annotator,
     mean_kappa_per_annotator,
     pairwise_kappa,
     stopping_signal,
 )
-from loop.models import ModelVersion
+from loop.models import ModelVersion, QueryItem
 from loop.selectors import latest_version
 
 
@@ -96,6 +97,15 @@ def current_model(project: Project) -> dict[str, Any] | None:
     }
 
 
+# A member with a queue but no label yet.
+NO_LABELS: dict[str, Any] = {
+    "labels": 0,
+    "active_hours": 0.0,
+    "labels_per_hour": None,
+    "median_seconds": None,
+}
+
+
 def annotators(project: Project) -> dict[str, Any]:
     """Speed of each person who labelled in leukoloop and their agreement on cells labelled by several.
 
@@ -128,10 +138,88 @@ def annotators(project: Project) -> dict[str, Any]:
             current[int(row["cell_id"])][person] = str(row["label__name"])
     speed = annotator_speed(events)
     multi = {cell: people for cell, people in current.items() if len(people) > 1}
-    pairs = pairwise_kappa(multi)
+    # Raw agreement counts every shared cell; kappa and the pair table need two per pair to mean much.
+    every_pair = pairwise_kappa(multi, min_shared=1)
+    pairs = [pair for pair in every_pair if pair["shared"] >= 2]
     kappas = mean_kappa_per_annotator(pairs)
-    people = [{"annotator": person, **stats, "kappa": kappas.get(person)} for person, stats in speed.items()]
+    agreement = mean_agreement_per_annotator(every_pair)
+    gold = gold_accuracy(project)
+    queues = queue_status(project)
+    names = sorted(set(speed) | set(queues))
+    people = [
+        {
+            "annotator": person,
+            **speed.get(person, NO_LABELS),
+            "kappa": kappas.get(person),
+            "agreement": agreement.get(person),
+            "gold": gold.get(person, {"answered": 0, "correct": 0, "accuracy": None}),
+            **queues.get(person, {"paused": False, "open_batch": None, "open_left": 0}),
+        }
+        for person in names
+    ]
     return {"people": people, "pairs": pairs, "cells_labelled_twice": len(multi), "rules": ANNOTATOR_RULES}
+
+
+def gold_accuracy(project: Project) -> dict[str, dict[str, Any]]:
+    """{annotator: {"answered", "correct", "accuracy"}} over the gold cells of their own batches that
+    they labelled: correct when their current label is the reviewer's current decision."""
+    gold = QueryItem.objects.filter(
+        batch__project=project, batch__assignee__isnull=False, purpose=QueryItem.Purpose.GOLD
+    ).values_list("cell_id", "batch__assignee_id")
+    pairs = {(int(cell), int(user)) for cell, user in gold}
+    if not pairs:
+        return {}
+    cells = {cell for cell, _ in pairs}
+    current = Annotation.objects.filter(cell_id__in=cells, superseded_by__isnull=True)
+    decided = dict(current.filter(origin=Annotation.Origin.REVIEW).values_list("cell_id", "label_id"))
+    given = {
+        (int(cell), int(user)): (label, unsure)
+        for cell, user, label, unsure in current.filter(origin=Annotation.Origin.MANUAL).values_list(
+            "cell_id", "annotator_id", "label_id", "unsure"
+        )
+    }
+    names = dict(Membership.objects.filter(project=project).values_list("user_id", "user__username"))
+    out: dict[str, dict[str, Any]] = {}
+    for cell, user in sorted(pairs):
+        if (cell, user) not in given or cell not in decided:
+            continue
+        label, unsure = given[(cell, user)]
+        row = out.setdefault(str(names.get(user, user)), {"answered": 0, "correct": 0, "accuracy": None})
+        row["answered"] += 1
+        row["correct"] += int(not unsure and label == decided[cell])
+    for row in out.values():
+        row["accuracy"] = round(row["correct"] / row["answered"], 6)
+    return out
+
+
+def queue_status(project: Project) -> dict[str, dict[str, Any]]:
+    """With split work, each member's queue: paused or not, their open batch and its cells they have not
+    labelled yet. Members without a batch are listed too, so a lead sees who is idle."""
+    from loop.models import QueryBatch
+
+    members = Membership.objects.filter(project=project).select_related("user")
+    if not project.split_work:
+        return {m.user.username: {"paused": m.labelling_paused} for m in members if m.labelling_paused}
+    out: dict[str, dict[str, Any]] = {}
+    for member in members:
+        batch = (
+            QueryBatch.objects.filter(project=project, assignee=member.user, submitted_at__isnull=True)
+            .order_by("-number")
+            .first()
+        )
+        left = 0
+        if batch is not None:
+            items = batch.items.filter(skipped_at__isnull=True)
+            labelled = Annotation.objects.filter(
+                cell_id__in=items.values("cell_id"), annotator=member.user, superseded_by__isnull=True
+            )
+            left = items.count() - labelled.count()
+        out[member.user.username] = {
+            "paused": member.labelling_paused,
+            "open_batch": batch.number if batch is not None else None,
+            "open_left": left,
+        }
+    return out
 
 
 def dashboard_data(project: Project) -> dict[str, Any]:

@@ -125,8 +125,10 @@ ANNOTATOR_RULES = (
     f"session (a pause over {SESSION_GAP_SECONDS / 60:g} minutes starts a new one) plus the time spent on "
     f"its first label, at least {MIN_SESSION_SECONDS:g} s per session. Median seconds: the time the "
     "labelling page measured per label. Agreement: Cohen's kappa per pair of annotators over the cells "
-    "both labelled (current labels, unsure flags left out); an annotator's kappa is the mean over their "
-    "pairs weighted by shared cells."
+    "both labelled (current labels, unsure flags left out); an annotator's kappa and raw agreement are "
+    "the means over their pairs weighted by shared cells. Gold accuracy: of the gold cells hidden in an "
+    "annotator's batches (a reviewer decided their label) that they labelled, the share they gave the "
+    "reviewer's class (an unsure flag counts as not correct)."
 )
 
 
@@ -217,3 +219,14 @@ def mean_kappa_per_annotator(pairs: Sequence[Mapping[str, Any]]) -> dict[str, fl
             sums[person] += pair["kappa"] * pair["shared"]
             weights[person] += pair["shared"]
     return {p: (round(sums[p] / weights[p], 6) if weights[p] else None) for p in sorted(people)}
+
+
+def mean_agreement_per_annotator(pairs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each annotator's raw agreement over their pairs, weighted by shared cells."""
+    agreed: dict[str, float] = defaultdict(float)
+    shared: dict[str, int] = defaultdict(int)
+    for pair in pairs:
+        for person in (pair["a"], pair["b"]):
+            agreed[person] += pair["agreement"] * pair["shared"]
+            shared[person] += pair["shared"]
+    return {p: round(agreed[p] / shared[p], 6) for p in sorted(shared) if shared[p]}

@@ -182,6 +182,11 @@ def cmd_split(argv: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def seed_list(args: argparse.Namespace) -> list[int]:
+    """The seeds a benchmark run covers: ``--seeds`` of them from ``--first-seed``."""
+    return list(range(args.first_seed, args.first_seed + args.seeds))
+
+
 def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     from learning.benchmark import ALProblem, run_benchmark, write_outputs
 
@@ -193,7 +198,10 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--start", choices=["stratified", "cold"], default="stratified")
     parser.add_argument("--batch", type=int, default=90)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0..S-1)")
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (F..F+S-1)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="F: run seeds from here (one seed per run, merged later)"
+    )
     parser.add_argument("--classifier", choices=["logreg", "svm", "mlp"], default="logreg")
     parser.add_argument("--class-balanced", action="store_true")
     parser.add_argument("--pretrain-seconds", type=float, default=None, help="recorded in the summary")
@@ -319,7 +327,7 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     summary, rounds = run_benchmark(
         problem,
         strategies=strategies,
-        seeds=list(range(args.seeds)),
+        seeds=seed_list(args),
         start=args.start,
         batch=args.batch,
         rounds=args.rounds,
@@ -416,7 +424,7 @@ def finetune_benchmark(
             classifier=args.classifier,
             progress=say,
         )
-        for seed in range(args.seeds)
+        for seed in seed_list(args)
         for strategy in strategies
     ]
     reference = None
@@ -456,7 +464,7 @@ def finetune_benchmark(
         "protocol": {
             "loop": "finetune",
             "strategies": list(strategies),
-            "seeds": list(range(args.seeds)),
+            "seeds": seed_list(args),
             "start": "stratified",
             "batch": args.batch,
             "rounds": args.rounds,

@@ -78,8 +78,13 @@ class QueryBatch(models.Model):
     index = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    job = models.OneToOneField(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="batch"
+    # One job writes one shared batch, or with split work one per annotator who needs one.
+    job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    # With ``Project.split_work``, the one annotator the batch is for; None: the project's shared batch.
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     labelled_count = models.PositiveIntegerField(default=0, help_text="Labels in the project when chosen.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -100,6 +105,11 @@ class QueryBatch(models.Model):
 class QueryItem(models.Model):
     """One cell of a batch: why it was chosen (score, rank) and what the model suggested."""
 
+    class Purpose(models.TextChoices):
+        QUERY = "query", "Chosen by the query strategy"
+        OVERLAP = "overlap", "Agreement sample: another annotator's cell, shown a second time"
+        GOLD = "gold", "Gold cell: a reviewer decided its label; measures the annotator's accuracy"
+
     batch = models.ForeignKey(QueryBatch, on_delete=models.CASCADE, related_name="items")
     cell = models.ForeignKey("annotation.Cell", on_delete=models.CASCADE, related_name="query_items")
     rank = models.PositiveIntegerField()
@@ -115,6 +125,8 @@ class QueryItem(models.Model):
         "each other when the batch was built; far above 1, the model's class would be a guess "
         "(learning.shift.ABSTAIN_RATIO).",
     )
+    # Never sent to annotators: an agreement or gold cell looks like any other in their batch.
+    purpose = models.CharField(max_length=8, choices=Purpose.choices, default=Purpose.QUERY)
     skipped_at = models.DateTimeField(null=True, blank=True)
     skipped_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
-from annotation.models import Project
+from annotation.models import Membership, Project
 from jobs.models import Job
 from loop.models import ModelVersion, QueryBatch
 
@@ -26,7 +26,16 @@ def batch_list(*, project: Project) -> QuerySet[QueryBatch]:
     """The project's query batches, newest first, with their versions and item counts."""
     return (
         QueryBatch.objects.filter(project=project)
-        .select_related("classifier", "index")
+        .select_related("classifier", "index", "assignee")
         .annotate(item_count=Count("items"))
         .order_by("-number")
     )
+
+
+def open_assigned_batches(project: Project) -> QuerySet[QueryBatch]:
+    """With split work: the annotators' batches not yet submitted, a paused annotator's left out (a lead
+    paused their queue, so its cells are free for the others)."""
+    paused = Membership.objects.filter(project=project, labelling_paused=True).values("user_id")
+    return QueryBatch.objects.filter(
+        project=project, assignee__isnull=False, submitted_at__isnull=True
+    ).exclude(assignee_id__in=paused)

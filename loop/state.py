@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Q
+
 from annotation.labels import label_counts
 from annotation.models import Annotation, Cell, Project
 from annotation.selectors import AnyUser, annotation_summary, page_preferences, suspected_count
@@ -25,13 +27,17 @@ STAGE_OF_KIND = {
 }
 
 
-def current_batch(project: Project) -> QueryBatch | None:
-    return (
-        QueryBatch.objects.filter(project=project)
-        .select_related("classifier", "index")
-        .order_by("-number")
-        .first()
-    )
+def current_batch(project: Project, user: AnyUser | None = None) -> QueryBatch | None:
+    """The batch a member labels now: the project's newest shared batch, or with split work the newest
+    batch of their own (None until the loop built one for them)."""
+    batches = QueryBatch.objects.filter(project=project).select_related("classifier", "index", "assignee")
+    if project.split_work:
+        if user is None or not user.is_authenticated:
+            return None
+        batches = batches.filter(assignee_id=user.pk)
+    else:
+        batches = batches.filter(assignee__isnull=True)
+    return batches.order_by("-number").first()
 
 
 def batch_summary(batch: QueryBatch) -> dict[str, Any]:
@@ -45,10 +51,11 @@ def batch_summary(batch: QueryBatch) -> dict[str, Any]:
         "labelled_count": batch.labelled_count,
         "created_at": batch.created_at.isoformat(),
         "submitted": batch.submitted_at is not None,
+        "assignee": batch.assignee.get_username() if batch.assignee_id and batch.assignee else None,
     }
 
 
-def loop_state(*, project: Project) -> dict[str, Any]:
+def loop_state(*, project: Project, user: AnyUser | None = None) -> dict[str, Any]:
     """What the page polls: the loop's running jobs with progress, the versions in use, the newest batch.
     Exports and the dashboard's map run beside the loop and hold no one up, so they are left out."""
     active = list(
@@ -61,7 +68,7 @@ def loop_state(*, project: Project) -> dict[str, Any]:
         .order_by("-finished_at", "-pk")
         .first()
     )
-    batch = current_batch(project)
+    batch = current_batch(project, user)
     running = next((j for j in active if j.status == Job.Status.RUNNING), active[0] if active else None)
     if running is not None:
         stage = STAGE_OF_KIND.get(Job.Kind(running.kind), running.kind)
@@ -188,12 +195,16 @@ def _shown(item: QueryItem, rule: SuggestionRule | None) -> bool:
     return rule is None or rule.withheld(item) is None
 
 
-def cell_provenance(*, cell: Cell, rule: SuggestionRule | None = None) -> list[dict[str, Any]]:
+def cell_provenance(
+    *, cell: Cell, rule: SuggestionRule | None = None, reader: AnyUser | None = None
+) -> list[dict[str, Any]]:
     """Every batch that chose this cell: strategy, score, rank, model and index versions, and the model's
-    suggestion where ``rule`` (the reader's, as on the labelling page) lets it be seen."""
-    items = QueryItem.objects.filter(cell=cell).select_related(
-        "batch__classifier", "batch__index", "suggestion"
-    )
+    suggestion where ``rule`` (the reader's, as on the labelling page) lets it be seen. ``reader``: an
+    annotator, who sees only the shared batches and their own (not that it was in another's)."""
+    items = QueryItem.objects.filter(cell=cell)
+    if reader is not None:
+        items = items.filter(Q(batch__assignee__isnull=True) | Q(batch__assignee_id=reader.pk))
+    items = items.select_related("batch__classifier", "batch__index", "batch__assignee", "suggestion")
     return [
         {
             **batch_summary(item.batch),

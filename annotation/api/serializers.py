@@ -8,7 +8,7 @@ from rest_framework.exceptions import ValidationError
 
 from annotation.models import Annotation, Cell, LabelClass, Project
 from annotation.roles import SEES_PROVENANCE, SEES_TRACEBACKS
-from annotation.selectors import check_query_source
+from annotation.selectors import check_class_weights, check_query_source
 from jobs.models import Job
 from jobs.selectors import error_summary
 
@@ -215,6 +215,12 @@ class ProjectSettingsSerializer(serializers.ModelSerializer[Project]):
                 f"cannot be changed here: {', '.join(unknown)} (settings: {', '.join(self.fields)})"
             )
         return attrs
+
+    def validate_class_weights(self, value: dict[str, float]) -> dict[str, float]:
+        try:
+            return check_class_weights(self.instance, value)
+        except ValueError as error:
+            raise ValidationError(str(error)) from error
 
     def validate_query_source(self, value: str) -> str:
         # A misspelt source would query nothing of it without a word: it must be one the cells carry.

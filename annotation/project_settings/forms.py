@@ -8,7 +8,7 @@ from django import forms
 from django.contrib.auth.models import User
 
 from annotation.models import Membership, Project
-from annotation.selectors import check_query_source, project_sources
+from annotation.selectors import check_class_weights, check_query_source, project_sources
 
 
 class ProjectSettingsForm(forms.ModelForm[Project]):
@@ -21,6 +21,10 @@ class ProjectSettingsForm(forms.ModelForm[Project]):
             "finetune_every": "Fine-tune every N batches",
             "finetune_image_size": "Fine-tuned image size",
             "input_crop": "What the model sees of each image",
+            "class_weights": "Class weights (cost-aware strategy)",
+            "split_work": "Split work: a batch per annotator",
+            "overlap_fraction": "Agreement sample (share of each batch)",
+            "gold_fraction": "Gold cells (share of each batch)",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -33,6 +37,12 @@ class ProjectSettingsForm(forms.ModelForm[Project]):
         self.fields["query_source"].widget = forms.Select(
             choices=[("", "every source"), *[(s, s) for s in sources]]
         )
+
+    def clean_class_weights(self) -> dict[str, float]:
+        try:
+            return check_class_weights(self.instance, self.cleaned_data["class_weights"] or {})
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from error
 
     def clean_query_source(self) -> str:
         try:

@@ -18,6 +18,7 @@ import numpy as np
 from learning.query.badge import badge, gradient_embedding, gradient_factors
 from learning.query.base import RngLike, as_mask, as_rng
 from learning.query.coreset import farthest_first, k_center_greedy
+from learning.query.cost import cost_aware, value_per_second
 from learning.query.hybrid import uncertain_diverse
 from learning.query.probcover import delta_ball_graph, estimate_delta, max_coverage_greedy, probcover
 from learning.query.typiclust import kmeans_medoids, typicality, typiclust
@@ -66,6 +67,7 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("kmeans_medoids", kmeans_medoids, ("embeddings",), "Nguyen & Smeulders, ICML 2004"),
         Strategy("badge", badge, ("probs", "embeddings"), "Ash et al., ICLR 2020"),
         Strategy("hybrid", uncertain_diverse, ("probs", "embeddings"), "Zhdanov 2019; Sener & Savarese 2018"),
+        Strategy("cost_aware", cost_aware, ("probs", "embeddings"), "Settles et al. 2008 (ROI); hybrid"),
     ]
 }
 
@@ -132,6 +134,7 @@ __all__ = [
     "STRATEGIES",
     "Strategy",
     "badge",
+    "cost_aware",
     "delta_ball_graph",
     "entropy",
     "entropy_sampling",
@@ -155,4 +158,5 @@ __all__ = [
     "typicality",
     "typiclust",
     "uncertain_diverse",
+    "value_per_second",
 ]

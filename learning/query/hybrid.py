@@ -48,12 +48,14 @@ def uncertain_diverse(
     class_balanced: bool = False,
     against_labelled: bool = False,
     kmeans_iter: int = 20,
+    value: np.ndarray | None = None,
 ) -> np.ndarray:
     """Margin-ranked candidates thinned for diversity (Zhdanov 2019 / Sener & Savarese 2018).
 
     ``probs``: (N, C); ``embeddings``: (N, D); ``labelled``: (N,) mask or indices. ``class_balanced``
-    draws the candidates round-robin over predicted classes. Returns (min(n, n_unlabelled),) int64 row
-    indices, most informative first where the method gives an order.
+    draws the candidates round-robin over predicted classes. ``value``: (N,) >= 0 multiplier of each
+    row's uncertainty (``learning.query.cost``: clinical weight per expected second). Returns
+    (min(n, n_unlabelled),) int64 row indices, most informative first where the method gives an order.
     """
     p = check_probs(probs)
     x = as_float32(embeddings)
@@ -65,6 +67,10 @@ def uncertain_diverse(
         return np.empty(0, dtype=np.int64)
     generator = as_rng(rng)
     scores = informativeness(measure, p)
+    if value is not None:
+        if value.shape != (len(p),):
+            raise ValueError(f"value must have one entry per row ({len(p)}), got {value.shape}")
+        scores = scores * value
     pool = np.flatnonzero(~mask)
     n_cand = min(len(pool), max(k, candidate_factor * k))
     if class_balanced:

@@ -54,6 +54,7 @@ class QueryBatchSerializer(serializers.ModelSerializer[QueryBatch]):
     index_version = serializers.IntegerField(source="index.version", read_only=True, allow_null=True)
     item_count = serializers.IntegerField(read_only=True)
     submitted = serializers.SerializerMethodField()
+    assignee = serializers.SerializerMethodField()
 
     class Meta:
         model = QueryBatch
@@ -72,10 +73,16 @@ class QueryBatchSerializer(serializers.ModelSerializer[QueryBatch]):
             "created_at",
             "submitted",
             "submitted_at",
+            "assignee",
         ]
 
     def get_submitted(self, batch: QueryBatch) -> bool:
         return batch.submitted_at is not None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_assignee(self, batch: QueryBatch) -> str | None:
+        """With split work, the annotator the batch is for (None: the project's shared batch)."""
+        return batch.assignee.get_username() if batch.assignee is not None else None
 
 
 class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
@@ -87,6 +94,7 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
     skipped = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField()
     mine = serializers.SerializerMethodField()
+    purpose = serializers.SerializerMethodField()
 
     class Meta:
         model = QueryItem
@@ -101,6 +109,7 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
             "labelled_distance_ratio",
             "skipped",
             "mine",
+            "purpose",
         ]
 
     def _sent(self, item: QueryItem) -> SentSuggestion:
@@ -121,6 +130,12 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
         """Why the suggestion is not sent: the caller's blind mode, a cell unlike every labelled one, or
         the lead's confidence threshold."""
         return self._sent(item).withheld
+
+    @extend_schema_field(serializers.ChoiceField(choices=QueryItem.Purpose.choices, allow_null=True))
+    def get_purpose(self, item: QueryItem) -> str | None:
+        """Why the cell is in the batch (query, overlap, gold): for reviewers, leads and admins only
+        (``sees_purpose`` in the context); an annotator's agreement and gold cells look like the rest."""
+        return item.purpose if self.context.get("sees_purpose") else None
 
     def get_skipped(self, item: QueryItem) -> bool:
         return item.skipped_at is not None

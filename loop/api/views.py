@@ -6,22 +6,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors
-from annotation.access import cell_for_user, project_for_user, require_labelling, require_role
+from annotation.access import (
+    cell_for_user,
+    labelling_paused,
+    project_for_user,
+    require_labelling,
+    require_role,
+)
 from annotation.api.errors import Conflict
 from annotation.api.serializers import IdField
 from annotation.api.views import NOT_FOUND, bool_param, errors, int_param, schema_only
+from annotation.models import Project
 from annotation.roles import LEADS, REVIEWERS
-from annotation.selectors import cell_history
+from annotation.selectors import AnyUser, cell_history
 from jobs.selectors import job_summary
 from learning.transforms import AUGMENT_PRESETS
 from loop.api.responses import (
@@ -43,7 +51,7 @@ from loop.api.serializers import (
 from loop.models import ModelVersion, QueryBatch, QueryItem
 from loop.selectors import batch_list
 from loop.services.batches import EmptyBatchError, batch_submit, query_item_skip, query_item_unskip
-from loop.services.requests import finetune_request
+from loop.services.requests import finetune_request, own_batch_request
 from loop.services.start import loop_start
 from loop.state import (
     SuggestionRule,
@@ -60,7 +68,7 @@ class LoopStateApi(APIView):
     @extend_schema(responses={200: LoopStateSerializer, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
-        return Response(loop_state(project=project))
+        return Response(loop_state(project=project, user=request.user))
 
 
 class StartSerializer(serializers.Serializer[dict[str, Any]]):
@@ -125,7 +133,11 @@ class CurrentBatchApi(APIView):
     @extend_schema(responses={200: CurrentBatchSerializer, **NOT_FOUND})
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(user=request.user, project_id=project_id)
-        batch = current_batch(project)
+        batch = current_batch(project, request.user)
+        no_open_batch = batch is None or batch.submitted_at is not None
+        if project.split_work and no_open_batch and not labelling_paused(user=request.user, project=project):
+            # No open batch of their own: one is built in the background (the page polls for it).
+            own_batch_request(project=project, user=request.user)  # type: ignore[arg-type]
         if batch is None:
             return Response({"batch": None})
         return Response({"batch": batch_for_annotator(batch=batch, user=request.user)})
@@ -140,6 +152,7 @@ class BatchSubmitApi(APIView):
         project = project_for_user(user=request.user, project_id=project_id)
         require_labelling(user=request.user, project=project)
         batch = get_object_or_404(QueryBatch, pk=batch_id, project=project)
+        require_own_batch(user=request.user, batch=batch)
         try:
             job = batch_submit(batch=batch, user=request.user)  # type: ignore[arg-type]
         except EmptyBatchError as exc:
@@ -149,6 +162,24 @@ class BatchSubmitApi(APIView):
 
 class SkipSerializer(serializers.Serializer[dict[str, Any]]):
     cell = IdField()
+
+
+def visible_batches(*, project: Project, user: AnyUser) -> QuerySet[QueryBatch]:
+    """``batch_list`` as this member may read it: an annotator sees the shared batches and their own, not
+    another annotator's (whose cells would give their agreement sample away); reviewers and up see all."""
+    batches = batch_list(project=project)
+    if selectors.project_role(user=user, project=project) in REVIEWERS:
+        return batches
+    return batches.filter(Q(assignee__isnull=True) | Q(assignee_id=user.pk))
+
+
+def require_own_batch(*, user: AnyUser, batch: QueryBatch) -> None:
+    """An annotator's batch is theirs to skip in and submit (leads and admins may too: someone left)."""
+    if batch.assignee_id is None or batch.assignee_id == user.pk:
+        return
+    if selectors.project_role(user=user, project=batch.project) in LEADS:
+        return
+    raise PermissionDenied("this batch is another annotator's", code="not_your_batch")
 
 
 def _requested_item(request: Request, project_id: int, batch_id: int) -> QueryItem:
@@ -166,6 +197,7 @@ class BatchSkipApi(APIView):
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         item = _requested_item(request, project_id, batch_id)
         require_labelling(user=request.user, project=item.batch.project)
+        require_own_batch(user=request.user, batch=item.batch)
         query_item_skip(item=item, user=request.user)  # type: ignore[arg-type]
         return Response({"cell": item.cell_id, "skipped": True})
 
@@ -173,9 +205,10 @@ class BatchSkipApi(APIView):
 class BatchUnskipApi(APIView):
     """Undo a skip: the cell is back in the batch."""
 
-    @extend_schema(request=SkipSerializer, responses={200: BatchItemSerializer, **errors(400, 404)})
+    @extend_schema(request=SkipSerializer, responses={200: BatchItemSerializer, **errors(400, 403, 404)})
     def post(self, request: Request, project_id: int, batch_id: int) -> Response:
         item = _requested_item(request, project_id, batch_id)
+        require_own_batch(user=request.user, batch=item.batch)
         query_item_unskip(item=item)
         return Response(item_for_annotator(item=item, user=request.user))
 
@@ -187,11 +220,13 @@ class CellWhyApi(APIView):
         only their own labels in the history, so that nobody else's label sways theirs."""
         cell = cell_for_user(user=request.user, cell_id=cell_id)
         history = cell_history(cell=cell)
+        reader: AnyUser | None = None
         if selectors.project_role(user=request.user, project=cell.project) not in REVIEWERS:
             username = request.user.get_username()
             history = [entry for entry in history if entry["annotator"] == username]
+            reader = request.user  # and only the batches they could open (shared or their own)
         rule = SuggestionRule.for_user(project=cell.project, user=request.user)
-        queried = cell_provenance(cell=cell, rule=rule)
+        queried = cell_provenance(cell=cell, rule=rule, reader=reader)
         return Response({"cell": cell.pk, "queried": queried, "history": history})
 
 
@@ -236,7 +271,7 @@ class BatchListApi(generics.ListAPIView[QueryBatch]):
         if schema_only(self):
             return QueryBatch.objects.none()
         project = project_for_user(user=self.request.user, project_id=self.kwargs["project_id"])
-        batches = batch_list(project=project)
+        batches = visible_batches(project=project, user=self.request.user)
         submitted = bool_param(self.request, "submitted")
         if submitted is not None:
             batches = batches.filter(submitted_at__isnull=not submitted)
@@ -249,14 +284,16 @@ class BatchDetailApi(APIView):
         """One batch with its cells in query order: score, rank, the model's suggestion, and the caller's
         own current label of each cell."""
         project = project_for_user(user=request.user, project_id=project_id)
-        batch = batch_list(project=project).filter(pk=batch_id).first()
+        batch = visible_batches(project=project, user=request.user).filter(pk=batch_id).first()
         if batch is None:
             raise Http404("No such batch in this project")
         mine = current_labels_of(
             user=request.user, cell_ids=list(batch.items.values_list("cell_id", flat=True))
         )
         rule = SuggestionRule.for_user(project=project, user=request.user)
-        return Response(QueryBatchDetailSerializer(batch, context={"mine": mine, "rule": rule}).data)
+        sees_purpose = selectors.project_role(user=request.user, project=project) in REVIEWERS
+        context = {"mine": mine, "rule": rule, "sees_purpose": sees_purpose}
+        return Response(QueryBatchDetailSerializer(batch, context=context).data)
 
 
 # --- Model versions -------------------------------------------------------------------------------

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.db.models import Max
 
-from annotation.models import LabelClass, Project
+from annotation.models import Annotation, LabelClass, Project
 from jobs.models import Job
 from learning.query import informativeness, resolve_strategy, select
+from learning.query.cost import class_vector
 from learning.shift import LabelledNeighbourhood
 from loop.models import ModelVersion, QueryBatch, QueryItem
+
+# Per-class seconds need this many timed labels before they stand for the class.
+MIN_TIMED = 5
 
 
 @dataclass(frozen=True)
@@ -37,13 +42,16 @@ def choose(
     seed: int,
     pool_sources: np.ndarray | None = None,
     labelled_rows: np.ndarray | None = None,
+    n: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Choice:
     """Run the strategy over the pool. ``probs`` are the model's over ``pool_rows`` (None: no model).
 
     With the project's ``query_source`` set (adapting to a new site), the strategy runs over that
     source's pool cells only, as long as some of them are unlabelled; then over the whole pool again.
     ``labelled_rows``: the rows the classifier was trained on, every source's (the chosen cells'
-    distance to them is recorded)."""
+    distance to them is recorded). ``n``: how many cells (default: the project's batch size).
+    ``options``: the strategy's own (``strategy_options``)."""
     focus = focus_rows(project, pool_sources, pool_annotated)
     if focus is not None:
         pool_rows, pool_annotated = pool_rows[focus], pool_annotated[focus]
@@ -54,11 +62,12 @@ def choose(
     )
     picked = select(
         project.query_strategy,
-        n=project.query_batch_size,
+        n=project.query_batch_size if n is None else n,
         embeddings=pool_emb,
         probs=probs,
         labelled_mask=pool_annotated,
         rng=seed,
+        **dict(options or {}),
     )
     if probs is None:
         return Choice(strategy, pool_rows[picked], None, None, None)
@@ -73,6 +82,37 @@ def choose(
         if labelled_rows is None
         else labelled_distance_ratios(embeddings[labelled_rows], pool_emb[picked]),
     )
+
+
+def class_seconds(project: Project, columns: Sequence[str]) -> np.ndarray | None:
+    """(C,) median seconds the labelling page measured per label of each class in ``columns``; a class
+    with fewer than ``MIN_TIMED`` timed labels gets the median over all classes. None with fewer than
+    ``MIN_TIMED`` timed labels in all: no cost known yet, so cost-aware ranks as the hybrid does."""
+    timed: dict[str, list[float]] = {}
+    rows = Annotation.objects.filter(
+        cell__project=project,
+        origin=Annotation.Origin.MANUAL,
+        withdrawn_at__isnull=True,
+        seconds_spent__gt=0,
+        label__isnull=False,
+    ).values_list("label__name", "seconds_spent")
+    for name, seconds in rows:
+        timed.setdefault(str(name), []).append(float(seconds or 0.0))  # seconds_spent__gt=0: never None
+    every = [s for values in timed.values() for s in values]
+    if len(every) < MIN_TIMED:
+        return None
+    overall = float(np.median(every))
+    return np.array(
+        [float(np.median(timed[c])) if len(timed.get(c, [])) >= MIN_TIMED else overall for c in columns]
+    )
+
+
+def strategy_options(project: Project, columns: Sequence[str]) -> dict[str, Any]:
+    """The cost-aware strategy's inputs: each class's measured seconds and the lead's class weights."""
+    if project.query_strategy != "cost_aware" or not columns:
+        return {}
+    weights = class_vector(project.class_weights, columns, default=1.0) if project.class_weights else None
+    return {"class_seconds": class_seconds(project, columns), "class_weights": weights}
 
 
 def labelled_distance_ratios(labelled: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:
@@ -117,9 +157,13 @@ def write_batch(
     classifier: ModelVersion | None,
     labelled_count: int,
     columns: Sequence[str] = (),
+    assignee_id: int | None = None,
+    purposes: Sequence[str] | None = None,
 ) -> QueryBatch:
     """Store the batch and its provenance. Call inside the job's final transaction. ``columns``: the class
-    names of the probabilities' columns (the classifier's own list, which may predate a taxonomy change)."""
+    names of the probabilities' columns (the classifier's own list, which may predate a taxonomy change).
+    ``assignee_id``: the annotator a split-work batch is for; ``purposes``: each row's
+    ``QueryItem.Purpose`` (default: all chosen by the strategy)."""
     classes = suggestion_classes(project, columns)
     number = (QueryBatch.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
     batch = QueryBatch.objects.create(
@@ -131,6 +175,7 @@ def write_batch(
         index=index,
         job=job,
         labelled_count=labelled_count,
+        assignee_id=assignee_id,
     )
     items = []
     for rank, row in enumerate(choice.rows):
@@ -150,6 +195,7 @@ def write_batch(
                 suggestion=suggestion,
                 confidence=confidence,
                 labelled_distance_ratio=ratio,
+                purpose=purposes[rank] if purposes is not None else QueryItem.Purpose.QUERY,
             )
         )
     QueryItem.objects.bulk_create(items)

@@ -19,10 +19,13 @@ from jobs.registry import JobProgress
 from learning.calibration import TemperatureScaled, apply_temperature, calibrate
 from learning.classifiers import AlignedClassifier
 from learning.evaluation import evaluate
+from learning.query import informativeness
+from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
-from loop.handlers.querying import choose, write_batch
+from loop.handlers.querying import Choice, choose, strategy_options, write_batch
 from loop.handlers.training_set import TrainingSet, build_training_set
+from loop.handlers.work_split import Describe, Shares, plan_batches, recipients
 from loop.models import ModelVersion, QueryBatch, relative_artifact
 from loop.selectors import latest_version
 from loop.services.versions import create_version
@@ -70,14 +73,62 @@ def _batch_result(batch: QueryBatch, seconds: dict[str, float] | None = None) ->
     }
 
 
+def _split_result(batches: list[QueryBatch], seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    if not batches:
+        return {"batches": [], "seconds": seconds or {}, "message": "every annotator has an open batch"}
+    numbers = ", ".join(str(b.number) for b in batches)
+    return {
+        "batches": [{**_batch_result(b), "assignee": b.assignee_id} for b in batches],
+        "seconds": seconds or {},
+        "message": f"batches {numbers} ready for {len(batches)} annotator(s) ({batches[0].strategy})",
+    }
+
+
+def _describer(
+    clf: TemperatureScaled | None, emb: np.ndarray, ids: np.ndarray, train_rows: np.ndarray
+) -> Describe:
+    """What the model says of any rows, for split-work batches whose agreement and gold cells may be
+    labelled ones (so never their own labelled neighbour)."""
+    neighbourhood = LabelledNeighbourhood.build(emb[train_rows], ids[train_rows]) if clf is not None else None
+
+    def describe(rows: np.ndarray) -> tuple[Any, Any, Any, Any]:
+        if clf is None or not len(rows):
+            return None, None, None, None
+        with threadpool_limits(limits=1):
+            probs = clf.predict_proba(emb[rows])
+        ratios = None if neighbourhood is None else neighbourhood.ratios(emb[rows], cell_ids=ids[rows])
+        return informativeness("margin", probs), probs.argmax(axis=1), probs.max(axis=1), ratios
+
+    return describe
+
+
+def _still_wanted(
+    project: Project, to_write: list[tuple[Choice, int | None, list[str] | None]]
+) -> list[tuple[Choice, int | None, list[str] | None]]:
+    """Inside the final transaction: drop a planned split-work batch whose annotator got an open batch
+    meanwhile (another loop worker's job), with the project row locked so two jobs cannot both write."""
+    if not project.split_work:
+        return to_write
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    busy = set(
+        QueryBatch.objects.filter(
+            project=project, submitted_at__isnull=True, assignee__isnull=False
+        ).values_list("assignee_id", flat=True)
+    )
+    return [entry for entry in to_write if entry[1] not in busy]
+
+
 def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> dict[str, Any]:
     """``fit=False`` (a query job) reuses the latest classifier when it was trained on the latest index,
-    and otherwise makes a cold-start batch."""
+    and otherwise makes a cold-start batch. With split work, every annotator who needs a batch gets one
+    (``loop.handlers.work_split``)."""
     project = job.project
     assert project is not None
-    existing = QueryBatch.objects.filter(job=job).select_related("classifier", "index").first()
-    if existing is not None:  # a retry of a job that died after its final transaction
-        return _batch_result(existing)
+    written = list(
+        QueryBatch.objects.filter(job=job).select_related("classifier", "index").order_by("number")
+    )
+    if written:  # a retry of a job that died after its final transaction
+        return _split_result(written) if project.split_work else _batch_result(written[0])
     seconds: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -117,17 +168,39 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         probs = clf.predict_proba(emb[data.pool_rows]) if clf is not None and len(data.pool_rows) else None
     lap("score")
     progress(0.6, "choosing the next batch")
-    choice = choose(
-        project=project,
-        embeddings=emb,
-        pool_rows=data.pool_rows,
-        pool_annotated=data.pool_annotated,
-        probs=probs,
-        seed=job.pk,
-        pool_sources=data.pool_sources,
-        labelled_rows=data.train_rows,
-    )
+    people = recipients(project, job) if project.split_work else []
+    choice: Choice | None = None
+    if not project.split_work or people:
+        choice = choose(
+            project=project,
+            embeddings=emb,
+            pool_rows=data.pool_rows,
+            pool_annotated=data.pool_annotated,
+            probs=probs,
+            seed=job.pk,
+            pool_sources=data.pool_sources,
+            labelled_rows=data.train_rows,
+            n=Shares.of(project).query * len(people) if people else None,
+            options=strategy_options(project, list(clf.classes)) if clf is not None else None,
+        )
+    planned = []
+    if people and choice is not None:
+        planned = plan_batches(
+            project=project,
+            people=people,
+            query_rows=choice.rows,
+            strategy=choice.strategy,
+            ids=ids,
+            describe=_describer(clf, emb, ids, data.train_rows),
+            seed=job.pk,
+        )
     lap("select")
+    to_write: list[tuple[Choice, int | None, list[str] | None]]
+    if project.split_work:
+        to_write = [(plan.choice, plan.assignee, plan.purposes) for plan in planned]
+    else:
+        assert choice is not None
+        to_write = [(choice, None, None)]
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
@@ -152,18 +225,24 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
                 label_count=len(data.train_rows),
                 trained_on=data.annotation_ids,
             )
-        batch = write_batch(
-            project=project,
-            job=job,
-            choice=choice,
-            cell_ids=ids,
-            index=index,
-            classifier=classifier_version,
-            labelled_count=len(data.train_rows),
-            columns=list(clf.classes) if clf is not None else [],
-        )
+        columns = list(clf.classes) if clf is not None else []
+        batches = [
+            write_batch(
+                project=project,
+                job=job,
+                choice=batch_choice,
+                cell_ids=ids,
+                index=index,
+                classifier=classifier_version,
+                labelled_count=len(data.train_rows),
+                columns=columns,
+                assignee_id=assignee,
+                purposes=purposes,
+            )
+            for batch_choice, assignee, purposes in _still_wanted(project, to_write)
+        ]
     lap("write")
-    result = _batch_result(batch, seconds)
+    result = _split_result(batches, seconds) if project.split_work else _batch_result(batches[0], seconds)
     if metrics:
         result["validation_macro_f1"] = metrics.get("macro_f1")
     if data.missing_from_index:

@@ -10,6 +10,7 @@ import numpy as np
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Project
 from loop.models import QueryBatch, QueryItem
+from loop.selectors import open_assigned_batches
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,24 @@ def rows_of(ids: np.ndarray, cell_ids: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def open_batch_cells(project: Project) -> set[int]:
-    """The cells of the newest batch while it is not submitted (its skipped ones left out): a batch built
-    meanwhile (after a new encoder's index, say) does not ask for them a second time. Once it is
-    submitted, or a newer batch exists, its unlabelled cells may be queried again."""
-    newest = QueryBatch.objects.filter(project=project).order_by("-number").first()
-    if newest is None or newest.submitted_at is not None:
-        return set()
-    return set(newest.items.filter(skipped_at__isnull=True).values_list("cell_id", flat=True))
+    """The cells waiting in open batches (their skipped ones left out), which a batch built meanwhile must
+    not ask for a second time:
+
+    - the newest shared batch while it is not submitted; once it is submitted, or a newer one exists, its
+      unlabelled cells may be queried again;
+    - with split work, every annotator's open batch, except a paused annotator's (a lead paused their
+      queue: its unlabelled cells go to the others)."""
+    reserved: set[int] = set()
+    newest = QueryBatch.objects.filter(project=project, assignee__isnull=True).order_by("-number").first()
+    if newest is not None and newest.submitted_at is None:
+        reserved.update(newest.items.filter(skipped_at__isnull=True).values_list("cell_id", flat=True))
+    if project.split_work:
+        reserved.update(
+            QueryItem.objects.filter(
+                batch__in=open_assigned_batches(project), skipped_at__isnull=True
+            ).values_list("cell_id", flat=True)
+        )
+    return reserved
 
 
 def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]) -> TrainingSet:

@@ -68,3 +68,22 @@ def retrain_request(*, project: Project, created_by: User | None = None, reason:
             message="waits for the running retrain",
         )
     return job_create(kind=Job.Kind.RETRAIN, project=project, params=params, created_by=created_by)
+
+
+def own_batch_request(*, project: Project, user: User) -> Job | None:
+    """With split work, a member who has no open batch of their own (they joined, or were resumed, after
+    the last batches were built) gets one from a query job; None when a loop job already on its way will
+    build it, or when the loop has no index yet (starting it is a lead's action)."""
+    from loop.models import ModelVersion, QueryBatch
+
+    if not project.split_work:
+        return None
+    if QueryBatch.objects.filter(project=project, assignee=user, submitted_at__isnull=True).exists():
+        return None
+    if not ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.INDEX).exists():
+        return None
+    # A queued or running retrain or query builds a batch for every member without an open one. An
+    # embedding (minutes, after a fine-tune) is not waited for: the batch comes from the current index.
+    if active_job(project_id=project.pk, kinds=[Job.Kind.QUERY, Job.Kind.RETRAIN]) is not None:
+        return None
+    return job_create(kind=Job.Kind.QUERY, project=project, params={"for_users": [user.pk]}, created_by=user)

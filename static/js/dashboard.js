@@ -186,17 +186,30 @@
     $("stop-rule").textContent = signal.rule;
   }
 
+  // "0.90 (9 of 10)": how many hidden gold cells the annotator labelled as the reviewer decided.
+  function goldText(gold) {
+    if (!gold || !gold.answered) return "–";
+    return `${fmt(gold.accuracy)} (${gold.correct} of ${gold.answered})`;
+  }
+
+  function queueText(p) {
+    if (p.paused) return "paused";
+    if (p.open_batch === undefined) return "–";
+    if (p.open_batch === null) return "no open batch";
+    return `batch ${p.open_batch}: ${p.open_left} left`;
+  }
+
   function renderAnnotators(info) {
     const body = $("annotator-table").querySelector("tbody");
     body.replaceChildren();
     if (!info.people.length) {
       const tr = el("tr");
-      tr.append(el("td", { colspan: "5", class: "meta" }, "Nobody has labelled in leukoloop yet."));
+      tr.append(el("td", { colspan: "8", class: "meta" }, "Nobody has labelled in leukoloop yet."));
       body.append(tr);
     }
     info.people.forEach((p) => {
       const tr = el("tr", { "data-annotator": p.annotator });
-      [p.annotator, p.labels, fmt(p.labels_per_hour, 1), fmt(p.median_seconds, 1), fmt(p.kappa)].forEach((v) => tr.append(el("td", {}, String(v))));
+      [p.annotator, p.labels, fmt(p.labels_per_hour, 1), fmt(p.median_seconds, 1), fmt(p.kappa), fmt(p.agreement), goldText(p.gold), queueText(p)].forEach((v) => tr.append(el("td", {}, String(v))));
       body.append(tr);
     });
     const pairs = $("pair-table").querySelector("tbody");

@@ -149,6 +149,8 @@ PAGES = [
             "finetune_every": "0",
             "finetune_image_size": "128",
             "suggestion_min_confidence": "0.6",
+            "overlap_fraction": "0.1",
+            "gold_fraction": "0",
         },
         location="/projects/{project}/settings/",
     ),

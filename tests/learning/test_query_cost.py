@@ -1,0 +1,77 @@
+"""Cost- and risk-aware acquisition on hand-built pools: the value per expected second by hand, cheaper
+classes preferred at equal uncertainty, weighted classes preferred at equal cost, and the hybrid's own
+choice when nothing is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learning.query import STRATEGIES, select, uncertain_diverse, value_per_second
+from learning.query.cost import class_vector, cost_aware
+
+
+def test_value_per_second_by_hand() -> None:
+    probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.25, 0.75]])
+    seconds = np.array([10.0, 2.0])
+    weights = np.array([3.0, 1.0])
+    # expected weight / expected seconds: (0.5*3 + 0.5*1) / (0.5*10 + 0.5*2) = 2 / 6, 3 / 10, 1.5 / 4
+    assert value_per_second(probs, seconds, weights) == pytest.approx([2 / 6, 3 / 10, 1.5 / 4])
+    assert value_per_second(probs, None, None) == pytest.approx([1.0, 1.0, 1.0])
+    assert value_per_second(probs, seconds, None) == pytest.approx([1 / 6, 1 / 10, 1 / 4])
+
+
+@pytest.mark.parametrize(
+    ("seconds", "weights", "message"),
+    [
+        (np.array([1.0]), None, "class_seconds"),
+        (np.array([1.0, 0.0]), None, "class_seconds"),
+        (None, np.array([1.0, -1.0]), "class_weights"),
+    ],
+)
+def test_bad_seconds_or_weights_are_refused(
+    seconds: np.ndarray | None, weights: np.ndarray | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        value_per_second(np.full((2, 2), 0.5), seconds, weights)
+
+
+def two_groups(n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Half the pool predicted class 0, half class 1, every cell equally uncertain (margin 0.1). Large
+    enough that the hybrid's 10 x n candidates fit in one half."""
+    rng = np.random.default_rng(0)
+    probs = np.empty((n, 2))
+    probs[: n // 2] = [0.55, 0.45]
+    probs[n // 2 :] = [0.45, 0.55]
+    return probs, rng.normal(size=(n, 8)).astype(np.float32)
+
+
+def test_at_equal_uncertainty_the_cheaper_class_is_bought() -> None:
+    probs, emb = two_groups()
+    picked = cost_aware(probs, emb, 20, labelled=None, rng=0, class_seconds=np.array([12.0, 3.0]))
+    assert len(picked) == 20 and len(set(picked.tolist())) == 20
+    assert (picked >= 500).mean() == 1.0  # all from the class predicted cheaper
+
+
+def test_at_equal_cost_the_weighted_class_is_bought() -> None:
+    probs, emb = two_groups()
+    picked = cost_aware(probs, emb, 20, labelled=None, rng=0, class_weights=np.array([3.0, 1.0]))
+    assert (picked < 500).mean() == 1.0
+
+
+def test_knowing_nothing_it_is_the_hybrid() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(4), size=300)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    labelled = np.zeros(300, dtype=bool)
+    labelled[:30] = True
+    ours = select("cost_aware", n=24, embeddings=emb, probs=probs, labelled_mask=labelled, rng=5)
+    hybrid = uncertain_diverse(probs, emb, 24, labelled=labelled, rng=5)
+    assert ours.tolist() == hybrid.tolist()
+    assert not set(ours.tolist()) & set(range(30))
+    assert STRATEGIES["cost_aware"].needs_model
+
+
+def test_class_vector_fills_unnamed_classes() -> None:
+    assert class_vector({"blast": 3}, ["blast", "ig"], default=1.0).tolist() == [3.0, 1.0]
+    assert class_vector(None, ["blast"], default=2.0).tolist() == [2.0]
