@@ -36,17 +36,21 @@ sys.path.insert(0, str(REPO))
 from learning.adaptation import adapt_to_site  # noqa: E402
 from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class  # noqa: E402
-from learning.embeddings import extract_embeddings  # noqa: E402
+from learning.embeddings import batchnorm_for_source, extract_embeddings  # noqa: E402
 from learning.evaluation import external_report, macro_f1, per_source  # noqa: E402
 from learning.shift import LabelledNeighbourhood  # noqa: E402
 from models_zoo import create_model  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, float, str]:
-    """``centre`` or ``cell:K``, optionally ``+reinhard`` -> (crop, cell_scale, colour)."""
+    """``centre`` or ``cell:K``, optionally ``+reinhard`` or ``+adabn`` -> (crop, cell_scale, colour).
+
+    ``adabn``: each set is embedded with batch-norm statistics re-estimated on its own images
+    (``learning.embeddings.batchnorm_for_source``): the labelled and test cells on the labelled cells, the
+    other lab's on its own 351 (no label of theirs is used)."""
     text, _, colour = text.partition("+")
-    if colour not in ("", "reinhard"):
-        raise argparse.ArgumentTypeError(f"colour {colour!r}: expected 'reinhard'")
+    if colour not in ("", "reinhard", "adabn"):
+        raise argparse.ArgumentTypeError(f"colour {colour!r}: expected 'reinhard' or 'adabn'")
     if text == "centre":
         return "centre", 0.0, colour
     crop, _, scale = text.partition(":")
@@ -162,6 +166,15 @@ def embed(
     return extract_embeddings(model, dataset)
 
 
+def dataset_of(records: list[CellRecord], size: int, crop: str, scale: float) -> CellImageDataset:
+    kwargs: dict[str, Any] = {"crop": crop}
+    if crop == "cell":
+        kwargs["cell_scale"] = scale
+    dataset = CellImageDataset(records, size, **kwargs)
+    dataset.preload()
+    return dataset
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.variants.split(","):
         crop, scale, colour = parse_variant(text)
         started = time.perf_counter()
+        models: dict[str, torch.nn.Module] = {"candidates": model, "test": model, "external": model}
+        if colour == "adabn":
+            # Batch-norm statistics per lab: ours from the labelled candidates, theirs from their cells.
+            ours = batchnorm_for_source(model, dataset_of(candidates, args.image_size, crop, scale))
+            theirs = batchnorm_for_source(model, dataset_of(external, args.image_size, crop, scale))
+            models = {"candidates": ours, "test": ours, "external": theirs}
         emb = {
-            name: embed(model, records, args.image_size, crop, scale, colour)
+            name: embed(models[name], records, args.image_size, crop, scale, colour)
             for name, records in (("candidates", candidates), ("test", test), ("external", external))
         }
         seconds = time.perf_counter() - started
@@ -255,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "crop": crop,
             "cell_scale": scale or None,
             "colour": colour or "gray world",
+            "batchnorm": "per lab (AdaBN)" if colour == "adabn" else "ImageNet",
             "embed_seconds": round(seconds, 1),
             "test_macro_f1": mean("test_macro_f1"),
             "test_pbc_macro_f1": round(float(np.mean([r["test_per_source"]["pbc"] for r in runs])), 4),

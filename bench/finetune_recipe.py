@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from learning.benchmark import ALProblem  # noqa: E402
 from learning.data import CellImageDataset, read_manifest, sample_per_class  # noqa: E402
+from learning.embeddings import batchnorm_for_source  # noqa: E402
 from learning.evaluation import external_report  # noqa: E402
 from learning.finetune import finetune  # noqa: E402
 from learning.finetune_benchmark import (  # noqa: E402
@@ -176,6 +177,13 @@ def run_recipe(
         images, truth = external
         predicted = np.asarray(model.predict(normalise(raw_features(result.backbone, images)))).astype(str)
         out["external"] = external_report(truth, predicted)
+        if args.adabn:
+            # The other lab's cells through the same weights with batch-norm statistics of their own
+            # (AdaBN): its 351 images, no label. Our cells keep the statistics fine-tuning left.
+            dataset = torch.utils.data.TensorDataset(images, torch.arange(len(images)))
+            theirs = batchnorm_for_source(result.backbone, dataset)  # type: ignore[arg-type]
+            predicted = np.asarray(model.predict(normalise(raw_features(theirs, images)))).astype(str)
+            out["external_adabn"] = external_report(truth, predicted)
     return out
 
 
@@ -215,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-cache", type=Path, default=Path("var/cache"))
     parser.add_argument(
         "--external", type=Path, default=None, help="another lab's manifest, scored, never trained on"
+    )
+    parser.add_argument(
+        "--adabn", action="store_true", help="also score --external with its own batch-norm statistics"
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -9,6 +9,9 @@ Measures, on a fresh database in a scratch folder (var/bench-loop):
 - submit -> next batch: from POST .../batches/<id>/submit/ of a 48-cell batch until the next batch, chosen
   by the retrained classifier, is in the database, with a real Celery worker process behind the broker;
   the retrain job's own stage timings (load, fit, validate, score, select, write) say what dominates.
+With ``--finetune-beside``, a second worker serves the ``train`` queue and, after the first round, a
+fine-tune of the whole encoder (``Project.finetune_image_size``, 128 px) starts there: the later rounds
+are timed while it (and the re-embedding that follows it) runs, and each round records whether it did.
 Server times are taken with Django's test client in this process (the WSGI stack without a network).
 The encoder is EfficientNet-Lite0's ImageNet weights at 64 px (no pretraining: it does not change the
 latencies, only the accuracy).
@@ -83,6 +86,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--finetune-beside",
+        action="store_true",
+        help="time rounds 2.. while a fine-tune runs on a train worker",
+    )
     args = parser.parse_args()
     configure(args.database_url)
 
@@ -116,17 +124,26 @@ def main() -> None:
     result["validation_cells"] = hold_out_validation(project=project)
     print(f"imported {report.imported} cells, {result['validation_cells']} for validation", flush=True)
 
-    # The worker starts now, so that its start-up (imports) is over before the first timed round.
-    worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "celery", "-A", "config", "worker"),
-            *("--pool=solo", "--queues=celery,train,side", "--loglevel=WARNING"),
-        ],
-        cwd=REPO,
-        env={**os.environ},
-        stdout=(SCRATCH / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    # The workers start now, so that their start-up (imports) is over before the first timed round. With
+    # --finetune-beside the loop's worker leaves the train queue to a second one, as a lab would run them.
+    def start_worker(queues: str, log: str, name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "config", "worker", f"--hostname={name}@%h"),
+                *("--pool=solo", f"--queues={queues}", "--loglevel=WARNING"),
+            ],
+            cwd=REPO,
+            env={**os.environ},
+            stdout=(SCRATCH / log).open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    workers = [
+        start_worker("celery,side" if args.finetune_beside else "celery,train,side", "worker.log", "loop")
+    ]
+    if args.finetune_beside:
+        workers.append(start_worker("train", "train-worker.log", "train"))
+    result["finetune_beside"] = args.finetune_beside
     # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
     job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
     t = time.perf_counter()
@@ -148,8 +165,13 @@ def main() -> None:
     batch_api_times: list[float] = []
     page_times: list[float] = []
     rounds: list[dict[str, Any]] = []
+    finetune: Job | None = None
     try:
-        for _ in range(args.rounds):
+        for round_number in range(args.rounds):
+            if args.finetune_beside and round_number == 1:
+                finetune = job_create(kind=Job.Kind.FINETUNE, project=project, params={"epochs": 20})
+                while Job.objects.get(pk=finetune.pk).status != Job.Status.RUNNING:
+                    time.sleep(0.2)
             batch = QueryBatch.objects.filter(project=project).order_by("-number").first()
             assert batch is not None
             for _ in range(10):
@@ -185,8 +207,15 @@ def main() -> None:
                 time.sleep(0.05)
                 job.refresh_from_db()
             stages = job.result["seconds"]
+            beside = None
+            if finetune is not None:
+                active = Job.objects.filter(
+                    project=project, kind__in=[Job.Kind.FINETUNE, Job.Kind.EMBED], status=Job.Status.RUNNING
+                ).values_list("kind", flat=True)
+                beside = sorted(active)  # what ran on the train worker when this round ended
             rounds.append(
                 {
+                    "beside": beside,
                     "labels": batch.labelled_count + len(items),
                     "submit_to_next_batch_s": round(wall, 3),
                     "job_stages_s": stages,
@@ -197,14 +226,24 @@ def main() -> None:
             )
             print(json.dumps(rounds[-1]), flush=True)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
     result["label_submit"] = summary_ms(label_times)
     result["batch_api"] = summary_ms(batch_api_times)
     result["label_page_html"] = summary_ms(page_times)
     result["rounds"] = rounds
     walls = [r["submit_to_next_batch_s"] for r in rounds]
     result["submit_to_next_batch_s"] = {"median": statistics.median(walls), "max": max(walls)}
+    busy = [r["submit_to_next_batch_s"] for r in rounds if r.get("beside")]
+    if busy:
+        result["submit_to_next_batch_while_training_s"] = {
+            "rounds": len(busy),
+            "median": statistics.median(busy),
+            "max": max(busy),
+        }
+    result["load_average"] = os.getloadavg()
     stage_totals: dict[str, float] = {}
     for r in rounds:
         for name, seconds in r["job_stages_s"].items():

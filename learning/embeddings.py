@@ -129,6 +129,40 @@ def extract_embeddings(
     return out
 
 
+def batchnorm_for_source(
+    model: nn.Module,
+    dataset: Dataset[tuple[Tensor, int]],
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """A copy of ``model`` whose batch-norm statistics are re-estimated on one source's (unlabelled) images:
+    AdaBN (Li et al., "Revisiting batch normalization for practical domain adaptation", 2016). The weights
+    stay; only each BatchNorm layer's running mean and variance become this source's, so a lab's stain and
+    camera are normalised away inside the network. No label is used.
+
+    Every BatchNorm layer averages over all of ``dataset`` (cumulative, ``momentum=None``); the rest of the
+    model stays in eval mode (no dropout)."""
+    import copy
+
+    adapted = copy.deepcopy(model)
+    norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError("the model has no batch-norm layer to re-estimate")
+    dev = resolve_device(device)
+    adapted.eval().to(dev)
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over every batch
+        norm.train()
+    forward = getattr(adapted, "forward_features", adapted)
+    with torch.no_grad():
+        for images in _batches(dataset, batch_size, 0, pin_memory=False):
+            forward(to_float(images.to(dev)))
+    adapted.eval()
+    return adapted
+
+
 def save_embeddings(
     directory: str | Path,
     ids: Sequence[str] | np.ndarray,

@@ -69,3 +69,33 @@ def test_save_embeddings_validates(tmp_path: Path) -> None:
 def test_extract_needs_image_size_for_records(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image_size"):
         extract_embeddings(create_model("lightcnn", width=8), [CellRecord("x", tmp_path / "x.jpg")])
+
+
+@pytest.mark.realdata
+def test_batchnorm_for_source_re_estimates_statistics_on_that_source_only(cells: list[CellRecord]) -> None:
+    from learning.embeddings import batchnorm_for_source
+
+    torch.manual_seed(0)
+    model = create_model("lightcnn", width=8).eval()
+    first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = first_bn.running_mean.clone()
+    dataset = CellImageDataset(cells[:16], 32)  # 16 real cells, two batches of 8
+    dataset.preload()
+    adapted = batchnorm_for_source(model, dataset, batch_size=8)
+
+    # The first batch-norm layer's input does not depend on any statistics: capture it, average it.
+    seen: list[torch.Tensor] = []
+    adapted_bn = next(m for m in adapted.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    hook = adapted_bn.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach()))
+    extract_embeddings(adapted, dataset, batch_size=8)
+    hook.remove()
+    batch_means = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen])  # momentum None: mean of batch means
+    torch.testing.assert_close(adapted_bn.running_mean, batch_means.mean(dim=0), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(adapted_bn.running_mean, before)
+    torch.testing.assert_close(first_bn.running_mean, before)  # the caller's model is untouched
+    assert not adapted.training
+    # Other images, other statistics, other embeddings: the point of a per-source normalisation.
+    other = CellImageDataset(cells[2:18], 32)
+    other.preload()
+    elsewhere = batchnorm_for_source(model, other, batch_size=8)
+    assert not np.allclose(extract_embeddings(elsewhere, dataset), extract_embeddings(adapted, dataset))
