@@ -287,6 +287,11 @@ LEUKOLOOP_JOB_LOST_SECONDS = env_int("LEUKOLOOP_JOB_LOST_SECONDS", 600)
 # A job whose worker died this many times (killed, out of memory) fails with the reason instead of
 # being run again.
 LEUKOLOOP_JOB_MAX_ATTEMPTS = env_int("LEUKOLOOP_JOB_MAX_ATTEMPTS", 3)
+# An embedding of more cells than this is split into shards of this many: a second (third...) worker on
+# the train queue embeds shards beside the job's own worker, which takes whatever shard is left.
+LEUKOLOOP_EMBED_SHARD_CELLS = env_int("LEUKOLOOP_EMBED_SHARD_CELLS", 8192)
+# Torch threads per worker process (0: one per core). Two train workers on one machine: set 1 each.
+LEUKOLOOP_TORCH_THREADS = env_int("LEUKOLOOP_TORCH_THREADS", 0)
 # Encoders, embeddings, FAISS indexes and classifiers, one folder per job.
 LEUKOLOOP_ARTIFACTS_DIR = Path(env_str("LEUKOLOOP_ARTIFACTS_DIR", str(VAR_DIR / "artifacts"))).resolve()
 LEUKOLOOP_DATA_DIR = Path(

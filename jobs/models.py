@@ -17,6 +17,7 @@ class Job(models.Model):
         IMPORT = "import", "Import cells"
         PRETRAIN = "pretrain", "Pretrain encoder"
         EMBED = "embed", "Embed and index cells"
+        EMBED_SHARD = "embed_shard", "Embed a shard of the cells (for an embed job)"
         RETRAIN = "retrain", "Retrain classifier"
         FINETUNE = "finetune", "Fine-tune the encoder on the labels"
         QUERY = "query", "Build query batch"

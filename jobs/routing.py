@@ -23,7 +23,7 @@ TRAIN_QUEUE: Final = "train"
 SIDE_QUEUE: Final = "side"
 QUEUES: Final = (LOOP_QUEUE, TRAIN_QUEUE, SIDE_QUEUE)
 
-TRAIN_KINDS: Final = frozenset({Job.Kind.PRETRAIN, Job.Kind.FINETUNE, Job.Kind.EMBED})
+TRAIN_KINDS: Final = frozenset({Job.Kind.PRETRAIN, Job.Kind.FINETUNE, Job.Kind.EMBED, Job.Kind.EMBED_SHARD})
 SIDE_KINDS: Final = frozenset({Job.Kind.EXPORT, Job.Kind.MAP, Job.Kind.LABEL_CHECK})
 
 RUN_JOB_TASK: Final = "leukoloop.run_job"

@@ -171,14 +171,34 @@ def save_embeddings(
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``ids.npy``, ``embeddings.npy`` (float32) and ``meta.json`` into ``directory``."""
-    ids_arr = np.asarray(ids, dtype=str)
     emb = np.asarray(emb, dtype=np.float32)
+    _checked_ids(ids, emb)  # before anything is written
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _save_array(directory / EMBEDDINGS_FILE, emb)
+    return save_ids_and_meta(directory, ids, emb, meta=meta)
+
+
+def _checked_ids(ids: Sequence[str] | np.ndarray, emb: np.ndarray) -> np.ndarray:
+    ids_arr = np.asarray(ids, dtype=str)
     if emb.ndim != 2 or ids_arr.shape != (emb.shape[0],):
         raise ValueError(f"need (N,) ids and (N, D) embeddings, got {ids_arr.shape} and {emb.shape}")
     if len(set(ids_arr.tolist())) != len(ids_arr):
         raise ValueError("ids must be unique")
+    return ids_arr
+
+
+def save_ids_and_meta(
+    directory: str | Path,
+    ids: Sequence[str] | np.ndarray,
+    emb: np.ndarray,
+    *,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """The ids and meta of embeddings already written to ``directory/embeddings.npy`` (by
+    :func:`save_embeddings`, or filled through a memory map by a sharded embedding)."""
+    ids_arr = _checked_ids(ids, emb)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     norms = np.linalg.norm(emb, axis=1)
     info = {
         "n": int(emb.shape[0]),
@@ -187,24 +207,32 @@ def save_embeddings(
         "normalized": bool(emb.shape[0] > 0 and np.allclose(norms, 1.0, atol=1e-4)),
         **dict(meta or {}),
     }
-    for name, arr in ((IDS_FILE, ids_arr), (EMBEDDINGS_FILE, emb)):
-        tmp = directory / f".{name}.tmp{os.getpid()}"
-        with tmp.open("wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, directory / name)
+    _save_array(directory / IDS_FILE, ids_arr)
     (directory / META_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return directory
 
 
-def load_embeddings(directory: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a folder written by :func:`save_embeddings`.
+def _save_array(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` to a temporary name, then renamed: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def load_embeddings(
+    directory: str | Path, *, mmap: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a folder written by :func:`save_embeddings`. ``mmap``: the embeddings are memory-mapped
+    read-only rather than read whole (a million cells at 1,280 dimensions are 5 GB), so processes that
+    share a version share its pages and read only the rows they touch.
 
     Returns:
         (ids (N,) str, embeddings (N, D) float32, meta dict)
     """
     directory = Path(directory)
     ids = np.load(directory / IDS_FILE, allow_pickle=False)
-    emb = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
+    emb = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False, mmap_mode="r" if mmap else None)
     meta_path = directory / META_FILE
     meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     if emb.ndim != 2 or ids.shape != (emb.shape[0],):

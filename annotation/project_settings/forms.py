@@ -15,7 +15,10 @@ class ProjectSettingsForm(forms.ModelForm[Project]):
     class Meta:
         model = Project
         fields = list(Project.EDITABLE_SETTINGS)
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "class_weights": forms.Textarea(attrs={"rows": 2}),
+        }
         labels = {
             "ssl_method": "Self-supervised method",
             "finetune_every": "Fine-tune every N batches",

@@ -35,7 +35,7 @@ def job_dir(job: Job) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _embeddings(directory: str) -> tuple[np.ndarray, np.ndarray]:
-    ids, emb, _ = load_embeddings(directory)
+    ids, emb, _ = load_embeddings(directory, mmap=True)  # read-only pages shared by every user of it
     return ids.astype(np.int64), emb
 
 

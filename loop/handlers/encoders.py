@@ -132,7 +132,11 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
 
 
 def torch_threads() -> None:
-    """Use every core in the worker (one job at a time per worker process)."""
+    """Use every core in the worker (one job at a time per worker process), or
+    ``LEUKOLOOP_TORCH_THREADS`` when several workers share the machine."""
     import os
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from django.conf import settings
+
+    wanted = int(getattr(settings, "LEUKOLOOP_TORCH_THREADS", 0) or 0)
+    torch.set_num_threads(wanted if wanted > 0 else max(1, os.cpu_count() or 1))

@@ -5,23 +5,20 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from django.conf import settings
 from django.db import transaction
 
 from annotation.models import Cell
 from jobs.models import Job
 from jobs.registry import JobProgress
-from learning.data import CellImageDataset
-from learning.embeddings import extract_embeddings, save_embeddings
+from learning.embeddings import save_embeddings, save_ids_and_meta
 from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
 from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
-from loop.handlers.records import cell_records
+from loop.handlers.sharding import embed_cells, embed_in_shards
 from loop.models import ModelVersion, relative_artifact
 from loop.selectors import latest_version, version_written_by
 from loop.services.versions import create_version
-
-# Cells decoded and embedded per step: bounds memory and sets how often progress is reported.
-CHUNK = 1024
 
 
 def start_sample(cells: list[Cell], pool_cells: int, *, seed: int) -> list[Cell]:
@@ -65,20 +62,25 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     pool_sample = int(job.params.get("pool_sample") or 0)
     if pool_sample:
         cells = start_sample(cells, pool_sample, seed=job.pk)
-    records = cell_records(cells)
-    t0 = time.perf_counter()
-    chunks: list[np.ndarray] = []
-    for start in range(0, len(records), CHUNK):
-        dataset = CellImageDataset(records[start : start + CHUNK], size, crop=crop)
-        dataset.preload()  # threaded JPEG decoding
-        chunks.append(extract_embeddings(model, dataset, batch_size=256, device="cpu"))
-        done_n = min(start + CHUNK, len(records))
-        progress(0.95 * done_n / len(records), f"embedded {done_n} of {len(records)} cells")
-    embed_s = time.perf_counter() - t0
-    emb = np.concatenate(chunks)
     ids = np.array([c.pk for c in cells], dtype=np.int64)  # ascending: rows are found by searchsorted
     out = job_dir(job)
-    save_embeddings(out / EMBEDDINGS_DIR, ids.astype(str), emb, meta={"encoder_version": encoder.version})
+    t0 = time.perf_counter()
+    sharding: dict[str, int] = {}
+    if len(cells) > settings.LEUKOLOOP_EMBED_SHARD_CELLS:
+        emb, sharding = embed_in_shards(job, encoder, cells, out / EMBEDDINGS_DIR, progress)
+        save_ids_and_meta(
+            out / EMBEDDINGS_DIR, ids.astype(str), emb, meta={"encoder_version": encoder.version}
+        )
+    else:
+        emb = embed_cells(
+            model,
+            size,
+            crop,
+            cells,
+            lambda done: progress(0.95 * done / len(cells), f"embedded {done} of {len(cells)} cells"),
+        )
+        save_embeddings(out / EMBEDDINGS_DIR, ids.astype(str), emb, meta={"encoder_version": encoder.version})
+    embed_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     EmbeddingIndex.build(emb, ids).save(out / INDEX_DIR)
     index_s = time.perf_counter() - t1
@@ -101,5 +103,6 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
                 "embed_seconds": round(embed_s, 2),
                 "index_seconds": round(index_s, 3),
                 "cells_per_second": round(len(ids) / max(embed_s, 1e-9), 1),
+                **sharding,
             },
         )

@@ -20,6 +20,7 @@ from loop.handlers.finetuning import finetune_encoder
 from loop.handlers.indexing import embed_and_index
 from loop.handlers.label_check import MIN_LABELLED, check_labels
 from loop.handlers.retraining import retrain_and_query
+from loop.handlers.sharding import run_shard
 from loop.models import ModelVersion
 from loop.services.requests import pretrain_release_waiting
 
@@ -78,6 +79,11 @@ def _after_batch(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     if released is not None:
         result["released_pretrain"] = released.pk
     return result
+
+
+@job_handler(Job.Kind.EMBED_SHARD)
+def run_embed_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
+    return run_shard(job, progress)
 
 
 @job_handler(Job.Kind.RETRAIN)

@@ -41,6 +41,18 @@ def test_settings_members_and_an_export_in_the_browser(
     page.wait_for_selector("text=Settings saved (label_budget, query_strategy changed).")
     loop_project.refresh_from_db()
     assert (loop_project.label_budget, loop_project.query_strategy) == (640, "margin")
+    # A team's settings: split work and a class weight (a misspelt class is refused by the field).
+    page.check("#id_split_work")
+    page.fill("#id_class_weights", '{"blasst": 3}')
+    page.click("#save-settings")
+    page.wait_for_selector("p.error[data-field='class_weights']")
+    assert "blasst" in page.locator("p.error[data-field='class_weights']").inner_text()
+    page.fill("#id_class_weights", '{"blast": 3}')
+    page.check("#id_split_work")
+    page.click("#save-settings")
+    page.wait_for_selector("text=Settings saved (class_weights, split_work changed).")
+    loop_project.refresh_from_db()
+    assert (loop_project.class_weights, loop_project.split_work) == ({"blast": 3}, True)
     page.fill("#id_query_batch_size", "0")  # refused, with the reason next to the field
     page.click("#save-settings")
     page.wait_for_selector("p.error[data-field='query_batch_size']")

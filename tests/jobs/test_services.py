@@ -58,7 +58,7 @@ def test_exports_maps_and_label_checks_go_to_the_side_queue_training_to_its_own_
     with django_capture_on_commit_callbacks(execute=True):
         jobs = {kind: job_create(kind=kind, project=project) for kind in Job.Kind.values}
     queue = {"export": "side", "map": "side", "label_check": "side"}
-    queue |= {"pretrain": "train", "finetune": "train", "embed": "train"}
+    queue |= {"pretrain": "train", "finetune": "train", "embed": "train", "embed_shard": "train"}
     assert sorted(sent) == sorted((job.pk, queue.get(kind, "celery")) for kind, job in jobs.items())
     # A job whose worker died goes back to the queue of its kind.
     sent.clear()
