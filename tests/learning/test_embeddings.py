@@ -78,6 +78,7 @@ def test_batchnorm_for_source_re_estimates_statistics_on_that_source_only(cells:
     torch.manual_seed(0)
     model = create_model("lightcnn", width=8).eval()
     first_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert first_bn.running_mean is not None
     before = first_bn.running_mean.clone()
     dataset = CellImageDataset(cells[:16], 32)  # 16 real cells, two batches of 8
     dataset.preload()
@@ -91,6 +92,7 @@ def test_batchnorm_for_source_re_estimates_statistics_on_that_source_only(cells:
     hook.remove()
     batch_means = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen])  # momentum None: mean of batch means
     torch.testing.assert_close(adapted_bn.running_mean, batch_means.mean(dim=0), rtol=1e-4, atol=1e-5)
+    assert adapted_bn.running_mean is not None
     assert not torch.allclose(adapted_bn.running_mean, before)
     torch.testing.assert_close(first_bn.running_mean, before)  # the caller's model is untouched
     assert not adapted.training
