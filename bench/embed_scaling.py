@@ -3,7 +3,8 @@
     .venv/bin/python bench/embed_scaling.py --cells 8192 --out bench/results/embed_scaling.json
 
 A fresh scratch project (SQLite and the filesystem broker, var/bench-scaling) holds ``--cells`` real
-cells of the shared set (stratified, seeded). Its encoder is the loop's start encoder (ImageNet
+cells of the shared set (the first of each class by import order, as many per class as fit). Its encoder
+is the loop's start encoder (ImageNet
 EfficientNet-Lite0, 64 px, cell crop). Then, one setup after the other, one ``embed`` job of every cell,
 with shards of ``--shard`` cells (``LEUKOLOOP_EMBED_SHARD_CELLS``), run by real Celery worker processes
 reading the train queue:
@@ -85,22 +86,30 @@ def main() -> None:
     from django.contrib.auth.models import User
 
     from annotation.importing.service import LabelMode, import_cells
+    from annotation.models import Cell
     from annotation.services.projects import project_create
     from jobs.models import Job
     from jobs.services import job_create
-    from learning.data import read_manifest, sample_per_class
     from loop.models import ModelVersion
     from loop.services.start import initial_encoder_artifacts
     from loop.services.versions import create_version
 
-    records = read_manifest(args.data)
-    chosen = sample_per_class(records, -(-args.cells // 9), seed=0)[: args.cells]
-    manifest = SCRATCH / "cells.csv"
-    lines = ["path,label,source"] + [f"{r.path},{r.label},{r.source}" for r in chosen]
-    manifest.write_text("\n".join(lines) + "\n")
     user = User.objects.create_user("bench", password="x")
     project = project_create(name="scaling", lead=user)
-    report = import_cells(project=project, source=manifest, labels=LabelMode.REFERENCE)
+    # The whole set is imported (a manifest's paths must lie under its folder), then all but a stratified
+    # ``--cells`` of it are deleted.
+    report = import_cells(project=project, source=args.data, labels=LabelMode.REFERENCE)
+    per_class = -(-args.cells // project.classes.count())
+    keep: list[int] = []
+    for label_class in project.classes.all():
+        keep += list(
+            Cell.objects.filter(project=project, reference_label=label_class)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:per_class]
+        )
+    keep = sorted(keep)[: args.cells]
+    Cell.objects.filter(project=project).exclude(pk__in=keep).delete()
+    cells = Cell.objects.filter(project=project).count()
     encoder = create_version(
         project=project,
         kind=ModelVersion.Kind.ENCODER,
@@ -108,11 +117,11 @@ def main() -> None:
         artifacts=initial_encoder_artifacts(project),
         metrics={"method": "none"},
     )
-    print(f"imported {report.imported} cells", flush=True)
+    print(f"imported {report.imported} cells, kept {cells}", flush=True)
     result: dict[str, Any] = {
         "command": "python bench/embed_scaling.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "cells": report.imported,
+        "cells": cells,
         "shard_cells": args.shard,
         "encoder": f"{project.encoder_backbone} ImageNet, {project.image_size} px, {project.input_crop} crop",
         "setups": [],
@@ -141,7 +150,7 @@ def main() -> None:
             "workers": count,
             "torch_threads_per_worker": threads,
             "wall_seconds": round(wall, 1),
-            "cells_per_second": round(report.imported / wall, 1),
+            "cells_per_second": round(cells / wall, 1),
             "shards": index.metrics.get("shards"),
             "shards_embedded_by_the_embed_job": index.metrics.get("shards_embedded_by_this_job"),
             "load_average_before": round(load_before, 2),
