@@ -3,6 +3,7 @@ stopping signal and annotators. All plain JSON-able values."""
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -157,7 +158,46 @@ def annotators(project: Project) -> dict[str, Any]:
         }
         for person in names
     ]
-    return {"people": people, "pairs": pairs, "cells_labelled_twice": len(multi), "rules": ANNOTATOR_RULES}
+    return {
+        "people": people,
+        "pairs": pairs,
+        "cells_labelled_twice": len(multi),
+        "rules": ANNOTATOR_RULES,
+        "seconds_by_class": seconds_by_class(project),
+    }
+
+
+def seconds_by_class(project: Project) -> dict[str, Any]:
+    """Median seconds per label by class, for the whole project (what the cost-aware strategy uses,
+    ``loop.handlers.querying.class_seconds``) and per annotator, with how many timed labels each rests on."""
+    rows = Annotation.objects.filter(
+        cell__project=project,
+        origin=Annotation.Origin.MANUAL,
+        withdrawn_at__isnull=True,
+        seconds_spent__gt=0,
+        label__isnull=False,
+        annotator__isnull=False,
+    ).values_list("annotator__username", "label__name", "seconds_spent")
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for person, label, seconds in rows:
+        times[(str(person), str(label))].append(float(seconds or 0.0))
+        times[("", str(label))].append(float(seconds or 0.0))
+    classes = sorted({label for _, label in times})
+    people = sorted({person for person, _ in times if person})
+
+    def cells(person: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for c in classes:
+            timed = times.get((person, c))
+            if timed:
+                out[c] = {"median": round(float(statistics.median(timed)), 2), "n": len(timed)}
+        return out
+
+    return {
+        "classes": classes,
+        "project": cells(""),
+        "annotators": [{"annotator": p, "by_class": cells(p)} for p in people],
+    }
 
 
 def gold_accuracy(project: Project) -> dict[str, dict[str, Any]]:

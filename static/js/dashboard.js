@@ -225,6 +225,32 @@
       [`${p.a} · ${p.b}`, p.shared, fmt(p.agreement), p.kappa === null ? "undefined" : fmt(p.kappa)].forEach((v) => tr.append(el("td", {}, String(v))));
       pairs.append(tr);
     });
+    renderSeconds(info.seconds_by_class);
+  }
+
+  // Median seconds per label by class: the project's (what cost-aware acquisition uses) and each person's.
+  function renderSeconds(table) {
+    const head = $("seconds-table").querySelector("thead");
+    const body = $("seconds-table").querySelector("tbody");
+    head.replaceChildren();
+    body.replaceChildren();
+    if (!table || !table.classes.length) {
+      const tr = el("tr");
+      tr.append(el("td", { class: "meta" }, "No timed label yet."));
+      body.append(tr);
+      return;
+    }
+    const tr = el("tr");
+    ["", ...table.classes].forEach((c) => tr.append(el("th", {}, c)));
+    head.append(tr);
+    const row = (name, cells, attrs) => {
+      const r = el("tr", attrs);
+      r.append(el("td", {}, name));
+      table.classes.forEach((c) => r.append(el("td", {}, cells[c] ? `${fmt(cells[c].median, 1)} (${cells[c].n})` : "–")));
+      body.append(r);
+    };
+    row("project", table.project, { "data-row": "project" });
+    table.annotators.forEach((a) => row(a.annotator, a.by_class, { "data-annotator": a.annotator }));
   }
 
   // --- Embedding map ------------------------------------------------------------------------------

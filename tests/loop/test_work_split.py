@@ -200,6 +200,13 @@ def test_labels_are_neither_lost_nor_double_counted_and_the_dashboard_matches_a_
         assert people[name]["agreement"] == pytest.approx(agree / pairs, abs=1e-5)  # rounded to 6 places
         assert people[name]["labels"] == 12
     assert people["ben"]["gold"]["correct"] == 1 and people["ana"]["gold"]["correct"] == 2
+    # Seconds per label by class: every label above took 2 s; counts by hand from what was posted.
+    seconds = annotators(loop_project)["seconds_by_class"]
+    posted = [label for by_person in given.values() for label in by_person.values()]
+    assert {c: v["n"] for c, v in seconds["project"].items()} == {c: posted.count(c) for c in set(posted)}
+    assert {v["median"] for v in seconds["project"].values()} == {2.0}
+    ben = next(row for row in seconds["annotators"] if row["annotator"] == "ben")["by_class"]
+    assert sum(v["n"] for v in ben.values()) == 12
 
     # Every annotator has a new batch, disjoint from the others' and from every labelled cell.
     new = {name: open_batch(loop_project, user) for name, user in team.items()}
