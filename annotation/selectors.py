@@ -330,3 +330,15 @@ def check_class_weights(project: Project | None, value: dict[str, float]) -> dic
     if unknown:
         raise ValueError(f"no class named {', '.join(unknown)} (classes: {', '.join(sorted(names))})")
     return value
+
+
+def timed_labels(*, project: Project) -> QuerySet[Annotation]:
+    """Labels given in leukoloop with the seconds the page measured (undone ones left out): what the
+    cost-aware strategy and the dashboard's seconds-per-class table read."""
+    return Annotation.objects.filter(
+        cell__project=project,
+        origin=Annotation.Origin.MANUAL,
+        withdrawn_at__isnull=True,
+        seconds_spent__gt=0,
+        label__isnull=False,
+    )

@@ -9,6 +9,7 @@ from typing import Any
 
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Annotation, Membership, Project
+from annotation.selectors import timed_labels
 from dashboard.stats import (
     ANNOTATOR_RULES,
     CurvePoint,
@@ -170,14 +171,11 @@ def annotators(project: Project) -> dict[str, Any]:
 def seconds_by_class(project: Project) -> dict[str, Any]:
     """Median seconds per label by class, for the whole project (what the cost-aware strategy uses,
     ``loop.handlers.querying.class_seconds``) and per annotator, with how many timed labels each rests on."""
-    rows = Annotation.objects.filter(
-        cell__project=project,
-        origin=Annotation.Origin.MANUAL,
-        withdrawn_at__isnull=True,
-        seconds_spent__gt=0,
-        label__isnull=False,
-        annotator__isnull=False,
-    ).values_list("annotator__username", "label__name", "seconds_spent")
+    rows = (
+        timed_labels(project=project)
+        .filter(annotator__isnull=False)
+        .values_list("annotator__username", "label__name", "seconds_spent")
+    )
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     for person, label, seconds in rows:
         times[(str(person), str(label))].append(float(seconds or 0.0))

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from django.db.models import Max
 
-from annotation.models import Annotation, LabelClass, Project
+from annotation.models import LabelClass, Project
+from annotation.selectors import timed_labels
 from jobs.models import Job
 from learning.query import informativeness, resolve_strategy, select
 from learning.query.cost import class_vector
@@ -89,13 +90,7 @@ def class_seconds(project: Project, columns: Sequence[str]) -> np.ndarray | None
     with fewer than ``MIN_TIMED`` timed labels gets the median over all classes. None with fewer than
     ``MIN_TIMED`` timed labels in all: no cost known yet, so cost-aware ranks as the hybrid does."""
     timed: dict[str, list[float]] = {}
-    rows = Annotation.objects.filter(
-        cell__project=project,
-        origin=Annotation.Origin.MANUAL,
-        withdrawn_at__isnull=True,
-        seconds_spent__gt=0,
-        label__isnull=False,
-    ).values_list("label__name", "seconds_spent")
+    rows = timed_labels(project=project).values_list("label__name", "seconds_spent")
     for name, seconds in rows:
         timed.setdefault(str(name), []).append(float(seconds or 0.0))  # seconds_spent__gt=0: never None
     every = [s for values in timed.values() for s in values]

@@ -102,9 +102,50 @@ def _describer(
     return describe
 
 
-def _still_wanted(
-    project: Project, to_write: list[tuple[Choice, int | None, list[str] | None]]
-) -> list[tuple[Choice, int | None, list[str] | None]]:
+PlannedWrite = tuple[Choice, int | None, list[str] | None]  # choice, assignee, item purposes
+
+
+def _planned_batches(
+    project: Project,
+    job: Job,
+    emb: np.ndarray,
+    ids: np.ndarray,
+    data: TrainingSet,
+    probs: np.ndarray | None,
+    clf: TemperatureScaled | None,
+) -> list[PlannedWrite]:
+    """The batches this job writes: the project's one shared batch, or with split work one for every
+    annotator who needs one (none when all have an open batch)."""
+    people = recipients(project, job) if project.split_work else []
+    if project.split_work and not people:
+        return []
+    choice = choose(
+        project=project,
+        embeddings=emb,
+        pool_rows=data.pool_rows,
+        pool_annotated=data.pool_annotated,
+        probs=probs,
+        seed=job.pk,
+        pool_sources=data.pool_sources,
+        labelled_rows=data.train_rows,
+        n=Shares.of(project).query * len(people) if people else None,
+        options=strategy_options(project, list(clf.classes)) if clf is not None else None,
+    )
+    if not project.split_work:
+        return [(choice, None, None)]
+    planned = plan_batches(
+        project=project,
+        people=people,
+        query_rows=choice.rows,
+        strategy=choice.strategy,
+        ids=ids,
+        describe=_describer(clf, emb, ids, data.train_rows),
+        seed=job.pk,
+    )
+    return [(plan.choice, plan.assignee, plan.purposes) for plan in planned]
+
+
+def _still_wanted(project: Project, to_write: list[PlannedWrite]) -> list[PlannedWrite]:
     """Inside the final transaction: drop a planned split-work batch whose annotator got an open batch
     meanwhile (another loop worker's job), with the project row locked so two jobs cannot both write."""
     if not project.split_work:
@@ -168,39 +209,8 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         probs = clf.predict_proba(emb[data.pool_rows]) if clf is not None and len(data.pool_rows) else None
     lap("score")
     progress(0.6, "choosing the next batch")
-    people = recipients(project, job) if project.split_work else []
-    choice: Choice | None = None
-    if not project.split_work or people:
-        choice = choose(
-            project=project,
-            embeddings=emb,
-            pool_rows=data.pool_rows,
-            pool_annotated=data.pool_annotated,
-            probs=probs,
-            seed=job.pk,
-            pool_sources=data.pool_sources,
-            labelled_rows=data.train_rows,
-            n=Shares.of(project).query * len(people) if people else None,
-            options=strategy_options(project, list(clf.classes)) if clf is not None else None,
-        )
-    planned = []
-    if people and choice is not None:
-        planned = plan_batches(
-            project=project,
-            people=people,
-            query_rows=choice.rows,
-            strategy=choice.strategy,
-            ids=ids,
-            describe=_describer(clf, emb, ids, data.train_rows),
-            seed=job.pk,
-        )
+    to_write = _planned_batches(project, job, emb, ids, data, probs, clf)
     lap("select")
-    to_write: list[tuple[Choice, int | None, list[str] | None]]
-    if project.split_work:
-        to_write = [(plan.choice, plan.assignee, plan.purposes) for plan in planned]
-    else:
-        assert choice is not None
-        to_write = [(choice, None, None)]
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
