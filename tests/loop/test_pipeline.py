@@ -18,7 +18,7 @@ from loop.handlers.artifacts import index_embeddings
 from loop.handlers.encoders import load_backbone
 from loop.models import ARTIFACT_PATH_KEYS, ModelVersion, QueryBatch, QueryItem
 from loop.services.batches import batch_submit, query_item_skip
-from loop.services.requests import retrain_request
+from loop.services.requests import finetune_request, retrain_request
 from tests.conftest import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -192,6 +192,13 @@ def test_fine_tuning_makes_a_new_encoder_then_index_then_classifier(
     old_ids, old = index_embeddings(ModelVersion.objects.get(project=loop_project, kind="index", version=1))
     new_ids, new = index_embeddings(index)
     assert (old_ids == new_ids).all() and not np.allclose(old, new, atol=1e-3)
+    # A fine-tune its time cap cut short says so where the page shows it; one that ran its epochs does not.
+    assert "time cap" not in finetune.message
+    capped = finetune_request(project=loop_project, minutes=0.002, epochs=500)
+    run_queued_jobs()
+    capped.refresh_from_db()
+    assert capped.status == Job.Status.SUCCEEDED, capped.error
+    assert "stopped by its time cap after" in capped.message and "epochs" in capped.message
 
 
 def test_fine_tuning_uses_unlabelled_pool_cells_and_the_labelled_cells_attributes(
