@@ -170,8 +170,8 @@ def main() -> None:
         for round_number in range(args.rounds):
             if args.finetune_beside and round_number == 1:
                 finetune = job_create(kind=Job.Kind.FINETUNE, project=project, params={"epochs": 20})
-                while Job.objects.get(pk=finetune.pk).status != Job.Status.RUNNING:
-                    time.sleep(0.2)
+                while Job.objects.get(pk=finetune.pk).status == Job.Status.QUEUED:
+                    time.sleep(0.2)  # the train worker has taken it
             batch = QueryBatch.objects.filter(project=project).order_by("-number").first()
             assert batch is not None
             for _ in range(10):
