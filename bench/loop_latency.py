@@ -9,7 +9,8 @@ Measures, on a fresh database in a scratch folder (var/bench-loop):
 - submit -> next batch: from POST .../batches/<id>/submit/ of a 48-cell batch until the next batch, chosen
   by the retrained classifier, is in the database, with a real Celery worker process behind the broker;
   the retrain job's own stage timings (load, fit, validate, score, select, write) say what dominates.
-With ``--finetune-beside``, a second worker serves the ``train`` queue and, after the first round, a
+With ``--finetune-beside``, one worker per queue (loop, train, side: what ``make run`` starts) and, after
+the first round, a
 fine-tune of the whole encoder (``Project.finetune_image_size``, 128 px) starts there: the later rounds
 are timed while it (and the re-embedding that follows it) runs, and each round records whether it did.
 Server times are taken with Django's test client in this process (the WSGI stack without a network).
