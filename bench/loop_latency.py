@@ -139,11 +139,14 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
 
-    workers = [
-        start_worker("celery,side" if args.finetune_beside else "celery,train,side", "worker.log", "loop")
-    ]
-    if args.finetune_beside:
-        workers.append(start_worker("train", "train-worker.log", "train"))
+    if args.finetune_beside:  # one worker per queue, as `make run` starts them
+        workers = [
+            start_worker("celery", "worker.log", "loop"),
+            start_worker("train", "train-worker.log", "train"),
+            start_worker("side", "side-worker.log", "side"),
+        ]
+    else:
+        workers = [start_worker("celery,train,side", "worker.log", "loop")]
     result["finetune_beside"] = args.finetune_beside
     # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
     job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
