@@ -233,7 +233,11 @@ def main() -> None:
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a warm shutdown waits for its job (a fine-tune): stop it
+                worker.kill()
+                worker.wait(timeout=30)
     result["label_submit"] = summary_ms(label_times)
     result["batch_api"] = summary_ms(batch_api_times)
     result["label_page_html"] = summary_ms(page_times)
