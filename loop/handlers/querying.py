@@ -72,17 +72,18 @@ def choose(
     )
     if probs is None:
         return Choice(strategy, pool_rows[picked], None, None, None)
-    chosen = probs[picked]
-    return Choice(
-        strategy,
-        pool_rows[picked],
-        informativeness("margin", chosen),
-        chosen.argmax(axis=1),
-        chosen.max(axis=1),
+    ratios = (
         None
         if labelled_rows is None
-        else labelled_distance_ratios(embeddings[labelled_rows], pool_emb[picked]),
+        else labelled_distance_ratios(embeddings[labelled_rows], pool_emb[picked])
     )
+    return Choice(strategy, pool_rows[picked], *model_view(probs[picked]), ratios)
+
+
+def model_view(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a batch records of the model for each cell: its margin uncertainty (the score), the class it
+    suggests (column index) and that class's calibrated probability."""
+    return informativeness("margin", probs), probs.argmax(axis=1), probs.max(axis=1)
 
 
 def class_seconds(project: Project, columns: Sequence[str]) -> np.ndarray | None:

@@ -19,11 +19,10 @@ from jobs.registry import JobProgress
 from learning.calibration import TemperatureScaled, apply_temperature, calibrate
 from learning.classifiers import AlignedClassifier
 from learning.evaluation import evaluate
-from learning.query import informativeness
 from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
-from loop.handlers.querying import Choice, choose, strategy_options, write_batch
+from loop.handlers.querying import Choice, choose, model_view, strategy_options, write_batch
 from loop.handlers.training_set import TrainingSet, build_training_set
 from loop.handlers.work_split import Describe, Shares, plan_batches, recipients
 from loop.models import ModelVersion, QueryBatch, relative_artifact
@@ -97,7 +96,7 @@ def _describer(
         with threadpool_limits(limits=1):
             probs = clf.predict_proba(emb[rows])
         ratios = None if neighbourhood is None else neighbourhood.ratios(emb[rows], cell_ids=ids[rows])
-        return informativeness("margin", probs), probs.argmax(axis=1), probs.max(axis=1), ratios
+        return (*model_view(probs), ratios)
 
     return describe
 

@@ -76,6 +76,14 @@ def write_shard(path: Path, ids: np.ndarray, emb: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def shard_ids(path: Path) -> np.ndarray | None:
+    """The cell ids a shard file holds, without reading its embeddings (an npz member loads on access)."""
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return np.asarray(data["ids"])
+
+
 def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if not path.is_file():
         return None
@@ -159,9 +167,10 @@ def embed_in_shards(
         embedded_here += 1
 
     def finished(number: int) -> bool:
-        shard = read_shard(shard_file(parent, number))
+        # Checked while waiting on other workers: the ids only, never the shard's embeddings.
+        held = shard_ids(shard_file(parent, number))
         start, stop = ranges[number]
-        return shard is not None and np.array_equal(shard[0], ids[start:stop])
+        return held is not None and np.array_equal(held, ids[start:stop])
 
     pending = [n for n in range(len(ranges)) if not finished(n)]
     while pending:
