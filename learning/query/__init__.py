@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from learning.query.badge import badge, gradient_embedding, gradient_factors
-from learning.query.base import RngLike, as_mask, as_rng
+from learning.query.base import PoolRows, RngLike, as_mask, as_rng
 from learning.query.coreset import farthest_first, k_center_greedy
 from learning.query.cost import cost_aware, value_per_second
 from learning.query.hybrid import uncertain_diverse
@@ -100,7 +100,7 @@ def select(
     strategy_name: str,
     *,
     n: int,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | PoolRows,
     probs: np.ndarray | None = None,
     labelled_mask: np.ndarray | None,
     rng: RngLike,
@@ -109,7 +109,8 @@ def select(
 ) -> np.ndarray:
     """Run the strategy ``strategy_name`` on the pool and return (min(n, n_unlabelled),) row indices.
 
-    ``embeddings``: (N, D); ``probs``: (N, C) or None; ``labelled_mask``: (N,) bool (or indices).
+    ``embeddings``: (N, D), or a :class:`PoolRows` view that only the strategies reading every row
+    gather whole; ``probs``: (N, C) or None; ``labelled_mask``: (N,) bool (or indices).
     Extra keyword options go to the strategy (e.g. ``class_balanced=True`` for the uncertainty
     strategies and the hybrid, ``delta=`` for ProbCover); options meant for a model-based strategy
     are dropped when the cold start replaces it.
@@ -132,6 +133,7 @@ __all__ = [
     "DEFAULT_COLD_START",
     "MEASURES",
     "STRATEGIES",
+    "PoolRows",
     "Strategy",
     "badge",
     "cost_aware",

@@ -42,9 +42,55 @@ def as_mask(labelled: np.ndarray | None, n_pool: int) -> np.ndarray:
     return mask
 
 
-def as_float32(x: np.ndarray) -> np.ndarray:
-    """C-contiguous float32 view or copy of ``x`` (what FAISS and BLAS want)."""
+def as_float32(x: np.ndarray | PoolRows) -> np.ndarray:
+    """C-contiguous float32 view or copy of ``x`` (what FAISS and BLAS want); a :class:`PoolRows` is
+    gathered whole here, so strategies that read only some rows should index it instead."""
+    if isinstance(x, PoolRows):
+        return x.gather()
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class PoolRows:
+    """The pool's rows of a larger matrix (an index version's memory-mapped embeddings), read only where
+    indexed.
+
+    Why: at a million cells the embeddings are 5 GB (1,280 float32 dimensions), and copying the pool's
+    rows out of them for a strategy that reads only its few hundred candidates (the hybrid, cost-aware,
+    the uncertainty strategies) doubles a worker's memory and costs seconds. Indexing with an int array
+    or a boolean mask over the pool's rows gathers just those rows; strategies that need every row call
+    :func:`as_float32`, which gathers the whole pool once."""
+
+    def __init__(self, base: np.ndarray, rows: np.ndarray) -> None:
+        if base.ndim != 2:
+            raise ValueError(f"base must be 2-D (N, D), got shape {base.shape}")
+        self.base = base
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), int(self.base.shape[1])
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        # Gathered in ascending row order (a memory map reads its pages sequentially), then put back.
+        rows = self.rows[index]
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), self.base.shape[1]), dtype=np.float32)
+        out[order] = self.base[rows[order]]
+        return out
+
+    def gather(self) -> np.ndarray:
+        return self[np.arange(len(self.rows))]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        gathered = self.gather()
+        return gathered if dtype is None else gathered.astype(dtype)
 
 
 def check_probs(probs: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from learning.query.base import RngLike, check_probs
+from learning.query.base import PoolRows, RngLike, check_probs
 from learning.query.hybrid import uncertain_diverse
 
 
@@ -51,7 +51,7 @@ def value_per_second(
 
 def cost_aware(
     probs: np.ndarray,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | PoolRows,
     n: int,
     *,
     labelled: np.ndarray | None,

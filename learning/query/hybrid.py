@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from learning.query.base import (
+    PoolRows,
     RngLike,
     as_float32,
     as_mask,
@@ -37,7 +38,7 @@ from learning.query.uncertainty import informativeness
 
 def uncertain_diverse(
     probs: np.ndarray,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | PoolRows,
     n: int,
     *,
     labelled: np.ndarray | None,
@@ -53,12 +54,16 @@ def uncertain_diverse(
     """Margin-ranked candidates thinned for diversity (Zhdanov 2019 / Sener & Savarese 2018).
 
     ``probs``: (N, C); ``embeddings``: (N, D); ``labelled``: (N,) mask or indices. ``class_balanced``
-    draws the candidates round-robin over predicted classes. ``value``: (N,) >= 0 multiplier of each
+    draws the candidates round-robin over predicted classes. ``embeddings`` may be a
+    :class:`~learning.query.base.PoolRows` view (only the rows used are read). ``value``: (N,) >= 0
+    multiplier of each
     row's uncertainty (``learning.query.cost``: clinical weight per expected second). Returns
     (min(n, n_unlabelled),) int64 row indices, most informative first where the method gives an order.
     """
     p = check_probs(probs)
-    x = as_float32(embeddings)
+    # Only the candidates' (and with ``against_labelled`` the labelled) rows are read: a ``PoolRows``
+    # view over a memory-mapped index stays unread elsewhere.
+    x = embeddings if isinstance(embeddings, PoolRows) else as_float32(embeddings)
     if len(p) != len(x):
         raise ValueError(f"probs has {len(p)} rows but embeddings has {len(x)}")
     mask = as_mask(labelled, len(x))
@@ -79,11 +84,11 @@ def uncertain_diverse(
         cand = top_k(scores, n_cand, pool)
     if len(cand) <= k:
         return cand[:k]
-    xc = x[cand]
+    xc = as_float32(x[cand])
     if diversify == "kcenter":
         dist = None
         if against_labelled and mask.any():
-            dist, _ = min_sq_distances(xc, x[mask])
+            dist, _ = min_sq_distances(xc, as_float32(x[mask]))
         first = None if dist is not None else int(np.argmax(scores[cand]))
         picks = farthest_first(xc, k, min_dist=dist, first=first, rng=generator)
         return cand[picks]

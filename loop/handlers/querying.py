@@ -12,7 +12,7 @@ from django.db.models import Max
 from annotation.models import LabelClass, Project
 from annotation.selectors import timed_labels
 from jobs.models import Job
-from learning.query import informativeness, resolve_strategy, select
+from learning.query import PoolRows, informativeness, resolve_strategy, select
 from learning.query.cost import class_vector
 from learning.shift import LabelledNeighbourhood
 from loop.models import ModelVersion, QueryBatch, QueryItem
@@ -57,7 +57,7 @@ def choose(
     if focus is not None:
         pool_rows, pool_annotated = pool_rows[focus], pool_annotated[focus]
         probs = probs[focus] if probs is not None else None
-    pool_emb = embeddings[pool_rows]
+    pool_emb = PoolRows(embeddings, pool_rows)  # not copied: a strategy reads the rows it needs
     strategy = resolve_strategy(
         project.query_strategy, probs=probs, labelled_mask=pool_annotated, n_pool=len(pool_rows)
     )

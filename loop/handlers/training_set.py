@@ -58,15 +58,31 @@ def open_batch_cells(project: Project) -> set[int]:
     return reserved
 
 
+def _project_cells(project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids int64, roles, sources) of every cell of the project, as columns (a million cells are a
+    million tuples: kept out of Python objects per cell beyond the fetch itself)."""
+    rows = Cell.objects.filter(project=project).order_by("pk").values_list("pk", "role", "source")
+    ids, roles, sources = [], [], []
+    for pk, role, source in rows.iterator(chunk_size=20_000):
+        ids.append(pk)
+        roles.append(role)
+        sources.append(source or "")
+    return (
+        np.asarray(ids, dtype=np.int64),
+        np.asarray(roles, dtype=object),
+        np.asarray(sources, dtype=object),
+    )
+
+
 def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]) -> TrainingSet:
     """``classes``: the classes the model learns (the active taxonomy). A label of another class (a
     retired one) trains and validates nothing; its pool cell still counts as annotated, so it is not
-    queried again."""
+    queried again.
+
+    Array operations over the cells, and Python only over the annotated, skipped, reserved and
+    validation ones: the pool may hold a million cells (bench/million.py)."""
     learnt = set(classes)
     states = cell_labels(project=project)
-    cells = np.array(
-        list(Cell.objects.filter(project=project).values_list("pk", "role", "source")), dtype=object
-    )
     refs = dict(
         Cell.objects.filter(
             project=project, role=Cell.Role.VALIDATION, reference_label__isnull=False
@@ -78,36 +94,36 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
         )
     )
     in_open_batch = open_batch_cells(project)
-    cell_ids = cells[:, 0].astype(np.int64) if len(cells) else np.zeros(0, dtype=np.int64)
-    roles = cells[:, 1] if len(cells) else np.zeros(0, dtype=object)
-    sources = cells[:, 2] if len(cells) else np.zeros(0, dtype=object)
+    cell_ids, roles, sources = _project_cells(project)
     rows, found = rows_of(ids, cell_ids)
     cell_ids, roles, sources = cell_ids[found], roles[found], sources[found]
+
+    is_pool = roles == Cell.Role.POOL
+    annotated = np.isin(cell_ids, np.fromiter(states, dtype=np.int64, count=len(states)))
+    skipped_only = np.isin(cell_ids, np.fromiter(skipped, dtype=np.int64, count=len(skipped))) & ~annotated
+    in_pool = is_pool & ~skipped_only  # a skipped cell nobody labelled leaves the pool
+    reserved = np.isin(cell_ids, np.fromiter(in_open_batch, dtype=np.int64, count=len(in_open_batch)))
 
     train_rows: list[int] = []
     train_labels: list[str] = []
     annotation_ids: list[int] = []
+    for position in np.flatnonzero(is_pool & annotated):  # ascending rows, as the cells' ids
+        labelled = states[int(cell_ids[position])]
+        if labelled.status is LabelStatus.LABELLED and labelled.label in learnt:
+            train_rows.append(int(rows[position]))
+            train_labels.append(labelled.label)
+            annotation_ids.extend(labelled.annotation_ids)
+
     val_rows, val_labels, val_sources = [], [], []
-    pool_rows, pool_annotated, pool_sources = [], [], []
-    for row, cell_id, role, source in zip(rows, cell_ids, roles, sources, strict=True):
-        state = states.get(int(cell_id))
-        if role == Cell.Role.POOL:
-            if state is not None and state.status is LabelStatus.LABELLED and state.label in learnt:
-                train_rows.append(row)
-                train_labels.append(state.label)
-                annotation_ids.extend(state.annotation_ids)
-            if int(cell_id) in skipped and state is None:
-                continue
-            pool_rows.append(row)
-            pool_annotated.append(state is not None or int(cell_id) in in_open_batch)
-            pool_sources.append(source or "")
-        elif role == Cell.Role.VALIDATION:
-            label = state.label if state is not None and state.status is LabelStatus.LABELLED else None
-            label = label or refs.get(int(cell_id))
-            if label in learnt:
-                val_rows.append(row)
-                val_labels.append(label)
-                val_sources.append(source or "unknown")
+    for position in np.flatnonzero(roles == Cell.Role.VALIDATION):
+        cell_id = int(cell_ids[position])
+        state = states.get(cell_id)
+        label = state.label if state is not None and state.status is LabelStatus.LABELLED else None
+        label = label or refs.get(cell_id)
+        if label in learnt:
+            val_rows.append(int(rows[position]))
+            val_labels.append(label)
+            val_sources.append(sources[position] or "unknown")
     return TrainingSet(
         train_rows=np.asarray(train_rows, dtype=np.int64),
         train_labels=np.asarray(train_labels, dtype=str),
@@ -115,8 +131,8 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
         val_rows=np.asarray(val_rows, dtype=np.int64),
         val_labels=np.asarray(val_labels, dtype=str),
         val_sources=np.asarray(val_sources, dtype=str),
-        pool_rows=np.asarray(pool_rows, dtype=np.int64),
-        pool_annotated=np.asarray(pool_annotated, dtype=bool),
+        pool_rows=rows[in_pool].astype(np.int64),
+        pool_annotated=(annotated | reserved)[in_pool],
         missing_from_index=int((~found).sum()),
-        pool_sources=np.asarray(pool_sources, dtype=str),
+        pool_sources=sources[in_pool].astype(str),
     )

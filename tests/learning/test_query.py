@@ -30,7 +30,7 @@ from learning.query import (
     typiclust,
     uncertain_diverse,
 )
-from learning.query.base import as_mask, balanced_top_k, kmeans, min_sq_distances, top_k
+from learning.query.base import PoolRows, as_mask, balanced_top_k, kmeans, min_sq_distances, top_k
 from learning.query.probcover import partition_cells
 
 PROBS = np.array(
@@ -434,3 +434,53 @@ def test_registry_names_a_paper_for_every_strategy() -> None:
     for name, strategy in STRATEGIES.items():
         assert strategy.name == name and strategy.paper
         assert strategy.fn.__doc__ and strategy.inputs
+
+
+# -- a pool's rows of a larger (memory-mapped) matrix ---------------------------------------------------
+
+
+class RecordingMatrix:
+    """A 2-D array that records how many rows each read asked for (what a memory map would page in)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+        self.ndim = 2
+        self.shape = data.shape
+        self.reads: list[int] = []
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        self.reads.append(len(rows))
+        return self.data[rows]
+
+
+def test_pool_rows_indexes_like_the_gathered_rows() -> None:
+    base = np.arange(40, dtype=np.float32).reshape(10, 4)
+    rows = np.array([7, 2, 9, 4, 0])
+    view = PoolRows(base, rows)
+    assert len(view) == 5 and view.shape == (5, 4)
+    np.testing.assert_array_equal(view[np.array([3, 0, 2])], base[[4, 7, 9]])  # order kept
+    np.testing.assert_array_equal(view[np.array([True, False, True, False, False])], base[[7, 9]])
+    np.testing.assert_array_equal(np.asarray(view), base[rows])
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_picks_the_same_through_a_pool_view(
+    name: str, pool: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    x, probs, labelled = pool
+    # the pool is every other row of a larger matrix, as validation and skipped cells leave the index
+    base = np.zeros((2 * len(x), x.shape[1]), dtype=np.float32)
+    base[1::2] = x
+    view = PoolRows(base, np.arange(1, 2 * len(x), 2))
+    direct = select(name, n=25, embeddings=x, probs=probs, labelled_mask=labelled, rng=0)
+    through_view = select(name, n=25, embeddings=view, probs=probs, labelled_mask=labelled, rng=0)
+    np.testing.assert_array_equal(through_view, direct)
+
+
+def test_hybrid_reads_only_its_candidates_rows(pool: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    x, probs, labelled = pool
+    matrix = RecordingMatrix(x)
+    view = PoolRows(matrix, np.arange(len(x)))  # type: ignore[arg-type]
+    picks = uncertain_diverse(probs, view, 10, labelled=labelled, rng=0, candidate_factor=5)
+    assert_valid(picks, 10, labelled)
+    assert matrix.reads == [50]  # the 5 x 10 candidates, once; never the pool's 500 rows
