@@ -5,11 +5,10 @@ is against the validation cells, with a plain-language warning.
 
 Computed when the page asks, from the newest classifier and the index it was trained on (like the
 per-slide differential's predictions): one FAISS search of the unlabelled cells against the labelled
-ones and one pass of the classifier."""
+ones and one pass of the classifier, over a sample of each source's cells in a large project."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,25 @@ from learning.shift import (
     source_shift,
     warning_text,
 )
+from loop.handlers.training_set import project_cells, rows_of
 from loop.models import ModelVersion
 from loop.selectors import latest_version
 
 NO_SOURCE = "(no source)"
+# The figures are a median, shares and a mean, so a random sample of this many unlabelled cells per
+# source (and of the validation cells) pins them to about a percent, and the page's cost stays flat in
+# the pool's size: over every cell of a million-cell project the report took 50 s and 18 GB of the web
+# process (bench/million.py).
+SAMPLE_CELLS = 5_000
 # Fewer labelled cells than this and there is no reference to compare with.
 MIN_LABELLED = 10
+
+
+def sample(positions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """At most ``SAMPLE_CELLS`` of ``positions``, in ascending order (the embeddings are read in order)."""
+    if len(positions) <= SAMPLE_CELLS:
+        return positions
+    return np.sort(rng.choice(positions, SAMPLE_CELLS, replace=False))
 
 
 def thresholds() -> dict[str, Any]:
@@ -56,78 +68,74 @@ def shift_report(project: Project) -> dict[str, Any]:
         model = classifier(version)
     except OSError as error:
         return {"sources": [], "note": f"The model files cannot be read ({type(error).__name__})."}
-    row_of = {int(cell_id): row for row, cell_id in enumerate(ids.tolist())}
     states = cell_labels(project=project)
-    labelled = {
+    cell_ids, roles, sources = project_cells(project)
+    rows, found = rows_of(ids, cell_ids)
+    cell_ids, roles, sources = cell_ids[found], roles[found], sources[found]
+    labelled_of = {
         cell_id: str(state.label)
         for cell_id, state in states.items()
-        if state.status is LabelStatus.LABELLED and state.label and cell_id in row_of
+        if state.status is LabelStatus.LABELLED and state.label
     }
-    if len(labelled) < MIN_LABELLED:
+    is_validation = roles == Cell.Role.VALIDATION
+    # Labelled validation cells join the reference, as labelled cells; they count for no source.
+    is_labelled = np.isin(cell_ids, np.fromiter(labelled_of, dtype=np.int64, count=len(labelled_of)))
+    if int(is_labelled.sum()) < MIN_LABELLED:
         return {
             "sources": [],
-            "note": f"{len(labelled)} labelled cells in the index: the report needs {MIN_LABELLED}.",
+            "note": f"{int(is_labelled.sum())} labelled cells in the index: the report needs {MIN_LABELLED}.",
         }
     classes = list(model.classes)
-    cells = Cell.objects.filter(project=project).values_list("pk", "source", "role")
-    by_source: dict[str, list[int]] = defaultdict(list)
-    labelled_per_source: dict[str, int] = defaultdict(int)
-    validation: list[int] = []
-    for pk, source, role in cells:
-        if pk not in row_of:
-            continue
-        name = source or NO_SOURCE
-        if role == Cell.Role.VALIDATION:
-            validation.append(pk)
-        elif pk in labelled:
-            labelled_per_source[name] += 1
-        else:
-            by_source[name].append(pk)
-    ref_ids = np.asarray(sorted(labelled), dtype=np.int64)
-    ref_rows = np.asarray([row_of[pk] for pk in ref_ids.tolist()])
+    names = np.where(sources == "", NO_SOURCE, sources)
+    rng = np.random.default_rng(0)  # the same sample on every load of the page
+    ref_positions = np.flatnonzero(is_labelled)
+    ref_ids, ref_rows = cell_ids[ref_positions], rows[ref_positions]
+    validation = sample(np.flatnonzero(is_validation), rng)
     with threadpool_limits(limits=1):  # a web request: do not fan out over every core
-        val_rows = np.asarray([row_of[pk] for pk in validation], dtype=np.int64)
+        val_rows = rows[validation]
         val_conf = (
             float(np.asarray(model.predict_proba(emb[val_rows])).max(axis=1).mean()) if len(val_rows) else 0.0
         )
-        reference = ShiftReference(
-            emb[ref_rows], [labelled[pk] for pk in ref_ids.tolist()], val_conf, classes
-        )
+        reference = ShiftReference(emb[ref_rows], [labelled_of[int(pk)] for pk in ref_ids], val_conf, classes)
         index = EmbeddingIndex.build(emb[ref_rows], ref_ids)
         ref_distance = reference_median_distance(index, emb[ref_rows], ref_ids)
-        rows = []
-        for source in sorted(set(by_source) | set(labelled_per_source)):
-            pks = by_source.get(source, [])
-            if not pks:
-                rows.append({"source": source, "cells": 0, "labelled": labelled_per_source[source]})
+        report_rows = []
+        for source in sorted(set(names[~is_validation].tolist())):
+            in_source = names == source
+            labelled_here = int((in_source & is_labelled & ~is_validation).sum())
+            unlabelled = np.flatnonzero(in_source & ~is_labelled & ~is_validation)
+            if not len(unlabelled):
+                report_rows.append({"source": source, "cells": 0, "labelled": labelled_here})
                 continue
-            src_rows = np.asarray([row_of[pk] for pk in pks], dtype=np.int64)
+            picked = sample(unlabelled, rng)
             shift = source_shift(
                 reference=reference,
                 reference_index=index,
                 reference_distance=ref_distance,
                 source=source,
-                embeddings=emb[src_rows],
-                cell_ids=np.asarray(pks, dtype=np.int64),
-                probabilities=np.asarray(model.predict_proba(emb[src_rows])),
-                labelled=labelled_per_source[source],
+                embeddings=emb[rows[picked]],
+                cell_ids=cell_ids[picked],
+                probabilities=np.asarray(model.predict_proba(emb[rows[picked]])),
+                labelled=labelled_here,
             )
             top = sorted(shift.predicted_mix.items(), key=lambda kv: -kv[1])[:3]
-            rows.append(
+            report_rows.append(
                 {
                     **shift.to_dict(),
+                    "cells": len(unlabelled),  # the figures are the sample's (``sampled`` cells)
+                    "sampled": len(picked),
                     "top_predicted": [{"name": n, "share": v} for n, v in top if v > 0],
                     "warning": warning_text(shift),
                 }
             )
     return {
         "model": {"version": version.version, "labels": version.label_count},
-        "labelled": len(labelled),
-        "validation_cells": len(validation),
+        "labelled": len(ref_positions),
+        "validation_cells": int(is_validation.sum()),
         "validation_confidence": round(val_conf, 4) if len(validation) else None,
         "reference_median_distance": round(ref_distance, 4),
         "reference_mix": {k: round(v, 4) for k, v in reference.mix().items()},
-        "sources": rows,
+        "sources": report_rows,
         "thresholds": thresholds(),
-        "note": "" if len(validation) else "No validation cells: the confidence drop is not measured.",
+        "note": "" if len(val_rows) else "No validation cells: the confidence drop is not measured.",
     }

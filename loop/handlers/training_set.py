@@ -58,7 +58,7 @@ def open_batch_cells(project: Project) -> set[int]:
     return reserved
 
 
-def _project_cells(project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project_cells(project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids int64, roles, sources) of every cell of the project, as columns (a million cells are a
     million tuples: kept out of Python objects per cell beyond the fetch itself)."""
     rows = Cell.objects.filter(project=project).order_by("pk").values_list("pk", "role", "source")
@@ -94,7 +94,7 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
         )
     )
     in_open_batch = open_batch_cells(project)
-    cell_ids, roles, sources = _project_cells(project)
+    cell_ids, roles, sources = project_cells(project)
     rows, found = rows_of(ids, cell_ids)
     cell_ids, roles, sources = cell_ids[found], roles[found], sources[found]
 
