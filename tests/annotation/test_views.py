@@ -77,10 +77,29 @@ def test_api_lists_projects_and_cells_without_reference_labels(project: Project,
     assert projects["results"][0]["cell_count"] == 6
     assert len(projects["results"][0]["classes"]) == 9
     cells = client.get(f"/api/projects/{project.pk}/cells/").json()
-    assert cells["count"] == 6
+    assert len(cells["results"]) == 6 and cells["next"] is None
     assert Cell.objects.filter(project=project, reference_label__isnull=False).count() == 6
     for cell in cells["results"]:
         assert "reference_label" not in cell and "reference_attributes" not in cell
+
+
+def test_api_cell_pages_follow_ids_to_the_last_cell(
+    project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from annotation.api.views import CellKeysetPagination
+
+    monkeypatch.setattr(CellKeysetPagination, "page_size", 4)
+    client = login(annotator)
+    url: str | None = f"/api/projects/{project.pk}/cells/"
+    seen: list[int] = []
+    pages = 0
+    while url:
+        page = client.get(url).json()
+        seen += [cell["id"] for cell in page["results"]]
+        url, pages = page["next"], pages + 1
+    assert pages == 2  # 4 + 2
+    assert seen == list(Cell.objects.filter(project=project).order_by("id").values_list("id", flat=True))
+    assert client.get(f"/api/projects/{project.pk}/cells/?cursor=not-a-cursor").status_code == 404
 
 
 def test_api_requires_authentication(project: Project) -> None:
