@@ -347,7 +347,13 @@ class Cell(models.Model):
                 fields=["project", "content_hash"], name="unique_cell_content_per_project"
             )
         ]
-        indexes = [models.Index(fields=["project", "role"])]
+        # Pages of a project's cells are read by keyset (id > the last one seen, in id order), all of
+        # them or one role's: without the id in the index, the last page of a small project walked the
+        # primary key through a larger project's million cells looking for one more row (bench/million.py).
+        indexes = [
+            models.Index(fields=["project", "role", "id"], name="cell_project_role_id"),
+            models.Index(fields=["project", "id"], name="cell_project_id"),
+        ]
 
     def __str__(self) -> str:
         return f"cell {self.pk} ({self.original_name or self.content_hash[:12]})"
