@@ -25,7 +25,7 @@ from learning.shift import (
     source_shift,
     warning_text,
 )
-from loop.handlers.training_set import project_cells, rows_of
+from loop.handlers.training_set import among, project_cells, rows_of
 from loop.models import ModelVersion
 from loop.selectors import latest_version
 
@@ -79,7 +79,7 @@ def shift_report(project: Project) -> dict[str, Any]:
     }
     is_validation = roles == Cell.Role.VALIDATION
     # Labelled validation cells join the reference, as labelled cells; they count for no source.
-    is_labelled = np.isin(cell_ids, np.fromiter(labelled_of, dtype=np.int64, count=len(labelled_of)))
+    is_labelled = among(cell_ids, labelled_of)
     if int(is_labelled.sum()) < MIN_LABELLED:
         return {
             "sources": [],
@@ -132,7 +132,7 @@ def shift_report(project: Project) -> dict[str, Any]:
         "model": {"version": version.version, "labels": version.label_count},
         "labelled": len(ref_positions),
         "validation_cells": int(is_validation.sum()),
-        "validation_confidence": round(val_conf, 4) if len(validation) else None,
+        "validation_confidence": round(val_conf, 4) if len(val_rows) else None,
         "reference_median_distance": round(ref_distance, 4),
         "reference_mix": {k: round(v, 4) for k, v in reference.mix().items()},
         "sources": report_rows,

@@ -73,10 +73,6 @@ class PoolRows:
     def shape(self) -> tuple[int, int]:
         return len(self.rows), int(self.base.shape[1])
 
-    @property
-    def ndim(self) -> int:
-        return 2
-
     def __getitem__(self, index: np.ndarray) -> np.ndarray:
         # Gathered in ascending row order (a memory map reads its pages sequentially), then put back.
         rows = self.rows[index]

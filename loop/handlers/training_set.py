@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +58,11 @@ def open_batch_cells(project: Project) -> set[int]:
     return reserved
 
 
+def among(cell_ids: np.ndarray, wanted: Collection[int]) -> np.ndarray:
+    """Bool mask over ``cell_ids``: which are in ``wanted`` (a set or dict of ids, small beside them)."""
+    return np.isin(cell_ids, np.fromiter(wanted, dtype=np.int64, count=len(wanted)))
+
+
 def project_cells(project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids int64, roles, sources) of every cell of the project, as columns (a million cells are a
     million tuples: kept out of Python objects per cell beyond the fetch itself)."""
@@ -99,10 +104,10 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
     cell_ids, roles, sources = cell_ids[found], roles[found], sources[found]
 
     is_pool = roles == Cell.Role.POOL
-    annotated = np.isin(cell_ids, np.fromiter(states, dtype=np.int64, count=len(states)))
-    skipped_only = np.isin(cell_ids, np.fromiter(skipped, dtype=np.int64, count=len(skipped))) & ~annotated
+    annotated = among(cell_ids, states)
+    skipped_only = among(cell_ids, skipped) & ~annotated
     in_pool = is_pool & ~skipped_only  # a skipped cell nobody labelled leaves the pool
-    reserved = np.isin(cell_ids, np.fromiter(in_open_batch, dtype=np.int64, count=len(in_open_batch)))
+    reserved = among(cell_ids, in_open_batch)
 
     train_rows: list[int] = []
     train_labels: list[str] = []
