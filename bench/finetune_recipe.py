@@ -143,6 +143,16 @@ def run_recipe(
     labelled_raw = raw_features(result.backbone, pool_images[torch.from_numpy(rows)])
     embed_s = time.perf_counter() - t0
     head = head_scores(problem, result, test_raw, n_boot=200, seed=seed)
+    if args.save_features is not None:
+        # For experiments on the heads alone (bench/attribute_features.py): the fine-tuned embedding of
+        # the labelled and the test cells, and which pool rows were labelled.
+        args.save_features.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            args.save_features / f"{name}_seed{seed}.npz",
+            rows=rows,
+            labelled=labelled_raw,
+            test=test_raw,
+        )
     # The product's classifier: embeddings of the labelled cells only (nothing is queried here).
     pool_x = np.zeros((len(pool_images), labelled_raw.shape[1]), dtype=np.float32)
     pool_x[rows] = normalise(labelled_raw)
@@ -226,6 +236,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--adabn", action="store_true", help="also score --external with its own batch-norm statistics"
+    )
+    parser.add_argument(
+        "--save-features",
+        type=Path,
+        default=None,
+        help="folder: save each run's fine-tuned features of the labelled and test cells (.npz)",
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

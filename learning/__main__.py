@@ -9,6 +9,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import numpy as np
 
 from learning.data import CellRecord, data_hash, read_manifest, stratified_split
 from learning.imaging import CROP_MODES
+from learning.morphometry import measure_cached
 from learning.query import STRATEGIES
 from learning.transforms import AUGMENT_PRESETS
 
@@ -282,6 +284,11 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         help="after a fine-tune in the last round re-embed the whole pool, not only the labelled cells",
     )
     tuning.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+    tuning.add_argument(
+        "--no-measurements",
+        action="store_true",
+        help="attribute heads on the embedding alone, without the cells' measurements (learning.morphometry)",
+    )
     tuning.add_argument("--image-cache", type=Path, default=Path("var/cache"), help="decoded-image cache")
     args = parser.parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -308,6 +315,11 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     classes = sorted({r.label for r in pool if r.label} | {r.label for r in test if r.label})
     attributes = sorted({a for r in pool for a in r.attributes})
     schema = {a: sorted({r.attributes[a] for r in [*pool, *test] if a in r.attributes}) for a in attributes}
+    pool_m = test_m = None
+    if attributes and not args.no_measurements:
+        workers = max(1, args.threads or os.cpu_count() or 1)
+        pool_m = measure_cached([str(r.path) for r in pool], args.cache_dir, workers=workers)
+        test_m = measure_cached([str(r.path) for r in test], args.cache_dir, workers=workers)
     problem = ALProblem(
         pool_x=pool_x,
         pool_y=np.array([r.label for r in pool]),
@@ -318,6 +330,8 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         pool_attributes={a: np.array([r.attributes.get(a, "") for r in pool]) for a in attributes},
         test_attributes={a: np.array([r.attributes.get(a, "") for r in test]) for a in attributes},
         attribute_classes=schema,
+        pool_measurements=pool_m,
+        test_measurements=test_m,
         external_x=external_x,
         external_y=np.array([r.label for r in external]) if external else None,
         adapt_labels=args.adapt_labels,

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from learning.adaptation import adapt_to_site
-from learning.classifiers import ClassifierKind, MultiTaskClassifier, make_classifier
+from learning.attribute_heads import FusedAttributeHeads
+from learning.classifiers import MISSING, ClassifierKind, make_classifier
 from learning.evaluation import (
     attribute_scores,
     evaluate,
@@ -54,6 +55,10 @@ class ALProblem:
     pool_attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
     test_attributes: Mapping[str, np.ndarray] = field(default_factory=dict)
     attribute_classes: Mapping[str, list[str]] = field(default_factory=dict)
+    # The cells' measurements (learning.morphometry), heard by the attribute heads beside the embedding;
+    # None: the embedding's heads alone.
+    pool_measurements: np.ndarray | None = None
+    test_measurements: np.ndarray | None = None
     # Another lab's cells (never trained on), scored over the classes they hold (``--external``).
     external_x: np.ndarray | None = None
     external_y: np.ndarray | None = None
@@ -160,6 +165,29 @@ def run_strategy(
     return records, labelled
 
 
+def attribute_report(
+    problem: ALProblem, pool_x: np.ndarray, test_x: np.ndarray, labelled: np.ndarray, *, seed: int
+) -> dict[str, Any]:
+    """The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) trained on the
+    labelled pool cells' embedding (and measurements, when the problem has them), scored on the test
+    cells."""
+    pool_m, test_m = problem.pool_measurements, problem.test_measurements
+    with_measurements = pool_m is not None and test_m is not None
+    heads = FusedAttributeHeads(problem.attribute_classes, seed=seed)
+    heads.fit(
+        pool_x[labelled],
+        pool_m[labelled] if with_measurements and pool_m is not None else None,
+        {a: v[labelled] for a, v in problem.pool_attributes.items()},
+    )
+    predicted = heads.predict(test_x, test_m if with_measurements else None)
+    missing = np.full(len(test_x), MISSING, dtype=object)
+    report = attribute_scores(
+        dict(problem.test_attributes), {a: predicted.get(a, missing) for a in problem.test_attributes}
+    )
+    report["heads"] = "embedding + measurements" if with_measurements else "embedding"
+    return report
+
+
 def final_metrics(
     problem: ALProblem, labelled: np.ndarray, *, classifier: ClassifierKind, seed: int
 ) -> dict[str, Any]:
@@ -192,16 +220,7 @@ def final_metrics(
                 seed=seed,
             )
     if problem.pool_attributes:
-        heads = MultiTaskClassifier(problem.classes, problem.attribute_classes, kind=classifier, seed=seed)
-        heads.fit(
-            problem.pool_x[labelled],
-            problem.pool_y[labelled],
-            {a: v[labelled] for a, v in problem.pool_attributes.items()},
-        )
-        predicted = heads.predict(problem.test_x)
-        report["attributes"] = attribute_scores(
-            dict(problem.test_attributes), {a: predicted[a] for a in problem.test_attributes}
-        )
+        report["attributes"] = attribute_report(problem, problem.pool_x, problem.test_x, labelled, seed=seed)
         has_any = np.any([v[labelled] != "" for v in problem.pool_attributes.values()], axis=0)
         report["attributes"]["labelled_cells_with_attributes"] = int(has_any.sum())
     return report

@@ -31,8 +31,8 @@ from sklearn.metrics import recall_score
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
-from learning.benchmark import ALProblem, initial_stratified
-from learning.classifiers import AlignedClassifier, ClassifierKind, MultiTaskClassifier
+from learning.benchmark import ALProblem, attribute_report, initial_stratified
+from learning.classifiers import AlignedClassifier, ClassifierKind
 from learning.evaluation import attribute_scores, evaluate, knn_macro_f1
 from learning.finetune import FinetuneResult, finetune
 from learning.query import STRATEGIES, resolve_strategy, select
@@ -162,12 +162,14 @@ def score(
     y_pred: np.ndarray,
     probs: np.ndarray | None,
     *,
-    attribute_pred: Mapping[str, np.ndarray] | None,
+    attribute_pred: Mapping[str, np.ndarray] | None = None,
+    attributes: Mapping[str, Any] | None = None,
     n_boot: int,
     seed: int,
 ) -> dict[str, Any]:
     """The headline test-set report: macro-F1 + CI, accuracy, per-source macro-F1, per-class recall,
-    ECE (with ``probs``) and attribute mean macro-F1 (with ``attribute_pred``)."""
+    ECE (with ``probs``) and attribute mean macro-F1 (with ``attribute_pred``, the test cells' predicted
+    values, or ``attributes``, an :func:`learning.evaluation.attribute_scores` report)."""
     report = evaluate(
         problem.test_y,
         y_pred,
@@ -188,8 +190,10 @@ def score(
         out["ece"] = report["ece"]
     if "per_source" in report:
         out["per_source_macro_f1"] = {str(s): v["macro_f1"] for s, v in report["per_source"].items()}
-    if attribute_pred is not None and problem.test_attributes:
+    attrs = attributes
+    if attrs is None and attribute_pred is not None and problem.test_attributes:
         attrs = attribute_scores(dict(problem.test_attributes), dict(attribute_pred))
+    if attrs is not None:
         out["attribute_mean_macro_f1"] = attrs["mean_macro_f1"]
         out["attribute_macro_f1"] = {a: v["macro_f1"] for a, v in attrs["per_attribute"].items()}
     return out
@@ -213,16 +217,10 @@ def fit_and_score(
     )
     probs = model.predict_proba(test_x)
     predicted = np.asarray(problem.classes)[probs.argmax(axis=1)]
-    attribute_pred = None
+    attributes = None
     if problem.pool_attributes:
-        heads = MultiTaskClassifier(problem.classes, problem.attribute_classes, kind=classifier, **options)
-        heads.fit(
-            pool_x[labelled],
-            problem.pool_y[labelled],
-            {a: v[labelled] for a, v in problem.pool_attributes.items()},
-        )
-        attribute_pred = {a: p for a, p in heads.predict(test_x).items() if a in problem.test_attributes}
-    return score(problem, predicted, probs, attribute_pred=attribute_pred, n_boot=n_boot, seed=seed), model
+        attributes = attribute_report(problem, pool_x, test_x, labelled, seed=seed)
+    return score(problem, predicted, probs, attributes=attributes, n_boot=n_boot, seed=seed), model
 
 
 def head_scores(

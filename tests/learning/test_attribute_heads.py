@@ -1,0 +1,67 @@
+"""The fused attribute heads: the embedding's and the measurements' probabilities, averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learning.attribute_heads import FusedAttributeHeads
+from learning.classifiers import AlignedClassifier
+
+SCHEMA = {"cell_size": ["small", "big"], "granularity": ["yes", "no"]}
+
+
+def problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The embedding knows granularity, the measurements know the size; one cell in five has no size."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    size = rng.integers(0, 2, n)
+    grain = rng.integers(0, 2, n)
+    emb = rng.normal(size=(n, 16)).astype(np.float32)
+    emb[:, 0] += 3 * grain
+    meas = rng.normal(size=(n, 4)).astype(np.float32)
+    meas[:, 0] += 3 * size
+    sizes = np.array(["small", "big"])[size].astype(object)
+    sizes[::5] = ""
+    return emb, meas, {"cell_size": sizes.astype(str), "granularity": np.array(["no", "yes"])[grain]}
+
+
+def test_the_weight_chooses_between_the_two_heads() -> None:
+    emb, meas, attrs = problem()
+    only_emb = FusedAttributeHeads(SCHEMA, measurement_weight=0.0).fit(emb, meas, attrs)
+    only_meas = FusedAttributeHeads(SCHEMA, measurement_weight=1.0).fit(emb, meas, attrs)
+    half = FusedAttributeHeads(SCHEMA, measurement_weight=0.5).fit(emb, meas, attrs)
+    p0, p1, ph = (h.predict_proba(emb, meas) for h in (only_emb, only_meas, half))
+    for name in SCHEMA:
+        np.testing.assert_allclose(ph[name], (p0[name] + p1[name]) / 2, atol=1e-6)
+        np.testing.assert_allclose(ph[name].sum(axis=1), 1.0, atol=1e-6)
+    # Each head is right where its input knows the answer.
+    truth = attrs["cell_size"] != ""
+    size_meas = (only_meas.predict(emb, meas)["cell_size"] == attrs["cell_size"])[truth].mean()
+    size_emb = (only_emb.predict(emb, meas)["cell_size"] == attrs["cell_size"])[truth].mean()
+    assert size_meas > 0.9 and size_emb < 0.75
+    assert (half.predict(emb, meas)["cell_size"] == attrs["cell_size"])[truth].mean() > size_emb
+
+
+def test_the_embedding_head_is_the_plain_balanced_regression() -> None:
+    emb, _meas, attrs = problem(1)
+    heads = FusedAttributeHeads(SCHEMA, measurement_weight=0.5, C=0.1).fit(emb, None, attrs)
+    keep = attrs["cell_size"] != ""
+    plain = AlignedClassifier(SCHEMA["cell_size"], "logreg", C=0.1, class_weight="balanced").fit(
+        emb[keep], attrs["cell_size"][keep]
+    )
+    # Without measurements (None at fit or at predict) only the embedding speaks.
+    fused = heads.predict_proba(emb, None)["cell_size"]
+    np.testing.assert_allclose(fused, plain.predict_proba(emb), atol=1e-6)
+
+
+def test_unlabelled_attributes_are_not_trained_and_bad_input_is_refused() -> None:
+    emb, meas, attrs = problem()
+    heads = FusedAttributeHeads(SCHEMA).fit(emb, meas, {"cell_size": attrs["cell_size"]})
+    assert heads.trained_ == ["cell_size"] and set(heads.predict(emb, meas)) == {"cell_size"}
+    with pytest.raises(ValueError, match="not in the schema"):
+        FusedAttributeHeads(SCHEMA).fit(emb, meas, {"colour": attrs["cell_size"]})
+    with pytest.raises(ValueError, match="measurement rows"):
+        FusedAttributeHeads(SCHEMA).fit(emb, meas[:10], attrs)
+    with pytest.raises(ValueError, match="measurement_weight"):
+        FusedAttributeHeads(SCHEMA, measurement_weight=1.5)
