@@ -125,6 +125,9 @@ class QueryItem(models.Model):
         "each other when the batch was built; far above 1, the model's class would be a guess "
         "(learning.shift.ABSTAIN_RATIO).",
     )
+    # What the attribute heads suggest for this cell when the batch was built: attribute -> {"value",
+    # "confidence"} (loop.handlers.attribute_suggestions); empty until enough cells carry attributes.
+    attribute_suggestions = models.JSONField(default=dict, blank=True)
     # Never sent to annotators: an agreement or gold cell looks like any other in their batch.
     purpose = models.CharField(max_length=8, choices=Purpose.choices, default=Purpose.QUERY)
     skipped_at = models.DateTimeField(null=True, blank=True)
@@ -139,3 +142,18 @@ class QueryItem(models.Model):
 
     def __str__(self) -> str:
         return f"cell {self.cell_id} in batch {self.batch_id}"
+
+
+class CellMeasurement(models.Model):
+    """A cell's morphometry (:mod:`learning.morphometry`), measured once from its file when the attribute
+    heads first need it. ``definition`` names the measurement list it was taken with: a changed list
+    measures again."""
+
+    cell = models.OneToOneField(
+        "annotation.Cell", on_delete=models.CASCADE, primary_key=True, related_name="measurement"
+    )
+    definition = models.CharField(max_length=16)
+    values = models.JSONField()
+
+    def __str__(self) -> str:
+        return f"measurements of cell {self.cell_id}"

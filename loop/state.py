@@ -154,6 +154,24 @@ def sent_suggestion(item: QueryItem, rule: SuggestionRule | None) -> SentSuggest
     return SentSuggestion(None, None, withheld)
 
 
+def sent_attribute_suggestions(item: QueryItem, rule: SuggestionRule | None) -> dict[str, Any]:
+    """The attribute heads' suggestions a reader under ``rule`` is sent: none in blind mode or for a cell
+    unlike every labelled one (as for the class), and only those that reach the lead's threshold."""
+    suggestions = dict(item.attribute_suggestions or {})
+    if rule is None:
+        return suggestions
+    if rule.blind:
+        return {}
+    ratio = item.labelled_distance_ratio
+    if ratio is not None and ratio > ABSTAIN_RATIO:
+        return {}
+    return {
+        name: s
+        for name, s in suggestions.items()
+        if rule.min_confidence <= 0 or float(s.get("confidence") or 0.0) >= rule.min_confidence
+    }
+
+
 def _item_summary(item: QueryItem, mine: Annotation | None, rule: SuggestionRule) -> dict[str, Any]:
     sent = sent_suggestion(item, rule)
     return {
@@ -165,6 +183,7 @@ def _item_summary(item: QueryItem, mine: Annotation | None, rule: SuggestionRule
         "confidence": sent.confidence,
         "suggestion_withheld": sent.withheld,
         "labelled_distance_ratio": item.labelled_distance_ratio,
+        "attribute_suggestions": sent_attribute_suggestions(item, rule),
         "skipped": item.skipped_at is not None,
         "mine": annotation_summary(mine) if mine is not None else None,
     }

@@ -31,6 +31,11 @@ class BatchSummarySerializer(Shape):
     submitted = serializers.BooleanField()
 
 
+class AttributeSuggestionSerializer(Shape):
+    value = serializers.CharField()
+    confidence = serializers.FloatField()
+
+
 class BatchItemSerializer(Shape):
     """One cell of a batch as the labelling page shows it, with the caller's own current label."""
 
@@ -54,6 +59,12 @@ class BatchItemSerializer(Shape):
         help_text="The cell's distance to the nearest labelled cell over the labelled cells' own median "
         "distance to each other when the batch was built (null: too few labels then). Above 2.5 the "
         "model abstains.",
+    )
+    attribute_suggestions = serializers.DictField(
+        child=AttributeSuggestionSerializer(),
+        help_text="attribute -> the attribute heads' most probable value and its probability; empty "
+        "in blind mode, for a cell unlike every labelled one, below the project's "
+        "suggestion_min_confidence, and until enough labelled cells carry attributes.",
     )
     skipped = serializers.BooleanField()
     mine = AnnotationSummarySerializer(allow_null=True)

@@ -9,8 +9,9 @@ from rest_framework import serializers
 
 from annotation.api.responses import SUGGESTION_WITHHELD
 from annotation.api.serializers import AnnotationSerializer
+from loop.api.responses import AttributeSuggestionSerializer
 from loop.models import ModelVersion, QueryBatch, QueryItem
-from loop.state import SentSuggestion, sent_suggestion
+from loop.state import SentSuggestion, sent_attribute_suggestions, sent_suggestion
 
 
 class ModelVersionSerializer(serializers.ModelSerializer[ModelVersion]):
@@ -91,6 +92,7 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
     suggestion = serializers.SerializerMethodField()
     confidence = serializers.SerializerMethodField()
     suggestion_withheld = serializers.SerializerMethodField()
+    attribute_suggestions = serializers.SerializerMethodField()
     skipped = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField()
     mine = serializers.SerializerMethodField()
@@ -107,6 +109,7 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
             "confidence",
             "suggestion_withheld",
             "labelled_distance_ratio",
+            "attribute_suggestions",
             "skipped",
             "mine",
             "purpose",
@@ -130,6 +133,11 @@ class QueryItemSerializer(serializers.ModelSerializer[QueryItem]):
         """Why the suggestion is not sent: the caller's blind mode, a cell unlike every labelled one, or
         the lead's confidence threshold."""
         return self._sent(item).withheld
+
+    @extend_schema_field(serializers.DictField(child=AttributeSuggestionSerializer()))
+    def get_attribute_suggestions(self, item: QueryItem) -> dict[str, Any]:
+        """attribute -> {value, confidence} from the attribute heads, under the same rule as the class."""
+        return sent_attribute_suggestions(item, self.context.get("rule"))
 
     @extend_schema_field(serializers.ChoiceField(choices=QueryItem.Purpose.choices, allow_null=True))
     def get_purpose(self, item: QueryItem) -> str | None:

@@ -3,6 +3,7 @@ build the next batch: one job, so that a submitted batch is followed by the next
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -22,12 +23,15 @@ from learning.evaluation import evaluate
 from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
+from loop.handlers.attribute_suggestions import Suggestions, suggest_attributes
 from loop.handlers.querying import Choice, choose, model_view, strategy_options, write_batch
 from loop.handlers.training_set import TrainingSet, build_training_set
 from loop.handlers.work_split import Describe, Shares, plan_batches, recipients
 from loop.models import ModelVersion, QueryBatch, relative_artifact
 from loop.selectors import latest_version
 from loop.services.versions import create_version
+
+logger = logging.getLogger(__name__)
 
 
 def class_names(project: Project) -> list[str]:
@@ -159,6 +163,25 @@ def _planned_batches(
     return [(plan.choice, plan.assignee, plan.purposes) for plan in planned]
 
 
+def _attribute_suggestions(
+    project: Project,
+    job: Job,
+    emb: np.ndarray,
+    ids: np.ndarray,
+    data: TrainingSet,
+    to_write: list[PlannedWrite],
+) -> Suggestions:
+    """The attribute heads' suggestions for every cell of the planned batches. A failure here costs the
+    suggestions, never the batch: the annotator labels without them."""
+    chosen = [np.asarray(choice.rows, dtype=np.int64) for choice, _, _ in to_write]
+    rows = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    try:
+        return suggest_attributes(project, emb, ids, data, rows, seed=job.pk)
+    except Exception:  # see the docstring; logged with its traceback
+        logger.exception("job %s: no attribute suggestions", job.pk)
+        return {}
+
+
 def _still_wanted(project: Project, to_write: list[PlannedWrite]) -> list[PlannedWrite]:
     """Inside the final transaction: drop a planned split-work batch whose annotator got an open batch
     meanwhile (another loop worker's job), with the project row locked so two jobs cannot both write."""
@@ -227,6 +250,8 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     progress(0.6, "choosing the next batch")
     to_write = _planned_batches(project, job, emb, ids, data, probs, clf)
     lap("select")
+    suggested_attributes = _attribute_suggestions(project, job, emb, ids, data, to_write)
+    lap("attributes")
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
@@ -264,6 +289,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
                 columns=columns,
                 assignee_id=assignee,
                 purposes=purposes,
+                attribute_suggestions=suggested_attributes,
             )
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
         ]

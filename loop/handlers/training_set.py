@@ -17,6 +17,7 @@ from loop.selectors import open_assigned_batches
 class TrainingSet:
     train_rows: np.ndarray  # rows of labelled pool cells
     train_labels: np.ndarray  # their class names
+    train_attributes: list[dict[str, str]]  # their attributes (attribute -> value; empty when none)
     annotation_ids: list[int]  # the current annotations behind those labels
     val_rows: np.ndarray  # validation cells with a label (annotated, else the hidden reference)
     val_labels: np.ndarray
@@ -111,12 +112,14 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
 
     train_rows: list[int] = []
     train_labels: list[str] = []
+    train_attributes: list[dict[str, str]] = []
     annotation_ids: list[int] = []
     for position in np.flatnonzero(is_pool & annotated):  # ascending rows, as the cells' ids
         labelled = states[int(cell_ids[position])]
         if labelled.status is LabelStatus.LABELLED and labelled.label in learnt:
             train_rows.append(int(rows[position]))
             train_labels.append(labelled.label)
+            train_attributes.append(dict(labelled.attributes))
             annotation_ids.extend(labelled.annotation_ids)
 
     val_rows, val_labels, val_sources = [], [], []
@@ -132,6 +135,7 @@ def build_training_set(project: Project, ids: np.ndarray, classes: Sequence[str]
     return TrainingSet(
         train_rows=np.asarray(train_rows, dtype=np.int64),
         train_labels=np.asarray(train_labels, dtype=str),
+        train_attributes=train_attributes,
         annotation_ids=sorted(annotation_ids),
         val_rows=np.asarray(val_rows, dtype=np.int64),
         val_labels=np.asarray(val_labels, dtype=str),

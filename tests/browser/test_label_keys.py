@@ -127,6 +127,56 @@ def test_attribute_panel_enter_on_an_unlabelled_cell_writes_no_label(
     assert page.errors == []
 
 
+def test_m_in_the_attribute_panel_takes_the_models_confident_suggestions(
+    batch: QueryBatch, annotator: User, live_server: Any, browser: Any, screenshot_dir: Path
+) -> None:
+    project = batch.project
+    size, shape, colour = project.attribute_schema[:3]
+    # The model is sure of the first two attributes and unsure of the third (below the project's 0.6).
+    suggestions = {
+        size["name"]: {"value": size["values"][1], "confidence": 0.91},
+        shape["name"]: {"value": shape["values"][0], "confidence": 0.74},
+        colour["name"]: {"value": colour["values"][0], "confidence": 0.41},
+    }
+    QueryItem.objects.filter(batch=batch, rank=0).update(attribute_suggestions=suggestions)
+    first = cells(batch)[0]
+    page = open_batch(browser, live_server.url, project)
+    page.keyboard.press("a")
+    page.wait_for_selector("#attribute-panel:not([hidden])")
+    outlined = page.locator(".attr-value.suggested")
+    assert outlined.count() == 2, "the unsure suggestion is not sent"
+    assert outlined.first.get_attribute("data-value") == size["values"][1]
+    assert "91%" in (outlined.first.get_attribute("title") or "")
+    # The expert sets the second attribute by hand; M fills only the one still without a value.
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("m")
+    chosen = {
+        b.get_attribute("data-attr"): b.get_attribute("data-value")
+        for b in page.locator(".attr-value.chosen").all()
+    }
+    assert chosen == {size["name"]: size["values"][1], shape["name"]: shape["values"][1]}
+    page.screenshot(path=screenshot_dir / "07-attribute-suggestions.png")
+    # Saved with the label the expert gives, never before.
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#attribute-panel", state="hidden")
+    stays(lambda: not Annotation.objects.filter(cell_id=first).exists(), "no label written by M or Enter")
+    page.keyboard.press("1")
+    page.wait_for_selector(".tile[data-index='0'].labelled")
+    label = Annotation.objects.get(cell_id=first, annotator=annotator, superseded_by__isnull=True)
+    assert label.attributes == chosen
+    # Another cell has no suggestions: M says so and changes nothing.
+    page.locator(".tile[data-index='2']").click()
+    page.keyboard.press("a")
+    page.wait_for_selector("#attribute-panel:not([hidden])")
+    assert page.locator(".attr-value.suggested").count() == 0
+    page.keyboard.press("m")
+    flash(page, "No attribute suggestions")
+    assert page.locator(".attr-value.chosen").count() == 0
+    assert page.errors == []
+
+
 def test_shift_enter_refuses_an_untouched_batch_and_asks_for_a_half_done_one(
     batch: QueryBatch, live_server: Any, browser: Any, screenshot_dir: Path
 ) -> None:

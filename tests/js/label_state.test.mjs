@@ -23,6 +23,7 @@ import {
   secondsSpent,
   selectRange,
   submitCheck,
+  takeAttributeSuggestions,
   targets,
   undoSteps,
 } from "../../static/js/label/state.js";
@@ -44,8 +45,9 @@ const CLASSES = [
 const keyMap = buildKeyMap(CLASSES);
 const grid = (k, extra = {}) => keyAction(key(k.key ?? k, k.mods), { mode: MODES.GRID, keyMap, columns: 4, ...extra });
 
-function item(cell, { mine = null, skipped = false, suggestion = null } = {}) {
-  return { cell, mine, skipped, suggestion, confidence: suggestion ? 0.9 : null, image_url: `/cells/${cell}/image` };
+function item(cell, { mine = null, skipped = false, suggestion = null, attribute_suggestions = {} } = {}) {
+  const confidence = suggestion ? 0.9 : null;
+  return { cell, mine, skipped, suggestion, confidence, attribute_suggestions, image_url: `/cells/${cell}/image` };
 }
 
 // --- cells ------------------------------------------------------------------------------------------
@@ -372,6 +374,31 @@ describe("attribute panel", () => {
     assert.deepEqual(openAttributePanel([labelled], [0]).values, { granules: "few" });
     assert.deepEqual(openAttributePanel([item(2)], [0], { 2: { granules: "many" } }).values, { granules: "many" });
     assert.deepEqual(openAttributePanel([item(2)], [0]).cells, [2]);
+  });
+
+  test("M takes the model's suggestions for the attributes still without a value, and only those", () => {
+    const guesses = {
+      granules: { value: "many", confidence: 0.9 },
+      nucleus_shape: { value: "lobed", confidence: 0.7 },
+      colour: { value: "blue", confidence: 0.8 }, // not in the schema any more: ignored
+    };
+    const mine = { label: "ig", unsure: false, attributes: { granules: "few" } };
+    const panel = openAttributePanel([item(1, { mine, attribute_suggestions: guesses })], [0]);
+    assert.equal(keyAction(key("m"), { mode: MODES.ATTRIBUTES }).type, "attr-suggested");
+    assert.equal(keyAction(key("M", { shiftKey: true }), { mode: MODES.ATTRIBUTES }).type, "attr-suggested");
+    assert.equal(takeAttributeSuggestions(panel, specs), 1);
+    assert.deepEqual(panel.values, { granules: "few", nucleus_shape: "lobed" }, "the expert's value stays");
+    assert.equal(takeAttributeSuggestions(panel, specs), 0);
+  });
+
+  test("a panel for several cells offers no suggestions (one cell's guesses are not the others')", () => {
+    const guesses = { granules: { value: "many", confidence: 0.9 } };
+    const items = [item(1, { attribute_suggestions: guesses }), item(2, { attribute_suggestions: guesses })];
+    assert.deepEqual(openAttributePanel(items, [0]).suggested, guesses);
+    const both = openAttributePanel(items, [0, 1]);
+    assert.deepEqual(both.suggested, {});
+    assert.equal(takeAttributeSuggestions(both, specs), 0);
+    assert.deepEqual(both.values, {});
   });
 
   test("saving never gives an unlabelled cell a label: its values are kept for its class key", () => {

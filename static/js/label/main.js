@@ -15,6 +15,7 @@ import {
   UndoStack,
   attributeRow,
   attributeStep,
+  takeAttributeSuggestions,
   buildKeyMap,
   clampAdjust,
   clampTileSize,
@@ -477,6 +478,7 @@ async function refreshSuggestions() {
     item.suggestion = now.suggestion;
     item.confidence = now.confidence;
     item.suggestion_withheld = now.suggestion_withheld;
+    item.attribute_suggestions = now.attribute_suggestions;
   }
   draw();
   return undefined;
@@ -543,6 +545,10 @@ function attributeAction(action) {
   else if (action.type === "attr-save") return act("Not saved", saveAttributes);
   else if (action.type === "attr-row") attributeRow(page.panel, action.delta, config.attributes.length);
   else if (action.type === "attr-value") attributeStep(page.panel, config.attributes, action.delta);
+  else if (action.type === "attr-suggested") {
+    const filled = takeAttributeSuggestions(page.panel, config.attributes);
+    if (!filled) flash(Object.keys(page.panel.suggested).length ? "Every attribute already has a value." : "No attribute suggestions for this cell.");
+  }
   drawAttributes();
   return undefined;
 }
@@ -573,6 +579,7 @@ function dispatch(action) {
     case "attr-save":
     case "attr-row":
     case "attr-value":
+    case "attr-suggested":
       return attributeAction(action);
     case "submit":
       return act("Not submitted", () => submit());

@@ -165,16 +165,20 @@ export function renderSimilar(title, body, cell, data, byName) {
   fill(body, el("div", { className: "similar", id: "similar-list" }, figures));
 }
 
-/** The attribute panel's rows; a click on a value calls onPick(name, value). */
+/** The attribute panel's rows; a click on a value calls onPick(name, value). The model's suggested value
+ * is outlined, its probability in the title. */
 export function renderAttributes(node, specs, panel, onPick) {
   const rows = specs.map((spec, r) => {
+    const guess = panel.suggested ? panel.suggested[spec.name] : undefined;
     const buttons = spec.values.map((v) => {
+      const suggested = Boolean(guess) && guess.value === v;
       const button = el(
         "button",
         {
           type: "button",
-          className: `attr-value${panel.values[spec.name] === v ? " chosen" : ""}`,
+          className: `attr-value${panel.values[spec.name] === v ? " chosen" : ""}${suggested ? " suggested" : ""}`,
           dataset: { attr: spec.name, value: v },
+          title: suggested ? `the model suggests this (${pct(guess.confidence)}); M takes its suggestions` : undefined,
         },
         v,
       );

@@ -192,6 +192,7 @@ export function keyAction(event, { mode = MODES.GRID, keyMap = {}, columns = 1, 
     if (key === "ArrowUp") return { type: "attr-row", delta: -1 };
     if (key === "ArrowRight") return { type: "attr-value", delta: 1 };
     if (key === "ArrowLeft") return { type: "attr-value", delta: -1 };
+    if (lower === "m") return { type: "attr-suggested" };
     return { type: "swallow" };
   }
 
@@ -248,16 +249,33 @@ export function secondsSpent(lastActionAt, now) {
 // --- the attribute panel ----------------------------------------------------------------------------
 
 /** The attribute panel's state for the cells `indices` (the focused cell first): its values start from
- * the focused cell's saved attributes, or the values kept for it while it has no label. */
+ * the focused cell's saved attributes, or the values kept for it while it has no label. `suggested`:
+ * the model's attribute suggestions ({name: {value, confidence}}) when the panel is for one cell (for
+ * several, one cell's guesses would be applied to all of them). */
 export function openAttributePanel(items, indices, pending = {}) {
   const first = items[indices[0]];
   const saved = first && first.mine && first.mine.attributes;
   const kept = first && pending[first.cell];
+  const suggested = indices.length === 1 && first && first.attribute_suggestions ? first.attribute_suggestions : {};
   return {
     cells: indices.map((i) => items[i].cell),
     row: 0,
     values: { ...(kept || saved || {}) },
+    suggested: { ...suggested },
   };
+}
+
+/** M in the panel: every attribute that has no value yet takes the model's suggestion (values already
+ * chosen, by the expert or saved before, stay). Returns how many were filled. */
+export function takeAttributeSuggestions(panel, specs) {
+  let filled = 0;
+  for (const spec of specs) {
+    const guess = panel.suggested && panel.suggested[spec.name];
+    if (!guess || panel.values[spec.name] || !spec.values.includes(guess.value)) continue;
+    panel.values[spec.name] = guess.value;
+    filled += 1;
+  }
+  return filled;
 }
 
 /** ↑↓: the active attribute row, clamped. */

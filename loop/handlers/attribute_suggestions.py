@@ -1,0 +1,112 @@
+"""The model's guess at each batch cell's morphological attributes, for the labelling page's panel.
+
+The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) train on the labelled pool
+cells that carry attributes: their embedding and their measurements (:mod:`learning.morphometry`),
+which are taken from each cell's file once, when first needed, and kept (``loop.models.CellMeasurement``).
+A batch of 48 costs 48 measurements (about 20 ms each on this machine) plus those of cells labelled
+since; the heads are logistic regressions on a few hundred rows.
+
+Suggestions are only shown, never saved as a label: the annotator's own attributes are what count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from annotation.models import Cell, Project
+from learning.attribute_heads import FusedAttributeHeads
+from learning.morphometry import MEASUREMENT_DEFINITION, MEASUREMENT_NAMES, measure
+from loop.handlers.training_set import TrainingSet
+from loop.models import CellMeasurement
+
+logger = logging.getLogger(__name__)
+
+# Fewer labelled cells with attributes than this: no suggestions (a head fitted on a handful of cells
+# would mostly repeat the commonest value).
+MIN_ATTRIBUTE_CELLS: Final = 20
+
+Suggestions = dict[int, dict[str, dict[str, Any]]]  # cell id -> attribute -> {"value", "confidence"}
+
+
+def measurements_for(cell_ids: Sequence[int]) -> np.ndarray:
+    """(len(cell_ids), M) measurements, taken from the files of the cells not measured yet (and stored).
+    A file that cannot be read measures as zeros and is not stored (the next batch tries again)."""
+    wanted = [int(c) for c in cell_ids]
+    stored = CellMeasurement.objects.filter(cell_id__in=set(wanted), definition=MEASUREMENT_DEFINITION)
+    known: dict[int, list[float]] = dict(stored.values_list("cell_id", "values"))
+    missing = sorted(set(wanted) - known.keys())
+    fresh: list[CellMeasurement] = []
+    for cell in Cell.objects.filter(pk__in=missing).only("pk", "image", "image_root"):
+        try:
+            values = [float(v) for v in measure(cell.image_path)]
+        except (OSError, ValueError) as exc:  # unreadable or undecodable: embedding would have said so
+            logger.warning("cell %s: no measurements (%s)", cell.pk, exc)
+            continue
+        known[cell.pk] = values
+        fresh.append(CellMeasurement(cell=cell, definition=MEASUREMENT_DEFINITION, values=values))
+    if fresh:
+        # A measurement of an older definition is replaced; two jobs measuring the same cell agree.
+        CellMeasurement.objects.filter(pk__in=[m.cell_id for m in fresh]).delete()
+        CellMeasurement.objects.bulk_create(fresh, ignore_conflicts=True)
+    zeros = [0.0] * len(MEASUREMENT_NAMES)
+    return np.asarray([known.get(c, zeros) for c in wanted], dtype=np.float32)
+
+
+def attribute_schema(project: Project) -> dict[str, list[str]]:
+    """The project's attributes that have a choice to make (at least two values)."""
+    return {name: values for name, values in project.attribute_values().items() if len(values) >= 2}
+
+
+def suggest_attributes(
+    project: Project,
+    emb: np.ndarray,
+    ids: np.ndarray,
+    data: TrainingSet,
+    rows: np.ndarray,
+    *,
+    seed: int = 0,
+) -> Suggestions:
+    """Attribute suggestions for the cells at ``rows`` of the index (``emb``, ``ids``), from heads
+    trained on ``data``'s labelled cells; empty when fewer than :data:`MIN_ATTRIBUTE_CELLS` carry
+    attributes of the project's schema."""
+    schema = attribute_schema(project)
+    if not schema or not len(rows):
+        return {}
+    carries = np.array(
+        [any(a.get(name) in values for name, values in schema.items()) for a in data.train_attributes],
+        dtype=bool,
+    )
+    if carries.sum() < MIN_ATTRIBUTE_CELLS:
+        return {}
+    train_rows = data.train_rows[carries]
+    train_attributes = [a for a, keep in zip(data.train_attributes, carries, strict=True) if keep]
+    measured = measurements_for([*ids[train_rows].tolist(), *ids[rows].tolist()])
+    targets = {name: [a.get(name, "") for a in train_attributes] for name in schema}
+    with threadpool_limits(limits=1):
+        heads = FusedAttributeHeads(schema, seed=seed)
+        heads.fit(emb[train_rows], measured[: len(train_rows)], targets)
+        probs = heads.predict_proba(emb[rows], measured[len(train_rows) :])
+    return _as_suggestions(ids[rows], probs, heads.schema)
+
+
+def _as_suggestions(
+    cell_ids: np.ndarray, probs: Mapping[str, np.ndarray], schema: Mapping[str, Sequence[str]]
+) -> Suggestions:
+    out: Suggestions = {}
+    for i, cell_id in enumerate(cell_ids.tolist()):
+        out[int(cell_id)] = {
+            name: {
+                "value": schema[name][int(p[i].argmax())],
+                "confidence": round(float(p[i].max()), 3),
+            }
+            for name, p in probs.items()
+        }
+    return out
+
+
+__all__ = ["MIN_ATTRIBUTE_CELLS", "Suggestions", "attribute_schema", "measurements_for", "suggest_attributes"]
