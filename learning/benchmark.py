@@ -179,12 +179,18 @@ def attribute_report(
         pool_m[labelled] if with_measurements and pool_m is not None else None,
         {a: v[labelled] for a, v in problem.pool_attributes.items()},
     )
-    predicted = heads.predict(test_x, test_m if with_measurements else None)
     missing = np.full(len(test_x), MISSING, dtype=object)
-    report = attribute_scores(
-        dict(problem.test_attributes), {a: predicted.get(a, missing) for a in problem.test_attributes}
-    )
+
+    def scored(predicted: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return attribute_scores(
+            dict(problem.test_attributes), {a: predicted.get(a, missing) for a in problem.test_attributes}
+        )
+
+    report = scored(heads.predict(test_x, test_m if with_measurements else None))
     report["heads"] = "embedding + measurements" if with_measurements else "embedding"
+    if with_measurements:
+        # The same heads without the measurements, on the same labels: what the measurements add.
+        report["embedding_only"] = scored(heads.predict(test_x, None))
     return report
 
 

@@ -196,6 +196,8 @@ def score(
     if attrs is not None:
         out["attribute_mean_macro_f1"] = attrs["mean_macro_f1"]
         out["attribute_macro_f1"] = {a: v["macro_f1"] for a, v in attrs["per_attribute"].items()}
+        if "embedding_only" in attrs:
+            out["attribute_mean_macro_f1_embedding_only"] = attrs["embedding_only"]["mean_macro_f1"]
     return out
 
 
