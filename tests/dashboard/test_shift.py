@@ -76,6 +76,17 @@ def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_co
     assert html.count('class="shift-warning"') == sum(
         1 for r in data["sources"] if r["cells"] and r["level"] != "ok"
     )
+    assert 'class="meta sampled"' not in html  # every cell measured: nothing to say
+
+    # With a sample smaller than a source, the page says the row's figures come from the sample.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("dashboard.shift.SAMPLE_CELLS", 5)
+        sampled = shift_report(loop_project)
+        html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
+    larger = [r for r in sampled["sources"] if r["cells"] > 5]
+    assert larger and all(r["sampled"] == 5 for r in larger)
+    assert html.count('class="meta sampled"') == len(larger)
+    assert "(figures from 5)" in html
 
 
 def test_without_a_model_the_page_says_why(loop_project: Project, lead: User) -> None:
