@@ -1,22 +1,21 @@
 """Do the cell's measurements (learning.morphometry) lift the attribute heads over the embedding alone?
 
-The loop's attribute heads are class-balanced logistic regressions on the (fine-tuned) embedding of the
+The loop's attribute heads were logistic regressions on the (fine-tuned) embedding of the
 labelled cells that carry attributes. The cell crop scales every cell to the same share of the input,
 so the embedding no longer knows a cell's size; the measurements put size, nucleus shape and colour back.
 This script takes the fine-tuned features ``bench/finetune_recipe.py --save-features DIR`` saved (the
 labelled and the test cells of one fine-tune), measures every labelled and test cell, and scores the
-attribute heads on the test cells with the embedding alone, the measurements alone, and both, at a few
-weights of the measurements against the embedding (both are standardised; the weight scales the
-measurements' columns, i.e. how cheap the regularisation makes them).
+attribute heads on the test cells with the embedding alone, the measurements alone, both in one regression
+(concatenated), and the two heads' probabilities averaged at a few weights (learning.attribute_heads).
 
 Example::
 
     .venv/bin/python bench/finetune_recipe.py --pool var/bench/split/pool.csv \
-        --test var/bench/split/test.csv --image-size 128 --crop cell --per-class 90 --seeds 5 \
+        --test var/bench/split/test.csv --image-size 128 --crop cell --per-class 90 --seeds 4 \
         --recipes supervised --epochs 20 --save-features var/bench/ft_features \
         --out var/bench/ft_recipe_attr.json
     .venv/bin/python bench/attribute_features.py --pool var/bench/split/pool.csv \
-        --test var/bench/split/test.csv --features var/bench/ft_features/supervised_seed{0,1,2,3,4}.npz \
+        --test var/bench/split/test.csv --features var/bench/ft_features/supervised_seed{0,1,2,3}.npz \
         --out bench/results/attribute_features.json
 """
 
