@@ -192,7 +192,8 @@ export function keyAction(event, { mode = MODES.GRID, keyMap = {}, columns = 1, 
     if (key === "ArrowUp") return { type: "attr-row", delta: -1 };
     if (key === "ArrowRight") return { type: "attr-value", delta: 1 };
     if (key === "ArrowLeft") return { type: "attr-value", delta: -1 };
-    if (lower === "m") return { type: "attr-suggested" };
+    // Only while the panel is open, which owns every key: no class key can clash with it.
+    if (key === "m" || key === "M") return { type: "attr-suggested" };
     return { type: "swallow" };
   }
 
