@@ -127,14 +127,22 @@ class SuggestionRule:
             return "blind"  # also where the model has none: the page says nothing either way
         if item.suggestion_id is None:
             return None
-        # Far from every labelled cell (another lab's, say) the model's class is a guess, however
-        # confident: it was confidently wrong on another lab's cells (bench/README.md, shift report).
-        ratio = item.labelled_distance_ratio
-        if ratio is not None and ratio > ABSTAIN_RATIO:
+        if self.unlike_labelled(item):
             return "unlike_labelled"
-        if self.min_confidence > 0 and (item.confidence is None or item.confidence < self.min_confidence):
+        if not self.confident(item.confidence):
             return "low_confidence"
         return None
+
+    @staticmethod
+    def unlike_labelled(item: QueryItem) -> bool:
+        """Far from every labelled cell (another lab's, say) the model's guesses are guesses, however
+        confident: it was confidently wrong on another lab's cells (bench/README.md, shift report)."""
+        ratio = item.labelled_distance_ratio
+        return ratio is not None and ratio > ABSTAIN_RATIO
+
+    def confident(self, confidence: float | None) -> bool:
+        """Whether a calibrated confidence reaches the lead's threshold (always, with no threshold)."""
+        return self.min_confidence <= 0 or (confidence is not None and confidence >= self.min_confidence)
 
 
 @dataclass(frozen=True)
@@ -160,16 +168,9 @@ def sent_attribute_suggestions(item: QueryItem, rule: SuggestionRule | None) -> 
     suggestions = dict(item.attribute_suggestions or {})
     if rule is None:
         return suggestions
-    if rule.blind:
+    if rule.blind or rule.unlike_labelled(item):
         return {}
-    ratio = item.labelled_distance_ratio
-    if ratio is not None and ratio > ABSTAIN_RATIO:
-        return {}
-    return {
-        name: s
-        for name, s in suggestions.items()
-        if rule.min_confidence <= 0 or float(s.get("confidence") or 0.0) >= rule.min_confidence
-    }
+    return {name: s for name, s in suggestions.items() if rule.confident(s.get("confidence"))}
 
 
 def _item_summary(item: QueryItem, mine: Annotation | None, rule: SuggestionRule) -> dict[str, Any]:
