@@ -157,6 +157,7 @@ def test_m_in_the_attribute_panel_takes_the_models_confident_suggestions(
         for b in page.locator(".attr-value.chosen").all()
     }
     assert chosen == {size["name"]: size["values"][1], shape["name"]: shape["values"][1]}
+    page.set_viewport_size({"width": 1440, "height": 900})  # a hematopathologist's laptop
     page.screenshot(path=screenshot_dir / "07-attribute-suggestions.png")
     # Saved with the label the expert gives, never before.
     page.keyboard.press("Enter")
