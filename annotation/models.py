@@ -216,6 +216,10 @@ class Project(models.Model):
     def attribute_values(self) -> dict[str, list[str]]:
         return {spec["name"]: list(spec["values"]) for spec in self.attribute_schema}
 
+    def learnable_attributes(self) -> dict[str, list[str]]:
+        """The attributes a model can learn: those with a choice to make (at least two values)."""
+        return {name: values for name, values in self.attribute_values().items() if len(values) >= 2}
+
 
 class LabelClass(models.Model):
     """One class of a project's taxonomy, in display order, with its keyboard key.

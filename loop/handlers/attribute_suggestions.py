@@ -57,11 +57,6 @@ def measurements_for(cell_ids: Sequence[int]) -> np.ndarray:
     return np.asarray([known.get(c, zeros) for c in wanted], dtype=np.float32)
 
 
-def attribute_schema(project: Project) -> dict[str, list[str]]:
-    """The project's attributes that have a choice to make (at least two values)."""
-    return {name: values for name, values in project.attribute_values().items() if len(values) >= 2}
-
-
 def suggest_attributes(
     project: Project,
     emb: np.ndarray,
@@ -74,7 +69,7 @@ def suggest_attributes(
     """Attribute suggestions for the cells at ``rows`` of the index (``emb``, ``ids``), from heads
     trained on ``data``'s labelled cells; empty when fewer than :data:`MIN_ATTRIBUTE_CELLS` carry
     attributes of the project's schema."""
-    schema = attribute_schema(project)
+    schema = project.learnable_attributes()
     if not schema or not len(rows):
         return {}
     carries = np.array(
@@ -109,4 +104,4 @@ def _as_suggestions(
     return out
 
 
-__all__ = ["MIN_ATTRIBUTE_CELLS", "Suggestions", "attribute_schema", "measurements_for", "suggest_attributes"]
+__all__ = ["MIN_ATTRIBUTE_CELLS", "Suggestions", "measurements_for", "suggest_attributes"]

@@ -74,11 +74,11 @@ def unlabelled_sample(project: Project, states: Mapping[int, CellLabel], *, n: i
 
 
 def attribute_targets(
-    cells: Sequence[Cell], states: Mapping[int, CellLabel], schema: Mapping[str, Sequence[str]]
+    cells: Sequence[Cell], states: Mapping[int, CellLabel], usable: Mapping[str, Sequence[str]]
 ) -> tuple[np.ndarray, dict[str, int]] | None:
-    """(N, A) value indices of the labelled cells' attributes (-1: not given or not in the schema) and
-    the ``attribute_schema`` for :func:`learning.finetune.finetune`; None when no cell has any."""
-    usable = {name: list(values) for name, values in schema.items() if len(values) >= 2}
+    """(N, A) value indices of the labelled cells' attributes (-1: not given or not in ``usable``, the
+    project's :meth:`~annotation.models.Project.learnable_attributes`) and the ``attribute_schema`` for
+    :func:`learning.finetune.finetune`; None when no cell has any."""
     if not usable or not cells:
         return None
     targets = np.full((len(cells), len(usable)), -1, dtype=np.int64)
@@ -121,7 +121,7 @@ def finetune_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         n_free = min(MAX_UNLABELLED, round(factor * len(cells)))
         free = unlabelled_sample(project, states, n=n_free, seed=job.pk)
     attributes = (
-        attribute_targets(cells, states, project.attribute_values())
+        attribute_targets(cells, states, project.learnable_attributes())
         if _flag(params.get("attributes", True))
         else None
     )

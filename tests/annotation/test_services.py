@@ -31,6 +31,16 @@ def test_project_gets_the_blood_smear_taxonomy_with_unique_keys(project: Project
     assert len(project.attribute_schema) == 11
 
 
+def test_learnable_attributes_leave_out_an_attribute_with_one_value() -> None:
+    schema = [
+        {"name": "cell_size", "values": ["big", "small"]},
+        {"name": "stain", "values": ["wright"]},  # nothing to learn: every cell has it
+    ]
+    project = project_create(name="one value", attribute_schema=schema)
+    assert project.attribute_values() == {"cell_size": ["big", "small"], "stain": ["wright"]}
+    assert project.learnable_attributes() == {"cell_size": ["big", "small"]}
+
+
 def test_new_annotation_supersedes_the_old_one_and_keeps_history(cell: Cell, annotator: User) -> None:
     neutrophil = cell.project.classes.get(name="neutrophil")
     monocyte = cell.project.classes.get(name="monocyte")
