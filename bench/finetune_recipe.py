@@ -23,6 +23,7 @@ Example (the command behind ``bench/results/finetune_recipe_*.json``)::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -52,6 +53,7 @@ from learning.finetune_benchmark import (  # noqa: E402
 )
 from learning.imaging import CROP_MODES  # noqa: E402
 from learning.semi import SemiSupervised  # noqa: E402
+from learning.shift import abstention  # noqa: E402
 
 # Each recipe is a set of keyword arguments of learning.finetune.finetune on top of the command line's.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -63,6 +65,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "lpft_smooth": {"probe_heads": True, "label_smoothing": 0.1},
     # Issue 13: stain jitter, blur and a wider zoom (learning.transforms, preset "travel").
     "supervised_travel": {"augment": "travel"},
+    # Issue 13, second try: the gaps seen between external_bccd and our cells, each covered more widely
+    # (out-of-focus optics, a tighter crop, paler and greyer stain).
+    "supervised_lab": {"augment": "lab"},
+    "supervised_zoomout": {"augment": "zoomout"},
 }
 
 
@@ -121,6 +127,7 @@ def run_recipe(
     attributes = attribute_matrix(problem.pool_attributes, problem.attribute_classes, rows)
     schema = {a: len(v) for a, v in problem.attribute_classes.items()}
     backbone = make_encoder(args)
+    start = copy.deepcopy(backbone.state_dict())
     t0 = time.perf_counter()
     result = finetune(
         backbone,
@@ -147,13 +154,79 @@ def run_recipe(
         # For experiments on the heads alone (bench/attribute_features.py): the fine-tuned embedding of
         # the labelled and the test cells, and which pool rows were labelled.
         args.save_features.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            args.save_features / f"{name}_seed{seed}.npz",
-            rows=rows,
-            labelled=labelled_raw,
-            test=test_raw,
+        arrays = {"rows": rows, "labelled": labelled_raw, "test": test_raw}
+        if external is not None:
+            arrays["external"] = raw_features(result.backbone, external[0])
+        np.savez(args.save_features / f"{name}_seed{seed}.npz", **arrays)  # type: ignore[arg-type]
+    out: dict[str, Any] = {
+        "recipe": name,
+        "seed": seed,
+        "labels": len(rows),
+        "options": {k: str(v) for k, v in options.items()},
+        "semi_threshold": args.semi_threshold if semi else None,
+        "epochs_done": round(result.epochs_done, 2),
+        "steps_done": result.steps_done,
+        "pseudo_label_rate": result.pseudo_label_rate,
+        "finetune_seconds": round(finetune_s, 1),
+        "embed_seconds": round(embed_s, 1),
+        "head": head,
+    }
+    out |= score_backbone(
+        result.backbone,
+        args,
+        problem,
+        pool_images,
+        test_images,
+        rows,
+        seed,
+        external,
+        (labelled_raw, test_raw),
+    )
+    wise: dict[str, Any] = {}
+    for alpha in args.wise:
+        # WiSE-FT (Wortsman et al., CVPR 2022): the fine-tuned weights averaged with the starting ones;
+        # alpha 1 is the fine-tuned model, 0 the start.
+        mixed = copy.deepcopy(result.backbone)
+        mixed.load_state_dict(interpolate_weights(start, result.backbone.state_dict(), alpha))
+        wise[f"{alpha:g}"] = score_backbone(
+            mixed, args, problem, pool_images, test_images, rows, seed, external
         )
-    # The product's classifier: embeddings of the labelled cells only (nothing is queried here).
+    if wise:
+        out["wise"] = wise
+    return out
+
+
+def interpolate_weights(
+    start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """``(1 - alpha) * start + alpha * end`` for every floating-point tensor (batch-norm statistics
+    included); integer counters are taken from ``end``."""
+    return {
+        key: torch.lerp(start[key].to(value.dtype), value, alpha) if value.is_floating_point() else value
+        for key, value in end.items()
+    }
+
+
+def score_backbone(
+    backbone: torch.nn.Module,
+    args: argparse.Namespace,
+    problem: ALProblem,
+    pool_images: torch.Tensor,
+    test_images: torch.Tensor,
+    rows: np.ndarray,
+    seed: int,
+    external: tuple[torch.Tensor, np.ndarray] | None,
+    features: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The product's classifier (class-balanced logistic regression on the embedding of the labelled
+    cells only; nothing is queried here) scored on the test cells, and with ``external`` on another
+    lab's cells, with the abstention figures; ``features``: the labelled and test cells' raw features
+    when already computed."""
+    if features is None:
+        labelled_raw = raw_features(backbone, pool_images[torch.from_numpy(rows)])
+        test_raw = raw_features(backbone, test_images)
+    else:
+        labelled_raw, test_raw = features
     pool_x = np.zeros((len(pool_images), labelled_raw.shape[1]), dtype=np.float32)
     pool_x[rows] = normalise(labelled_raw)
     mask = np.zeros(len(pool_images), dtype=bool)
@@ -169,31 +242,29 @@ def run_recipe(
             seed=seed,
             n_boot=200,
         )
-    out = {
-        "recipe": name,
-        "seed": seed,
-        "labels": len(rows),
-        "options": {k: str(v) for k, v in options.items()},
-        "semi_threshold": args.semi_threshold if semi else None,
-        "epochs_done": round(result.epochs_done, 2),
-        "steps_done": result.steps_done,
-        "pseudo_label_rate": result.pseudo_label_rate,
-        "finetune_seconds": round(finetune_s, 1),
-        "embed_seconds": round(embed_s, 1),
-        "head": head,
-        "product": product,
-    }
-    if external is not None:
-        images, truth = external
-        predicted = np.asarray(model.predict(normalise(raw_features(result.backbone, images)))).astype(str)
-        out["external"] = external_report(truth, predicted)
-        if args.adabn:
-            # The other lab's cells through the same weights with batch-norm statistics of their own
-            # (AdaBN): its 351 images, no label. Our cells keep the statistics fine-tuning left.
-            dataset = torch.utils.data.TensorDataset(images, torch.arange(len(images)))
-            theirs = batchnorm_for_source(result.backbone, dataset)  # type: ignore[arg-type]
-            predicted = np.asarray(model.predict(normalise(raw_features(theirs, images)))).astype(str)
-            out["external_adabn"] = external_report(truth, predicted)
+    out: dict[str, Any] = {"product": product}
+    if external is None:
+        return out
+    images, truth = external
+    labelled_emb, test_emb = normalise(labelled_raw), normalise(test_raw)
+    test_predicted = np.asarray(model.predict(test_emb)).astype(str)
+    y_test = np.asarray(problem.test_y).astype(str)
+    external_emb = normalise(raw_features(backbone, images))
+    predicted = np.asarray(model.predict(external_emb)).astype(str)
+    out["external"] = external_report(truth, predicted)
+    # The product's safeguard on this embedding: abstain on cells unlike every labelled one.
+    out["abstention"] = abstention(labelled_emb, test_emb, external_emb, y_test, test_predicted, predicted)
+    if args.adabn:
+        # The other lab's cells through the same weights with batch-norm statistics of their own
+        # (AdaBN): its 351 images, no label. Our cells keep the statistics fine-tuning left.
+        dataset = torch.utils.data.TensorDataset(images, torch.arange(len(images)))
+        theirs = batchnorm_for_source(backbone, dataset)  # type: ignore[arg-type]
+        external_emb = normalise(raw_features(theirs, images))
+        predicted = np.asarray(model.predict(external_emb)).astype(str)
+        out["external_adabn"] = external_report(truth, predicted)
+        out["abstention_adabn"] = abstention(
+            labelled_emb, test_emb, external_emb, y_test, test_predicted, predicted
+        )
     return out
 
 
@@ -236,6 +307,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--adabn", action="store_true", help="also score --external with its own batch-norm statistics"
+    )
+    parser.add_argument(
+        "--wise",
+        type=lambda text: [float(v) for v in text.split(",") if v],
+        default=[],
+        help="also score the weights averaged with the start's (WiSE-FT), e.g. 0.25,0.5,0.75",
     )
     parser.add_argument(
         "--save-features",
