@@ -65,10 +65,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "lpft_smooth": {"probe_heads": True, "label_smoothing": 0.1},
     # Issue 13: stain jitter, blur and a wider zoom (learning.transforms, preset "travel").
     "supervised_travel": {"augment": "travel"},
-    # Issue 13, second try: the gaps seen between external_bccd and our cells, each covered more widely
-    # (out-of-focus optics, a tighter crop, paler and greyer stain).
-    "supervised_lab": {"augment": "lab"},
-    "supervised_zoomout": {"augment": "zoomout"},
 }
 
 

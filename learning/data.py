@@ -323,8 +323,7 @@ class CellImageDataset(Dataset[tuple[Tensor, int]]):
     def cache_file(self, cache_dir: str | Path) -> Path:
         """Where :meth:`preload` keeps the decoded tensor; keyed by data hash, size and preprocessing."""
         gw = "-grayworld" if self.gray_world else ""
-        suffixes = {"cell": f"-cell{self.cell_scale:g}", "cell_pad": f"-cellpad{self.cell_scale:g}"}
-        crop = suffixes.get(self.crop, "")
+        crop = f"-cell{self.cell_scale:g}" if self.crop == "cell" else ""
         return Path(cache_dir) / f"cells-{data_hash(self.records)}-{self.image_size}px{gw}{crop}.u8.npy"
 
     def preload(

@@ -45,7 +45,7 @@ GEOMETRY_STEPS: Final[dict[str, str]] = {
 }
 
 # The crop modes decode_square knows (the encoder records which one it was trained with).
-CROP_MODES: Final = ("centre", "cell", "cell_pad")
+CROP_MODES: Final = ("centre", "cell")
 
 # The cell crop's side as a multiple of the nucleus' diameter (set by bench/cell_crop.py; the
 # functions' own default repeats it because they must run standalone).
@@ -110,10 +110,10 @@ def square_box(
     """``(left, top, side)`` of the square :func:`decode_square` takes from ``img``: the centre square,
     or with ``crop="cell"`` the cell's (:func:`locate_cell`; ``cell_scale`` times the nucleus'
     diameter, at least ``min_side`` times the short side, never more than the image)."""
-    if crop not in ("centre", "cell", "cell_pad"):
-        raise ValueError(f"crop must be 'centre', 'cell' or 'cell_pad', not {crop!r}")
+    if crop not in ("centre", "cell"):
+        raise ValueError(f"crop must be 'centre' or 'cell', not {crop!r}")
     w, h = img.size
-    found = locate_cell(img) if crop != "centre" else None
+    found = locate_cell(img) if crop == "cell" else None
     if found is None:
         s = min(w, h)
         return (w - s) // 2, (h - s) // 2, s
@@ -121,12 +121,7 @@ def square_box(
     # Never zoom in past about a third of the frame: a platelet or a fragment blown up to a cell's size
     # looks like a lymphocyte. Never past the frame either: padding is a picture no training cell of a
     # loosely cropped lab has, and a model learns it as a class (it did: bench/cell_crop.py).
-    side = max(round(cell_scale * diameter), round(min_side * min(w, h)), 8)
-    if crop == "cell_pad":
-        # The square may leave the file (a tightly cropped lab): decode_square fills the rest with the
-        # border's median colour, so that the cell keeps its share of the input.
-        return round(x - side / 2), round(y - side / 2), side
-    side = min(side, min(w, h))
+    side = min(max(round(cell_scale * diameter), round(min_side * min(w, h)), 8), min(w, h))
     left = min(max(round(x - side / 2), 0), w - side)
     top = min(max(round(y - side / 2), 0), h - side)
     return left, top, side
@@ -145,15 +140,7 @@ def decode_square_framed(
         img = im.convert("RGB")
     frame = img.size
     left, top, side = square_box(img, crop=crop, cell_scale=cell_scale)
-    w, h = img.size
-    if left < 0 or top < 0 or left + side > w or top + side > h:
-        pixels = np.asarray(img)
-        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-        fill = tuple(int(v) for v in np.median(border, axis=0))
-        canvas = Image.new("RGB", (side, side), fill)
-        canvas.paste(img, (-left, -top))
-        img = canvas
-    elif (left, top, side, side) != (0, 0, *img.size):
+    if (left, top, side, side) != (0, 0, *img.size):
         img = img.crop((left, top, left + side, top + side))
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)

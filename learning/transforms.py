@@ -195,21 +195,6 @@ AUGMENT_PRESETS: dict[str, AugmentConfig] = {
     # For a model that should hold up in other labs (issue 13): the reference, plus stain jitter, blur and
     # a wider zoom for the magnification the cell crop leaves (bench/README.md says what it measured).
     "travel": AugmentConfig(stain=0.2, stain_shift=0.005, blur=0.5, zoom=(0.8, 1.25)),
-    # Another lab's look as external_bccd shows it (issue 13): cells out of focus (blur on most images, up
-    # to 3 px at 128), cropped tighter (zoom up to 1.45: their cell fills ~80% of the square, ours ~60%),
-    # paler and less saturated stain (contrast and saturation down to half, stronger stain jitter).
-    "lab": AugmentConfig(
-        stain=0.3,
-        stain_shift=0.005,
-        blur=0.8,
-        blur_sigma=(0.3, 3.0),
-        zoom=(0.9, 1.45),
-        brightness=0.3,
-        contrast=0.5,
-        saturation=0.5,
-    ),
-    # Issue 13, with crop="cell_pad": zooming out as far as a tightly cropped lab's cells are padded.
-    "zoomout": AugmentConfig(zoom=(0.6, 1.1), padding_mode="fill"),
     # Geometry only (dihedral group + small zoom / shift): for supervised training of colour-sensitive tasks.
     "geometric": AugmentConfig(
         rot90=True, degrees=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0
@@ -268,14 +253,6 @@ class BloodSmearAugment(nn.Module):
     def geometric(self, x: Tensor) -> Tensor:
         theta = self.affine_matrices(x.shape[0], x.device).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        if self.config.padding_mode == "fill":
-            # Zooming out fills the new border with the image's border colour, as the padded cell crop
-            # (learning.imaging, crop="cell_pad") does for a tightly cropped lab: padding then comes with
-            # every class, and is no cue for one.
-            edges = torch.cat((x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]), dim=2)
-            fill = edges.median(dim=2).values.view(x.shape[0], 3, 1, 1)
-            out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            return out + fill
         return F.grid_sample(
             x, grid, mode="bilinear", padding_mode=self.config.padding_mode, align_corners=False
         )
