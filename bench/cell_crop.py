@@ -38,7 +38,7 @@ from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, CellRecord, read_manifest, sample_per_class  # noqa: E402
 from learning.embeddings import batchnorm_for_source, extract_embeddings  # noqa: E402
 from learning.evaluation import external_report, macro_f1, per_source  # noqa: E402
-from learning.shift import LabelledNeighbourhood  # noqa: E402
+from learning.shift import abstention  # noqa: E402
 from models_zoo import create_model  # noqa: E402
 
 
@@ -77,7 +77,6 @@ def reinhard(images: torch.Tensor) -> None:
         images[i] = torch.from_numpy(rgb).permute(2, 0, 1)
 
 
-ABSTAIN_RATIOS = (1.5, 2.0, 2.5, 3.0)
 ADAPT_PICKS = ("hybrid", "hybrid+balanced", "random")
 
 
@@ -120,35 +119,6 @@ def adaptation(
             "external_rest_predicted_blast": after["predicted_share"].get("blast", 0.0),
             "test_macro_f1": report["test_after"],
             "forgetting": report["forgetting"],
-        }
-    return out
-
-
-def abstention(
-    labelled: np.ndarray,
-    test: np.ndarray,
-    external: np.ndarray,
-    y_test: np.ndarray,
-    pred_test: np.ndarray,
-    pred_external: np.ndarray,
-) -> dict[str, dict[str, float]]:
-    """Per ratio: the share of test and external cells the model abstains on
-    (:func:`learning.shift.nearest_labelled_ratio` above it), the test macro-F1 over the cells it
-    answers, and the share of all external cells it answers "blast"."""
-    neighbourhood = LabelledNeighbourhood.build(labelled)
-    assert neighbourhood is not None, "810 labels, never fewer than two"
-    test_ratio = neighbourhood.ratios(test)
-    external_ratio = neighbourhood.ratios(external)
-    out = {}
-    for limit in ABSTAIN_RATIOS:
-        kept = test_ratio <= limit
-        out[f"{limit:g}"] = {
-            "test_abstain": round(float(1 - kept.mean()), 4),
-            "test_macro_f1_answered": round(macro_f1(y_test[kept], pred_test[kept]), 4),
-            "external_abstain": round(float((external_ratio > limit).mean()), 4),
-            "external_answered_blast": round(
-                float(((external_ratio <= limit) & (pred_external == "blast")).mean()), 4
-            ),
         }
     return out
 

@@ -58,8 +58,8 @@ class Prediction:
     label: str
     confidence: float
     model_version: int
-    # Distance to the nearest cell the classifier was trained on (other than itself) over those cells'
-    # own median distance to each other; None when it was trained on fewer than two cells.
+    # Distance to the nearest cell the classifier was trained on (other than itself), in the unit of
+    # learning.shift.LabelledNeighbourhood; None when it was trained on fewer than two cells.
     labelled_distance_ratio: float | None = None
 
     @property

@@ -121,9 +121,9 @@ class QueryItem(models.Model):
     labelled_distance_ratio = models.FloatField(
         null=True,
         blank=True,
-        help_text="Distance to the nearest labelled cell over the labelled cells' own median distance to "
-        "each other when the batch was built; far above 1, the model's class would be a guess "
-        "(learning.shift.ABSTAIN_RATIO).",
+        help_text="Distance to the nearest labelled cell when the batch was built, in units of the "
+        "labelled cells' own distances to each other (learning.shift.LabelledNeighbourhood); above "
+        "learning.shift.ABSTAIN_RATIO (2.5) the model's class would be a guess.",
     )
     # What the attribute heads suggest for this cell when the batch was built: attribute -> {"value",
     # "confidence"} (loop.handlers.attribute_suggestions); empty until enough cells carry attributes.

@@ -56,9 +56,9 @@ class BatchItemSerializer(Shape):
     )
     labelled_distance_ratio = serializers.FloatField(
         allow_null=True,
-        help_text="The cell's distance to the nearest labelled cell over the labelled cells' own median "
-        "distance to each other when the batch was built (null: too few labels then). Above 2.5 the "
-        "model abstains.",
+        help_text="The cell's distance to the nearest labelled cell when the batch was built, in units "
+        "of the labelled cells' own distances to each other (null: too few labels then). Above 2.5 "
+        "the model abstains: farther than 98% of the labelled cells lie from their nearest labelled one.",
     )
     attribute_suggestions = serializers.DictField(
         child=AttributeSuggestionSerializer(),

@@ -28,8 +28,8 @@ class Choice:
     scores: np.ndarray | None  # margin uncertainty of each chosen cell (None without a model)
     suggestions: np.ndarray | None  # class index the model predicts
     confidences: np.ndarray | None
-    # Each chosen cell's distance to the nearest labelled cell over the labelled cells' own (None: fewer
-    # than two labelled cells): far away, the model abstains (learning.shift.ABSTAIN_RATIO).
+    # Each chosen cell's distance to the nearest labelled cell, in the labelled cells' own unit (None:
+    # fewer than two labelled cells): far away, the model abstains (learning.shift.ABSTAIN_RATIO).
     distance_ratios: np.ndarray | None = None
 
 
@@ -112,7 +112,7 @@ def strategy_options(project: Project, columns: Sequence[str]) -> dict[str, Any]
 
 
 def labelled_distance_ratios(labelled: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:
-    """:func:`learning.shift.nearest_labelled_ratio` of the chosen cells (unlabelled, so never their
+    """:meth:`learning.shift.LabelledNeighbourhood.ratios` of the chosen cells (unlabelled, so never their
     own neighbour) against the labelled ones; None with fewer than two labelled cells."""
     neighbourhood = LabelledNeighbourhood.build(labelled)
     return None if neighbourhood is None else neighbourhood.ratios(chosen)

@@ -170,10 +170,10 @@ def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_ar
 
 
 def test_labelled_neighbourhood_measures_cells_against_the_labelled_ones() -> None:
-    """By hand on three labelled points: the reference distance is their median nearest-other distance,
-    an outside cell's ratio is its nearest distance over that, and a labelled cell is not its own
-    neighbour."""
-    from learning.shift import LabelledNeighbourhood
+    """By hand on three labelled points: the unit is the 0.98-quantile of their nearest-other distances
+    over ABSTAIN_RATIO, an outside cell's ratio is its nearest distance over that, and a labelled cell is
+    not its own neighbour."""
+    from learning.shift import ABSTAIN_QUANTILE, ABSTAIN_RATIO, LabelledNeighbourhood
 
     labelled = unit(np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0]]))
     assert LabelledNeighbourhood.build(labelled[:1]) is None
@@ -181,10 +181,57 @@ def test_labelled_neighbourhood_measures_cells_against_the_labelled_ones() -> No
     assert hood is not None
     sims = labelled @ labelled.T
     np.fill_diagonal(sims, -np.inf)
-    reference = float(np.median(1 - sims.max(axis=1)))  # 0.2, 0.2 and 0.4: median 0.2
+    own = 1 - sims.max(axis=1)  # 0.2, 0.2 and 0.4
+    assert ABSTAIN_QUANTILE == 0.98
+    reference = (0.2 + 0.96 * 0.2) / ABSTAIN_RATIO  # the 0.98-quantile of 0.2, 0.2, 0.4 by hand: 0.392
+    assert float(np.quantile(own, ABSTAIN_QUANTILE)) == pytest.approx(0.392, abs=1e-5)
     assert hood.reference_distance == pytest.approx(reference, abs=1e-5)
     outside = unit(np.array([[0.0, 0.0, 1.0]]))  # orthogonal to all: distance 1
     assert hood.ratios(outside) == pytest.approx([1.0 / reference], rel=1e-4)
     # Cell 12 is labelled: measured against the others, not itself (nearest other: cell 11, 1 - 0.6).
     assert hood.ratios(labelled[2:], np.array([12])) == pytest.approx([0.4 / reference], rel=1e-4)
     assert hood.ratios(labelled[2:]) == pytest.approx([0.0], abs=1e-5)  # an outsider on top of it
+    # The labelled cell farthest from the others sits just beyond the limit (0.4 > 0.392): 2.55 units.
+    assert hood.ratios(labelled[2:], np.array([12]))[0] > ABSTAIN_RATIO
+
+
+def test_abstention_report_counts_by_hand() -> None:
+    """Three labelled points with nearest-other distances 0.2, 0.2 and 0.4; test cells at distance 0,
+    0.45 and 1 from them; the external cells, both called blast, at 0 and 1. Each rule abstains beyond
+    its distance, and only answered blasts count as false alarms."""
+    from learning.shift import ABSTAIN_RATIOS, abstention
+
+    labelled = unit(np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0]]))
+    between = unit(np.array([[0.55, -float(np.sqrt(1 - 0.55**2)), 0.0]]))  # distance 0.45 to the first
+    far = unit(np.array([[0.0, 0.0, 1.0]]))  # distance 1
+    test = np.concatenate([labelled[:1], between, far])
+    external = np.concatenate([labelled[1:2], far])
+    report = abstention(
+        labelled,
+        test,
+        external,
+        y_test=np.array(["a", "b", "b"]),
+        pred_test=np.array(["a", "a", "b"]),
+        pred_external=np.array(["blast", "blast"]),
+    )
+    assert [k for k in report if k.startswith("median:")] == [f"median:{r:g}" for r in ABSTAIN_RATIOS]
+    # Median 0.2: 1.5 and 2 medians (0.3, 0.4) leave out the cell at 0.45; 2.5 and 3 (0.5, 0.6) keep it.
+    for rule in ("median:1.5", "median:2"):
+        assert report[rule]["test_abstain"] == pytest.approx(2 / 3, abs=1e-4)
+        assert report[rule]["test_macro_f1_answered"] == pytest.approx(1.0)
+    for rule in ("median:2.5", "median:3"):
+        assert report[rule]["test_abstain"] == pytest.approx(1 / 3, abs=1e-4)
+        assert report[rule]["test_macro_f1_answered"] == pytest.approx(1 / 3, abs=1e-4)  # "b" answered "a"
+    # The product: beyond the 0.98-quantile of 0.2, 0.2, 0.4 (0.392), so the cell at 0.45 is left out.
+    assert report["product"]["distance_limit"] == pytest.approx(0.392, abs=1e-3)
+    assert report["product"]["test_abstain"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["product"] == report["labelled_q0.98"]
+    for key, row in report.items():
+        if key.startswith("held_out"):
+            continue  # scored on half the test cells, its limit from the other half
+        assert row["external_abstain"] == 0.5
+        assert row["external_answered_blast"] == 0.5  # the far blast is withheld, the near one is not
+    with pytest.raises(ValueError, match="two labelled"):
+        abstention(
+            labelled[:1], test, external, np.array(["a"] * 3), np.array(["a"] * 3), np.array(["a"] * 2)
+        )

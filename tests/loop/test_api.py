@@ -20,6 +20,7 @@ from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from learning.imaging import CELL_CROP_SCALE, square_box
+from learning.shift import ABSTAIN_QUANTILE, ABSTAIN_RATIO
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion, QueryBatch
 from loop.selectors import latest_version
@@ -119,7 +120,8 @@ def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotat
     new = current_batch(client, running_loop)
     assert new["number"] == 2 and new["classifier_version"] == 1
     # Each new cell's distance to the labelled ones, as the loop recorded it, by hand: nearest labelled
-    # cell over the labelled cells' median distance to their nearest other.
+    # cell over the unit: the 0.98-quantile of the labelled cells' distances to their nearest other,
+    # over ABSTAIN_RATIO.
     index = QueryBatch.objects.get(pk=new["id"]).index
     assert index is not None
     ids, emb = index_embeddings(index)
@@ -127,7 +129,7 @@ def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotat
     labelled_emb = emb[[row[i.cell_id] for i in db_batch.items.all()]]
     sims = labelled_emb @ labelled_emb.T
     np.fill_diagonal(sims, -np.inf)
-    reference = float(np.median(1 - sims.max(axis=1)))
+    reference = float(np.quantile(1 - sims.max(axis=1), ABSTAIN_QUANTILE)) / ABSTAIN_RATIO
     for item in new["items"]:
         by_hand = float(1 - (labelled_emb @ emb[row[item["cell"]]]).max()) / reference
         assert item["labelled_distance_ratio"] == pytest.approx(by_hand, rel=1e-3, abs=1e-3)
