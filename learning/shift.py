@@ -218,8 +218,12 @@ class LabelledNeighbourhood:
         vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
         keys = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         index = EmbeddingIndex.build(vectors, keys)
-        own = nearest_other_distance(index, vectors, keys)
-        return cls(index, float(np.quantile(own, ABSTAIN_QUANTILE)) / ABSTAIN_RATIO)
+        return cls(index, cls.unit(nearest_other_distance(index, vectors, keys)))
+
+    @staticmethod
+    def unit(own_distances: np.ndarray) -> float:
+        """The unit of distance from the labelled cells' distances to their nearest labelled neighbour."""
+        return float(np.quantile(own_distances, ABSTAIN_QUANTILE)) / ABSTAIN_RATIO
 
     def ratios(self, embeddings: np.ndarray, cell_ids: np.ndarray | None = None) -> np.ndarray:
         """Each cell's distance to its nearest labelled cell in this neighbourhood's unit (above
@@ -251,13 +255,17 @@ def abstention(
     distances); ``"labelled_q<q>"``, beyond the q-quantile of the labelled cells' own distances to their
     nearest labelled neighbour (the product is q = :data:`ABSTAIN_QUANTILE`); ``"held_out_q<q>"``,
     beyond that quantile of half the test cells' distances (the other half scored)."""
-    hood = LabelledNeighbourhood.build(labelled)
-    if hood is None:
+    if len(labelled) < 2:
         raise ValueError("abstention needs at least two labelled cells")
-    keys = np.arange(len(labelled), dtype=np.int64)
-    own = nearest_other_distance(hood.index, np.ascontiguousarray(labelled, dtype=np.float32), keys)
-    test_distance = hood.ratios(test) * hood.reference_distance
-    external_distance = hood.ratios(external) * hood.reference_distance
+    vectors = np.ascontiguousarray(labelled, dtype=np.float32)
+    keys = np.arange(len(vectors), dtype=np.int64)
+    index = EmbeddingIndex.build(vectors, keys)
+    own = nearest_other_distance(index, vectors, keys)
+
+    def distances(cells: np.ndarray) -> np.ndarray:  # cells outside the labelled set: id -1
+        return nearest_other_distance(index, cells, np.full(len(cells), -1, dtype=np.int64))
+
+    test_distance, external_distance = distances(test), distances(external)
     pred_external = np.asarray(pred_external)
     every = np.ones(len(test), dtype=bool)
 
@@ -271,7 +279,7 @@ def abstention(
             "external_answered_blast": round(float((external_kept & (pred_external == "blast")).mean()), 4),
         }
 
-    out = {"product": row(ABSTAIN_RATIO * hood.reference_distance)}
+    out = {"product": row(ABSTAIN_RATIO * LabelledNeighbourhood.unit(own))}
     median = float(np.median(own))
     out |= {f"median:{r:g}": row(r * median) for r in ABSTAIN_RATIOS}
     half = np.random.default_rng(0).permutation(len(test)) < len(test) // 2
