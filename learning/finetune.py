@@ -231,6 +231,7 @@ def finetune(
     attribute_schema: Mapping[str, int] | None = None,
     attribute_weight: float = 1.0,
     probe_heads: bool = False,
+    sample_groups: np.ndarray | None = None,
 ) -> FinetuneResult:
     """Fine-tune every trainable weight of ``backbone`` plus a new linear head on labelled cells.
 
@@ -285,6 +286,10 @@ def finetune(
             and attributes) as linear probes on the frozen features of the labelled cells (L-BFGS, no
             augmentation), so the first backbone steps follow a sensible head instead of a random
             one. Counted in the time budget.
+        sample_groups: (N,) int group of each row (e.g. 1 for a new site's cells, 0 for the others). With
+            ``balance="sampler"`` each class's draws are then split equally between the groups present
+            in that class, so 30 cells of a new site are drawn as often as 300 of the old ones. None
+            (default): classes only.
 
     Returns:
         :class:`FinetuneResult`; re-embed the cells with ``result.backbone``.
@@ -309,6 +314,11 @@ def finetune(
     targets = torch.from_numpy(labels[keep].astype(np.int64)).to(dev)
     n = len(keep)
     class_weight, sample_weight = _class_balance(targets, n_classes, balance)
+    if sample_groups is not None:
+        if len(sample_groups) != len(images):
+            raise ValueError(f"sample_groups has {len(sample_groups)} rows for {len(images)} images")
+        if sample_weight is not None:
+            sample_weight = group_balanced_weights(targets, torch.from_numpy(np.asarray(sample_groups)[keep]))
 
     backbone.to(dev)
     release_inference_tensors(backbone)
@@ -588,6 +598,19 @@ def _class_balance(targets: Tensor, n_classes: int, balance: Balance) -> tuple[T
     return None, None
 
 
+def group_balanced_weights(targets: Tensor, groups: Tensor) -> Tensor:
+    """Per-cell sampling weights giving every class the same total and, within a class, every group in
+    it the same share: 1 / (count(class, group) * groups in the class)."""
+    targets, groups = targets.cpu(), groups.cpu().long()
+    if len(groups) != len(targets):
+        raise ValueError(f"groups has {len(groups)} rows for {len(targets)} labelled cells")
+    pair = targets * (int(groups.max()) + 1) + groups
+    _, inverse, pair_counts = torch.unique(pair, return_inverse=True, return_counts=True)
+    pair_class = torch.unique(pair) // (int(groups.max()) + 1)
+    groups_in_class = torch.bincount(pair_class)[pair_class]
+    return 1.0 / (pair_counts * groups_in_class)[inverse].float()
+
+
 def _head(head: nn.Linear | None, dim: int, n_classes: int) -> nn.Linear:
     """A fresh ``nn.Linear(dim, n_classes)``, or the given head when its shape fits."""
     if head is None:
@@ -674,6 +697,7 @@ __all__ = [
     "ProgressCallback",
     "SemiSupervised",
     "finetune",
+    "group_balanced_weights",
     "predict_proba",
     "release_inference_tensors",
 ]

@@ -11,7 +11,7 @@ import torch
 
 from learning.data import CellImageDataset, CellRecord, label_indices, read_manifest, sample_per_class
 from learning.embeddings import extract_embeddings
-from learning.finetune import finetune, predict_proba, release_inference_tensors
+from learning.finetune import finetune, group_balanced_weights, predict_proba, release_inference_tensors
 from models_zoo import create_model
 
 CLASSES = ["eosinophil", "lymphocyte", "platelet"]  # well separated by eye: granules, nucleus, size
@@ -131,6 +131,8 @@ def test_finetune_validates_inputs() -> None:
         finetune(backbone, images, np.array([0, -1, -1, -1, -1, -1]), 2, epochs=1)
     with pytest.raises(ValueError, match="balance"):
         finetune(backbone, images, labels, 2, epochs=1, balance="oversample")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sample_groups"):
+        finetune(backbone, images, labels, 2, epochs=1, sample_groups=np.zeros(5, dtype=np.int64))
 
 
 def test_release_inference_tensors() -> None:
@@ -145,3 +147,49 @@ def test_release_inference_tensors() -> None:
         torch.testing.assert_close(value, reference[key])
     model.forward_features(torch.rand(2, 3, 32, 32)).sum().backward()  # trainable again
     assert release_inference_tensors(model) == 0
+
+
+def test_group_balanced_weights_split_each_class_equally_between_its_groups() -> None:
+    # Class 0: three old-site cells and one new-site cell; class 1: one of each; class 2: new site only.
+    targets = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    groups = torch.tensor([0, 0, 0, 1, 0, 1, 1])
+    weights = group_balanced_weights(targets, groups)
+    np.testing.assert_allclose(weights.numpy(), [1 / 6, 1 / 6, 1 / 6, 1 / 2, 1 / 2, 1 / 2, 1.0], rtol=1e-6)
+    for label in range(3):  # every class is drawn equally often, as without groups
+        assert float(weights[targets == label].sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="groups"):
+        group_balanced_weights(targets, groups[:-1])
+
+
+@pytest.mark.realdata
+def test_sample_groups_steer_the_draws(dataset: CellImageDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = dataset.images[:30]
+    labels = label_indices(dataset.records[:30], CLASSES)
+    groups = np.zeros(30, dtype=np.int64)
+    groups[:2] = 1  # two cells of a "new site"
+    drawn: list[torch.Tensor] = []
+    multinomial = torch.multinomial
+
+    def spy(weights: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        drawn.append(weights.clone())
+        return multinomial(weights, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    for sample_groups in (None, groups):
+        finetune(
+            create_model("lightcnn", width=8),
+            images,
+            labels,
+            3,
+            epochs=1,
+            batch_size=10,
+            augment=None,
+            device="cpu",
+            sample_groups=sample_groups,
+        )
+    plain, balanced = drawn[0], drawn[-1]
+    site = torch.from_numpy(groups == 1)
+    # Without groups the two cells weigh as their class-mates do; with them their class's half.
+    same_class = torch.from_numpy(labels == labels[0])
+    assert float(plain[site & same_class].sum()) < 0.5 * float(plain[same_class].sum())
+    assert float(balanced[site & same_class].sum()) == pytest.approx(0.5 * float(balanced[same_class].sum()))

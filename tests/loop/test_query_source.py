@@ -15,7 +15,8 @@ from annotation.models import Cell, Membership, Project
 from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
-from loop.models import QueryBatch
+from loop.models import ModelVersion, QueryBatch
+from loop.services.requests import finetune_request
 from tests.conftest import client_for, import_external_cells, label_and_submit, run_queued_jobs
 
 pytestmark = [
@@ -63,6 +64,18 @@ def test_the_query_follows_the_new_site_while_it_has_unlabelled_cells(
     third = batch_sources(3, loop_project)
     assert len(third) == 12 and "bccd" not in third
     assert Cell.objects.filter(project=loop_project, source="bccd", annotations__isnull=True).count() == 0
+
+    # The next fine-tune draws the new site's labelled cells as often as the old sites' (within a class)
+    # and says so on the encoder version it makes.
+    label_and_submit(QueryBatch.objects.get(project=loop_project, number=3), annotator)
+    finetune = finetune_request(project=loop_project, minutes=0.05, epochs=1)
+    run_queued_jobs()
+    finetune.refresh_from_db()
+    assert finetune.status == Job.Status.SUCCEEDED, finetune.error
+    tuned = ModelVersion.objects.filter(project=loop_project, kind=ModelVersion.Kind.ENCODER).first()
+    assert tuned is not None and tuned.artifacts["method"] == "finetune"
+    assert tuned.label_count == NEW_SITE + 12
+    assert tuned.metrics["site_balanced"] == {"source": "bccd", "cells": NEW_SITE}
 
     # The settings page offers the project's sources and refuses another.
     page = client_for(lead).get(f"/projects/{loop_project.pk}/settings/").content.decode()
