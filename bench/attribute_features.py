@@ -42,9 +42,16 @@ from learning.evaluation import attribute_scores  # noqa: E402
 from learning.finetune_benchmark import normalise  # noqa: E402
 from learning.morphometry import MEASUREMENT_NAMES, measure_cached  # noqa: E402
 
+# The prefix bench/finetune_recipe.py saves the network's attribute-head probabilities under.
+NETWORK_HEAD = "network_head:"
+
 
 def scored(attributes_test: dict[str, np.ndarray], predicted: dict[str, np.ndarray]) -> dict[str, Any]:
     return attribute_scores(attributes_test, {a: predicted[a] for a in attributes_test})
+
+
+def most_probable(schema: dict[str, list[str]], probs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {a: np.asarray(schema[a], dtype=object)[p.argmax(axis=1)].astype(str) for a, p in probs.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--features", type=Path, nargs="+", required=True, help="finetune_recipe .npz files")
     parser.add_argument("--weights", default="0.3,0.5,0.7")
+    parser.add_argument(
+        "--network-weights", default="0.33,0.5", help="weights of the network's heads beside the fused two"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache-dir", type=Path, default=Path("var/embeddings"))
     parser.add_argument("--out", type=Path, required=True)
@@ -92,6 +102,19 @@ def main(argv: list[str] | None = None) -> None:
             for w in (float(v) for v in args.weights.split(",")):
                 heads = FusedAttributeHeads(schema, measurement_weight=w).fit(e_lab, m_lab, attrs_lab)
                 results[f"fused_w{w:g}"] = scored(attrs_test, heads.predict(e_test, m_test))
+            network = {
+                key.removeprefix(NETWORK_HEAD): saved[key]
+                for key in saved.files
+                if key.startswith(NETWORK_HEAD)
+            }
+            if network:
+                # The fine-tuned network's own attribute heads (finetune_recipe.py saves their test
+                # probabilities), alone and as a third voice beside the product's two heads.
+                results["network"] = scored(attrs_test, most_probable(schema, network))
+                fused = FusedAttributeHeads(schema).fit(e_lab, m_lab, attrs_lab).predict_proba(e_test, m_test)
+                for v in (float(x) for x in args.network_weights.split(",")):
+                    mixed = {a: (1 - v) * p + v * network[a] for a, p in fused.items() if a in network}
+                    results[f"fused_network_w{v:g}"] = scored(attrs_test, most_probable(schema, mixed))
         for name, result in results.items():
             print(f"{features_file.name} {name}: mean attribute macro-F1 {result['mean_macro_f1']:.3f}")
         runs.append({"features": str(features_file), "labels": len(rows), "results": results})

@@ -40,9 +40,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from learning.benchmark import ALProblem  # noqa: E402
+from learning.classifiers import AlignedClassifier  # noqa: E402
 from learning.data import CellImageDataset, read_manifest, sample_per_class  # noqa: E402
 from learning.embeddings import batchnorm_for_source  # noqa: E402
-from learning.evaluation import external_report  # noqa: E402
+from learning.evaluation import external_report, macro_f1  # noqa: E402
 from learning.finetune import finetune  # noqa: E402
 from learning.finetune_benchmark import (  # noqa: E402
     attribute_matrix,
@@ -52,8 +53,12 @@ from learning.finetune_benchmark import (  # noqa: E402
     raw_features,
 )
 from learning.imaging import CROP_MODES  # noqa: E402
+from learning.query import select  # noqa: E402
 from learning.semi import SemiSupervised  # noqa: E402
 from learning.shift import abstention  # noqa: E402
+
+# Prefix of the saved arrays holding the network's attribute-head probabilities on the test cells.
+NETWORK_HEAD = "network_head:"
 
 # Each recipe is a set of keyword arguments of learning.finetune.finetune on top of the command line's.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -153,6 +158,14 @@ def run_recipe(
         arrays = {"rows": rows, "labelled": labelled_raw, "test": test_raw}
         if external is not None:
             arrays["external"] = raw_features(result.backbone, external[0])
+        if result.attribute_head is not None:
+            # The network's own attribute heads on the test cells, for a third voice beside the
+            # embedding and measurement heads (bench/attribute_features.py).
+            with torch.no_grad():
+                logits = result.attribute_head(torch.from_numpy(test_raw))
+            for attribute, attribute_logits in logits.items():
+                probs = torch.softmax(attribute_logits.float(), dim=1).numpy()
+                arrays[f"{NETWORK_HEAD}{attribute}"] = probs
         np.savez(args.save_features / f"{name}_seed{seed}.npz", **arrays)  # type: ignore[arg-type]
     out: dict[str, Any] = {
         "recipe": name,
@@ -189,7 +202,120 @@ def run_recipe(
         )
     if wise:
         out["wise"] = wise
+    if external is not None and args.adapt_labels:
+        out["adapt"] = {
+            f"{strategy}_{sampling}": adapt_by_finetune(
+                result.backbone,
+                strategy,
+                sampling,
+                args,
+                problem,
+                pool_images,
+                test_images,
+                rows,
+                labels,
+                seed,
+                external,
+            )
+            for strategy in args.adapt_strategies
+            for sampling in args.adapt_sampling
+        }
     return out
+
+
+def adapt_by_finetune(
+    backbone: torch.nn.Module,
+    strategy: str,
+    sampling: str,
+    args: argparse.Namespace,
+    problem: ALProblem,
+    pool_images: torch.Tensor,
+    test_images: torch.Tensor,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    external: tuple[torch.Tensor, np.ndarray],
+) -> dict[str, Any]:
+    """Issue 13's "adapt to a new site with N labels", as the product would do it: N of the other lab's
+    cells are chosen by ``strategy`` over that lab's cells (the fine-tuned embedding and the product
+    classifier's probabilities, as ``Project.query_source`` makes the loop do), labelled, and the next
+    fine-tune continues from the fine-tuned weights on the old labels plus these for ``--adapt-epochs``.
+    Scored on the lab's other cells and on the old sites' test cells, with two baselines on the same
+    picks: the fine-tuned model before adapting, and only the classifier refitted with the new labels
+    (no further fine-tune). ``sampling``: ``plain`` (classes balanced, as the product's fine-tune) or
+    ``site`` (within each class the new site's cells drawn as often as the old ones together)."""
+    images, truth = external
+    lookup = {c: i for i, c in enumerate(problem.classes)}
+
+    def classifier(features: np.ndarray, y: np.ndarray) -> AlignedClassifier:
+        with threadpool_limits(limits=1):
+            return AlignedClassifier(problem.classes, "logreg", class_weight="balanced", seed=seed).fit(
+                features, y
+            )
+
+    def embed(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            normalise(raw_features(model, pool_images[torch.from_numpy(rows)])),
+            normalise(raw_features(model, images)),
+            normalise(raw_features(model, test_images)),
+        )
+
+    def scores(
+        features: tuple[np.ndarray, np.ndarray, np.ndarray], extra: np.ndarray | None, rest: np.ndarray
+    ) -> dict[str, Any]:
+        labelled, site, test = features
+        x, y = labelled, np.asarray(problem.pool_y[rows]).astype(str)
+        if extra is not None:
+            x, y = np.concatenate([x, site[extra]]), np.concatenate([y, truth[extra]])
+        fitted = classifier(x, y)
+        return {
+            "site": external_report(truth[rest], np.asarray(fitted.predict(site[rest])).astype(str)),
+            "test_macro_f1": macro_f1(
+                np.asarray(problem.test_y).astype(str), np.asarray(fitted.predict(test)).astype(str)
+            ),
+        }
+
+    features = embed(backbone)
+    product = classifier(features[0], np.asarray(problem.pool_y[rows]).astype(str))
+    picked = np.sort(
+        select(
+            strategy,
+            n=args.adapt_labels,
+            embeddings=features[1],
+            probs=np.asarray(product.predict_proba(features[1])),
+            labelled_mask=np.zeros(len(images), dtype=bool),
+            rng=seed,
+        )
+    )
+    rest = np.setdiff1d(np.arange(len(images)), picked)
+    site_labels = np.array([lookup[str(v)] for v in truth[picked]], dtype=np.int64)
+    attributes = attribute_matrix(problem.pool_attributes, problem.attribute_classes, rows)
+    no_attributes = np.full((len(picked), attributes.shape[1]), -1, dtype=np.int64)
+    t0 = time.perf_counter()
+    adapted = finetune(
+        copy.deepcopy(backbone),
+        torch.cat([pool_images[torch.from_numpy(rows)], images[torch.from_numpy(picked)]]),
+        np.concatenate([labels, site_labels]),
+        len(problem.classes),
+        epochs=args.adapt_epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=seed + 1,
+        attributes=np.concatenate([attributes, no_attributes]),
+        attribute_schema={a: len(v) for a, v in problem.attribute_classes.items()},
+        sample_groups=np.repeat([0, 1], [len(rows), len(picked)]) if sampling == "site" else None,
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        "sampling": sampling,
+        "labels": len(picked),
+        "picked_per_class": {c: int((truth[picked] == c).sum()) for c in sorted(set(truth.tolist()))},
+        "adapt_epochs": args.adapt_epochs,
+        "adapt_seconds": round(seconds, 1),
+        "before": scores(features, None, rest),
+        "refit": scores(features, picked, rest),
+        "after": scores(embed(adapted.backbone), picked, rest),
+    }
 
 
 def interpolate_weights(
@@ -315,6 +441,22 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=None,
         help="folder: save each run's fine-tuned features of the labelled and test cells (.npz)",
+    )
+    parser.add_argument(
+        "--adapt-labels",
+        type=int,
+        default=0,
+        help="with --external: label N of its cells, chosen by each --adapt-strategies, and fine-tune on",
+    )
+    parser.add_argument("--adapt-epochs", type=float, default=10.0)
+    parser.add_argument(
+        "--adapt-strategies", type=lambda text: [v for v in text.split(",") if v], default=["hybrid"]
+    )
+    parser.add_argument(
+        "--adapt-sampling",
+        type=lambda text: [v for v in text.split(",") if v],
+        default=["plain"],
+        help="plain (classes balanced) and/or site (the new site's cells as often as the old ones)",
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
