@@ -35,7 +35,12 @@ from learning.data import CellImageDataset, CellRecord, read_manifest, sample_pe
 from learning.embeddings import extract_embeddings  # noqa: E402
 from learning.imaging import CROP_MODES  # noqa: E402
 from learning.index import EmbeddingIndex  # noqa: E402
-from learning.shift import ShiftReference, reference_median_distance, source_shift  # noqa: E402
+from learning.shift import (  # noqa: E402
+    LabelledNeighbourhood,
+    ShiftReference,
+    nearest_other_distance,
+    source_shift,
+)
 from models_zoo import create_model  # noqa: E402
 
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = ShiftReference(emb_labelled, list(y), validation_confidence, classes)
     ids = np.arange(len(labelled), dtype=np.int64)
     index = EmbeddingIndex.build(emb_labelled, ids)
-    ref_distance = reference_median_distance(index, emb_labelled, ids)
+    own = nearest_other_distance(index, emb_labelled, ids)
+    ref_distance, abstain_unit = float(np.median(own)), LabelledNeighbourhood.unit(own)
 
     report: dict[str, Any] = {}
     next_id = len(labelled)
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             embeddings=emb,
             cell_ids=group_ids,
             probabilities=probs,
+            abstain_unit=abstain_unit,
         )
         report[name] = shift.to_dict()
     result = {

@@ -20,8 +20,10 @@ from learning.shift import (
     CONFIDENCE_DROP,
     DISTANCE_RATIO,
     MIX_DISTANCE,
+    UNLIKE_SHARE,
+    LabelledNeighbourhood,
     ShiftReference,
-    reference_median_distance,
+    nearest_other_distance,
     source_shift,
     warning_text,
 )
@@ -52,6 +54,7 @@ def thresholds() -> dict[str, Any]:
         "distance_ratio": list(DISTANCE_RATIO),
         "mix_distance": MIX_DISTANCE[0],
         "confidence_drop": list(CONFIDENCE_DROP),
+        "unlike_share": list(UNLIKE_SHARE),
     }
 
 
@@ -98,7 +101,8 @@ def shift_report(project: Project) -> dict[str, Any]:
         )
         reference = ShiftReference(emb[ref_rows], [labelled_of[int(pk)] for pk in ref_ids], val_conf, classes)
         index = EmbeddingIndex.build(emb[ref_rows], ref_ids)
-        ref_distance = reference_median_distance(index, emb[ref_rows], ref_ids)
+        own = nearest_other_distance(index, emb[ref_rows], ref_ids)
+        ref_distance, unit = float(np.median(own)), LabelledNeighbourhood.unit(own)
         report_rows = []
         for source in sorted(set(names[~is_validation].tolist())):
             in_source = names == source
@@ -117,6 +121,7 @@ def shift_report(project: Project) -> dict[str, Any]:
                 cell_ids=cell_ids[picked],
                 probabilities=np.asarray(model.predict_proba(emb[rows[picked]])),
                 labelled=labelled_here,
+                abstain_unit=unit,
             )
             top = sorted(shift.predicted_mix.items(), key=lambda kv: -kv[1])[:3]
             report_rows.append(

@@ -12,6 +12,12 @@ encoder:
   lab predicted as a third blasts moves this.
 - **confidence drop**: the model's mean top probability (calibrated) on the validation cells minus that
   on the source's cells.
+- **unlike share**: the share of the source's cells farther from every labelled cell than
+  :data:`ABSTAIN_RATIO` units of :class:`LabelledNeighbourhood` (the cells the page withholds its
+  suggestion on). Unlike the median ratio it keeps its meaning on a fine-tuned embedding, whose labelled
+  cells sit in tight class clusters: there another lab's cells lie only 1.5-1.6x as far as labelled cells
+  from each other (below "caution"), while 55-65% of them are unlike every labelled cell against 2-5% of
+  held-out cells of the training sources (bench/README.md, "Shift report per source").
 
 Levels (``ok``, ``caution``, ``untrusted``) come from fixed thresholds on those three, chosen from the
 shared data (``bench/shift_report.py``): held-out cells of the big training source stay ``ok``, cells of
@@ -42,6 +48,9 @@ MIX_DISTANCE: Final = (0.35, float("inf"))
 # The same data showed the model *more* confident on the other lab's cells (0.81 against 0.70), so a drop
 # is a warning when it happens but its absence proves nothing.
 CONFIDENCE_DROP: Final = (0.08, 0.15)
+# Share of a source's cells the model abstains on: 2-5% on held-out cells of the training sources, about
+# half or more of another lab's on frozen and fine-tuned embeddings alike.
+UNLIKE_SHARE: Final = (0.15, 0.30)
 LEVELS: Final = ("ok", "caution", "untrusted")
 # Per cell: one whose nearest labelled cell lies farther away than ABSTAIN_RATIO units is unlike anything
 # an expert labelled, and the model abstains there instead of forcing a class. The unit
@@ -70,6 +79,7 @@ class SourceShift:
     confidence_drop: float
     level: str
     reasons: list[str]
+    unlike_share: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,14 +140,22 @@ def source_shift(
     cell_ids: np.ndarray,
     probabilities: np.ndarray,
     labelled: int = 0,
+    abstain_unit: float | None = None,
 ) -> SourceShift:
     """The report of one source's cells (``embeddings`` L2-normalised, ``probabilities`` over
     ``reference.classes``). ``reference_index`` holds the labelled cells under their cell ids and
-    ``reference_distance`` is :func:`reference_median_distance` of it."""
+    ``reference_distance`` is :func:`reference_median_distance` of it; ``abstain_unit``
+    (:meth:`LabelledNeighbourhood.unit` of the same cells) adds the unlike share."""
     if len(embeddings) == 0:
         raise ValueError(f"source {source!r} has no cells in the index")
-    distance = float(np.median(nearest_other_distance(reference_index, embeddings, cell_ids)))
+    distances = nearest_other_distance(reference_index, embeddings, cell_ids)
+    distance = float(np.median(distances))
     ratio = distance / max(reference_distance, 1e-6)
+    unlike = (
+        float((distances / max(abstain_unit, 1e-6) > ABSTAIN_RATIO).mean())
+        if abstain_unit is not None
+        else None
+    )
     predicted = [reference.classes[i] for i in probabilities.argmax(axis=1)]
     mix = class_mix(predicted, reference.classes)
     mix_distance = total_variation(mix, reference.mix())
@@ -147,8 +165,14 @@ def source_shift(
         "distance": _level(ratio, DISTANCE_RATIO),
         "mix": _level(mix_distance, MIX_DISTANCE),
         "confidence": _level(drop, CONFIDENCE_DROP),
+        "unlike": _level(unlike, UNLIKE_SHARE) if unlike is not None else 0,
     }
     reasons = []
+    if grades["unlike"]:
+        reasons.append(
+            f"{unlike:.0%} of its cells are unlike every labelled cell (the model withholds its suggestion "
+            "on those)"
+        )
     if grades["distance"]:
         reasons.append(
             f"its cells lie {ratio:.1f}x as far from the nearest labelled cell as labelled cells lie "
@@ -177,6 +201,7 @@ def source_shift(
         confidence_drop=round(drop, 4),
         level=LEVELS[max(grades.values())],
         reasons=reasons,
+        unlike_share=round(unlike, 4) if unlike is not None else None,
     )
 
 

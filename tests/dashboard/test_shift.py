@@ -63,6 +63,9 @@ def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_co
             nearest = (emb[[row_of[c] for c in unlabelled]] @ ref.T).max(axis=1)
             by_hand = float(np.median(1 - nearest)) / ref_median
             assert row["distance_ratio"] == pytest.approx(by_hand, rel=1e-2)
+            # Unlike: farther from every labelled cell than 98% of labelled cells lie from each other.
+            unlike = float((1 - nearest > np.quantile(1 - sims.max(axis=1), 0.98)).mean())
+            assert row["unlike_share"] == pytest.approx(unlike, abs=1e-3)
             assert row["level"] in {"ok", "caution", "untrusted"}
             assert sum(row["predicted_mix"].values()) == pytest.approx(1.0, abs=1e-3)
 
@@ -73,6 +76,7 @@ def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_co
     assert 'id="shift-table"' in html
     for row in data["sources"]:
         assert f'data-source="{row["source"]}"' in html
+    assert html.count('<td class="unlike">') == sum(1 for r in data["sources"] if r["cells"])
     assert html.count('class="shift-warning"') == sum(
         1 for r in data["sources"] if r["cells"] and r["level"] != "ok"
     )

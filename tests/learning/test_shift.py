@@ -15,8 +15,11 @@ from learning.data import CellImageDataset, CellRecord, read_manifest, sample_pe
 from learning.embeddings import extract_embeddings
 from learning.index import EmbeddingIndex
 from learning.shift import (
+    UNLIKE_SHARE,
+    LabelledNeighbourhood,
     ShiftReference,
     class_mix,
+    nearest_other_distance,
     reference_median_distance,
     source_shift,
     total_variation,
@@ -52,6 +55,7 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
     np.fill_diagonal(sims, -np.inf)
     assert ref_distance == pytest.approx(float(np.median(1 - sims.max(axis=1))), abs=1e-5)
     reference = ShiftReference(ref, labels, validation_confidence=0.9, classes=CLASSES)
+    abstain_unit = LabelledNeighbourhood.unit(1 - sims.max(axis=1))
 
     near = unit(centre_a + 0.1 * rng.normal(size=(40, 16)))
     same = source_shift(
@@ -62,8 +66,13 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
         embeddings=near,
         cell_ids=np.arange(1000, 1040),
         probabilities=np.tile([0.88, 0.12], (40, 1)),
+        abstain_unit=abstain_unit,
     )
     assert same.distance_ratio < 2.0 and same.level in {"ok", "caution"}
+    # By hand: the share of its cells farther from every labelled cell than 98% of labelled cells lie.
+    by_hand = float((1 - (near @ ref.T).max(axis=1) > np.quantile(1 - sims.max(axis=1), 0.98)).mean())
+    assert same.unlike_share is not None and same.unlike_share < UNLIKE_SHARE[0]
+    assert same.unlike_share == pytest.approx(by_hand, abs=1e-4)
     # All called "a" against a 50/50 labelled mix: a mix distance of exactly 0.5 (caution, never more).
     assert same.mix_distance == pytest.approx(0.5) and same.predicted_mix == {"a": 1.0, "b": 0.0}
     assert same.confidence_drop == pytest.approx(0.9 - 0.88) and same.level == "caution"
@@ -80,11 +89,28 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
         embeddings=far,
         cell_ids=np.arange(2000, 2040),
         probabilities=probs,
+        abstain_unit=abstain_unit,
     )
     assert other.distance_ratio > 3.0 and other.level == "untrusted"
     assert other.mean_confidence == pytest.approx(0.6) and other.confidence_drop == pytest.approx(0.3)
+    assert other.unlike_share == 1.0
     text = warning_text(other)
     assert text.startswith("other lab: do not trust") and "as far from the nearest labelled cell" in text
+    assert "100% of its cells are unlike every labelled cell" in text
+
+    # Without the unit (a caller that does not ask) the signal is absent, not zero.
+    assert (
+        source_shift(
+            reference=reference,
+            reference_index=index,
+            reference_distance=ref_distance,
+            source="other lab",
+            embeddings=far,
+            cell_ids=np.arange(2000, 2040),
+            probabilities=probs,
+        ).unlike_share
+        is None
+    )
 
 
 def test_a_labelled_cell_is_not_its_own_neighbour() -> None:
@@ -152,6 +178,7 @@ def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_ar
     ids = np.arange(len(labelled), dtype=np.int64)
     index = EmbeddingIndex.build(emb, ids)
     ref_distance = reference_median_distance(index, emb, ids)
+    abstain_unit = LabelledNeighbourhood.unit(nearest_other_distance(index, emb, ids))
     shifts = {}
     for name, group in (("pbc", held_out), ("bccd", bccd)):
         group_emb = embed(model, group, crop)
@@ -163,8 +190,11 @@ def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_ar
             embeddings=group_emb,
             cell_ids=np.arange(10_000, 10_000 + len(group)),
             probabilities=np.asarray(clf.predict_proba(group_emb)),
+            abstain_unit=abstain_unit,
         )
     assert shifts["pbc"].level == "ok", shifts["pbc"]
+    assert shifts["pbc"].unlike_share is not None and shifts["pbc"].unlike_share < UNLIKE_SHARE[0]
+    assert shifts["bccd"].unlike_share is not None and shifts["bccd"].unlike_share >= UNLIKE_SHARE[1]
     assert shifts["bccd"].level in flagged_as, shifts["bccd"]
     assert shifts["bccd"].distance_ratio > 2 * shifts["pbc"].distance_ratio
 
