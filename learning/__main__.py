@@ -437,6 +437,7 @@ def finetune_benchmark(
             rounds=args.rounds,
             classifier=args.classifier,
             progress=say,
+            start=args.start,
         )
         for seed in seed_list(args)
         for strategy in strategies
@@ -479,7 +480,7 @@ def finetune_benchmark(
             "loop": "finetune",
             "strategies": list(strategies),
             "seeds": seed_list(args),
-            "start": "stratified",
+            "start": args.start,
             "batch": args.batch,
             "rounds": args.rounds,
             "classifier": args.classifier,

@@ -319,8 +319,11 @@ def run_finetune_loop(
     class_weight: str | None = "balanced",
     n_boot: int = 200,
     progress: Progress | None = None,
+    start: str = "stratified",
 ) -> LoopRun:
-    """One learning curve of the loop with fine-tuning, from a stratified first batch.
+    """One learning curve of the loop with fine-tuning, from a stratified first batch (``start``
+    ``"stratified"``) or, as a new project starts, one the strategy's cold start picks without labels
+    (``"cold"``: TypiClust for the model-based strategies, :data:`learning.query.DEFAULT_COLD_START`).
 
     ``problem.pool_x`` / ``test_x`` are the initial encoder's (normalised) embeddings; ``encoder`` is
     copied, never changed. Round 0 scores the first batch; round r >= 1 adds a queried batch, then, when
@@ -338,9 +341,19 @@ def run_finetune_loop(
     backbone = copy.deepcopy(encoder)
     pool_x, test_x = problem.pool_x, problem.test_x
     labelled = np.zeros(len(pool_x), dtype=bool)
-    labelled[initial_stratified(problem.pool_y, batch, np.random.default_rng(10_000 + seed))] = True
-    run = LoopRun(strategy=strategy, seed=seed)
     query_s, ran_as, version = 0.0, "stratified", 0
+    if start == "cold":
+        t0 = time.perf_counter()
+        ran_as = resolve_strategy(strategy, probs=None, labelled_mask=labelled, n_pool=len(pool_x))
+        labelled[
+            select(strategy, n=batch, embeddings=pool_x, probs=None, labelled_mask=labelled, rng=rng)
+        ] = True
+        query_s = time.perf_counter() - t0
+    elif start == "stratified":
+        labelled[initial_stratified(problem.pool_y, batch, np.random.default_rng(10_000 + seed))] = True
+    else:
+        raise ValueError(f"start must be 'stratified' or 'cold', got {start!r}")
+    run = LoopRun(strategy=strategy, seed=seed)
     finetune_total = embed_total = 0.0
     for r in range(rounds + 1):
         extra: dict[str, Any] = {}

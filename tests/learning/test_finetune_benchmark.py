@@ -118,6 +118,55 @@ def test_the_loop_fine_tunes_on_schedule_and_queries_on_the_new_embedding(
     )
 
 
+def test_a_cold_start_picks_the_first_batch_without_labels(
+    problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module],
+) -> None:
+    """As a new project starts: the hybrid has no model yet, so its cold start (TypiClust) picks the first
+    batch on the initial embedding, where the default start draws it stratified by the true classes."""
+    problem, pool_images, test_images, encoder = problem_and_images
+    plan = FinetunePlan(every=5, minutes=None, epochs=1, attributes=False, batch_size=6)
+    run = run_finetune_loop(
+        problem,
+        pool_images,
+        test_images,
+        encoder,
+        plan,
+        strategy="hybrid",
+        seed=3,
+        batch=6,
+        rounds=0,
+        n_boot=20,
+        start="cold",
+    )
+    assert run.rounds[0]["labels"] == 6 and run.rounds[0]["ran_as"] == "typiclust"
+    stratified = run_finetune_loop(
+        problem,
+        pool_images,
+        test_images,
+        encoder,
+        plan,
+        strategy="hybrid",
+        seed=3,
+        batch=6,
+        rounds=0,
+        n_boot=20,
+    )
+    assert stratified.rounds[0]["ran_as"] == "stratified" and stratified.rounds[0]["labels"] == 6
+    with pytest.raises(ValueError, match="start"):
+        run_finetune_loop(
+            problem,
+            pool_images,
+            test_images,
+            encoder,
+            plan,
+            strategy="hybrid",
+            seed=3,
+            batch=6,
+            rounds=0,
+            start="warm",
+        )
+
+
 def test_attribute_matrix_and_targets() -> None:
     attrs = {
         "cell_size": np.array(["big", "", "small", "huge"]),
