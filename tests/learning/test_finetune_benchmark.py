@@ -125,35 +125,9 @@ def test_a_cold_start_picks_the_first_batch_without_labels(
     batch on the initial embedding, where the default start draws it stratified by the true classes."""
     problem, pool_images, test_images, encoder = problem_and_images
     plan = FinetunePlan(every=5, minutes=None, epochs=1, attributes=False, batch_size=6)
-    run = run_finetune_loop(
-        problem,
-        pool_images,
-        test_images,
-        encoder,
-        plan,
-        strategy="hybrid",
-        seed=3,
-        batch=6,
-        rounds=0,
-        n_boot=20,
-        start="cold",
-    )
-    assert run.rounds[0]["labels"] == 6 and run.rounds[0]["ran_as"] == "typiclust"
-    stratified = run_finetune_loop(
-        problem,
-        pool_images,
-        test_images,
-        encoder,
-        plan,
-        strategy="hybrid",
-        seed=3,
-        batch=6,
-        rounds=0,
-        n_boot=20,
-    )
-    assert stratified.rounds[0]["ran_as"] == "stratified" and stratified.rounds[0]["labels"] == 6
-    with pytest.raises(ValueError, match="start"):
-        run_finetune_loop(
+
+    def first_round(start: str = "stratified") -> dict[str, object]:
+        run = run_finetune_loop(
             problem,
             pool_images,
             test_images,
@@ -163,8 +137,16 @@ def test_a_cold_start_picks_the_first_batch_without_labels(
             seed=3,
             batch=6,
             rounds=0,
-            start="warm",
+            n_boot=20,
+            start=start,
         )
+        return run.rounds[0]
+
+    cold, stratified = first_round("cold"), first_round()
+    assert (cold["labels"], cold["ran_as"]) == (6, "typiclust")
+    assert (stratified["labels"], stratified["ran_as"]) == (6, "stratified")
+    with pytest.raises(ValueError, match="start"):
+        first_round("warm")
 
 
 def test_attribute_matrix_and_targets() -> None:

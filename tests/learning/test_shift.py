@@ -18,6 +18,7 @@ from learning.shift import (
     UNLIKE_SHARE,
     LabelledNeighbourhood,
     ShiftReference,
+    SourceShift,
     class_mix,
     nearest_other_distance,
     reference_median_distance,
@@ -81,26 +82,9 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
     probs = np.tile([0.5, 0.5], (40, 1))
     probs[:20] = [0.6, 0.4]
     probs[20:] = [0.4, 0.6]
-    other = source_shift(
-        reference=reference,
-        reference_index=index,
-        reference_distance=ref_distance,
-        source="other lab",
-        embeddings=far,
-        cell_ids=np.arange(2000, 2040),
-        probabilities=probs,
-        abstain_unit=abstain_unit,
-    )
-    assert other.distance_ratio > 3.0 and other.level == "untrusted"
-    assert other.mean_confidence == pytest.approx(0.6) and other.confidence_drop == pytest.approx(0.3)
-    assert other.unlike_share == 1.0
-    text = warning_text(other)
-    assert text.startswith("other lab: do not trust") and "as far from the nearest labelled cell" in text
-    assert "100% of its cells are unlike every labelled cell" in text
 
-    # Without the unit (a caller that does not ask) the signal is absent, not zero.
-    assert (
-        source_shift(
+    def other_lab(unit_given: float | None) -> SourceShift:
+        return source_shift(
             reference=reference,
             reference_index=index,
             reference_distance=ref_distance,
@@ -108,9 +92,18 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
             embeddings=far,
             cell_ids=np.arange(2000, 2040),
             probabilities=probs,
-        ).unlike_share
-        is None
-    )
+            abstain_unit=unit_given,
+        )
+
+    other = other_lab(abstain_unit)
+    assert other.distance_ratio > 3.0 and other.level == "untrusted"
+    assert other.mean_confidence == pytest.approx(0.6) and other.confidence_drop == pytest.approx(0.3)
+    assert other.unlike_share == 1.0
+    # Without the unit (a caller that does not ask) the signal is absent, not zero.
+    assert other_lab(None).unlike_share is None
+    text = warning_text(other)
+    assert text.startswith("other lab: do not trust") and "as far from the nearest labelled cell" in text
+    assert "100% of its cells are unlike every labelled cell" in text
 
 
 def test_a_labelled_cell_is_not_its_own_neighbour() -> None:
