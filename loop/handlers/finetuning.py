@@ -15,7 +15,7 @@ linear probes), ``augment`` (a preset name: ``travel`` adds stain jitter, blur a
 Adapting to a new site (``Project.query_source`` set): within each class the sampler draws that source's
 labelled cells as often as all the others together, so its first few dozen labels are not drowned by
 the hundreds of the old sites. On 50 labels of another lab (bench/README.md, "Adapting by fine-tuning")
-this lifted that lab's macro-F1 from 0.69 to 0.74 with the old sites' score unchanged.
+this lifted that lab's macro-F1 from 0.68 to 0.72 (2 seeds, 10 epochs) with the old sites' score unchanged.
 
 Why these defaults (bench/README.md, "Fine-tuning recipes"): on the same 810 labels a supervised
 fine-tune of 20 epochs beat LP-FT by 0.05 and LP-FT + FixMatch by 0.07 macro-F1, and 20 epochs at 128 px
