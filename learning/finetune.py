@@ -604,9 +604,10 @@ def group_balanced_weights(targets: Tensor, groups: Tensor) -> Tensor:
     targets, groups = targets.cpu(), groups.cpu().long()
     if len(groups) != len(targets):
         raise ValueError(f"groups has {len(groups)} rows for {len(targets)} labelled cells")
-    pair = targets * (int(groups.max()) + 1) + groups
-    _, inverse, pair_counts = torch.unique(pair, return_inverse=True, return_counts=True)
-    pair_class = torch.unique(pair) // (int(groups.max()) + 1)
+    width = int(groups.max()) + 1
+    pair = targets * width + groups  # one id per (class, group)
+    pairs, inverse, pair_counts = torch.unique(pair, return_inverse=True, return_counts=True)
+    pair_class = pairs // width
     groups_in_class = torch.bincount(pair_class)[pair_class]
     return 1.0 / (pair_counts * groups_in_class)[inverse].float()
 
