@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
     if not CHROMIUM.is_file():
         message = f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
         if IN_CI:
@@ -38,6 +40,65 @@ def browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+class InFlightRequests:
+    """Counts the live server's requests still being answered (Django's request signals)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def started(self, **kwargs: Any) -> None:
+        with self.lock:
+            self.count += 1
+
+    def finished(self, **kwargs: Any) -> None:
+        with self.lock:
+            self.count -= 1
+
+    def wait_until_idle(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class ContextsClosedAtTeardown:
+    """The session's chromium, handing out contexts that the test's teardown closes."""
+
+    def __init__(self, chromium: Any) -> None:
+        self._chromium = chromium
+        self.contexts: list[Any] = []
+
+    def new_context(self, **kwargs: Any) -> Any:
+        context = self._chromium.new_context(**kwargs)
+        self.contexts.append(context)
+        return context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chromium, name)
+
+
+@pytest.fixture
+def browser(chromium: Any, live_server: Any) -> Iterator[Any]:
+    """Chromium for one test. Its pages are closed, and the live server's answers to them finished,
+    before the test database is flushed: a page left open keeps polling the loop API, and a request
+    still in flight when the flush's TRUNCATE runs made the flush fail (and the next test with it)."""
+    from django.core.signals import request_finished, request_started
+
+    in_flight = InFlightRequests()
+    request_started.connect(in_flight.started)
+    request_finished.connect(in_flight.finished)
+    tracked = ContextsClosedAtTeardown(chromium)
+    try:
+        yield tracked
+    finally:
+        for context in tracked.contexts:
+            with contextlib.suppress(Exception):  # already closed by the test, or the browser went away
+                context.close()
+        in_flight.wait_until_idle()
+        request_started.disconnect(in_flight.started)
+        request_finished.disconnect(in_flight.finished)
 
 
 @pytest.fixture
