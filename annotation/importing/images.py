@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import zipfile
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+from annotation.importing.sources import read_file_capped
 
 # Our own pixel limit (below) is the one that matters; PIL's bomb check must not fire first with a
 # less helpful message, nor warn for every large image.
@@ -80,3 +86,44 @@ def _check_jpeg_complete(data: bytes) -> None:
         raise OSError("image file is truncated (no image data)")
     if data.rfind(_JPEG_END_OF_IMAGE) < last_scan:
         raise OSError("image file is truncated (no end-of-image marker)")
+
+
+@dataclass(frozen=True, slots=True)
+class Examined:
+    """What reading one file found: its hash and image facts, or why it cannot be used.
+
+    Small and picklable: at scale files are examined in other processes and only this comes back."""
+
+    content_hash: str  # "" when the file could not be read
+    size: int
+    info: ImageInfo | None  # None: unreadable, not a usable image (``problem`` says why), or already known
+    problem: str = ""
+
+
+def examine_bytes(data: bytes, *, max_pixels: int, known: Collection[str] = ()) -> Examined:
+    """Hash the bytes and inspect the image, unless its hash is in ``known`` (a cell already stored)."""
+    content_hash = hashlib.sha256(data).hexdigest()
+    if content_hash in known:
+        return Examined(content_hash, len(data), None)
+    try:
+        info = inspect_image(data, max_pixels=max_pixels)
+    except InvalidImage as exc:
+        return Examined(content_hash, len(data), None, str(exc))
+    return Examined(content_hash, len(data), info)
+
+
+def examine_read(read: Callable[[], bytes], *, max_pixels: int, known: Collection[str] = ()) -> Examined:
+    """Read a file (a plain file or a zip member) and examine it; a failed read is a problem, not a raise."""
+    try:
+        data = read()
+    except FileNotFoundError:
+        return Examined("", 0, None, "missing file")
+    except (OSError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:  # encrypted or corrupt entry
+        return Examined("", 0, None, f"cannot be read: {exc}")
+    return examine_bytes(data, max_pixels=max_pixels, known=known)
+
+
+def examine_file(path: str, max_pixels: int) -> Examined:
+    """``examine_read`` of a plain file given by its resolved path: what an import's helper process runs
+    (module-level and free of Django, so a spawned process imports only this package and PIL)."""
+    return examine_read(lambda: read_file_capped(Path(path)), max_pixels=max_pixels)

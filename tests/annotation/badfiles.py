@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import shutil
 import struct
 import zipfile
 import zlib
 from pathlib import Path
 
 from PIL import Image
+
+from tests.conftest import ManifestWriter
 
 
 def truncated_jpeg(real_jpeg: bytes) -> bytes:
@@ -36,3 +40,19 @@ def write_zip(path: Path, entries: dict[str, bytes]) -> Path:
         for name, payload in entries.items():
             archive.writestr(zipfile.ZipInfo(name), payload)
     return path
+
+
+def image_folder_with_bad_files(tmp_path: Path, make_manifest: ManifestWriter) -> Path:
+    """An ImageFolder tree of real cells plus one truncated JPEG, one text file named .jpg and one bomb."""
+    manifest = make_manifest(per_class=2, folder="src")
+    folder = tmp_path / "folder"
+    with manifest.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            target = folder / row["label"] / Path(row["path"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(manifest.parent / row["path"], target)
+    real = next((folder / "basophil").iterdir()).read_bytes()
+    (folder / "basophil" / "cut_short.jpg").write_bytes(truncated_jpeg(real))
+    (folder / "monocyte" / "notes.jpg").write_bytes(text_as_image())
+    (folder / "platelet" / "huge.png").write_bytes(png_claiming_size(20_000, 20_000))
+    return folder

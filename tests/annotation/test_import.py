@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import shutil
 from io import StringIO
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from annotation.importing.service import LabelMode, StoreMode, import_cells
 from annotation.importing.sources import SourceError
 from annotation.models import Annotation, Cell, Project
 from annotation.services.projects import project_create
-from tests.annotation.badfiles import png_claiming_size, text_as_image, truncated_jpeg, write_zip
+from tests.annotation.badfiles import image_folder_with_bad_files, write_zip
 from tests.conftest import ManifestWriter
 
 pytestmark = [pytest.mark.realdata, pytest.mark.django_db]
@@ -93,26 +91,10 @@ def test_labels_none_ignores_labels(project: Project, make_manifest: ManifestWri
     assert not Cell.objects.filter(reference_label__isnull=False).exists()
 
 
-def _image_folder_with_bad_files(tmp_path: Path, make_manifest: ManifestWriter) -> Path:
-    """An ImageFolder tree of real cells plus one truncated JPEG, one text file named .jpg and one bomb."""
-    manifest = make_manifest(per_class=2, folder="src")
-    folder = tmp_path / "folder"
-    with manifest.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            target = folder / row["label"] / Path(row["path"]).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(manifest.parent / row["path"], target)
-    real = next((folder / "basophil").iterdir()).read_bytes()
-    (folder / "basophil" / "cut_short.jpg").write_bytes(truncated_jpeg(real))
-    (folder / "monocyte" / "notes.jpg").write_bytes(text_as_image())
-    (folder / "platelet" / "huge.png").write_bytes(png_claiming_size(20_000, 20_000))
-    return folder
-
-
 def test_bad_files_are_reported_one_by_one_while_good_ones_import(
     project: Project, make_manifest: ManifestWriter, tmp_path: Path
 ) -> None:
-    folder = _image_folder_with_bad_files(tmp_path, make_manifest)
+    folder = image_folder_with_bad_files(tmp_path, make_manifest)
     report = import_cells(project=project, source=folder)
 
     errors = {e.name: e.message for e in report.errors}
@@ -203,7 +185,7 @@ def test_source_that_is_not_a_dataset_is_refused(project: Project, tmp_path: Pat
 def test_command_prints_one_error_line_per_bad_file_and_a_summary(
     make_manifest: ManifestWriter, tmp_path: Path
 ) -> None:
-    folder = _image_folder_with_bad_files(tmp_path, make_manifest)
+    folder = image_folder_with_bad_files(tmp_path, make_manifest)
     write_zip(folder / "slip.zip", {})  # not an image extension: skipped, not an error
     out, err = StringIO(), StringIO()
     call_command("import_cells", str(folder), project="cmd", no_progress=True, stdout=out, stderr=err)
