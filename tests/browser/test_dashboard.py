@@ -94,3 +94,13 @@ def test_dashboard_draws_the_loop_with_chartjs(
     page.select_option("#map-colour", "uncertainty")
     page.wait_for_selector("#dashboard[data-map-colour='uncertainty']")
     page.locator("#map-card").screenshot(path=screenshot_dir / "02-map-uncertainty.png")
+
+    # The sources table at a lab monitor's 1440x900: every column, the unlike share among them, fits.
+    page.set_viewport_size({"width": 1440, "height": 900})
+    headers = page.locator("#shift-table thead th").all_inner_texts()
+    assert headers[4] == "Unlike"
+    shares = page.locator("#shift-table tbody td.unlike").all_inner_texts()
+    assert shares and all(share.endswith("%") for share in shares)
+    table_width = page.evaluate("document.getElementById('shift-table').getBoundingClientRect().right")
+    assert table_width <= 1440
+    page.locator("#shift-card").screenshot(path=screenshot_dir / "03-sources-1440.png")
