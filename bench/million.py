@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCRATCH = REPO / "var" / "bench-million" / "run"
 sys.path.insert(0, str(REPO / "bench"))
 
-from import_speed import read_hash_verify  # noqa: E402  (bench/ is not a package)
+from import_speed import manifest_paths, read_hash_verify  # noqa: E402  (bench/ is not a package)
 from loop_latency import summary_ms  # noqa: E402
 
 
@@ -478,20 +478,12 @@ def exports(result: dict[str, Any]) -> None:
     }
 
 
-def manifest_files(manifests: list[Path]) -> list[Path]:
-    paths: list[Path] = []
-    for manifest in manifests:
-        with manifest.open(newline="") as handle:
-            paths += [manifest.parent / row["path"] for row in csv.DictReader(handle)]
-    return paths
-
-
 def warm_import(manifests: list[Path]) -> dict[str, Any]:
     """Import and floor with every file in the page cache (10 GB of files fit in this machine's 24 GiB):
     the import of the main run read most files from disk, its floor from the cache."""
     from django.contrib.auth.models import User
 
-    paths = manifest_files(manifests)
+    paths = manifest_paths(manifests)
     t = time.perf_counter()
     for path in paths:
         path.read_bytes()
@@ -572,7 +564,7 @@ def main() -> None:
     manifests = sorted(args.files.glob("part-*.csv"))
     million, _, result["million_import"] = import_project("million", manifests, user)
     if not args.skip_floor:
-        paths = manifest_files(manifests)
+        paths = manifest_paths(manifests)
         floor = read_hash_verify(paths)
         result["million_import"]["floor_seconds"] = round(floor, 1)
         result["million_import"]["import_over_floor"] = round(
