@@ -125,5 +125,5 @@ def examine_read(read: Callable[[], bytes], *, max_pixels: int, known: Collectio
 
 def examine_file(path: str, max_pixels: int) -> Examined:
     """``examine_read`` of a plain file given by its resolved path: what an import's helper process runs
-    (module-level and free of Django, so a spawned process imports only this package and PIL)."""
+    (module-level, picklable by name, and free of Django: it touches no database connection)."""
     return examine_read(lambda: read_file_capped(Path(path)), max_pixels=max_pixels)

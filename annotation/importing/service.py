@@ -291,13 +291,17 @@ def _checked_files(
 
 
 def _checked_in_processes(checker: _FileChecker, entries: list[SourceEntry]) -> Iterator[_Checked]:
-    """Files read, hashed and header-checked by ``CHECK_PROCESSES`` spawned processes (Django-free, so
-    safe beside open database connections and threads), then validated here. If the processes cannot
-    start or die, the remaining files are checked in this process: the import slows but loses nothing."""
+    """Files read, hashed and header-checked by ``CHECK_PROCESSES`` helper processes, then validated here.
+
+    The helpers are forked, not spawned: a spawned process imports the caller's ``__main__`` again, which
+    re-ran a script without a ``__main__`` guard (it wiped the database of a profiling script). They are
+    forked before any thread of the pool starts, run only ``examine_file`` (files, hashlib, PIL) and leave
+    by ``os._exit``, so the database connection they inherit is never used or closed. If they cannot
+    start or die, the remaining files are checked in this process: the import slows, loses nothing."""
     done = 0
     try:
-        spawn = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=CHECK_PROCESSES, mp_context=spawn)
+        fork = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(max_workers=CHECK_PROCESSES, mp_context=fork)
         try:
             paths = [str(entry.path) for entry in entries]
             examine = functools.partial(examine_file, max_pixels=checker.max_pixels)
