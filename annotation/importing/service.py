@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
 CHUNK_SIZE = 1000
 CHECK_THREADS = 4
-# An in-place import of at least this many files examines them in helper processes (starting them costs
-# about a second); files go to them in chunks, so that the results are not sent one by one.
+# An in-place import of at least this many files examines them in helper processes (measured to pay off at
+# 100,000 and 1,000,000 files; small imports, web uploads among them, stay in one process). Files go to the
+# helpers in chunks, so that paths and results do not cross one by one.
 PROCESS_THRESHOLD = 5000
 CHECK_PROCESSES = 2
 PROCESS_CHUNK = 256
