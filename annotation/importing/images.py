@@ -112,18 +112,22 @@ def examine_bytes(data: bytes, *, max_pixels: int, known: Collection[str] = ()) 
     return Examined(content_hash, len(data), info)
 
 
-def examine_read(read: Callable[[], bytes], *, max_pixels: int, known: Collection[str] = ()) -> Examined:
-    """Read a file (a plain file or a zip member) and examine it; a failed read is a problem, not a raise."""
+def examine_read(
+    read: Callable[[], bytes], *, max_pixels: int, known: Collection[str] = ()
+) -> tuple[Examined, bytes | None]:
+    """Read a file (a plain file or a zip member) and examine it; a failed read is a problem, not a raise.
+    The bytes come back too (None if unreadable), for an import that keeps its own copy."""
     try:
         data = read()
     except FileNotFoundError:
-        return Examined("", 0, None, "missing file")
+        return Examined("", 0, None, "missing file"), None
     except (OSError, KeyError, RuntimeError, zipfile.BadZipFile) as exc:  # encrypted or corrupt entry
-        return Examined("", 0, None, f"cannot be read: {exc}")
-    return examine_bytes(data, max_pixels=max_pixels, known=known)
+        return Examined("", 0, None, f"cannot be read: {exc}"), None
+    return examine_bytes(data, max_pixels=max_pixels, known=known), data
 
 
 def examine_file(path: str, max_pixels: int) -> Examined:
     """``examine_read`` of a plain file given by its resolved path: what an import's helper process runs
     (module-level, picklable by name, and free of Django: it touches no database connection)."""
-    return examine_read(lambda: read_file_capped(Path(path)), max_pixels=max_pixels)
+    examined, _ = examine_read(lambda: read_file_capped(Path(path)), max_pixels=max_pixels)
+    return examined

@@ -150,14 +150,8 @@ class _FileChecker:
 
     def check(self, entry: SourceEntry) -> _Checked:
         """Read, hash, decode-check, validate labels and store one file; never raises for a bad file."""
-        data: list[bytes] = []  # kept for a copy into the media folder
-
-        def read() -> bytes:
-            data.append(entry.read())
-            return data[0]
-
-        examined = examine_read(read, max_pixels=self.max_pixels, known=self.existing_hashes)
-        return self.finish(entry, examined, data[0] if data else None)
+        examined, data = examine_read(entry.read, max_pixels=self.max_pixels, known=self.existing_hashes)
+        return self.finish(entry, examined, data)
 
     def finish(self, entry: SourceEntry, examined: Examined, data: bytes | None) -> _Checked:
         """Validate an examined file's role and labels and store it (``data``: its bytes, for a copy)."""
