@@ -89,10 +89,10 @@ def knn20(pool_x: np.ndarray, pool_y: np.ndarray, test_x: np.ndarray, test_y: np
 
 
 def embed(
-    model: torch.nn.Module, records: Sequence[CellRecord], size: int, batch: int
+    model: torch.nn.Module, records: Sequence[CellRecord], size: int, batch: int, crop: str = "centre"
 ) -> tuple[np.ndarray, dict]:
     t0 = time.perf_counter()
-    data = CellImageDataset(records, size, gray_world=True)
+    data = CellImageDataset(records, size, gray_world=True, crop=crop)
     data.preload()
     t1 = time.perf_counter()
     emb = extract_embeddings(model, data, batch_size=batch)
@@ -107,18 +107,25 @@ def embed(
 
 
 def score(
-    model: torch.nn.Module, pool_csv: Path, test_csv: Path, size: int, batch: int, say: Callable[[str], None]
+    model: torch.nn.Module,
+    pool_csv: Path,
+    test_csv: Path,
+    size: int,
+    batch: int,
+    say: Callable[[str], None],
+    crop: str = "centre",
 ) -> dict[str, Any]:
     pool, test = read_manifest(pool_csv), read_manifest(test_csv)
     pool_y = np.array([r.label for r in pool])
     test_y = np.array([r.label for r in test])
     classes = sorted({str(v) for v in pool_y} | {str(v) for v in test_y})
-    pool_x, pool_t = embed(model, pool, size, batch)
-    test_x, test_t = embed(model, test, size, batch)
+    pool_x, pool_t = embed(model, pool, size, batch, crop)
+    test_x, test_t = embed(model, test, size, batch, crop)
     say(f"embedded {len(pool)} pool + {len(test)} test cells ({pool_t['images_per_second']} img/s)")
     out: dict[str, Any] = {
         "pool": str(pool_csv),
         "test": str(test_csv),
+        "crop": crop,
         "pool_size": len(pool),
         "test_size": len(test),
         "embed_pool": pool_t,
@@ -149,14 +156,18 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def slim_checkpoint(src: Path, dst: Path) -> int:
-    """Encoder weights + metadata only (no optimiser state, no heads): what ``load_encoder`` reads."""
+def slim_checkpoint(src: Path, dst: Path, *, data_crop: str = "centre") -> int:
+    """Encoder weights + metadata only (no optimiser state, no heads): what ``load_encoder`` reads.
+
+    ``data_crop``: the crop the compact copy was made with. The GPU machine trained on those squares
+    with ``crop="centre"`` (a no-op), so the encoder's inputs were cell crops when ``data_crop`` is
+    "cell": the metadata says so, and whoever loads it on the originals crops the same way."""
     from learning.selfsup.train import load_checkpoint
 
     state = load_checkpoint(src)
     slim = {
         "format": state["format"],
-        "meta": state["meta"],
+        "meta": {**state["meta"], "crop": data_crop},
         "backbone": state["backbone"],
         "heads": {},
         "optimizer": {},
@@ -175,16 +186,24 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
     from learning.selfsup import PretrainConfig, pretrain
 
     def say(msg: str) -> None:
-        print(f"[{a.method} {time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+        stamp = f"{a.name or a.method} {time.perf_counter() - t_start:6.1f}s"
+        print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
 
     t_start = time.perf_counter()
-    out_json = a.out_dir / f"{a.method}.json"
-    result: dict[str, Any] = {"command": " ".join(sys.argv), "environment": environment(), "method": a.method}
+    name = a.name or a.method
+    out_json = a.out_dir / f"{name}.json"
+    result: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "environment": environment(),
+        "method": a.method,
+        "augment": a.augment,
+        "data_crop": a.data_crop,
+    }
     say(f"environment {result['environment']}")
     records = read_manifest(a.pool, limit=a.limit)
     work = Path(a.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / f"{a.method}_full.pt"
+    ckpt = work / f"{name}_full.pt"
     config = PretrainConfig(
         method=a.method,
         backbone=a.backbone,
@@ -204,12 +223,13 @@ def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
         f"pretrained {summary['epochs_done']:.2f} epochs, {summary['steps_done']} steps in "
         f"{summary['seconds']} s, {summary['cells_per_second']} cells/s, loss {summary['final_loss']}"
     )
-    slim = a.out_dir / f"{a.method}.pt"
-    result["checkpoint"] = {"path": slim.name, "bytes": slim_checkpoint(ckpt, slim)}
+    slim = a.out_dir / f"{name}.pt"
+    result["checkpoint"] = {"path": slim.name, "bytes": slim_checkpoint(ckpt, slim, data_crop=a.data_crop)}
     write(out_json, result)
     from learning.selfsup import load_encoder
 
     model, _meta = load_encoder(slim, device=resolve_device())
+    # The compact copy already holds the squares: decode it as it is (crop "centre" is a no-op).
     result["scores"] = score(model, a.pool, a.test, a.image_size, a.embed_batch, say)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write(out_json, result)
@@ -232,14 +252,16 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
             "epochs_done": meta.get("epochs_done"),
         }
         size = a.image_size or int(meta["image_size"])
+        crop = a.crop or str(meta.get("crop", "centre"))
     else:
         from models_zoo import create_model
 
         model = create_model(a.backbone, pretrained=True).eval()
         encoder = {"encoder": f"{a.backbone} (ImageNet weights, frozen)"}
         size = a.image_size or 96
+        crop = a.crop or "centre"
     result = {"command": " ".join(sys.argv), "environment": environment(), **encoder, "image_size": size}
-    result["scores"] = score(model, a.pool, a.test, size, a.embed_batch, say)
+    result["scores"] = score(model, a.pool, a.test, size, a.embed_batch, say, crop)
     if a.out is not None:
         write(a.out, result)
     return result
@@ -258,6 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--batch-size", type=int, default=512)
     r.add_argument("--lr", type=float, default=None)
     r.add_argument("--augment", default="reference")
+    r.add_argument("--name", default=None, help="output file stem (default: the method)")
+    r.add_argument(
+        "--data-crop",
+        choices=["centre", "cell"],
+        default="centre",
+        help="the crop prepare_data.py made the copy with; recorded in the encoder's metadata",
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--limit", type=int, default=None, help="first N pool cells only (smoke tests)")
     r.add_argument("--embed-batch", type=int, default=512)
@@ -269,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--encoder", type=Path, default=None)
     e.add_argument("--backbone", default="efficientnet_lite0")
     e.add_argument("--image-size", type=int, default=None)
+    e.add_argument(
+        "--crop", choices=["centre", "cell"], default=None, help="default: the encoder's, else centre"
+    )
     e.add_argument("--pool", type=Path, required=True)
     e.add_argument("--test", type=Path, required=True)
     e.add_argument("--embed-batch", type=int, default=256)

@@ -1,7 +1,8 @@
 """Make a compact copy of the leukocyte set for a GPU machine that cannot see ``../shared``.
 
 Every image is decoded by :func:`learning.imaging.decode_square`, the geometry of
-:func:`learning.data.load_image` for ``--size`` (JPEG draft, centre square crop, bilinear resize) but
+:func:`learning.data.load_image` for ``--size`` and ``--crop`` (JPEG draft, the centre square or the
+cell's square, bilinear resize) but
 *without* gray-world normalisation, and saved as a
 ``--size`` x ``--size`` JPEG. ``CellImageDataset`` at the same size then neither crops nor resizes it, so
 the only difference from decoding the originals is the JPEG re-encoding (quality ``--quality``, 4:2:0).
@@ -38,9 +39,9 @@ if str(REPO) not in sys.path:
 from learning.imaging import decode_square  # noqa: E402
 
 
-def shrink(src: Path, dst: Path, size: int, quality: int) -> int:
-    """``load_image``'s geometry (draft, centre crop, bilinear resize), no gray world; returns bytes."""
-    img = decode_square(src, size)
+def shrink(src: Path, dst: Path, size: int, quality: int, crop: str = "centre") -> int:
+    """``load_image``'s geometry (draft, ``crop``'s square, bilinear resize), no gray world; returns bytes."""
+    img = decode_square(src, size, crop=crop)
     dst.parent.mkdir(parents=True, exist_ok=True)
     img.save(dst, "JPEG", quality=quality, subsampling=2, optimize=True)
     return dst.stat().st_size
@@ -67,6 +68,13 @@ def main() -> int:
     p.add_argument("--split-dir", type=Path, default=None, help="pool.csv/test.csv of `learning split`")
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--quality", type=int, default=85)
+    p.add_argument(
+        "--crop",
+        choices=["centre", "cell"],
+        default="centre",
+        help="square to keep (learning.imaging.square_box); with 'cell' the copy holds the cell crops, "
+        "so the GPU machine decodes it with crop='centre' (a no-op at the same size)",
+    )
     p.add_argument("--limit", type=int, default=None, help="first N rows only (smoke tests)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
@@ -81,7 +89,7 @@ def main() -> int:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         sizes = list(
             pool.map(
-                lambda row: shrink(source_root / row["path"], a.out / row["path"], a.size, a.quality),
+                lambda row: shrink(source_root / row["path"], a.out / row["path"], a.size, a.quality, a.crop),
                 rows,
                 chunksize=64,
             )
@@ -95,6 +103,7 @@ def main() -> int:
         "bytes": sum(sizes),
         "size": a.size,
         "quality": a.quality,
+        "crop": a.crop,
         "out": str(a.out),
     }
     if a.split_dir is not None:

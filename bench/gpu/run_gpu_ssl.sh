@@ -9,10 +9,15 @@
 #                    Python packages the GPU image lacks (the last one holds the ImageNet weights)
 # See bench/README.md, "GPU figures (reported separately)", for how both are made.
 #
-# Every method in $METHODS runs at the same time, each in its own process on the one GPU, for $MINUTES
-# minutes of pretraining (decoding included) with $BATCH cells (2 x $BATCH views) per step.
-# Writes to $OUT: <method>.json (scores, pretraining summary, environment), <method>.pt (encoder weights
-# + metadata, loadable by learning.selfsup.load_encoder), <method>.log and run.log.
+# Every arm in $ARMS ("method:augment-preset"; default each of $METHODS with the reference augmentation)
+# runs at the same time, each in its own process on the one GPU, for $MINUTES minutes of pretraining
+# (decoding included) with $BATCH cells (2 x $BATCH views) per step, at $IMAGE_SIZE px (the size the
+# compact copy was made at). $DATA_CROP is the crop prepare_data.py made the copy with (recorded in the
+# encoders' metadata). An arm is named after its method, plus _<preset> when the preset is not the reference.
+# Writes to $OUT: <arm>.json (scores, pretraining summary, environment), <arm>.pt (encoder weights
+# + metadata, loadable by learning.selfsup.load_encoder), <arm>.log and run.log.
+#
+#   OUT=$OUT MINUTES=6 BATCH=512 DATA_CROP=cell ARMS="simclr:reference simclr:strong" bench/gpu/run_gpu_ssl.sh
 #
 #   OUT=var/gpu_out bench/gpu/run_gpu_ssl.sh                     # defaults: simclr byol, 5 min, batch 512
 #   PYTHON=.venv/bin/python CARRY=var/gpu_carry_smoke MINUTES=0.3 BATCH=32 OUT=var/gpu_smoke \
@@ -24,6 +29,9 @@ OUT=${OUT:-var/gpu_out}
 MINUTES=${MINUTES:-5}
 BATCH=${BATCH:-512}
 METHODS=${METHODS:-simclr byol}
+ARMS=${ARMS:-$(for m in $METHODS; do printf '%s:reference ' "$m"; done)}
+IMAGE_SIZE=${IMAGE_SIZE:-96}
+DATA_CROP=${DATA_CROP:-centre}
 PYTHON=${PYTHON:-python3}
 if [ -z "${WORK:-}" ]; then  # our own scratch folder: unpacked data, removed on exit
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/leukoloop_gpu.XXXXXX")
@@ -53,13 +61,20 @@ print("python ok: torch", torch.__version__, "cuda", torch.cuda.is_available(),
 EOF
 
 pids=()
-for m in $METHODS; do
+names=()
+for arm in $ARMS; do
+    m=${arm%%:*}
+    aug=${arm#*:}
+    name=$m
+    [ "$aug" = reference ] || name="${m}_${aug}"
+    names+=("$name")
     timeout "$LIMIT_S" "$PYTHON" bench/gpu/gpu_ssl.py run \
         --pool "$WORK/gpu_data/pool.csv" --test "$WORK/gpu_data/test.csv" \
-        --method "$m" --minutes "$MINUTES" --batch-size "$BATCH" --image-size 96 \
-        --work-dir "$CKPT_DIR" --out-dir "$OUT" >"$OUT/$m.log" 2>&1 &
+        --method "$m" --augment "$aug" --name "$name" --data-crop "$DATA_CROP" \
+        --minutes "$MINUTES" --batch-size "$BATCH" --image-size "$IMAGE_SIZE" \
+        --work-dir "$CKPT_DIR" --out-dir "$OUT" >"$OUT/$name.log" 2>&1 &
     pids+=($!)
-    echo "started $m (pid $!): $MINUTES min, batch $BATCH, limit $LIMIT_S s"
+    echo "started $name (pid $!): $m, augment $aug, $IMAGE_SIZE px ($DATA_CROP crop), $MINUTES min, batch $BATCH, limit $LIMIT_S s"
 done
 status=0
 for i in "${!pids[@]}"; do
@@ -68,24 +83,24 @@ for i in "${!pids[@]}"; do
 done
 nvidia-smi --query-gpu=name,memory.used --format=csv 2>/dev/null || true
 
-for m in $METHODS; do
+for m in "${names[@]}"; do
     echo "---- $m.log (tail)"
     tail -n 25 "$OUT/$m.log" || true
 done
 echo "---- summary"
-"$PYTHON" - "$OUT" $METHODS <<'EOF'
+"$PYTHON" - "$OUT" "${names[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-print(f"{'method':8} {'20-NN':>7} {'full':>7} {'epochs':>7} {'steps':>6} {'s':>6} {'cells/s':>8} {'peak GiB':>8}")
+print(f"{'arm':16} {'20-NN':>7} {'full':>7} {'epochs':>7} {'steps':>6} {'s':>6} {'cells/s':>8} {'peak GiB':>8}")
 for m in sys.argv[2:]:
     f = out / f"{m}.json"
     if not f.exists():
-        print(f"{m:8} no result")
+        print(f"{m:16} no result")
         continue
     r = json.loads(f.read_text())
     p, s = r.get("pretrain", {}), r.get("scores", {})
-    print(f"{m:8} {s.get('knn20_macro_f1', float('nan')):7.4f} {s.get('full_label_macro_f1', float('nan')):7.4f} "
+    print(f"{m:16} {s.get('knn20_macro_f1', float('nan')):7.4f} {s.get('full_label_macro_f1', float('nan')):7.4f} "
           f"{p.get('epochs_done', 0):7.2f} {p.get('steps_done', 0):6d} {p.get('seconds', 0):6.1f} "
           f"{p.get('cells_per_second', 0):8.1f} {p.get('gpu_peak_memory_gib', 0):8.2f}")
 print("device:", r.get("environment") if 'r' in dir() else None)
