@@ -173,6 +173,11 @@ def embed_in_shards(
         return held is not None and np.array_equal(held, ids[start:stop])
 
     pending = [n for n in range(len(ranges)) if not finished(n)]
+
+    def report() -> None:
+        done = len(ranges) - len(pending)
+        progress(0.95 * done / len(ranges), f"embedded {done} of {len(ranges)} shards")
+
     while pending:
         for number in list(pending):
             job = jobs[number]
@@ -193,8 +198,9 @@ def embed_in_shards(
                 embed_here(number)
             if finished(number):
                 pending.remove(number)
-        done = len(ranges) - len(pending)
-        progress(0.95 * done / len(ranges), f"embedded {done} of {len(ranges)} shards")
+                # After every shard, not once per pass: the first pass claims and embeds shard after
+                # shard, so at a million cells it is most of the embedding (the page showed 0% for it).
+                report()
         if pending:
             time.sleep(WAIT_SECONDS)  # the rest are running on other workers
     # One embeddings file, filled shard by shard through a memory map.

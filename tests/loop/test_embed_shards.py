@@ -15,7 +15,7 @@ from jobs.services import job_create
 from jobs.tasks import run_job
 from loop.handlers.artifacts import index_embeddings
 from loop.handlers.encoders import encoder_crop, load_backbone
-from loop.handlers.sharding import _shard_jobs, embed_cells, shard_ranges
+from loop.handlers.sharding import _shard_jobs, embed_cells, embed_in_shards, shard_ranges
 from loop.models import ModelVersion
 from loop.selectors import latest_version
 from tests.conftest import run_queued_jobs
@@ -67,3 +67,24 @@ def test_a_shard_another_worker_embedded_is_not_embedded_again(loop_project: Pro
     index = ModelVersion.objects.get(job=parent, kind=ModelVersion.Kind.INDEX)
     assert (index.metrics["shards"], index.metrics["shards_embedded_by_this_job"]) == (4, 3)
     np.testing.assert_allclose(index_embeddings(index)[1], one_pass(loop_project, encoder), atol=1e-5)
+
+
+def test_progress_rises_shard_by_shard_within_the_first_pass(
+    loop_project: Project, settings: Any, tmp_path: Any
+) -> None:
+    """The embed job claims and embeds shard after shard in its first pass over them; at a million cells
+    that pass is most of the embedding, so it must report after each shard, not once at the pass's end."""
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    run_queued_jobs()
+    encoder = latest_version(loop_project, ModelVersion.Kind.ENCODER)
+    assert encoder is not None
+    parent = job_create(
+        kind=Job.Kind.EMBED, project=loop_project, params={"encoder_version": encoder.pk}, enqueue=False
+    )
+    cells = list(Cell.objects.filter(project=loop_project).order_by("pk"))
+    reported: list[tuple[float, str]] = []
+    _, counts = embed_in_shards(
+        parent, encoder, cells, tmp_path, lambda f, m: reported.append((f, m)), shard_cells=SHARD
+    )
+    assert counts == {"shards": 4, "shards_embedded_by_this_job": 4}
+    assert reported == [(0.95 * k / 4, f"embedded {k} of 4 shards") for k in range(1, 5)]
