@@ -101,7 +101,11 @@ def rank_label_issues(
     local = probabilities[:, classes]
     local = local / np.clip(local.sum(axis=1, keepdims=True), 1e-12, None)
     quality = get_label_quality_scores(local_labels, local, method="self_confidence")
-    flagged = find_label_issues(local_labels, local, filter_by="prune_by_noise_rate")
+    # n_jobs=1: by default cleanlab forks a multiprocessing pool per call. In a Celery worker that holds
+    # gigabytes (a million-cell project's memory map) and threads, a forked pool worker hung on the pool's
+    # queue lock at teardown and the label check never ended, holding up the retrain queued behind it
+    # (bench/million.py). The work is a few thousand rows: one process is as fast.
+    flagged = find_label_issues(local_labels, local, filter_by="prune_by_noise_rate", n_jobs=1)
     best = local.argmax(axis=1)
     return LabelIssueRanking(
         order=np.argsort(quality, kind="stable"),

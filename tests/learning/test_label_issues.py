@@ -4,6 +4,7 @@ say, and too few labels are refused with the reason."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,23 @@ def test_the_folds_shrink_to_the_smallest_class() -> None:
     assert ranking.folds == 3
     # Classes 2 and 3 were never given: never suggested.
     assert set(ranking.suggested.tolist()) <= {0, 1}
+
+
+FORKS: list[int] = []
+COUNTING = [False]
+# Counts every fork of this process while COUNTING is on (a fork hook cannot be removed once registered).
+os.register_at_fork(before=lambda: FORKS.append(1) if COUNTING[0] else None)
+
+
+def test_the_ranking_forks_no_process(real_cells: tuple[np.ndarray, np.ndarray, int]) -> None:
+    """It runs inside a worker that may hold gigabytes and threads: a forked pool there hung for good
+    (bench/million.py), so the ranking stays in this process."""
+    emb, labels, n_classes = real_cells
+    FORKS.clear()
+    COUNTING[0] = True
+    try:
+        ranking = rank_label_issues(emb, labels, n_classes=n_classes, seed=0)
+    finally:
+        COUNTING[0] = False
+    assert len(ranking.order) == len(labels)
+    assert FORKS == []
