@@ -30,6 +30,11 @@ from learning.query.base import (
 
 MAX_CLUSTERS = 500  # the authors' cap on |L| + B for k-means
 MIN_CLUSTER_SIZE = 5
+# Larger pools are clustered on a random sample of this many rows. Why: the whole pool is gathered for
+# k-means, and k-means copies it again; at a million cells (1,280 float32 dimensions) a cold-start query
+# peaked at 14.7 GiB of a worker, 9.6 GiB of it its own copies (bench/million.py). 200k rows are 1 GB,
+# and with at most 500 clusters each still holds hundreds of rows, more than typicality reads (2,000).
+MAX_ROWS = 200_000
 
 
 def _sq_dist_to_assigned(
@@ -109,14 +114,38 @@ def typiclust(
     max_clusters: int = MAX_CLUSTERS,
     kmeans_iter: int = 20,
     max_cluster_points: int = 2000,
+    max_rows: int | None = MAX_ROWS,
 ) -> np.ndarray:
     """TypiClust selection (Hacohen et al., ICML 2022). Works with zero labels.
 
-    ``embeddings``: (N, D) self-supervised embeddings; ``labelled``: (N,) mask or indices.
-    ``n_clusters`` defaults to ``min(|L| + n, max_clusters)``. Typicality is exact for clusters of up
-    to ``max_cluster_points`` rows and subsampled beyond (see :func:`typicality`).
+    ``embeddings``: (N, D) self-supervised embeddings (an array or a :class:`PoolRows`); ``labelled``:
+    (N,) mask or indices. ``n_clusters`` defaults to ``min(|L| + n, max_clusters)``. Typicality is exact
+    for clusters of up to ``max_cluster_points`` rows and subsampled beyond (see :func:`typicality`).
+    A pool of more than ``max_rows`` rows is clustered on a random sample of them (every labelled row,
+    the rest unlabelled ones), and only the sample's rows are read (:data:`MAX_ROWS` says why).
     Returns (min(n, n_unlabelled),) int64.
     """
+    n_rows = int(embeddings.shape[0])
+    if max_rows is not None and n_rows > max_rows:
+        generator = as_rng(rng)
+        mask = as_mask(labelled, n_rows)
+        known, free_rows = np.flatnonzero(mask), np.flatnonzero(~mask)
+        take = min(len(free_rows), max(max_rows - len(known), n))
+        sample = np.sort(np.concatenate([known, generator.choice(free_rows, size=take, replace=False)]))
+        picked = typiclust(
+            embeddings[sample],
+            n,
+            labelled=mask[sample],
+            rng=generator,
+            n_clusters=n_clusters,
+            k_neighbors=k_neighbors,
+            min_cluster_size=min_cluster_size,
+            max_clusters=max_clusters,
+            kmeans_iter=kmeans_iter,
+            max_cluster_points=max_cluster_points,
+            max_rows=None,
+        )
+        return sample[picked]
     x = as_float32(embeddings)
     mask = as_mask(labelled, x.shape[0])
     k = budget(n, mask)

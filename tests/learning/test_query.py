@@ -484,3 +484,25 @@ def test_hybrid_reads_only_its_candidates_rows(pool: tuple[np.ndarray, np.ndarra
     picks = uncertain_diverse(probs, view, 10, labelled=labelled, rng=0, candidate_factor=5)
     assert_valid(picks, 10, labelled)
     assert matrix.reads == [50]  # the 5 x 10 candidates, once; never the pool's 500 rows
+
+
+def test_typiclust_reads_only_a_sample_of_a_pool_over_max_rows(
+    pool: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """At a million cells the whole pool is 5 GB and k-means copies it: a large pool is clustered on a
+    sample, read once, and the picks are still unlabelled rows of the whole pool."""
+    x, _, labelled = pool
+    whole = RecordingMatrix(x)
+    typiclust(PoolRows(whole, np.arange(len(x))), 10, labelled=labelled, rng=0)  # type: ignore[arg-type]
+    assert whole.reads == [500]  # under max_rows: every row, as before
+    sampled = RecordingMatrix(x)
+    picks = typiclust(
+        PoolRows(sampled, np.arange(len(x))),  # type: ignore[arg-type]
+        10,
+        labelled=labelled,
+        rng=0,
+        max_rows=200,
+    )
+    assert_valid(picks, 10, labelled)
+    assert sampled.reads == [200]  # the 40 labelled rows and 160 unlabelled ones, once
+    assert len(set(picks.tolist())) == 10 and picks.max() < len(x)
