@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from learning.query.base import (
+    PoolRows,
     RngLike,
     as_float32,
     as_mask,
@@ -103,7 +104,7 @@ def typicality(
 
 
 def typiclust(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | PoolRows,
     n: int,
     *,
     labelled: np.ndarray | None,
