@@ -6,6 +6,8 @@ Celery workers.
     .venv/bin/python bench/million.py --data ../shared/data/leukocytes/manifest.csv \
         --files var/bench-million/files --database-url postgres://postgres@127.0.0.1:5432/leukoloop_bench \
         --broker redis://127.0.0.1:6379/5 --out bench/results/million.json
+    .venv/bin/python bench/million.py ... --real-embed --embed-workers 2 --embed-threads 1 \
+        --out bench/results/million_real.json    # every million cell embedded for real
 
 What runs, on a fresh schema:
 
@@ -16,8 +18,10 @@ What runs, on a fresh schema:
    timed after the import, so the page cache favours the floor and the ratio is conservative.
 2. **Embeddings.** The shared project runs the loop's start as the product does (ImageNet
    EfficientNet-Lite0 at 64 px with the cell crop, every cell embedded for real, FAISS index, cold-start
-   batch). The million cells are *not* embedded here (about 70 minutes at the measured 240 cells/s on
-   this machine; ``bench/embed_scaling.py`` measures the sharded throughput): each one's embedding is
+   batch). With ``--real-embed`` every million cell is embedded for real by the product's sharded embed
+   job, run by ``--embed-workers`` Celery workers (train queue, ``--embed-threads`` torch threads each;
+   about 50 minutes with two here), which then writes the memory-mapped embeddings and the IVF index.
+   Without it the million cells are *not* embedded: each one's embedding is
    its shared cell's real embedding plus Gaussian noise whose size is measured, by embedding
    ``--measured-copies`` of the million files for real (those keep their real embeddings) and taking the
    mean distance to their shared cell's. The million-cell index (IVF) is built from them with the
@@ -118,14 +122,16 @@ class MemorySampler:
         return {f"peak_{k}_gib": round(v / 2**20, 3) for k, v in self.peak.items()}
 
 
-def start_worker(name: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    name: str, queues: str = "celery,train,side", env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "celery", "-A", "config", "worker", f"--hostname={name}@%h"),
-            *("--pool=solo", "--queues=celery,train,side", "--loglevel=WARNING"),
+            *("--pool=solo", f"--queues={queues}", "--loglevel=WARNING"),
         ],
         cwd=REPO,
-        env={**os.environ},
+        env={**os.environ, **(env or {})},
         stdout=(SCRATCH / f"{name}.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -187,6 +193,74 @@ def import_project(name: str, manifests: list[Path], user: Any) -> tuple[Any, di
     )
 
 
+def copy_encoder(project: Any, shared: Any, job: Any) -> Any:
+    """The million project's encoder: the shared project's start encoder (the same weights file)."""
+    from django.db import transaction
+
+    from loop.models import ModelVersion
+    from loop.selectors import latest_version
+    from loop.services.versions import create_version
+
+    shared_encoder = latest_version(shared, ModelVersion.Kind.ENCODER)
+    assert shared_encoder is not None
+    with transaction.atomic():
+        return create_version(
+            project=project,
+            kind=ModelVersion.Kind.ENCODER,
+            job=job,
+            artifacts=dict(shared_encoder.artifacts),
+            metrics={"copied_from_project": shared.pk},
+        )
+
+
+def real_index(project: Any, shared: Any, workers: int, threads: int) -> dict[str, Any]:
+    """Every million cell embedded for real: the product's embed job (sharded), run by ``workers`` Celery
+    workers reading the train queue with ``threads`` torch threads each, as a lab adds workers; then its
+    IVF index. Reports the wall time, cells per second, shards per worker and each worker's peak memory."""
+    from annotation.models import Cell
+    from jobs.models import Job
+    from jobs.services import job_create
+    from loop.models import ModelVersion
+
+    encoder = copy_encoder(project, shared, None)
+    cells = Cell.objects.filter(project=project).count()
+    env = {"LEUKOLOOP_TORCH_THREADS": str(threads)}
+    procs = [start_worker(f"embed{k}", queues="train", env=env) for k in range(workers)]
+    samplers = [MemorySampler(p.pid) for p in procs]
+    time.sleep(15)  # the workers' start-up (imports) is not part of the embedding
+    t0 = time.perf_counter()
+    job = job_create(kind=Job.Kind.EMBED, project=project, params={"encoder_version": encoder.pk})
+    last_report = t0
+    while True:
+        job.refresh_from_db()
+        if job.status in Job.FINISHED:
+            break
+        if time.perf_counter() - last_report > 300:
+            last_report = time.perf_counter()
+            print(f"embedding: {time.perf_counter() - t0:.0f} s, progress {job.progress}", flush=True)
+        time.sleep(1.0)
+    wall = time.perf_counter() - t0
+    memory = [sampler.stop() for sampler in samplers]
+    for proc in procs:
+        stop_worker(proc)
+    if job.status != Job.Status.SUCCEEDED:
+        raise RuntimeError(f"million embed job {job.status}: {job.error[:500]}")
+    index = ModelVersion.objects.get(job=job, kind=ModelVersion.Kind.INDEX)
+    return {
+        "embedded": "real",
+        "cells": cells,
+        "workers": workers,
+        "torch_threads_per_worker": threads,
+        "wall_seconds_job_to_index": round(wall, 1),
+        "cells_per_second": round(cells / wall, 1),
+        "shards": index.metrics.get("shards"),
+        "shards_embedded_by_the_embed_job": index.metrics.get("shards_embedded_by_this_job"),
+        "index_metrics": index.metrics,
+        "dim": index.artifacts.get("dim"),
+        "worker_memory": memory,
+    }
+
+
 def derived_index(
     project: Any, shared: Any, shared_duplicates: dict[str, str], files: Path, measured_copies: int, seed: int
 ) -> dict[str, Any]:
@@ -223,14 +297,7 @@ def derived_index(
 
     with_job = Job.objects.create(project=project, kind=Job.Kind.EMBED, status=Job.Status.SUCCEEDED)
     with_job.refresh_from_db()
-    with transaction.atomic():
-        encoder = create_version(
-            project=project,
-            kind=ModelVersion.Kind.ENCODER,
-            job=with_job,
-            artifacts=dict(shared_encoder.artifacts),  # the same weights file
-            metrics={"copied_from_project": shared.pk},
-        )
+    encoder = copy_encoder(project, shared, with_job)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(ids), size=measured_copies, replace=False))
     model, size = load_backbone(encoder)
@@ -517,6 +584,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
+        "--real-embed",
+        action="store_true",
+        help="embed every million cell for real with the product's sharded embed job (about an hour here) "
+        "instead of deriving the embeddings",
+    )
+    parser.add_argument("--embed-workers", type=int, default=2, help="train workers for --real-embed")
+    parser.add_argument("--embed-threads", type=int, default=1, help="torch threads per --real-embed worker")
+    parser.add_argument(
         "--warm-import-only",
         action="store_true",
         help="import the million files again into a new project of an earlier run's database, after an "
@@ -577,9 +652,12 @@ def main() -> None:
     run_queued_jobs()  # encoder, every cell embedded, index, cold-start batch, map: in this process
     result["shared_index_seconds"] = round(time.perf_counter() - t, 1)
     print(f"shared project indexed in {result['shared_index_seconds']} s", flush=True)
-    result["million_index"] = derived_index(
-        million, shared, shared_duplicates, args.files, args.measured_copies, args.seed
-    )
+    if args.real_embed:
+        result["million_index"] = real_index(million, shared, args.embed_workers, args.embed_threads)
+    else:
+        result["million_index"] = derived_index(
+            million, shared, shared_duplicates, args.files, args.measured_copies, args.seed
+        )
     print(json.dumps(result["million_index"]), flush=True)
 
     result["loop"] = {
