@@ -185,12 +185,12 @@ def write(path: Path, result: dict[str, Any]) -> None:
 def cmd_run(a: argparse.Namespace) -> dict[str, Any]:
     from learning.selfsup import PretrainConfig, pretrain
 
+    name = a.name or a.method
+
     def say(msg: str) -> None:
-        stamp = f"{a.name or a.method} {time.perf_counter() - t_start:6.1f}s"
-        print(f"[{stamp}] {msg}", file=sys.stderr, flush=True)
+        print(f"[{name} {time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     t_start = time.perf_counter()
-    name = a.name or a.method
     out_json = a.out_dir / f"{name}.json"
     result: dict[str, Any] = {
         "command": " ".join(sys.argv),

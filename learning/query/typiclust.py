@@ -34,7 +34,8 @@ MIN_CLUSTER_SIZE = 5
 # Larger pools are clustered on a random sample of this many rows. Why: the whole pool is gathered for
 # k-means, and k-means copies it again; at a million cells (1,280 float32 dimensions) a cold-start query
 # peaked at 14.7 GiB of a worker, 9.6 GiB of it its own copies (bench/million.py). 200k rows are 1 GB,
-# and with at most 500 clusters each still holds hundreds of rows, more than typicality reads (2,000).
+# and with at most 500 clusters a cluster still holds 400 rows on average, plenty for the 20-neighbour
+# typicality (which reads at most 2,000 rows of a cluster anyway).
 MAX_ROWS = 200_000
 
 
