@@ -3,18 +3,30 @@ source (scanner, site or dataset a cell was imported with), how far its unlabell
 labelled ones, what the newest classifier calls them against the labelled class mix, and how confident it
 is against the validation cells, with a plain-language warning.
 
-Computed when the page asks, from the newest classifier and the index it was trained on (like the
-per-slide differential's predictions): one FAISS search of the unlabelled cells against the labelled
-ones and one pass of the classifier, over a sample of each source's cells in a large project."""
+Computed from the newest classifier and the index it was trained on: one FAISS search of the unlabelled
+cells against the labelled ones and one pass of the classifier, over a sample of each source's cells in a
+large project. The figures belong to a classifier version, so each version's report is computed once and
+kept as JSON beside the project's artefacts: by a ``shift`` job on the side queue that every retrain
+starts, or by the page itself when it finds none and the index is small. At a million cells the
+computation reads every cell's id, role and source (2.2-2.7 s per page view, bench/million.py); the page
+now reads the kept report, and while the job is on its way it says so."""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Project
+from jobs.models import Job
+from jobs.selectors import error_summary
+from jobs.services import job_create
 from learning.index import EmbeddingIndex
 from learning.shift import (
     CONFIDENCE_DROP,
@@ -39,6 +51,9 @@ NO_SOURCE = "(no source)"
 SAMPLE_CELLS = 5_000
 # Fewer labelled cells than this and there is no reference to compare with.
 MIN_LABELLED = 10
+# Up to this many cells in the model's index the page computes a missing report itself (well under a
+# second at 16k cells); above it, only the ``shift`` job does, so a page view never takes seconds.
+INLINE_CELLS = 100_000
 
 
 def sample(positions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -58,7 +73,108 @@ def thresholds() -> dict[str, Any]:
     }
 
 
+def report_path(version: ModelVersion) -> Path:
+    """Where the report of classifier ``version`` is kept."""
+    return (
+        Path(settings.LEUKOLOOP_ARTIFACTS_DIR)
+        / f"project-{version.project_id}"
+        / "reports"
+        / f"shift-classifier-v{version.version}.json"
+    )
+
+
+def saved_report(version: ModelVersion) -> dict[str, Any] | None:
+    """The kept report of ``version``, or None when there is none (or it cannot be read: computed again)."""
+    try:
+        with report_path(version).open(encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def save_report(version: ModelVersion, report: dict[str, Any]) -> None:
+    """Write atomically (a reader never sees half a file; two writers of one version write the same)."""
+    path = report_path(version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".shift-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(report, file, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report_request(project: Project) -> Job:
+    """The ``shift`` job that will compute the newest classifier's report: one on its way, or a new one."""
+    active = (
+        Job.objects.filter(
+            project=project, kind=Job.Kind.SHIFT, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)
+        )
+        .order_by("pk")
+        .first()
+    )
+    return active if active is not None else job_create(kind=Job.Kind.SHIFT, project=project)
+
+
+def _failed_since(project: Project, version: ModelVersion) -> Job | None:
+    """The latest ``shift`` job if it failed after ``version`` was made."""
+    latest = Job.objects.filter(project=project, kind=Job.Kind.SHIFT).order_by("-pk").first()
+    if latest is None or latest.status != Job.Status.FAILED or latest.finished_at is None:
+        return None
+    return latest if latest.finished_at >= version.created_at else None
+
+
+def _index_cells(version: ModelVersion) -> int:
+    index = version.parent
+    return int((index.artifacts or {}).get("n_cells") or 0) if index is not None else 0
+
+
 def shift_report(project: Project) -> dict[str, Any]:
+    """The page's report: the newest classifier's kept report; computed here when there is none and the
+    index is small, else asked of a ``shift`` job (the page says it is on its way)."""
+    version = latest_version(project, ModelVersion.Kind.CLASSIFIER)
+    if version is None or version.parent is None:
+        return compute_shift_report(project)  # says why there is none, without reading any cell
+    saved = saved_report(version)
+    if saved is not None:
+        return saved
+    if _index_cells(version) <= INLINE_CELLS:
+        return refresh_report(project)
+    failed = _failed_since(project, version)
+    if failed is not None:  # not started again on every view: a new classifier gets a new attempt
+        return {
+            "sources": [],
+            "failed": True,
+            "note": f"The shift report failed (job {failed.pk}): {error_summary(failed.error)}",
+        }
+    report_request(project)
+    return {
+        "sources": [],
+        "pending": True,
+        "note": (
+            f"The report for model v{version.version} is being computed in the background "
+            "(a few seconds at a million cells); reload the page in a moment."
+        ),
+    }
+
+
+def refresh_report(project: Project) -> dict[str, Any]:
+    """Compute the newest classifier's report and keep it (the ``shift`` job's work)."""
+    report = compute_shift_report(project)
+    version_number = (report.get("model") or {}).get("version")
+    if version_number is not None:
+        version = ModelVersion.objects.get(
+            project=project, kind=ModelVersion.Kind.CLASSIFIER, version=version_number
+        )
+        save_report(version, report)
+    return report
+
+
+def compute_shift_report(project: Project) -> dict[str, Any]:
+    """The report of the newest classifier, computed now (see the module's docstring)."""
     from threadpoolctl import threadpool_limits
 
     from loop.handlers.artifacts import classifier, index_embeddings

@@ -24,6 +24,7 @@ class Job(models.Model):
         EXPORT = "export", "Export"
         MAP = "map", "Draw the embedding map"
         LABEL_CHECK = "label_check", "Find likely label mistakes"
+        SHIFT = "shift", "Report each source's shift"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

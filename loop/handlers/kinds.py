@@ -103,6 +103,8 @@ def run_retrain(job: Job, progress: JobProgress) -> dict[str, Any]:
     # Label-mistake finding follows on the side queue, once there are enough labels to rank.
     if label_counts(project=job.project).labelled >= MIN_LABELLED:
         result["label_check_job"] = start_follow_up(parent=job, kind=Job.Kind.LABEL_CHECK).pk
+    # So does the dashboard's shift report of the new classifier (seconds at a million cells).
+    result["shift_job"] = start_follow_up(parent=job, kind=Job.Kind.SHIFT).pk
     return result
 
 

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
 from annotation.labels import LabelStatus, cell_labels
 from annotation.models import Cell, Membership, Project
 from annotation.services.memberships import membership_set
-from dashboard.shift import shift_report
+from dashboard.shift import compute_shift_report, report_path, saved_report, shift_report
+from jobs.models import Job
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion
 from tests.conftest import import_external_cells
@@ -82,10 +84,14 @@ def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_co
     )
     assert 'class="meta sampled"' not in html  # every cell measured: nothing to say
 
+    # The page showed the report the retrain's ``shift`` job kept for this classifier version.
+    assert report_path(version).is_file() and saved_report(version) == data
+
     # With a sample smaller than a source, the page says the row's figures come from the sample.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("dashboard.shift.SAMPLE_CELLS", 5)
-        sampled = shift_report(loop_project)
+        sampled = compute_shift_report(loop_project)
+        report_path(version).unlink()  # a small project: the page computes the missing report itself
         html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
     larger = [r for r in sampled["sources"] if r["cells"] > 5]
     assert larger and all(r["sampled"] == 5 for r in larger)
@@ -100,3 +106,50 @@ def test_without_a_model_the_page_says_why(loop_project: Project, lead: User) ->
     client.force_login(lead)
     html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
     assert 'id="shift-note"' in html and "No model yet" in html
+
+
+def test_a_large_project_reads_the_kept_report_and_never_computes_it_in_the_request(
+    loop_project: Project, annotator: User, lead: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import run_queued_jobs
+
+    membership_set(project=loop_project, user=annotator, role=Membership.Role.ANNOTATOR)
+    run_loop(loop_project, annotator, batches=1)
+    version = ModelVersion.objects.get(project=loop_project, kind=ModelVersion.Kind.CLASSIFIER)
+    # Every retrain starts a ``shift`` job on the side queue, which kept this version's report.
+    shift_jobs = Job.objects.filter(project=loop_project, kind=Job.Kind.SHIFT)
+    assert [(j.status, j.result["classifier_version"]) for j in shift_jobs] == [
+        (Job.Status.SUCCEEDED, version.version)
+    ]
+    kept = saved_report(version)
+    assert kept is not None and kept["model"]["version"] == version.version and kept["sources"]
+
+    # Above INLINE_CELLS the page never computes: without a kept report it asks a job and says so.
+    monkeypatch.setattr("dashboard.shift.INLINE_CELLS", 0)
+    computed: list[int] = []
+    real = compute_shift_report
+    monkeypatch.setattr("dashboard.shift.compute_shift_report", lambda p: computed.append(1) or real(p))
+    report_path(version).unlink()
+    client = Client()
+    client.force_login(lead)
+    for _ in range(2):  # a second view finds the job on its way and starts no other
+        html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
+        assert 'id="shift-note"' in html and f"report for model v{version.version} is being computed" in html
+    assert computed == [] and shift_jobs.filter(status=Job.Status.QUEUED).count() == 1
+    run_queued_jobs()
+    assert computed == [1]
+    html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
+    assert 'id="shift-table"' in html and computed == [1]  # read, not computed again
+    assert saved_report(version) == kept  # the same figures as the retrain's job (same sample seed)
+
+    # A failed job is reported, not started again on every view.
+    report_path(version).unlink()
+    failed = shift_jobs.order_by("-pk").first()
+    assert failed is not None
+    Job.objects.filter(pk=failed.pk).update(
+        status=Job.Status.FAILED, finished_at=timezone.now(), error="OSError: disk full\n\ntraceback"
+    )
+    for _ in range(2):
+        html = client.get(f"/projects/{loop_project.pk}/dashboard/").content.decode()
+        assert f"The shift report failed (job {failed.pk})" in html and "OSError: disk full" in html
+    assert shift_jobs.all().count() == 2 and computed == [1]  # .all(): a fresh count
