@@ -10,16 +10,25 @@ class's median seconds. The benefit is the hybrid's margin uncertainty, multipli
 clinical weight (the probabilities times the lead's per-class weights: a blast missed costs more than a
 neutrophil), so the most valuable seconds are spent first. Diversity is kept as in the hybrid: candidates by
 value, then one per uncertainty-weighted k-means cluster (``learning.query.hybrid``).
+
+With several annotators on one project (split work), the cells chosen for all of them are then dealt by
+each annotator's own seconds per class (:func:`deal_by_seconds`): the same cells, so the same expected
+gain, for the fewest expected seconds of the team, each annotator getting the cells they are quickest at
+relative to the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from learning.query.base import PoolRows, RngLike, check_probs
 from learning.query.hybrid import uncertain_diverse
+
+Person = TypeVar("Person", bound=Hashable)
 
 
 def class_vector(values: Mapping[str, float] | None, classes: Sequence[str], default: float) -> np.ndarray:
@@ -64,3 +73,73 @@ def cost_aware(
     or weights it is the hybrid itself."""
     value = value_per_second(probs, class_seconds, class_weights)
     return uncertain_diverse(probs, embeddings, n, labelled=labelled, rng=rng, value=value, **options)  # type: ignore[arg-type]
+
+
+def median_seconds(
+    by_class: Mapping[str, Sequence[float]], classes: Sequence[str], *, min_timed: int
+) -> np.ndarray | None:
+    """(C,) each class's median of the seconds timed for it, or, with fewer than ``min_timed`` of them,
+    the median over every class; None with fewer than ``min_timed`` timed labels in all."""
+    every = [s for values in by_class.values() for s in values]
+    if len(every) < min_timed:
+        return None
+    overall = float(np.median(every))
+    return np.array(
+        [float(np.median(by_class[c])) if len(by_class.get(c, ())) >= min_timed else overall for c in classes]
+    )
+
+
+def annotator_seconds(
+    by_class: Mapping[str, Sequence[float]],
+    by_annotator: Mapping[Person, Mapping[str, Sequence[float]]],
+    classes: Sequence[str],
+    people: Sequence[Person],
+    *,
+    min_timed: int,
+) -> np.ndarray | None:
+    """(P, C) each annotator's seconds per label of each class: their own median of a class they labelled
+    ``min_timed`` times; else the class's :func:`median_seconds` over everyone, scaled by how quick they
+    are over every class (their median over everyone's, once they have ``min_timed`` timed labels); else
+    the class's. None when nothing is known (fewer than ``min_timed`` timed labels in all).
+
+    Why scale: an annotator twice as quick as the team on the classes they have labelled is likely quicker
+    on the others too, and their few labels of a class say less than the team's many."""
+    team = median_seconds(by_class, classes, min_timed=min_timed)
+    if team is None:
+        return None
+    overall = float(np.median([s for values in by_class.values() for s in values]))
+    rows = []
+    for person in people:
+        own = by_annotator.get(person, {})
+        theirs = [s for values in own.values() for s in values]
+        speed = float(np.median(theirs)) / overall if len(theirs) >= min_timed else 1.0
+        rows.append(
+            [
+                float(np.median(own[c])) if len(own.get(c, ())) >= min_timed else float(base) * speed
+                for c, base in zip(classes, team, strict=True)
+            ]
+        )
+    return np.array(rows)
+
+
+def deal_by_seconds(probs: np.ndarray, seconds: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Deal N chosen cells among P annotators so that their expected seconds sum to the least.
+
+    ``probs``: (N, C) the model's class probabilities of the cells; ``seconds``: (P, C) each annotator's
+    seconds per label of each class (> 0); ``sizes``: how many cells each annotator gets (they sum to N).
+    A cell's expected seconds for an annotator are its probabilities times that annotator's seconds, and
+    the deal is the optimal assignment of cells to the annotators' slots (Hungarian method, scipy; N is a
+    few hundred at most). Returns each annotator's positions among the N cells, ascending, so every batch
+    keeps the strategy's order."""
+    p = check_probs(probs)
+    per_class = np.asarray(seconds, dtype=np.float64)
+    if per_class.ndim != 2 or per_class.shape[1] != p.shape[1] or (per_class <= 0).any():
+        raise ValueError(f"seconds must be (annotators, {p.shape[1]}) values > 0")
+    counts = np.asarray(sizes, dtype=np.int64)
+    if counts.shape != (len(per_class),) or (counts < 0).any() or int(counts.sum()) != len(p):
+        raise ValueError(f"sizes must be {len(per_class)} counts >= 0 that sum to {len(p)}")
+    slot_owner = np.repeat(np.arange(len(per_class)), counts)
+    expected = p @ per_class.T  # (N, P)
+    cells, slots = linear_sum_assignment(expected[:, slot_owner])
+    owner = slot_owner[slots]
+    return [np.sort(cells[owner == person]) for person in range(len(per_class))]

@@ -13,7 +13,7 @@ from annotation.models import LabelClass, Project
 from annotation.selectors import timed_labels
 from jobs.models import Job
 from learning.query import PoolRows, informativeness, resolve_strategy, select
-from learning.query.cost import class_vector
+from learning.query.cost import annotator_seconds, class_vector, median_seconds
 from learning.shift import LabelledNeighbourhood
 from loop.models import ModelVersion, QueryBatch, QueryItem
 
@@ -86,21 +86,39 @@ def model_view(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return informativeness("margin", probs), probs.argmax(axis=1), probs.max(axis=1)
 
 
+@dataclass(frozen=True)
+class TimedSeconds:
+    """The seconds the labelling page measured per label, by class and by annotator and class."""
+
+    by_class: dict[str, list[float]]
+    by_annotator: dict[int, dict[str, list[float]]]
+
+    @classmethod
+    def of(cls, project: Project) -> TimedSeconds:
+        by_class: dict[str, list[float]] = {}
+        by_annotator: dict[int, dict[str, list[float]]] = {}
+        rows = timed_labels(project=project).values_list("annotator_id", "label__name", "seconds_spent")
+        for annotator, name, seconds in rows:
+            value = float(seconds or 0.0)  # seconds_spent__gt=0: never None
+            by_class.setdefault(str(name), []).append(value)
+            if annotator is not None:
+                by_annotator.setdefault(int(annotator), {}).setdefault(str(name), []).append(value)
+        return cls(by_class, by_annotator)
+
+    def per_class(self, columns: Sequence[str]) -> np.ndarray | None:
+        """(C,) :func:`learning.query.cost.median_seconds` of ``columns``."""
+        return median_seconds(self.by_class, columns, min_timed=MIN_TIMED)
+
+    def per_annotator(self, columns: Sequence[str], people: Sequence[int]) -> np.ndarray | None:
+        """(P, C) :func:`learning.query.cost.annotator_seconds` of ``people`` (user ids)."""
+        return annotator_seconds(self.by_class, self.by_annotator, columns, people, min_timed=MIN_TIMED)
+
+
 def class_seconds(project: Project, columns: Sequence[str]) -> np.ndarray | None:
     """(C,) median seconds the labelling page measured per label of each class in ``columns``; a class
     with fewer than ``MIN_TIMED`` timed labels gets the median over all classes. None with fewer than
     ``MIN_TIMED`` timed labels in all: no cost known yet, so cost-aware ranks as the hybrid does."""
-    timed: dict[str, list[float]] = {}
-    rows = timed_labels(project=project).values_list("label__name", "seconds_spent")
-    for name, seconds in rows:
-        timed.setdefault(str(name), []).append(float(seconds or 0.0))  # seconds_spent__gt=0: never None
-    every = [s for values in timed.values() for s in values]
-    if len(every) < MIN_TIMED:
-        return None
-    overall = float(np.median(every))
-    return np.array(
-        [float(np.median(timed[c])) if len(timed.get(c, [])) >= MIN_TIMED else overall for c in columns]
-    )
+    return TimedSeconds.of(project).per_class(columns)
 
 
 def strategy_options(project: Project, columns: Sequence[str]) -> dict[str, Any]:

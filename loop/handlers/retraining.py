@@ -20,13 +20,21 @@ from jobs.registry import JobProgress
 from learning.calibration import TemperatureScaled, apply_temperature, calibrate
 from learning.classifiers import AlignedClassifier
 from learning.evaluation import evaluate
+from learning.query.cost import deal_by_seconds
 from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.attribute_suggestions import Suggestions, suggest_attributes
-from loop.handlers.querying import Choice, choose, model_view, strategy_options, write_batch
+from loop.handlers.querying import (
+    Choice,
+    TimedSeconds,
+    choose,
+    model_view,
+    strategy_options,
+    write_batch,
+)
 from loop.handlers.training_set import TrainingSet, build_training_set
-from loop.handlers.work_split import Describe, Shares, plan_batches, recipients
+from loop.handlers.work_split import Describe, Shares, deal, plan_batches, recipients
 from loop.models import ModelVersion, QueryBatch, relative_artifact
 from loop.selectors import latest_version
 from loop.services.versions import create_version
@@ -155,12 +163,30 @@ def _planned_batches(
         project=project,
         people=people,
         query_rows=choice.rows,
+        dealt=_dealt_by_seconds(project, people, choice.rows, emb, clf),
         strategy=choice.strategy,
         ids=ids,
         describe=_describer(clf, emb, ids, data.train_rows),
         seed=job.pk,
     )
     return [(plan.choice, plan.assignee, plan.purposes) for plan in planned]
+
+
+def _dealt_by_seconds(
+    project: Project, people: list[int], rows: np.ndarray, emb: np.ndarray, clf: TemperatureScaled | None
+) -> list[np.ndarray] | None:
+    """With the cost-aware strategy, the chosen cells dealt by each annotator's own seconds per class
+    (``learning.query.cost.deal_by_seconds``), as many to each as round-robin gives; None (round-robin)
+    for other strategies, one annotator, no model or no seconds measured yet."""
+    if project.query_strategy != "cost_aware" or clf is None or len(people) < 2 or not len(rows):
+        return None
+    seconds = TimedSeconds.of(project).per_annotator(list(clf.classes), people)
+    if seconds is None:
+        return None
+    with threadpool_limits(limits=1):
+        probs = np.asarray(clf.predict_proba(emb[rows]))
+    sizes = [len(share) for share in deal(rows, len(people))]
+    return [rows[positions] for positions in deal_by_seconds(probs, seconds, sizes)]
 
 
 def _attribute_suggestions(

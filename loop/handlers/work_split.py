@@ -2,7 +2,9 @@
 
 Each annotator without an open batch gets one. The strategy chooses the query cells for all of them in one
 run (so the diversity term spreads them over the pool and no two annotators get the same cell), and the
-picks are dealt round-robin, so every batch has some of the top-ranked cells. Then each batch gets:
+picks are dealt round-robin, so every batch has some of the top-ranked cells. With the cost-aware
+strategy they are dealt by each annotator's own seconds per class instead (``learning.query.cost.
+deal_by_seconds``): the team's fewest expected seconds for the same cells. Then each batch gets:
 
 - an **agreement sample** (``overlap_fraction``): cells another annotator has in a batch (this job's
   fresh ones first, then their open batches, then their submitted ones), each shown to one second
@@ -174,12 +176,15 @@ def plan_batches(
     ids: np.ndarray,
     describe: Describe,
     seed: int,
+    dealt: list[np.ndarray] | None = None,
 ) -> list[PlannedBatch]:
     """One batch per annotator in ``people``. ``query_rows``: the strategy's picks for all of them (rows
     of the index ``ids``), in its order. ``describe(rows)`` gives the model's view of any rows: scores,
-    suggested class indices, confidences and distance ratios (each None without a model)."""
+    suggested class indices, confidences and distance ratios (each None without a model). ``dealt``:
+    each person's share of ``query_rows`` when dealt otherwise than round-robin (by seconds, with the
+    cost-aware strategy)."""
     shares = Shares.of(project)
-    dealt = deal(query_rows, len(people))
+    dealt = deal(query_rows, len(people)) if dealt is None else dealt
     fresh = {user: [int(ids[r]) for r in rows] for user, rows in zip(people, dealt, strict=True)}
     overlap = OverlapPool.build(project, fresh) if shares.overlap else None
     gold = gold_candidates(project) if shares.gold else np.zeros(0, dtype=np.int64)

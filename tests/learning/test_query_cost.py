@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from learning.query import STRATEGIES, select, uncertain_diverse, value_per_second
-from learning.query.cost import class_vector, cost_aware
+from learning.query.cost import class_vector, cost_aware, deal_by_seconds
 
 
 def test_value_per_second_by_hand() -> None:
@@ -75,3 +75,54 @@ def test_knowing_nothing_it_is_the_hybrid() -> None:
 def test_class_vector_fills_unnamed_classes() -> None:
     assert class_vector({"blast": 3}, ["blast", "ig"], default=1.0).tolist() == [3.0, 1.0]
     assert class_vector(None, ["blast"], default=2.0).tolist() == [2.0]
+
+
+def brute_force_least_seconds(expected: np.ndarray, sizes: list[int]) -> float:
+    """The least total of ``expected`` (N, P) over every way to give ``sizes[p]`` cells to annotator p."""
+    from itertools import permutations
+
+    owners = [p for p, size in enumerate(sizes) for _ in range(size)]
+    return min(
+        float(sum(expected[cell, owner] for cell, owner in enumerate(order)))
+        for order in set(permutations(owners))
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_deal_by_seconds_is_the_cheapest_deal_of_all(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.full(4, 0.3), size=8)
+    seconds = rng.uniform(1.0, 12.0, size=(3, 4))
+    sizes = [3, 3, 2]
+    dealt = deal_by_seconds(probs, seconds, sizes)
+    assert [len(d) for d in dealt] == sizes
+    assert sorted(np.concatenate(dealt).tolist()) == list(range(8))  # every cell once
+    assert all((np.diff(d) > 0).all() for d in dealt)  # the strategy's order kept
+    expected = probs @ seconds.T
+    total = sum(float(expected[d, p].sum()) for p, d in enumerate(dealt))
+    assert total == pytest.approx(brute_force_least_seconds(expected, sizes))
+    # ...and round-robin, the deal without costs, is never cheaper.
+    round_robin = sum(float(expected[p::3, p].sum()) for p in range(3))
+    assert total <= round_robin + 1e-9
+
+
+def test_each_annotator_gets_the_classes_they_are_quick_at() -> None:
+    # Half the cells look like class 0, half like class 1; ana labels class 0 in 2 s and class 1 in 10 s,
+    # ben the other way round.
+    probs = np.array([[0.9, 0.1], [0.1, 0.9]] * 4)
+    ana, ben = deal_by_seconds(probs, np.array([[2.0, 10.0], [10.0, 2.0]]), [4, 4])
+    assert (probs[ana].argmax(axis=1) == 0).all() and (probs[ben].argmax(axis=1) == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "sizes", "message"),
+    [
+        (np.ones((2, 3)), [1, 1], "seconds must be"),
+        (np.array([[1.0, 0.0], [1.0, 1.0]]), [1, 1], "seconds must be"),
+        (np.ones((2, 2)), [2, 1], "sizes must be"),
+        (np.ones((2, 2)), [1], "sizes must be"),
+    ],
+)
+def test_bad_deals_are_refused(seconds: np.ndarray, sizes: list[int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        deal_by_seconds(np.full((2, 2), 0.5), seconds, sizes)

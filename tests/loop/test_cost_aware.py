@@ -16,7 +16,7 @@ from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
-from loop.handlers.querying import class_seconds, strategy_options
+from loop.handlers.querying import TimedSeconds, class_seconds, strategy_options
 from loop.models import QueryBatch
 from tests.conftest import client_for, label_and_submit, run_queued_jobs
 
@@ -61,6 +61,32 @@ def test_class_seconds_are_the_medians_the_page_recorded(loop_project: Project, 
     loop_project.class_weights = {"blast": 3}
     options = strategy_options(loop_project, ["blast", "monocyte"])
     assert options["class_weights"].tolist() == [3.0, 1.0]
+
+
+def test_each_annotators_seconds_fall_back_to_the_class_scaled_by_their_speed(
+    loop_project: Project, annotator: User
+) -> None:
+    """Split work deals by each annotator's seconds: their own median of a class timed 5 times; else the
+    class's median over everyone times how quick they are overall; else (too few of theirs) the class's."""
+    slow = User.objects.create_user("slow", password="pw-slow-123")
+    new = User.objects.create_user("new", password="pw-new-123")
+    for user in (annotator, slow, new):
+        membership_set(project=loop_project, user=user, role=Membership.Role.ANNOTATOR)
+    columns = ["blast", "neutrophil", "monocyte"]
+    assert TimedSeconds.of(loop_project).per_annotator(columns, [annotator.pk]) is None  # nothing timed
+    timed_labels(loop_project, annotator, {"blast": [10.0, 12.0, 14.0, 9.0, 11.0], "neutrophil": [2.0] * 3})
+    timed_labels(loop_project, slow, {"neutrophil": [8.0] * 6})
+    timed_labels(loop_project, new, {"monocyte": [5.0]})
+    every = [10.0, 12.0, 14.0, 9.0, 11.0, 2.0, 2.0, 2.0, *[8.0] * 6, 5.0]
+    overall = float(np.median(every))
+    project = class_seconds(loop_project, columns)
+    assert project is not None and project.tolist() == pytest.approx([11.0, 8.0, overall])
+    seconds = TimedSeconds.of(loop_project).per_annotator(columns, [annotator.pk, slow.pk, new.pk])
+    assert seconds is not None
+    own_speed = float(np.median([10.0, 12.0, 14.0, 9.0, 11.0, 2.0, 2.0, 2.0])) / overall
+    assert seconds[0].tolist() == pytest.approx([11.0, 8.0 * own_speed, overall * own_speed])
+    assert seconds[1].tolist() == pytest.approx([11.0 * 8.0 / overall, 8.0, 8.0])  # neutrophil: their own
+    assert seconds[2].tolist() == pytest.approx(project.tolist())  # one timed label: the project's
 
 
 def test_leads_set_class_weights_for_classes_that_exist(loop_project: Project, lead: User) -> None:

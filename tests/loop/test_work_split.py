@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
@@ -294,3 +295,79 @@ def test_a_member_without_a_batch_gets_one_when_their_page_asks(
     others = {c for name in PEOPLE for c in purposes(open_batch(loop_project, team[name]))}
     dee_query = {i.cell_id for i in QueryItem.objects.filter(batch_id=batch["id"], purpose="query")}
     assert not dee_query & others
+
+
+def test_cost_aware_deals_each_annotator_the_cells_they_are_quickest_at(
+    loop_project: Project, lead: User
+) -> None:
+    """Two annotators with opposite speeds on two classes (5 timed labels of each, on the same cells):
+    their next batches, chosen together by the cost-aware strategy, are dealt so that no swap of two
+    cells between them would save expected seconds (the optimal deal for two), and each gets more of
+    the class they are quick at."""
+    from annotation.services.annotations import annotation_create
+    from loop.handlers.artifacts import classifier, index_embeddings
+    from loop.handlers.querying import TimedSeconds
+    from loop.handlers.training_set import rows_of
+    from loop.services.batches import batch_submit
+
+    people = {name: User.objects.create_user(name, password=f"pw-{name}-123") for name in ("ana", "ben")}
+    for user in people.values():
+        membership_set(project=loop_project, user=user, role=Membership.Role.ANNOTATOR)
+    Project.objects.filter(pk=loop_project.pk).update(
+        split_work=True,
+        overlap_fraction=0.0,
+        gold_fraction=0.0,
+        query_strategy="cost_aware",
+        query_batch_size=6,
+    )
+    job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
+    run_queued_jobs()
+    first = {name: open_batch(loop_project, user) for name, user in people.items()}
+    queued = {item.cell_id for batch in first.values() for item in batch.items.all()}
+    quick = {"ana": "neutrophil", "ben": "lymphocyte"}
+    for label_name in quick.values():
+        cells = Cell.objects.filter(
+            project=loop_project, role=Cell.Role.POOL, reference_label__name=label_name
+        ).exclude(pk__in=queued)[:5]
+        assert len(cells) == 5
+        for cell in cells:
+            for name, user in people.items():
+                seconds = 2.0 if quick[name] == label_name else 10.0
+                annotation_create(
+                    cell=cell, annotator=user, label=cell.reference_label, seconds_spent=seconds
+                )
+    for name, batch in first.items():
+        for item in batch.items.select_related("cell__reference_label"):
+            annotation_create(
+                cell=item.cell, annotator=people[name], label=item.cell.reference_label, seconds_spent=5.0
+            )
+        batch_submit(batch=batch, user=people[name])
+    run_queued_jobs()
+
+    second = {name: open_batch(loop_project, user) for name, user in people.items()}
+    assert second["ana"].job_id == second["ben"].job_id  # chosen together by one job
+    classifier_version = second["ana"].classifier
+    assert classifier_version is not None and second["ana"].index is not None
+    clf = classifier(classifier_version)
+    columns = list(clf.classes)
+    seconds = TimedSeconds.of(loop_project).per_annotator(columns, [people["ana"].pk, people["ben"].pk])
+    assert seconds is not None
+    for row, name in enumerate(("ana", "ben")):  # each one's own medians on their two timed classes
+        for label_name in quick.values():
+            assert seconds[row, columns.index(label_name)] == (2.0 if quick[name] == label_name else 10.0)
+    ids, emb = index_embeddings(second["ana"].index)
+    expected: dict[str, np.ndarray] = {}
+    suggested: dict[str, list[str]] = {}
+    for name, batch in second.items():
+        items = list(batch.items.order_by("rank").select_related("suggestion"))
+        assert len(items) == 6 and {i.purpose for i in items} == {QueryItem.Purpose.QUERY}
+        rows, found = rows_of(ids, np.array([i.cell_id for i in items]))
+        assert found.all()
+        expected[name] = np.asarray(clf.predict_proba(emb[rows])) @ seconds.T  # (6, 2): ana's, ben's
+        suggested[name] = [i.suggestion.name for i in items if i.suggestion is not None]
+    # Optimal for two: every cell ana got costs her, relative to ben, no more than any cell ben got.
+    ana_edge = expected["ana"][:, 0] - expected["ana"][:, 1]
+    ben_edge = expected["ben"][:, 0] - expected["ben"][:, 1]
+    assert ana_edge.max() <= ben_edge.min() + 1e-9
+    assert suggested["ana"].count("neutrophil") >= suggested["ben"].count("neutrophil")
+    assert suggested["ben"].count("lymphocyte") >= suggested["ana"].count("lymphocyte")
