@@ -38,6 +38,11 @@ CHECK_THREADS = 4
 # 100,000 and 1,000,000 files; small imports, web uploads among them, stay in one process). Files go to the
 # helpers in chunks, so that paths and results do not cross one by one.
 PROCESS_THRESHOLD = 5000
+# An import that adds at least this many rows to a table refreshes the planner's statistics of it
+# (ANALYZE). Without them PostgreSQL planned the export's keyset page of a million-cell project as a scan
+# of every cell of the project (0.64 s a page of 2,000, the export 4.4k cells/s) instead of a walk of the
+# primary key (1 ms); autovacuum may be off, as on this machine, or not have got to it yet.
+ANALYZE_AFTER_ROWS = 10_000
 CHECK_PROCESSES = 2
 PROCESS_CHUNK = 256
 
@@ -262,7 +267,20 @@ def import_cells(
                 progress(done, len(listing))
     if pending:
         _write_chunk(project, pending, labels, defaults, report)
+    _refresh_statistics(report)
     return report
+
+
+def _refresh_statistics(report: ImportReport) -> None:
+    """ANALYZE the tables this import added many rows to (both backends know the statement)."""
+    tables = [
+        model._meta.db_table
+        for model, added in ((Cell, report.imported), (Annotation, report.annotations_created))
+        if added >= ANALYZE_AFTER_ROWS
+    ]
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
 
 
 @contextmanager
