@@ -97,29 +97,25 @@ def annotator_seconds(
     *,
     min_timed: int,
 ) -> np.ndarray | None:
-    """(P, C) each annotator's seconds per label of each class: their own median of a class they labelled
-    ``min_timed`` times; else the class's :func:`median_seconds` over everyone, scaled by how quick they
-    are over every class (their median over everyone's, once they have ``min_timed`` timed labels); else
-    the class's. None when nothing is known (fewer than ``min_timed`` timed labels in all).
+    """(P, C) each annotator's seconds per label of each class, for dealing cells among ``people``: for a
+    class every one of them has labelled ``min_timed`` times, their own medians; for any other class, the
+    class's :func:`median_seconds` over everyone, the same for all of them. None when nothing is known
+    (fewer than ``min_timed`` timed labels in all).
 
-    Why scale: an annotator twice as quick as the team on the classes they have labelled is likely quicker
-    on the others too, and their few labels of a class say less than the team's many."""
+    Why not guess a person's seconds on a class from their few labels of it, or from how quick they are
+    overall: annotators are quick at different classes (an expert at blasts, a technologist at the
+    routine ones), and a deal on such guesses cost more than round-robin (``bench/team_split.py``). It
+    also stops: a person dealt none of a class is never timed on it again. With one value for everyone,
+    :func:`deal_by_seconds` keeps round-robin's deal on that class until each has been timed on it."""
     team = median_seconds(by_class, classes, min_timed=min_timed)
     if team is None:
         return None
-    overall = float(np.median([s for values in by_class.values() for s in values]))
-    rows = []
-    for person in people:
-        own = by_annotator.get(person, {})
-        theirs = [s for values in own.values() for s in values]
-        speed = float(np.median(theirs)) / overall if len(theirs) >= min_timed else 1.0
-        rows.append(
-            [
-                float(np.median(own[c])) if len(own.get(c, ())) >= min_timed else float(base) * speed
-                for c, base in zip(classes, team, strict=True)
-            ]
-        )
-    return np.array(rows)
+    rows = np.tile(team, (len(people), 1))
+    for column, name in enumerate(classes):
+        own = [by_annotator.get(person, {}).get(name, ()) for person in people]
+        if all(len(times) >= min_timed for times in own):
+            rows[:, column] = [float(np.median(times)) for times in own]
+    return rows
 
 
 def deal_by_seconds(probs: np.ndarray, seconds: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
@@ -140,6 +136,11 @@ def deal_by_seconds(probs: np.ndarray, seconds: np.ndarray, sizes: Sequence[int]
         raise ValueError(f"sizes must be {len(per_class)} counts >= 0 that sum to {len(p)}")
     slot_owner = np.repeat(np.arange(len(per_class)), counts)
     expected = p @ per_class.T  # (N, P)
-    cells, slots = linear_sum_assignment(expected[:, slot_owner])
+    # Ties go to round-robin's deal (cell k to annotator k mod P when the sizes are round-robin's): a
+    # cell costs a hair more with anyone else, so only a real saving moves it.
+    robin_owner = np.arange(len(p)) % len(per_class)
+    hair = 1e-9 * max(float(expected.mean()), 1.0)
+    cost = expected[:, slot_owner] + hair * (slot_owner[None, :] != robin_owner[:, None])
+    cells, slots = linear_sum_assignment(cost)
     owner = slot_owner[slots]
     return [np.sort(cells[owner == person]) for person in range(len(per_class))]

@@ -114,6 +114,16 @@ def test_each_annotator_gets_the_classes_they_are_quick_at() -> None:
     assert (probs[ana].argmax(axis=1) == 0).all() and (probs[ben].argmax(axis=1) == 1).all()
 
 
+def test_where_nobody_is_quicker_the_deal_is_round_robins() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(3, 0.5), size=9)
+    # Annotators alike on classes 0 and 2; only class 1 tells them apart, and these cells are not class 1.
+    probs[:, 1] = 0.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    dealt = deal_by_seconds(probs, np.array([[4.0, 1.0, 6.0], [4.0, 9.0, 6.0], [4.0, 5.0, 6.0]]), [3, 3, 3])
+    assert [d.tolist() for d in dealt] == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+
+
 @pytest.mark.parametrize(
     ("seconds", "sizes", "message"),
     [

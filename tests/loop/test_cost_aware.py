@@ -63,30 +63,28 @@ def test_class_seconds_are_the_medians_the_page_recorded(loop_project: Project, 
     assert options["class_weights"].tolist() == [3.0, 1.0]
 
 
-def test_each_annotators_seconds_fall_back_to_the_class_scaled_by_their_speed(
+def test_each_annotators_seconds_are_their_own_only_on_classes_all_of_them_were_timed_on(
     loop_project: Project, annotator: User
 ) -> None:
-    """Split work deals by each annotator's seconds: their own median of a class timed 5 times; else the
-    class's median over everyone times how quick they are overall; else (too few of theirs) the class's."""
-    slow = User.objects.create_user("slow", password="pw-slow-123")
-    new = User.objects.create_user("new", password="pw-new-123")
-    for user in (annotator, slow, new):
+    """Split work deals by each annotator's seconds per class: their own medians on a class every one of
+    them labelled 5 times; on any other class the class's median over everyone, the same for all."""
+    other = User.objects.create_user("other", password="pw-other-123")
+    for user in (annotator, other):
         membership_set(project=loop_project, user=user, role=Membership.Role.ANNOTATOR)
     columns = ["blast", "neutrophil", "monocyte"]
     assert TimedSeconds.of(loop_project).per_annotator(columns, [annotator.pk]) is None  # nothing timed
-    timed_labels(loop_project, annotator, {"blast": [10.0, 12.0, 14.0, 9.0, 11.0], "neutrophil": [2.0] * 3})
-    timed_labels(loop_project, slow, {"neutrophil": [8.0] * 6})
-    timed_labels(loop_project, new, {"monocyte": [5.0]})
-    every = [10.0, 12.0, 14.0, 9.0, 11.0, 2.0, 2.0, 2.0, *[8.0] * 6, 5.0]
-    overall = float(np.median(every))
-    project = class_seconds(loop_project, columns)
-    assert project is not None and project.tolist() == pytest.approx([11.0, 8.0, overall])
-    seconds = TimedSeconds.of(loop_project).per_annotator(columns, [annotator.pk, slow.pk, new.pk])
+    timed_labels(loop_project, annotator, {"blast": [10.0, 12.0, 14.0, 9.0, 11.0], "neutrophil": [2.0] * 5})
+    timed_labels(loop_project, other, {"neutrophil": [8.0] * 6, "blast": [20.0] * 4})
+    team = class_seconds(loop_project, columns)
+    every = [10.0, 12.0, 14.0, 9.0, 11.0, *[2.0] * 5, *[8.0] * 6, *[20.0] * 4]
+    assert team is not None
+    assert team.tolist() == pytest.approx([14.0, 8.0, float(np.median(every))])  # neutrophil: 2 x5, 8 x6
+    seconds = TimedSeconds.of(loop_project).per_annotator(columns, [annotator.pk, other.pk])
     assert seconds is not None
-    own_speed = float(np.median([10.0, 12.0, 14.0, 9.0, 11.0, 2.0, 2.0, 2.0])) / overall
-    assert seconds[0].tolist() == pytest.approx([11.0, 8.0 * own_speed, overall * own_speed])
-    assert seconds[1].tolist() == pytest.approx([11.0 * 8.0 / overall, 8.0, 8.0])  # neutrophil: their own
-    assert seconds[2].tolist() == pytest.approx(project.tolist())  # one timed label: the project's
+    # neutrophil: both timed 5+ times, their own; blast: the other only 4 times, the team's for both.
+    assert seconds[:, 1].tolist() == [2.0, 8.0]
+    assert seconds[:, 0].tolist() == pytest.approx([14.0, 14.0])
+    assert seconds[:, 2].tolist() == pytest.approx([team[2], team[2]])
 
 
 def test_leads_set_class_weights_for_classes_that_exist(loop_project: Project, lead: User) -> None:
