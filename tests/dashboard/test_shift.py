@@ -6,6 +6,7 @@ index's embeddings, and without a model the page says why there is no report."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,7 +129,12 @@ def test_a_large_project_reads_the_kept_report_and_never_computes_it_in_the_requ
     monkeypatch.setattr("dashboard.shift.INLINE_CELLS", 0)
     computed: list[int] = []
     real = compute_shift_report
-    monkeypatch.setattr("dashboard.shift.compute_shift_report", lambda p: computed.append(1) or real(p))
+
+    def counted(project: Project) -> dict[str, Any]:
+        computed.append(1)
+        return real(project)
+
+    monkeypatch.setattr("dashboard.shift.compute_shift_report", counted)
     report_path(version).unlink()
     client = Client()
     client.force_login(lead)

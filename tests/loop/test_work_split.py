@@ -332,10 +332,8 @@ def test_cost_aware_deals_each_annotator_the_cells_they_are_quickest_at(
         assert len(cells) == 5
         for cell in cells:
             for name, user in people.items():
-                seconds = 2.0 if quick[name] == label_name else 10.0
-                annotation_create(
-                    cell=cell, annotator=user, label=cell.reference_label, seconds_spent=seconds
-                )
+                spent = 2.0 if quick[name] == label_name else 10.0
+                annotation_create(cell=cell, annotator=user, label=cell.reference_label, seconds_spent=spent)
     for name, batch in first.items():
         for item in batch.items.select_related("cell__reference_label"):
             annotation_create(
