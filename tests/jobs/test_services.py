@@ -41,7 +41,7 @@ def test_progress_is_clamped_and_only_written_while_running(project: Project) ->
     assert (job.progress, job.message) == (1.0, "over")
 
 
-def test_exports_maps_and_label_checks_go_to_the_side_queue_training_to_its_own_and_the_loop_to_its_own(
+def test_side_jobs_go_to_the_side_queue_training_to_its_own_and_the_loop_to_its_own(
     project: Project, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
     from types import SimpleNamespace
@@ -57,7 +57,7 @@ def test_exports_maps_and_label_checks_go_to_the_side_queue_training_to_its_own_
     monkeypatch.setattr(dispatch, "current_app", SimpleNamespace(send_task=send_task))
     with django_capture_on_commit_callbacks(execute=True):
         jobs = {kind: job_create(kind=kind, project=project) for kind in Job.Kind.values}
-    queue = {"export": "side", "map": "side", "label_check": "side"}
+    queue = {"export": "side", "map": "side", "label_check": "side", "shift": "side"}
     queue |= {"pretrain": "train", "finetune": "train", "embed": "train", "embed_shard": "train"}
     assert sorted(sent) == sorted((job.pk, queue.get(kind, "celery")) for kind, job in jobs.items())
     # A job whose worker died goes back to the queue of its kind.

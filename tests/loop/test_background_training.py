@@ -91,7 +91,7 @@ def test_after_background_pretraining_the_next_batch_comes_from_the_new_index(
     open_cells = cells_of(first) - set(labelled)
 
     ran = run_loop_jobs()  # ... when the pretraining (then its index, then a retrain) runs in the background
-    assert kinds_of(ran) == [Job.Kind.PRETRAIN, Job.Kind.EMBED, Job.Kind.RETRAIN]
+    assert kinds_of(ran) == [Job.Kind.PRETRAIN, Job.Kind.EMBED, Job.Kind.RETRAIN, Job.Kind.SHIFT]
     jobs = {j.kind: j for j in Job.objects.filter(project=loop_project).exclude(kind=Job.Kind.MAP)}
     assert all(j.status == Job.Status.SUCCEEDED for j in jobs.values()), {k: j.error for k, j in jobs.items()}
     pretrain = jobs[Job.Kind.PRETRAIN]
@@ -113,7 +113,7 @@ def test_after_background_pretraining_the_next_batch_comes_from_the_new_index(
     # it builds leaves out the cells of batch 2, now the open one.
     label(first, annotator, first=6, rest=True)
     batch_submit(batch=first, user=annotator)
-    assert kinds_of(run_loop_jobs()) == [Job.Kind.RETRAIN]
+    assert kinds_of(run_loop_jobs()) == [Job.Kind.RETRAIN, Job.Kind.SHIFT]
     third = QueryBatch.objects.get(project=loop_project, number=3)
     assert third.index == index and third.classifier is not None and third.classifier.label_count == 12
     assert not cells_of(third) & cells_of(second)
