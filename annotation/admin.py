@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from annotation.models import Annotation, Cell, LabelClass, Membership, Project
 
@@ -24,6 +25,11 @@ class CellAdmin(admin.ModelAdmin[Cell]):
     list_display = ("id", "project", "original_name", "source", "role", "width", "height")
     list_filter = ("project", "role", "source")
     search_fields = ("original_name", "content_hash", "patient_id", "slide_id")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Cell | None = None) -> bool:
+        # A cell leaves only with its project: its labels, the index's rows and ``Project.cell_count``
+        # all assume so.
+        return False
 
 
 @admin.register(Annotation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -115,6 +116,10 @@ class Project(models.Model):
     is_synthetic_demo = models.BooleanField(
         default=False, help_text="Cells were drawn by leukoloop itself, not taken from a microscope."
     )
+    # Kept, not counted per view: counting a million-cell project's rows took 0.35 s of every project list
+    # and detail (bench/million.py). Cells are only ever added (the import's bulk INSERT adds its rows, a
+    # cell saved new adds one: ``Cell.save``) and leave only with their project.
+    cell_count = models.PositiveBigIntegerField(default=0, editable=False, help_text="Cells in the project.")
     # --- How the loop learns (read by the background jobs) ---
     encoder_backbone = models.CharField(
         max_length=64,
@@ -361,6 +366,12 @@ class Cell(models.Model):
 
     def __str__(self) -> str:
         return f"cell {self.pk} ({self.original_name or self.content_hash[:12]})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        adding = self._state.adding
+        super().save(*args, **kwargs)
+        if adding:  # the project's kept count (``Project.cell_count``)
+            Project.objects.filter(pk=self.project_id).update(cell_count=models.F("cell_count") + 1)
 
     @property
     def image_path(self) -> Path:

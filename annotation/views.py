@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mimetypes
 from datetime import datetime
+from functools import cached_property
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -31,6 +33,18 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/project_list.html", {"projects": projects})
 
 
+class CountedPaginator(Paginator):
+    """A paginator told its item count instead of counting them again."""
+
+    def __init__(self, *args: Any, known_count: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.known_count = known_count
+
+    @cached_property
+    def count(self) -> int:
+        return self.known_count
+
+
 @login_required
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_user(user=request.user, project_id=project_id)
@@ -38,12 +52,14 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     cells = selectors.cell_list(
         project=project, role=role_filter if role_filter in Cell.Role.values else None
     )
-    page = Paginator(cells, CELLS_PER_PAGE).get_page(request.GET.get("page"))
+    # A role's cells are counted; all of them are the project's kept count (a million-row count per view).
+    cell_count = cells.count() if role_filter in Cell.Role.values else project.cell_count
+    page = CountedPaginator(cells, CELLS_PER_PAGE, known_count=cell_count).get_page(request.GET.get("page"))
     context = {
         "project": project,
         "my_role": selectors.project_role(user=request.user, project=project),
         "page": page,
-        "cell_count": cells.count(),
+        "cell_count": cell_count,
         "role_filter": role_filter,
         "roles": Cell.Role.choices,
         "classes": _classes_with_counts(project),

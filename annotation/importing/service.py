@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.importing.images import Examined, examine_file, examine_read
@@ -417,6 +418,8 @@ def _write_chunk(
     try:
         with transaction.atomic():
             ids = _insert_cells(project, chunk, labels, defaults)
+            # The INSERT bypasses ``Cell.save``, which keeps the count of a cell saved one by one.
+            Project.objects.filter(pk=project.pk).update(cell_count=F("cell_count") + len(ids))
             created = _create_annotations(ids, chunk, labels)
         report.imported += len(ids)
         report.annotations_created += created
