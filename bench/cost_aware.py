@@ -84,6 +84,33 @@ def estimated_seconds(classes: list[str], bought: np.ndarray, spent: np.ndarray)
     )
 
 
+def frozen_features(
+    pool_path: Path, test_path: Path, image_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pool features, pool labels, test features, test labels): frozen ImageNet EfficientNet-Lite0 with
+    the cell crop, what a new project starts on (cached under var/embeddings)."""
+    encoder = argparse.Namespace(
+        encoder=None,
+        backbone="efficientnet_lite0",
+        pretrained=True,
+        image_size=image_size,
+        crop="cell",
+        batch_size=256,
+        workers=0,
+    )
+    pool, test = read_manifest(pool_path), read_manifest(test_path)
+    pool_x, _ = embed_records(pool, encoder, REPO / "var/embeddings")
+    test_x, _ = embed_records(test, encoder, REPO / "var/embeddings")
+    return pool_x, np.array([r.label for r in pool]), test_x, np.array([r.label for r in test])
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """The run's JSON at ``path``; its summary printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+
+
 def run(
     strategy: str,
     *,
@@ -175,21 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    encoder = argparse.Namespace(
-        encoder=None,
-        backbone="efficientnet_lite0",
-        pretrained=True,
-        image_size=args.image_size,
-        crop="cell",
-        batch_size=256,
-        workers=0,
-    )
-    pool = read_manifest(args.pool)
-    test = read_manifest(args.test)
-    pool_x, _ = embed_records(pool, encoder, REPO / "var/embeddings")
-    test_x, _ = embed_records(test, encoder, REPO / "var/embeddings")
-    pool_y = np.array([r.label for r in pool])
-    test_y = np.array([r.label for r in test])
+    pool_x, pool_y, test_x, test_y = frozen_features(args.pool, args.test, args.image_size)
     classes = sorted(set(pool_y))
     weights = np.array([args.risk_weight if c == args.risk_class else 1.0 for c in classes])
     checkpoints = list(np.arange(args.checkpoint, args.budget + 1e-9, args.checkpoint))
@@ -264,9 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_result(args.out, out)
     return 0
 
 

@@ -29,7 +29,6 @@ round-robin (``same_cells_round_robin_seconds``): the saving on identical work.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -44,12 +43,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from cost_aware import PROFILES, SIGMA  # noqa: E402
+from cost_aware import PROFILES, SIGMA, frozen_features, write_result  # noqa: E402
 
-from learning.__main__ import embed_records  # noqa: E402
 from learning.benchmark import initial_stratified  # noqa: E402
 from learning.classifiers import make_classifier  # noqa: E402
-from learning.data import read_manifest  # noqa: E402
 from learning.evaluation import macro_f1  # noqa: E402
 from learning.query import select  # noqa: E402
 from learning.query.cost import annotator_seconds, deal_by_seconds, median_seconds  # noqa: E402
@@ -183,20 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    encoder = argparse.Namespace(
-        encoder=None,
-        backbone="efficientnet_lite0",
-        pretrained=True,
-        image_size=64,
-        crop="cell",
-        batch_size=256,
-        workers=0,
-    )
-    pool, test = read_manifest(args.pool), read_manifest(args.test)
-    pool_x, _ = embed_records(pool, encoder, REPO / "var/embeddings")
-    test_x, _ = embed_records(test, encoder, REPO / "var/embeddings")
-    pool_y = np.array([r.label for r in pool])
-    test_y = np.array([r.label for r in test])
+    pool_x, pool_y, test_x, test_y = frozen_features(args.pool, args.test, 64)
     classes = sorted(set(pool_y))
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -259,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_result(args.out, out)
     return 0
 
 
