@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -272,16 +272,23 @@ def import_cells(
     return report
 
 
+ANALYZE_STATEMENT = "ANALYZE {table}"
+
+
 def _refresh_statistics(report: ImportReport) -> None:
-    """ANALYZE the tables this import added many rows to (both backends know the statement)."""
+    """ANALYZE the tables this import added many rows to (both backends know the statement). A refusal is
+    logged and undone on its own (a savepoint): the rows are in, and only the plans would be worse."""
     tables = [
         model._meta.db_table
         for model, added in ((Cell, report.imported), (Annotation, report.annotations_created))
         if added >= ANALYZE_AFTER_ROWS
     ]
-    with connection.cursor() as cursor:
-        for table in tables:
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+    for table in tables:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(ANALYZE_STATEMENT.format(table=connection.ops.quote_name(table)))
+        except DatabaseError:
+            logger.warning("could not refresh the planner's statistics of %s", table, exc_info=True)
 
 
 @contextmanager

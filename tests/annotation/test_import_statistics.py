@@ -60,3 +60,20 @@ def test_an_import_of_many_rows_analyses_the_tables_it_filled(
     # The planner now counts every row of both tables (27 cells and annotations of the two imports).
     assert planner_rows(Cell._meta.db_table) == Cell.objects.count() == 27
     assert planner_rows(Annotation._meta.db_table) == Annotation.objects.count() == 27
+
+
+def test_a_refused_analyze_loses_no_row(
+    make_manifest: ManifestWriter,
+    lead: User,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(service, "ANALYZE_AFTER_ROWS", 5)
+    monkeypatch.setattr(service, "ANALYZE_STATEMENT", "ANALYZE missing_{table}")  # the database refuses it
+    project = project_create(name="refused", lead=lead)
+    report = import_cells(project=project, source=make_manifest(per_class=1), labels=LabelMode.ANNOTATIONS)
+    assert report.imported == report.annotations_created == 9
+    assert Cell.objects.filter(project=project).count() == 9
+    assert Annotation.objects.filter(cell__project=project).count() == 9
+    assert "could not refresh the planner's statistics" in caplog.text
+    assert Cell.objects.count() == 9  # the connection is still usable after the refusal
