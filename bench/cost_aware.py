@@ -45,6 +45,7 @@ from learning.classifiers import make_classifier  # noqa: E402
 from learning.data import read_manifest  # noqa: E402
 from learning.evaluation import macro_f1  # noqa: E402
 from learning.query import select  # noqa: E402
+from learning.query.cost import median_seconds  # noqa: E402
 
 PROFILES: dict[str, dict[str, float]] = {
     # Median seconds per label (assumed; see the module's docstring).
@@ -72,16 +73,12 @@ def label_seconds(labels: np.ndarray, profile: dict[str, float], rng: np.random.
 
 
 def estimated_seconds(classes: list[str], bought: np.ndarray, spent: np.ndarray) -> np.ndarray | None:
-    """Per-class median of the seconds spent so far; the overall median for a class with too few."""
-    if len(spent) < MIN_TIMED:
-        return None
-    overall = float(np.median(spent))
-    return np.array(
-        [
-            float(np.median(spent[bought == c])) if (bought == c).sum() >= MIN_TIMED else overall
-            for c in classes
-        ]
-    )
+    """Per-class median of the seconds spent so far; the overall median for a class with too few (the
+    product's rule, ``learning.query.cost.median_seconds``)."""
+    by_class: dict[str, list[float]] = {}
+    for label, seconds in zip(bought, spent, strict=True):
+        by_class.setdefault(str(label), []).append(float(seconds))
+    return median_seconds(by_class, classes, min_timed=MIN_TIMED)
 
 
 def frozen_features(

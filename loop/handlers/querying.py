@@ -121,12 +121,16 @@ def class_seconds(project: Project, columns: Sequence[str]) -> np.ndarray | None
     return TimedSeconds.of(project).per_class(columns)
 
 
-def strategy_options(project: Project, columns: Sequence[str]) -> dict[str, Any]:
-    """The cost-aware strategy's inputs: each class's measured seconds and the lead's class weights."""
+def strategy_options(
+    project: Project, columns: Sequence[str], timed: TimedSeconds | None = None
+) -> dict[str, Any]:
+    """The cost-aware strategy's inputs: each class's measured seconds and the lead's class weights.
+    ``timed``: the project's timed labels when the caller has read them already."""
     if project.query_strategy != "cost_aware" or not columns:
         return {}
     weights = class_vector(project.class_weights, columns, default=1.0) if project.class_weights else None
-    return {"class_seconds": class_seconds(project, columns), "class_weights": weights}
+    seconds = (timed or TimedSeconds.of(project)).per_class(columns)
+    return {"class_seconds": seconds, "class_weights": weights}
 
 
 def labelled_distance_ratios(labelled: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:

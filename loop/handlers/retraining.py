@@ -145,6 +145,8 @@ def _planned_batches(
     people = recipients(project, job) if project.split_work else []
     if project.split_work and not people:
         return []
+    # Read once: the strategy ranks with the team's seconds, the split deals with each annotator's.
+    timed = TimedSeconds.of(project) if project.query_strategy == "cost_aware" and clf is not None else None
     choice = choose(
         project=project,
         embeddings=emb,
@@ -155,7 +157,7 @@ def _planned_batches(
         pool_sources=data.pool_sources,
         labelled_rows=data.train_rows,
         n=Shares.of(project).query * len(people) if people else None,
-        options=strategy_options(project, list(clf.classes)) if clf is not None else None,
+        options=strategy_options(project, list(clf.classes), timed) if clf is not None else None,
     )
     if not project.split_work:
         return [(choice, None, None)]
@@ -163,7 +165,7 @@ def _planned_batches(
         project=project,
         people=people,
         query_rows=choice.rows,
-        dealt=_dealt_by_seconds(project, people, choice.rows, emb, clf),
+        dealt=_dealt_by_seconds(people, choice.rows, emb, clf, timed),
         strategy=choice.strategy,
         ids=ids,
         describe=_describer(clf, emb, ids, data.train_rows),
@@ -173,14 +175,19 @@ def _planned_batches(
 
 
 def _dealt_by_seconds(
-    project: Project, people: list[int], rows: np.ndarray, emb: np.ndarray, clf: TemperatureScaled | None
+    people: list[int],
+    rows: np.ndarray,
+    emb: np.ndarray,
+    clf: TemperatureScaled | None,
+    timed: TimedSeconds | None,
 ) -> list[np.ndarray] | None:
-    """With the cost-aware strategy, the chosen cells dealt by each annotator's own seconds per class
-    (``learning.query.cost.deal_by_seconds``), as many to each as round-robin gives; None (round-robin)
-    for other strategies, one annotator, no model or no seconds measured yet."""
-    if project.query_strategy != "cost_aware" or clf is None or len(people) < 2 or not len(rows):
+    """With the cost-aware strategy (``timed``: its timed labels), the chosen cells dealt by each
+    annotator's own seconds per class (``learning.query.cost.deal_by_seconds``), as many to each as
+    round-robin gives; None (round-robin) for other strategies, one annotator, no model or no seconds
+    measured yet."""
+    if timed is None or clf is None or len(people) < 2 or not len(rows):
         return None
-    seconds = TimedSeconds.of(project).per_annotator(list(clf.classes), people)
+    seconds = timed.per_annotator(list(clf.classes), people)
     if seconds is None:
         return None
     with threadpool_limits(limits=1):
