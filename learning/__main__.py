@@ -200,6 +200,13 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     parser.add_argument("--start", choices=["stratified", "cold"], default="stratified")
     parser.add_argument("--batch", type=int, default=90)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--label-budget",
+        type=int,
+        default=None,
+        help="with --finetune-every: the project's label budget (the last batch is cut to it, and the "
+        "round that reaches it fine-tunes and ends the run)",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (F..F+S-1)")
     parser.add_argument(
         "--first-seed", type=int, default=0, help="F: run seeds from here (one seed per run, merged later)"
@@ -438,6 +445,7 @@ def finetune_benchmark(
             classifier=args.classifier,
             progress=say,
             start=args.start,
+            label_budget=args.label_budget,
         )
         for seed in seed_list(args)
         for strategy in strategies

@@ -320,6 +320,7 @@ def run_finetune_loop(
     n_boot: int = 200,
     progress: Progress | None = None,
     start: str = "stratified",
+    label_budget: int | None = None,
 ) -> LoopRun:
     """One learning curve of the loop with fine-tuning, from a stratified first batch (``start``
     ``"stratified"``) or, as a new project starts, one the strategy's cold start picks without labels
@@ -329,6 +330,10 @@ def run_finetune_loop(
     copied, never changed. Round 0 scores the first batch; round r >= 1 adds a queried batch, then, when
     ``r % plan.every == 0``, fine-tunes (the loop's fine-tune job runs after the batch that triggers
     it), re-embeds every pool and test cell and scores on the new embedding.
+
+    ``label_budget`` (``Project.label_budget``): as the product's loop, the last batch is cut so that the
+    labels never exceed it, the round that reaches it fine-tunes whatever the schedule says, and the run
+    ends there (or after ``rounds``, whichever comes first).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}")
@@ -357,14 +362,16 @@ def run_finetune_loop(
     finetune_total = embed_total = 0.0
     for r in range(rounds + 1):
         extra: dict[str, Any] = {}
-        if r >= 1 and r % plan.every == 0:
+        spent = label_budget is not None and int(labelled.sum()) >= label_budget
+        last = r == rounds or spent
+        if r >= 1 and (r % plan.every == 0 or spent):
             if not plan.continue_from_last:
                 backbone = copy.deepcopy(initial)
             result, info = _finetune_on(
                 backbone, problem, pool_images, labelled, plan, seed=seed * 1000 + r, rng=sample_rng
             )
             t0 = time.perf_counter()
-            whole_pool = r < rounds or plan.full_reembed_last
+            whole_pool = not last or plan.full_reembed_last
             test_raw = raw_features(result.backbone, test_images)
             if whole_pool:
                 pool_x = normalise(raw_features(result.backbone, pool_images))
@@ -415,7 +422,7 @@ def run_finetune_loop(
                 seed=seed,
                 n_boot=n_boot,
             )
-            pool_probs = model.predict_proba(pool_x) if r < rounds else None
+            pool_probs = model.predict_proba(pool_x) if not last else None
         retrain_s = time.perf_counter() - t0
         run.rounds.append(
             {
@@ -440,13 +447,12 @@ def run_finetune_loop(
             f"per source {report.get('per_source_macro_f1')}, blast recall {blast}, "
             f"attributes {report.get('attribute_mean_macro_f1')}, ECE {report.get('ece')}"
         )
-        if r == rounds:
+        if last:
             break
+        n = batch if label_budget is None else min(batch, label_budget - int(labelled.sum()))
         t0 = time.perf_counter()
         ran_as = resolve_strategy(strategy, probs=pool_probs, labelled_mask=labelled, n_pool=len(pool_x))
-        picked = select(
-            strategy, n=batch, embeddings=pool_x, probs=pool_probs, labelled_mask=labelled, rng=rng
-        )
+        picked = select(strategy, n=n, embeddings=pool_x, probs=pool_probs, labelled_mask=labelled, rng=rng)
         query_s = time.perf_counter() - t0
         labelled[picked] = True
     return run

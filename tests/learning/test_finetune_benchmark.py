@@ -118,6 +118,30 @@ def test_the_loop_fine_tunes_on_schedule_and_queries_on_the_new_embedding(
     )
 
 
+def test_a_label_budget_cuts_the_last_batch_and_fine_tunes_where_it_is_reached(
+    problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module],
+) -> None:
+    """As Project.label_budget in the loop: never more labels than the budget, and the model the budget
+    buys is fine-tuned on all of it, whatever the schedule (here every 3 batches)."""
+    problem, pool_images, test_images, encoder = problem_and_images
+    run = run_finetune_loop(
+        problem,
+        pool_images,
+        test_images,
+        encoder,
+        FinetunePlan(every=3, minutes=None, epochs=1, attributes=False, batch_size=6),
+        strategy="margin",
+        seed=0,
+        batch=6,
+        rounds=10,
+        n_boot=20,
+        label_budget=22,
+    )
+    assert [r["labels"] for r in run.rounds] == [6, 12, 18, 22]  # the last batch cut from 6 to 4
+    assert [bool(r.get("finetuned")) for r in run.rounds] == [False, False, False, True]
+    assert [f["labels"] for f in run.finetunes] == [22]
+
+
 def test_a_cold_start_picks_the_first_batch_without_labels(
     problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module],
 ) -> None:
