@@ -69,7 +69,9 @@ class Project(models.Model):
         help_text="Ordered list of {name, values}: each morphological attribute and its allowed values.",
     )
     label_budget = models.PositiveIntegerField(
-        default=2000, help_text="How many labels the project plans to spend in total."
+        default=2000,
+        help_text="How many cells the project plans to label in total. The loop cuts its last batch to it "
+        "and builds no batch once it is spent; raise it to go on.",
     )
     query_strategy = models.CharField(
         max_length=32, choices=QueryStrategy.choices, default=QueryStrategy.HYBRID
@@ -175,8 +177,10 @@ class Project(models.Model):
     # fine-tune per ~400 new labels, each under 10 minutes on 2 cores, while labelling goes on.
     finetune_every = models.PositiveIntegerField(
         default=8,
-        help_text="Fine-tune the whole encoder on the labels every N submitted batches (0: never). It runs "
-        "on a training worker while labelling goes on; the loop switches to it when it is done.",
+        help_text="Fine-tune the whole encoder on the labels every N submitted batches after the first (the "
+        "first is picked before there is a model), and once more when the label budget is reached (0: "
+        "never). It runs on a training worker while labelling goes on; the loop switches to it when it is "
+        "done.",
     )
     # A weak suggestion on every tile invites anchoring: below this (temperature-calibrated) confidence the
     # labelling page shows none.

@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
-from annotation.labels import LabelStatus, cell_labels
+from annotation.labels import LabelCounts, LabelStatus, cell_labels
 from annotation.models import Annotation, Membership, Project
 from annotation.selectors import timed_labels
 from dashboard.stats import (
@@ -21,7 +21,7 @@ from dashboard.stats import (
     stopping_signal,
 )
 from loop.models import ModelVersion, QueryItem
-from loop.selectors import latest_version
+from loop.selectors import label_budget, latest_version
 
 
 def _classes(project: Project) -> list[dict[str, Any]]:
@@ -31,17 +31,21 @@ def _classes(project: Project) -> list[dict[str, Any]]:
 
 
 def budget_and_classes(project: Project) -> dict[str, Any]:
-    """Labels used (cells with a resolved label), left, waiting for review, and the count of each class."""
+    """Labels used (cells with a resolved label), waiting for review, asked for in open batches, and left
+    (what the loop may still ask for: ``loop.selectors.LabelBudget``), and the count of each class."""
     states = cell_labels(project=project)
     labelled = [s for s in states.values() if s.status is LabelStatus.LABELLED]
     counts = Counter(s.label for s in labelled)
     used = len(labelled)
+    in_review = sum(1 for s in states.values() if s.status is LabelStatus.REVIEW)
+    budget = label_budget(project, LabelCounts(labelled=used, review=in_review))
     return {
         "budget": {
             "total": project.label_budget,
             "used": used,
-            "left": max(project.label_budget - used, 0),
-            "in_review": sum(1 for s in states.values() if s.status is LabelStatus.REVIEW),
+            "left": max(budget.left, 0),
+            "in_review": in_review,
+            "in_batches": budget.waiting,
         },
         "class_counts": [{**c, "count": counts.get(c["name"], 0)} for c in _classes(project)],
     }

@@ -15,7 +15,7 @@ from jobs.models import Job
 from jobs.selectors import ACTIVE, job_summary
 from learning.shift import ABSTAIN_RATIO
 from loop.models import ModelVersion, QueryBatch, QueryItem
-from loop.selectors import latest_version
+from loop.selectors import label_budget, latest_version
 
 STAGE_OF_KIND = {
     Job.Kind.PRETRAIN: "pretraining",
@@ -91,6 +91,8 @@ def loop_state(*, project: Project, user: AnyUser | None = None) -> dict[str, An
         "labels": {
             "count": counts.labelled,
             "budget": project.label_budget,
+            # What the loop may still ask for (loop.selectors.LabelBudget): at 0 no batch is built.
+            "left": label_budget(project, counts).left,
         },
         "review_count": counts.review,
         "suspected_count": suspected_count(project=project),

@@ -83,6 +83,10 @@ class CurrentBatchSerializer(Shape):
 class LabelCountSerializer(Shape):
     count = serializers.IntegerField()
     budget = serializers.IntegerField()
+    left = serializers.IntegerField(
+        help_text="Cells the loop may still ask for: the budget less the cells labelled or in review and "
+        "the query cells waiting in open batches. At 0 or below no new batch is built."
+    )
 
 
 class LoopStateSerializer(Shape):

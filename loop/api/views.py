@@ -135,8 +135,9 @@ class CurrentBatchApi(APIView):
         project = project_for_user(user=request.user, project_id=project_id)
         batch = current_batch(project, request.user)
         no_open_batch = batch is None or batch.submitted_at is not None
-        if project.split_work and no_open_batch and not labelling_paused(user=request.user, project=project):
-            # No open batch of their own: one is built in the background (the page polls for it).
+        if no_open_batch and not labelling_paused(user=request.user, project=project):
+            # No open batch (of their own, with split work): one is built in the background where the
+            # label budget allows it (the page polls for it).
             own_batch_request(project=project, user=request.user)  # type: ignore[arg-type]
         if batch is None:
             return Response({"batch": None})

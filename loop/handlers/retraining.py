@@ -36,7 +36,7 @@ from loop.handlers.querying import (
 from loop.handlers.training_set import TrainingSet, build_training_set
 from loop.handlers.work_split import Describe, Shares, deal, plan_batches, recipients
 from loop.models import ModelVersion, QueryBatch, relative_artifact
-from loop.selectors import latest_version
+from loop.selectors import labels_left, latest_version
 from loop.services.versions import create_version
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,13 @@ def _batch_result(batch: QueryBatch, seconds: dict[str, float] | None = None) ->
     }
 
 
+def budget_spent_message(project: Project) -> str:
+    return (
+        f"no new batch: the label budget ({project.label_budget}) is spent; "
+        "a lead raises it in the project's settings to go on"
+    )
+
+
 def _split_result(batches: list[QueryBatch], seconds: dict[str, float] | None = None) -> dict[str, Any]:
     if not batches:
         return {"batches": [], "seconds": seconds or {}, "message": "every annotator has an open batch"}
@@ -141,10 +148,17 @@ def _planned_batches(
     clf: TemperatureScaled | None,
 ) -> list[PlannedWrite]:
     """The batches this job writes: the project's one shared batch, or with split work one for every
-    annotator who needs one (none when all have an open batch)."""
+    annotator who needs one (none when all have an open batch). Never more query cells than the label
+    budget has left (``labels_left``): the last batch is cut to it, and once it is spent none is built."""
+    left = labels_left(project)
+    if left <= 0:
+        return []
     people = recipients(project, job) if project.split_work else []
     if project.split_work and not people:
         return []
+    # With fewer cells left than annotators waiting, the first ones get a cell each and the rest none.
+    people = people[:left]
+    wanted = Shares.of(project).query * len(people) if people else project.query_batch_size
     # Read once: the strategy ranks with the team's seconds, the split deals with each annotator's.
     timed = TimedSeconds.of(project) if project.query_strategy == "cost_aware" and clf is not None else None
     choice = choose(
@@ -156,7 +170,7 @@ def _planned_batches(
         seed=job.pk,
         pool_sources=data.pool_sources,
         labelled_rows=data.train_rows,
-        n=Shares.of(project).query * len(people) if people else None,
+        n=min(wanted, left),
         options=strategy_options(project, list(clf.classes), timed) if clf is not None else None,
     )
     if not project.split_work:
@@ -327,7 +341,14 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
         ]
     lap("write")
-    result = _split_result(batches, seconds) if project.split_work else _batch_result(batches[0], seconds)
+    if project.split_work:
+        result = _split_result(batches, seconds)
+    elif batches:
+        result = _batch_result(batches[0], seconds)
+    else:
+        result = {"batch": None, "seconds": seconds}
+    if not batches and labels_left(project) <= 0:
+        result["message"] = budget_spent_message(project)
     if metrics:
         result["validation_macro_f1"] = metrics.get("macro_f1")
     if data.missing_from_index:

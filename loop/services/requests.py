@@ -71,19 +71,31 @@ def retrain_request(*, project: Project, created_by: User | None = None, reason:
 
 
 def own_batch_request(*, project: Project, user: User) -> Job | None:
-    """With split work, a member who has no open batch of their own (they joined, or were resumed, after
-    the last batches were built) gets one from a query job; None when a loop job already on its way will
-    build it, or when the loop has no index yet (starting it is a lead's action)."""
+    """A member who finds no open batch gets one from a query job: with split work, one of their own (they
+    joined, or were resumed, after the last batches were built); on a shared batch, the next one after
+    the loop stopped at the label budget and a lead raised it. None when a loop job already on its way
+    will build it, when the loop has no index yet (starting it is a lead's action), when the budget is
+    spent, or (shared batch) when the last loop job failed: the page shows that failure, and asking
+    again on every poll would only repeat it."""
     from loop.models import ModelVersion, QueryBatch
+    from loop.selectors import labels_left
 
-    if not project.split_work:
-        return None
-    if QueryBatch.objects.filter(project=project, assignee=user, submitted_at__isnull=True).exists():
+    open_batches = QueryBatch.objects.filter(project=project, submitted_at__isnull=True)
+    if project.split_work:
+        open_batches = open_batches.filter(assignee=user)
+    if open_batches.exists():
         return None
     if not ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.INDEX).exists():
         return None
     # A queued or running retrain or query builds a batch for every member without an open one. An
     # embedding (minutes, after a fine-tune) is not waited for: the batch comes from the current index.
-    if active_job(project_id=project.pk, kinds=[Job.Kind.QUERY, Job.Kind.RETRAIN]) is not None:
+    loop_kinds: list[str] = [Job.Kind.QUERY, Job.Kind.RETRAIN]
+    if active_job(project_id=project.pk, kinds=loop_kinds) is not None:
         return None
+    if labels_left(project) <= 0:
+        return None
+    if not project.split_work:
+        last = Job.objects.filter(project=project, kind__in=loop_kinds).order_by("-created_at", "-pk").first()
+        if last is None or last.status != Job.Status.SUCCEEDED:
+            return None
     return job_create(kind=Job.Kind.QUERY, project=project, params={"for_users": [user.pk]}, created_by=user)

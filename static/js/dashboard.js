@@ -38,6 +38,7 @@
     $("budget-total").textContent = b.total;
     $("budget-left").textContent = b.left;
     $("budget-review").textContent = b.in_review;
+    $("budget-batches").textContent = b.in_batches;
     $("budget-fill").style.width = `${Math.min(100, (100 * b.used) / Math.max(b.total, 1))}%`;
     draw("classes", "class-chart", {
       type: "bar",

@@ -95,7 +95,7 @@ def test_the_page_states_the_stopping_rule_and_loads_chartjs(project: Project, l
 
 def test_an_empty_project(project: Project, lead: User) -> None:
     data = client_for(lead).get(f"/projects/{project.pk}/dashboard/data.json").json()
-    assert data["budget"] == {"total": 50, "used": 0, "left": 50, "in_review": 0}
+    assert data["budget"] == {"total": 50, "used": 0, "left": 50, "in_review": 0, "in_batches": 0}
     assert len(data["class_counts"]) == project.classes.count() and data["learning_curve"] == []
     assert data["current_model"] is None and data["stopping"]["state"] == "too-early"
     assert data["annotators"] == {**data["annotators"], "people": [], "pairs": [], "cells_labelled_twice": 0}
@@ -163,7 +163,14 @@ def test_budget_classes_annotators_and_kappa_on_two_annotators(
 
     data = client_for(lead).get(f"/projects/{project.pk}/dashboard/data.json").json()
     agreed = sum(x == y for x, y in zip(a, b, strict=True))  # 6 cells agree; 2 disagree -> review
-    assert data["budget"] == {"total": 50, "used": agreed + 1, "left": 50 - agreed - 1, "in_review": 3}
+    # Cells waiting for review spent their label too: the loop will not ask for them again.
+    assert data["budget"] == {
+        "total": 50,
+        "used": agreed + 1,
+        "left": 50 - agreed - 1 - 3,
+        "in_review": 3,
+        "in_batches": 0,
+    }
     counts = {c["name"]: c["count"] for c in data["class_counts"]}
     assert sum(counts.values()) == agreed + 1 and counts["lymphocyte"] == 2 and counts["blast"] == 1
 
@@ -237,7 +244,9 @@ def test_dashboard_of_a_real_loop_with_two_classifier_versions(
     assert [p["labels"] for p in data["learning_curve"]] == [12, 24]
     assert all(0.0 <= p["macro_f1"] <= 1.0 for p in data["learning_curve"])
     assert all(p["interval"][0] <= p["macro_f1"] + 1e-9 for p in data["learning_curve"])
-    assert data["budget"]["used"] == 24 and data["budget"]["left"] == loop_project.label_budget - 24
+    # The third batch is open: its 12 cells are asked for, so they are not left.
+    assert data["budget"]["used"] == 24 and data["budget"]["in_batches"] == 12
+    assert data["budget"]["left"] == loop_project.label_budget - 24 - 12
     assert sum(c["count"] for c in data["class_counts"]) == 24
     model = data["current_model"]
     assert model["version"] == 2 and model["n_validation"] == 9

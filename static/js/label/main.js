@@ -137,10 +137,7 @@ function drawStatus() {
   if (reviewCount) reviewCount.textContent = loop.review_count + (loop.suspected_count || 0);
   if (!page.batch) {
     $("empty").hidden = false;
-    $("empty").textContent =
-      loop.stage === "idle"
-        ? "Nothing to label yet: a lead starts the loop (pretrain an encoder)."
-        : `Preparing the first batch (${loop.stage})…`;
+    $("empty").textContent = render.emptyMessage(loop);
   }
 }
 
