@@ -13,8 +13,9 @@ from django.db import transaction
 from annotation.models import Cell
 from jobs.models import Job
 from jobs.registry import JobProgress
-from learning.selfsup.config import resolve_settings
+from learning.selfsup.config import device_recipe, resolve_settings
 from learning.selfsup.train import PretrainConfig, load_checkpoint, load_encoder, pretrain
+from learning.training import resolve_device
 from loop.handlers.artifacts import ENCODER_FILE, job_dir
 from loop.handlers.records import cell_records
 from loop.models import ModelVersion, relative_artifact
@@ -95,6 +96,8 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
         cells = Cell.objects.filter(project=project).exclude(role=Cell.Role.TEST).order_by("pk")
         records = cell_records(cells)
         out = job_dir(job) / ENCODER_FILE
+        # A GPU worker runs the GPU run's batch and views, a CPU worker the CPU runs' (same code path).
+        recipe = device_recipe(resolve_device(), len(records))
         config = PretrainConfig(
             method=project.ssl_method,
             backbone=project.encoder_backbone,
@@ -102,7 +105,8 @@ def pretrain_encoder(job: Job, progress: JobProgress) -> ModelVersion:
             crop=project.input_crop,
             minutes=minutes,
             backbone_kwargs=initial_backbone_kwargs(project),
-            batch_size=min(128, max(2, len(records) // 2)),
+            batch_size=recipe.batch_size,
+            augment=recipe.augment,
         )
         resume, seconds_done = _checkpoint_to_resume(out, config)
         left = minutes - seconds_done / 60.0

@@ -21,7 +21,7 @@ from learning.selfsup import (
     pretrain,
     triplet_semihard_loss,
 )
-from learning.selfsup.config import resolve_settings
+from learning.selfsup.config import DeviceRecipe, device_recipe, resolve_settings
 from models_zoo import create_model
 
 
@@ -194,3 +194,12 @@ def test_pretrain_config_and_its_settings() -> None:
         resolve_settings(PretrainConfig(epochs=2, gray_world=False), {**meta, "gray_world": True})
     with pytest.raises(ValueError, match="unknown method"):
         resolve_settings(PretrainConfig(epochs=1, method="mae"), None)
+
+
+def test_a_gpu_worker_pretrains_with_the_gpu_runs_batch_and_views() -> None:
+    # The recipe is chosen from the device alone, so it is checked here without a GPU.
+    assert device_recipe(torch.device("cuda"), 16_230) == DeviceRecipe(batch_size=512, augment="strong")
+    assert device_recipe(torch.device("cpu"), 16_230) == DeviceRecipe(batch_size=128, augment="reference")
+    # A small project still takes several steps an epoch; the views stay the device's.
+    assert device_recipe(torch.device("cuda"), 300) == DeviceRecipe(batch_size=150, augment="strong")
+    assert device_recipe(torch.device("cpu"), 3).batch_size == 2
