@@ -70,6 +70,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "lpft_smooth": {"probe_heads": True, "label_smoothing": 0.1},
     # Issue 13: stain jitter, blur and a wider zoom (learning.transforms, preset "travel").
     "supervised_travel": {"augment": "travel"},
+    # Issue 13, adapting without labels: FixMatch whose unlabelled cells are the other lab's (half A of
+    # --external with --site-half; every recipe is then scored on half B).
+    "semi_site": {"semi": "site"},
+    "semi_site_pool": {"semi": "site+pool"},
 }
 
 
@@ -111,18 +115,31 @@ def run_recipe(
     rows: np.ndarray,
     seed: int,
     external: tuple[torch.Tensor, np.ndarray] | None = None,
+    site_unlabelled: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """One fine-tune scored by its own head and by the product's classifier; with ``external`` (another
-    lab's images and labels, never trained on) the product's classifier is scored there too."""
+    lab's images and labels, never trained on) the product's classifier is scored there too.
+    ``site_unlabelled``: other cells of that lab, without labels, for the ``semi_site`` recipes."""
     options = dict(RECIPES[name])
     semi = None
     unlabelled = None
-    if options.pop("semi", None):
+    semi_kind = options.pop("semi", None)
+    if semi_kind:
         semi = SemiSupervised(threshold=args.semi_threshold, lambda_u=1.0, ratio=1)
         rng = np.random.default_rng(seed + 7)
         free = np.setdiff1d(np.arange(len(pool_images)), rows)
-        picked = np.sort(rng.choice(free, size=min(len(free), 4 * len(rows)), replace=False))
-        unlabelled = pool_images[torch.from_numpy(picked)]
+        parts: list[torch.Tensor] = []
+        if semi_kind in ("fixmatch", "site+pool"):
+            size = 4 * len(rows)
+            if semi_kind == "site+pool":  # as many of our unlabelled cells as of the other lab's
+                size = 0 if site_unlabelled is None else len(site_unlabelled)
+            picked = np.sort(rng.choice(free, size=min(len(free), size), replace=False))
+            parts.append(pool_images[torch.from_numpy(picked)])
+        if semi_kind in ("site", "site+pool"):
+            if site_unlabelled is None:
+                raise SystemExit(f"recipe {name} needs --external and --site-half")
+            parts.append(site_unlabelled)
+        unlabelled = torch.cat(parts)
     lookup = {c: i for i, c in enumerate(problem.classes)}
     labels = np.array([lookup[str(v)] for v in problem.pool_y[rows]], dtype=np.int64)
     attributes = attribute_matrix(problem.pool_attributes, problem.attribute_classes, rows)
@@ -173,6 +190,7 @@ def run_recipe(
         "labels": len(rows),
         "options": {k: str(v) for k, v in options.items()},
         "semi_threshold": args.semi_threshold if semi else None,
+        "unlabelled_cells": 0 if unlabelled is None else len(unlabelled),
         "epochs_done": round(result.epochs_done, 2),
         "steps_done": result.steps_done,
         "pseudo_label_rate": result.pseudo_label_rate,
@@ -458,6 +476,12 @@ def main(argv: list[str] | None = None) -> None:
         default=["plain"],
         help="plain (classes balanced) and/or site (the new site's cells as often as the old ones)",
     )
+    parser.add_argument(
+        "--site-half",
+        action="store_true",
+        help="split --external in two halves (seeded): the semi_site recipes train on half A without "
+        "its labels, and every recipe's external figures are on half B",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
@@ -474,8 +498,26 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict[str, Any]] = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rows = np.array(sorted(index[r.id] for r in sample_per_class(pool, args.per_class, seed=seed)))
+        scored, site_unlabelled = external, None
+        if external is not None and args.site_half:
+            # Stratified halves, so that half B keeps the lab's class mix to score on.
+            half_a = np.sort(
+                np.concatenate(
+                    [
+                        np.random.default_rng(seed + 211).permutation(np.flatnonzero(external[1] == c))[
+                            : int((external[1] == c).sum()) // 2
+                        ]
+                        for c in np.unique(external[1])
+                    ]
+                )
+            )
+            half_b = np.setdiff1d(np.arange(len(external[1])), half_a)
+            site_unlabelled = external[0][torch.from_numpy(half_a)]
+            scored = (external[0][torch.from_numpy(half_b)], external[1][half_b])
         for name in args.recipes.split(","):
-            run = run_recipe(name, args, problem, pool_images, test_images, rows, seed, external)
+            run = run_recipe(
+                name, args, problem, pool_images, test_images, rows, seed, scored, site_unlabelled
+            )
             runs.append(run)
             print(
                 f"{name} seed {seed}: {run['epochs_done']} epochs in {run['finetune_seconds']} s | "
