@@ -76,8 +76,8 @@ def finetune_scheduled(submitted: int, every: int) -> bool:
 
 def budget_needs_finetune(project: Project) -> bool:
     """The label budget is reached and no fine-tune has seen all of it yet: the model the budget buys is
-    fine-tuned on every label, whatever the schedule (with a budget of 811 and batches of 48 the last
-    batch holds 43 cells and the schedule would not fine-tune on them otherwise)."""
+    fine-tuned on every label, whatever the schedule (a budget of 700 with batches of 48 and ``every`` 8
+    ends in batch 15, which the schedule would not fine-tune after; at 811 the schedule's batch 17 does)."""
     if not label_budget(project).reached:
         return False
     if active_job(project_id=project.pk, kinds=[Job.Kind.FINETUNE]) is not None:
