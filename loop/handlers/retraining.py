@@ -146,11 +146,11 @@ def _planned_batches(
     data: TrainingSet,
     probs: np.ndarray | None,
     clf: TemperatureScaled | None,
+    left: int,
 ) -> list[PlannedWrite]:
     """The batches this job writes: the project's one shared batch, or with split work one for every
     annotator who needs one (none when all have an open batch). Never more query cells than the label
-    budget has left (``labels_left``): the last batch is cut to it, and once it is spent none is built."""
-    left = labels_left(project)
+    budget has ``left``: the last batch is cut to it, and once it is spent none is built."""
     if left <= 0:
         return []
     people = recipients(project, job) if project.split_work else []
@@ -295,7 +295,8 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         )
     lap("score")
     progress(0.6, "choosing the next batch")
-    to_write = _planned_batches(project, job, emb, ids, data, probs, clf)
+    left = labels_left(project)  # read once: it decides the batch size and, at 0, says why there is none
+    to_write = _planned_batches(project, job, emb, ids, data, probs, clf, left)
     lap("select")
     suggested_attributes = _attribute_suggestions(project, job, emb, ids, data, to_write)
     lap("attributes")
@@ -347,7 +348,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         result = _batch_result(batches[0], seconds)
     else:
         result = {"batch": None, "seconds": seconds}
-    if not batches and labels_left(project) <= 0:
+    if not batches and left <= 0:
         result["message"] = budget_spent_message(project)
     if metrics:
         result["validation_macro_f1"] = metrics.get("macro_f1")
