@@ -23,7 +23,11 @@ describe("the page without a batch", () => {
   });
   test("before the loop starts, and while a job builds the batch", () => {
     assert.match(emptyMessage(loop({ index_version: null })), /a lead starts the loop/);
-    assert.equal(emptyMessage(loop({ stage: "retraining" })), "Preparing the next batch (retraining)…");
+    const left = { count: 5, budget: 811, left: 806 };
+    assert.equal(emptyMessage(loop({ stage: "retraining", labels: left })), "Preparing the next batch (retraining)…");
+  });
+  test("a background job does not hide a spent budget: it builds no batch either", () => {
+    assert.match(emptyMessage(loop({ stage: "pretraining" })), /label budget is spent/);
   });
   test("a failed loop job is named, not waited for", () => {
     const text = emptyMessage(loop({ labels: { count: 5, budget: 811, left: 806 }, last_failed: { id: 3 } }));

@@ -238,12 +238,13 @@ export function markStale(title, body, focusedCell) {
 
 /** What the page says where there is no batch to label. */
 export function emptyMessage(loop) {
-  if (loop.stage !== "idle") return `Preparing the next batch (${loop.stage})…`;
-  if (loop.index_version === null) return "Nothing to label yet: a lead starts the loop (pretrain an encoder).";
-  if (loop.labels.left <= 0) {
+  // A spent budget comes first: a background pretrain or fine-tune then builds no batch either.
+  if (loop.index_version !== null && loop.labels.left <= 0) {
     return `The label budget is spent (${loop.labels.count} of ${loop.labels.budget} labels): ` +
       "a lead raises it in the project's settings to go on.";
   }
+  if (loop.stage !== "idle") return `Preparing the next batch (${loop.stage})…`;
+  if (loop.index_version === null) return "Nothing to label yet: a lead starts the loop (pretrain an encoder).";
   if (loop.last_failed) return "No batch: the last loop job failed (above); a lead starts it again.";
   return "Asking for the next batch…";
 }
