@@ -57,6 +57,26 @@ def test_lobed_nuclei_are_less_solid_than_round_ones(
     assert mean_of(lobed, "nucleus_lobes") > mean_of(round_, "nucleus_lobes")
 
 
+def test_segmented_nuclei_come_apart_under_erosion_and_band_nuclei_do_not(
+    manifest_rows: list[dict[str, str]], data_dir: Path
+) -> None:
+    # Within neutrophils, so that the class does not decide it: a band and a two-lobed nucleus are
+    # what the version-1 lobe count (the mask's parts) could not tell apart.
+    segmented = cells_with(manifest_rows, data_dir, label="neutrophil", nucleus_shape="segmented-bilobed")
+    band = cells_with(manifest_rows, data_dir, label="neutrophil", nucleus_shape="unsegmented-band")
+    assert mean_of(segmented, "nucleus_lobes_eroded") > mean_of(band, "nucleus_lobes_eroded") + 0.2
+    assert mean_of(segmented, "nucleus_thin_share") > mean_of(band, "nucleus_thin_share") + 0.05
+
+
+def test_a_round_nucleus_is_thick_and_short_against_a_band(
+    manifest_rows: list[dict[str, str]], data_dir: Path
+) -> None:
+    round_ = cells_with(manifest_rows, data_dir, nucleus_shape="unsegmented-round")
+    band = cells_with(manifest_rows, data_dir, nucleus_shape="unsegmented-band")
+    assert mean_of(round_, "nucleus_thickness") > mean_of(band, "nucleus_thickness") * 1.2
+    assert mean_of(round_, "nucleus_skeleton_length") < mean_of(band, "nucleus_skeleton_length") * 0.8
+
+
 def test_a_high_nc_ratio_means_more_of_the_cell_is_nucleus(
     manifest_rows: list[dict[str, str]], data_dir: Path
 ) -> None:
