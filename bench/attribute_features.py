@@ -35,12 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from learning.attribute_heads import FusedAttributeHeads  # noqa: E402
+from learning.attribute_heads import FusedAttributeHeads, WeightSetting  # noqa: E402
 from learning.classifiers import MultiTaskClassifier  # noqa: E402
 from learning.data import read_manifest  # noqa: E402
 from learning.evaluation import attribute_scores  # noqa: E402
 from learning.finetune_benchmark import normalise  # noqa: E402
 from learning.morphometry import MEASUREMENT_NAMES, measure_cached  # noqa: E402
+
+# The version-1 measurements are the first columns of MEASUREMENT_NAMES (version 2 appended its own).
+VERSION_1_COLUMNS = MEASUREMENT_NAMES.index("nucleus_lobes_eroded")
 
 # The prefix bench/finetune_recipe.py saves the network's attribute-head probabilities under.
 NETWORK_HEAD = "network_head:"
@@ -61,7 +64,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--features", type=Path, nargs="+", required=True, help="finetune_recipe .npz files")
-    parser.add_argument("--weights", default="0.3,0.5,0.7")
+    parser.add_argument(
+        "--weights",
+        default="0.3,0.5,0.7",
+        help="measurement weights of the fused heads; 'cross-validated' chooses one per attribute",
+    )
+    parser.add_argument(
+        "--version-1",
+        action="store_true",
+        help="also score the fused heads on the 20 version-1 measurements (no constrictions)",
+    )
     parser.add_argument(
         "--network-weights", default="0.33,0.5", help="weights of the network's heads beside the fused two"
     )
@@ -99,9 +111,18 @@ def main(argv: list[str] | None = None) -> None:
             }.items():
                 heads = FusedAttributeHeads(schema, measurement_weight=0.0).fit(xl, None, attrs_lab)
                 results[name] = scored(attrs_test, heads.predict(xt, None))
-            for w in (float(v) for v in args.weights.split(",")):
-                heads = FusedAttributeHeads(schema, measurement_weight=w).fit(e_lab, m_lab, attrs_lab)
-                results[f"fused_w{w:g}"] = scored(attrs_test, heads.predict(e_test, m_test))
+            versions = {"": (m_lab, m_test)}
+            if args.version_1:
+                versions["v1_"] = (m_lab[:, :VERSION_1_COLUMNS], m_test[:, :VERSION_1_COLUMNS])
+            for prefix, (ml, mt) in versions.items():
+                for setting in args.weights.split(","):
+                    w: WeightSetting = "cross-validated" if setting == "cross-validated" else float(setting)
+                    t_fit = time.perf_counter()
+                    heads = FusedAttributeHeads(schema, measurement_weight=w).fit(e_lab, ml, attrs_lab)
+                    key = f"fused_{prefix}" + ("cross-validated" if w == "cross-validated" else f"w{w:g}")
+                    results[key] = scored(attrs_test, heads.predict(e_test, mt))
+                    results[key]["fit_seconds"] = round(time.perf_counter() - t_fit, 2)
+                    results[key]["weights"] = heads.weights_
             network = {
                 key.removeprefix(NETWORK_HEAD): saved[key]
                 for key in saved.files

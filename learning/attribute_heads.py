@@ -9,6 +9,15 @@ attribute macro-F1 0.842 against 0.838 for the embedding alone, 4 fine-tunes on 
 cytoplasm colour (0.78 against 0.69) and nucleus shape (0.58 against 0.56), the embedding on cell shape,
 vacuoles and granules. Averaged at 0.5: 0.857 (0.853-0.862 over the 4; 0.3: 0.848, 0.7: 0.853).
 
+One weight for every attribute is a compromise: the measurements are the better voice on cytoplasm colour,
+the embedding on cell shape. ``measurement_weight="cross-validated"`` chooses each attribute's weight from
+:data:`WEIGHT_CHOICES` by the macro-F1 of out-of-fold predictions on the labelled cells, and keeps
+:data:`MEASUREMENT_WEIGHT` unless another weight wins by :data:`CHOICE_MARGIN` (folds of a few hundred
+cells are noisy: without the margin, the gain on cytoplasm colour was lost to chance picks elsewhere).
+With the version-2 measurements, 4 fine-tunes on 810 labels: 0.862 at 0.5, 0.866 chosen (0.858 with the
+version-1 measurements at 0.5). Choosing costs 2 s at 435 cells (5 folds of 22 regressions), so the
+product chooses when the encoder changes and passes the chosen mapping to each retrain's heads.
+
 ``attributes`` follow :class:`learning.classifiers.MultiTaskClassifier`'s convention: attribute -> (N,)
 str, ``''`` where a cell has no value for it (that cell is left out of that head). Without
 measurements (``None``) the heads are the embedding's alone.
@@ -17,9 +26,11 @@ measurements (``None``) the heads are the embedding's alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from learning.classifiers import MISSING, AlignedClassifier
 
@@ -27,25 +38,46 @@ from learning.classifiers import MISSING, AlignedClassifier
 MEASUREMENT_WEIGHT: Final = 0.5
 # Inverse regularisation: a few hundred cells carry attributes at the label counts the loop works at.
 ATTRIBUTE_C: Final = 0.1
+# "cross-validated": the weights tried, the folds they are scored on, the margin a weight other than
+# MEASUREMENT_WEIGHT must win by, and the fewest labelled cells an attribute needs before its weight is
+# chosen (below it a fold holds a dozen cells, and MEASUREMENT_WEIGHT stands). Folds and margin measured
+# on 4 fine-tunes (bench/README.md "The nucleus' constrictions"): 3 folds or no margin gave 0.863-0.865.
+WEIGHT_CHOICES: Final = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+CHOICE_FOLDS: Final = 5
+CHOICE_MARGIN: Final = 0.01
+MIN_CELLS_TO_CHOOSE: Final = 60
+
+# One weight for every attribute, "cross-validated", or attribute -> weight (chosen earlier; an
+# attribute it does not name gets MEASUREMENT_WEIGHT).
+WeightSetting = float | Literal["cross-validated"] | Mapping[str, float]
 
 
 class FusedAttributeHeads:
     """Per attribute, an embedding head and a measurement head whose probabilities are averaged.
 
-    ``schema``: attribute -> its values (the order of the probability columns). Fitted state:
-    ``trained_`` (the attributes that had at least one labelled cell).
+    ``schema``: attribute -> its values (the order of the probability columns). ``measurement_weight``:
+    see :data:`WeightSetting` and the module docstring. Fitted state: ``trained_`` (the attributes that
+    had at least one labelled cell), ``weights_`` (attribute -> the weight used, where measurements were
+    given).
     """
 
     def __init__(
         self,
         schema: Mapping[str, Sequence[str]],
         *,
-        measurement_weight: float = MEASUREMENT_WEIGHT,
+        measurement_weight: WeightSetting = MEASUREMENT_WEIGHT,
         C: float = ATTRIBUTE_C,
         seed: int = 0,
     ) -> None:
-        if not 0.0 <= measurement_weight <= 1.0:
-            raise ValueError("measurement_weight must lie in [0, 1]")
+        given = (
+            list(measurement_weight.values())
+            if isinstance(measurement_weight, Mapping)
+            else []
+            if measurement_weight == "cross-validated"
+            else [measurement_weight]
+        )
+        if not all(isinstance(w, float | int) and 0.0 <= w <= 1.0 for w in given):
+            raise ValueError('measurement_weight must lie in [0, 1] or be "cross-validated"')
         self.schema = {name: list(values) for name, values in schema.items()}
         self.measurement_weight = measurement_weight
         self.C = C
@@ -53,6 +85,50 @@ class FusedAttributeHeads:
 
     def _head(self, values: list[str]) -> AlignedClassifier:
         return AlignedClassifier(values, "logreg", C=self.C, class_weight="balanced", seed=self.seed)
+
+    def _weight(
+        self, name: str, values: list[str], embeddings: np.ndarray, measurements: np.ndarray, y: np.ndarray
+    ) -> float:
+        setting = self.measurement_weight
+        if isinstance(setting, Mapping):
+            return float(setting.get(name, MEASUREMENT_WEIGHT))
+        if setting == "cross-validated":
+            return self._chosen_weight(values, embeddings, measurements, y)
+        return float(setting)
+
+    def _chosen_weight(
+        self, values: list[str], embeddings: np.ndarray, measurements: np.ndarray, y: np.ndarray
+    ) -> float:
+        """The weight of :data:`WEIGHT_CHOICES` whose out-of-fold averaged probabilities score the best
+        macro-F1 on ``y``, if it beats :data:`MEASUREMENT_WEIGHT` by :data:`CHOICE_MARGIN`."""
+        if len(y) < MIN_CELLS_TO_CHOOSE:
+            return MEASUREMENT_WEIGHT
+        _, counts = np.unique(y, return_counts=True)
+        folds = (
+            StratifiedKFold(CHOICE_FOLDS, shuffle=True, random_state=self.seed)
+            if counts.min() >= CHOICE_FOLDS
+            else KFold(CHOICE_FOLDS, shuffle=True, random_state=self.seed)
+        )
+        from_embedding = np.zeros((len(y), len(values)))
+        from_measurements = np.zeros((len(y), len(values)))
+        for train, held_out in folds.split(embeddings, y):
+            emb_head = self._head(values).fit(embeddings[train], y[train])
+            from_embedding[held_out] = emb_head.predict_proba(embeddings[held_out])
+            meas_head = self._head(values).fit(measurements[train], y[train])
+            from_measurements[held_out] = meas_head.predict_proba(measurements[held_out])
+        names = np.asarray(values, dtype=object)
+        scores = {
+            w: float(
+                f1_score(
+                    y,
+                    names[((1 - w) * from_embedding + w * from_measurements).argmax(axis=1)].astype(str),
+                    average="macro",
+                )
+            )
+            for w in WEIGHT_CHOICES
+        }
+        best = max(WEIGHT_CHOICES, key=lambda w: (round(scores[w], 6), -abs(w - MEASUREMENT_WEIGHT)))
+        return best if scores[best] >= scores[MEASUREMENT_WEIGHT] + CHOICE_MARGIN else MEASUREMENT_WEIGHT
 
     def fit(
         self,
@@ -70,6 +146,8 @@ class FusedAttributeHeads:
         self.embedding_heads_: dict[str, AlignedClassifier] = {}
         self.measurement_heads_: dict[str, AlignedClassifier] = {}
         self.trained_: list[str] = []
+        self.weights_: dict[str, float] = {}
+        m = None if measurements is None else np.asarray(measurements, dtype=np.float32)
         for name, values in self.schema.items():
             given = attributes.get(name)
             if given is None:
@@ -81,9 +159,9 @@ class FusedAttributeHeads:
             if not keep.any():
                 continue
             self.embedding_heads_[name] = self._head(values).fit(embeddings[keep], y[keep])
-            if measurements is not None:
-                m = np.asarray(measurements, dtype=np.float32)
+            if m is not None:
                 self.measurement_heads_[name] = self._head(values).fit(m[keep], y[keep])
+                self.weights_[name] = self._weight(name, values, embeddings[keep], m[keep], y[keep])
             self.trained_.append(name)
         return self
 
@@ -95,7 +173,7 @@ class FusedAttributeHeads:
             p = self.embedding_heads_[name].predict_proba(embeddings)
             head = self.measurement_heads_.get(name)
             if head is not None and measurements is not None:
-                w = self.measurement_weight
+                w = self.weights_[name]
                 p = (1 - w) * p + w * head.predict_proba(np.asarray(measurements, dtype=np.float32))
             out[name] = p
         return out
@@ -108,4 +186,12 @@ class FusedAttributeHeads:
         }
 
 
-__all__ = ["ATTRIBUTE_C", "MEASUREMENT_WEIGHT", "FusedAttributeHeads"]
+__all__ = [
+    "ATTRIBUTE_C",
+    "CHOICE_MARGIN",
+    "MEASUREMENT_WEIGHT",
+    "MIN_CELLS_TO_CHOOSE",
+    "WEIGHT_CHOICES",
+    "FusedAttributeHeads",
+    "WeightSetting",
+]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learning.attribute_heads import FusedAttributeHeads
+from learning.attribute_heads import (
+    MEASUREMENT_WEIGHT,
+    MIN_CELLS_TO_CHOOSE,
+    WEIGHT_CHOICES,
+    FusedAttributeHeads,
+)
 from learning.classifiers import AlignedClassifier
 
 SCHEMA = {"cell_size": ["small", "big"], "granularity": ["yes", "no"]}
@@ -65,3 +70,35 @@ def test_unlabelled_attributes_are_not_trained_and_bad_input_is_refused() -> Non
         FusedAttributeHeads(SCHEMA).fit(emb, meas[:10], attrs)
     with pytest.raises(ValueError, match="measurement_weight"):
         FusedAttributeHeads(SCHEMA, measurement_weight=1.5)
+
+
+def test_cross_validated_weights_lean_on_the_head_that_knows_each_attribute() -> None:
+    emb, meas, attrs = problem(2)
+    chosen = FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated").fit(emb, meas, attrs)
+    # Size is in the measurements only: the out-of-fold scores push its weight to their side.
+    assert chosen.weights_["cell_size"] > MEASUREMENT_WEIGHT
+    # Granularity is in the embedding only, and the uninformed measurement head cannot flip a two-valued
+    # answer at any weight: no weight wins by the margin, and the default stands.
+    assert chosen.weights_["granularity"] == MEASUREMENT_WEIGHT
+    assert set(chosen.weights_.values()) <= set(WEIGHT_CHOICES)
+    # And what predict uses is the chosen weight.
+    only_emb = FusedAttributeHeads(SCHEMA, measurement_weight=0.0).fit(emb, meas, attrs)
+    only_meas = FusedAttributeHeads(SCHEMA, measurement_weight=1.0).fit(emb, meas, attrs)
+    w = chosen.weights_["cell_size"]
+    expected = (1 - w) * only_emb.predict_proba(emb, meas)["cell_size"] + w * only_meas.predict_proba(
+        emb, meas
+    )["cell_size"]
+    np.testing.assert_allclose(chosen.predict_proba(emb, meas)["cell_size"], expected, atol=1e-6)
+
+
+def test_too_few_labelled_cells_keep_the_default_weight() -> None:
+    emb, meas, attrs = problem(4)
+    few = {name: values[: MIN_CELLS_TO_CHOOSE - 10] for name, values in attrs.items()}
+    heads = FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated").fit(
+        emb[: MIN_CELLS_TO_CHOOSE - 10], meas[: MIN_CELLS_TO_CHOOSE - 10], few
+    )
+    assert heads.weights_ == dict.fromkeys(SCHEMA, MEASUREMENT_WEIGHT)
+    # Without measurements there is nothing to weigh.
+    assert (
+        FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated").fit(emb, None, attrs).weights_ == {}
+    )
