@@ -170,10 +170,11 @@ def attribute_report(
 ) -> dict[str, Any]:
     """The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) trained on the
     labelled pool cells' embedding (and measurements, when the problem has them), scored on the test
-    cells."""
+    cells. Each attribute's measurement weight is chosen on the labelled cells, as the product's
+    fine-tune chooses it for the retrains that follow."""
     pool_m, test_m = problem.pool_measurements, problem.test_measurements
     with_measurements = pool_m is not None and test_m is not None
-    heads = FusedAttributeHeads(problem.attribute_classes, seed=seed)
+    heads = FusedAttributeHeads(problem.attribute_classes, measurement_weight="cross-validated", seed=seed)
     heads.fit(
         pool_x[labelled],
         pool_m[labelled] if with_measurements and pool_m is not None else None,
@@ -188,6 +189,7 @@ def attribute_report(
 
     report = scored(heads.predict(test_x, test_m if with_measurements else None))
     report["heads"] = "embedding + measurements" if with_measurements else "embedding"
+    report["measurement_weights"] = heads.weights_
     if with_measurements:
         # The same heads without the measurements, on the same labels: what the measurements add.
         report["embedding_only"] = scored(heads.predict(test_x, None))

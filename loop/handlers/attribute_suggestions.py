@@ -6,6 +6,11 @@ which are taken from each cell's file once, when first needed, and kept (``loop.
 A batch of 48 costs 48 measurements (about 20 ms each on this machine) plus those of cells labelled
 since; the heads are logistic regressions on a few hundred rows.
 
+Each attribute's measurement weight (how much the measurements count beside the embedding) is chosen
+by cross-validation on the labelled cells when the embedding changes (:func:`choose_attribute_weights`,
+called by the embed job, which stores the choice with the index); the retrains that follow use it, so
+the choice (about 2 s at 435 cells) never delays a batch.
+
 Suggestions are only shown, never saved as a label: the annotator's own attributes are what count.
 """
 
@@ -19,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from annotation.models import Cell, Project
-from learning.attribute_heads import FusedAttributeHeads
+from learning.attribute_heads import MEASUREMENT_WEIGHT, FusedAttributeHeads
 from learning.morphometry import MEASUREMENT_DEFINITION, MEASUREMENT_NAMES, measure
 from loop.handlers.training_set import TrainingSet
 from loop.models import CellMeasurement
@@ -29,6 +34,9 @@ logger = logging.getLogger(__name__)
 # Fewer labelled cells with attributes than this: no suggestions (a head fitted on a handful of cells
 # would mostly repeat the commonest value).
 MIN_ATTRIBUTE_CELLS: Final = 20
+
+# The index version's metric that holds the chosen weights (attribute -> weight).
+ATTRIBUTE_WEIGHTS_METRIC: Final = "attribute_weights"
 
 Suggestions = dict[int, dict[str, dict[str, Any]]]  # cell id -> attribute -> {"value", "confidence"}
 
@@ -57,6 +65,41 @@ def measurements_for(cell_ids: Sequence[int]) -> np.ndarray:
     return np.asarray([known.get(c, zeros) for c in wanted], dtype=np.float32)
 
 
+def _attribute_rows(
+    project: Project, data: TrainingSet
+) -> tuple[dict[str, list[str]], np.ndarray, dict[str, list[str]]] | None:
+    """The project's learnable schema, the labelled rows that carry any of it and their targets
+    (attribute -> values, ``''`` where missing); None when fewer than :data:`MIN_ATTRIBUTE_CELLS` do."""
+    schema = project.learnable_attributes()
+    if not schema:
+        return None
+    carries = np.array(
+        [any(a.get(name) in values for name, values in schema.items()) for a in data.train_attributes],
+        dtype=bool,
+    )
+    if carries.sum() < MIN_ATTRIBUTE_CELLS:
+        return None
+    train_attributes = [a for a, keep in zip(data.train_attributes, carries, strict=True) if keep]
+    targets = {name: [a.get(name, "") for a in train_attributes] for name in schema}
+    return schema, data.train_rows[carries], targets
+
+
+def choose_attribute_weights(
+    project: Project, emb: np.ndarray, ids: np.ndarray, data: TrainingSet, *, seed: int = 0
+) -> dict[str, float]:
+    """Attribute -> the measurement weight cross-validation chooses on the labelled cells of this
+    embedding (:class:`learning.attribute_heads.FusedAttributeHeads`); empty when too few cells carry
+    attributes (the retrains then use ``MEASUREMENT_WEIGHT``)."""
+    found = _attribute_rows(project, data)
+    if found is None:
+        return {}
+    schema, train_rows, targets = found
+    measured = measurements_for(ids[train_rows].tolist())
+    with threadpool_limits(limits=1):
+        heads = FusedAttributeHeads(schema, measurement_weight="cross-validated", seed=seed)
+        return heads.fit(emb[train_rows], measured, targets).weights_
+
+
 def suggest_attributes(
     project: Project,
     emb: np.ndarray,
@@ -65,25 +108,21 @@ def suggest_attributes(
     rows: np.ndarray,
     *,
     seed: int = 0,
+    weights: Mapping[str, float] | None = None,
 ) -> Suggestions:
     """Attribute suggestions for the cells at ``rows`` of the index (``emb``, ``ids``), from heads
-    trained on ``data``'s labelled cells; empty when fewer than :data:`MIN_ATTRIBUTE_CELLS` carry
-    attributes of the project's schema."""
-    schema = project.learnable_attributes()
-    if not schema or not len(rows):
+    trained on ``data``'s labelled cells with ``weights`` (attribute -> measurement weight, chosen by
+    :func:`choose_attribute_weights`; ``MEASUREMENT_WEIGHT`` where it has none); empty when fewer than
+    :data:`MIN_ATTRIBUTE_CELLS` carry attributes of the project's schema."""
+    found = _attribute_rows(project, data) if len(rows) else None
+    if found is None:
         return {}
-    carries = np.array(
-        [any(a.get(name) in values for name, values in schema.items()) for a in data.train_attributes],
-        dtype=bool,
-    )
-    if carries.sum() < MIN_ATTRIBUTE_CELLS:
-        return {}
-    train_rows = data.train_rows[carries]
-    train_attributes = [a for a, keep in zip(data.train_attributes, carries, strict=True) if keep]
+    schema, train_rows, targets = found
     measured = measurements_for([*ids[train_rows].tolist(), *ids[rows].tolist()])
-    targets = {name: [a.get(name, "") for a in train_attributes] for name in schema}
     with threadpool_limits(limits=1):
-        heads = FusedAttributeHeads(schema, seed=seed)
+        heads = FusedAttributeHeads(
+            schema, measurement_weight=dict(weights) if weights else MEASUREMENT_WEIGHT, seed=seed
+        )
         heads.fit(emb[train_rows], measured[: len(train_rows)], targets)
         probs = heads.predict_proba(emb[rows], measured[len(train_rows) :])
     return _as_suggestions(ids[rows], probs, heads.schema)
@@ -104,4 +143,11 @@ def _as_suggestions(
     return out
 
 
-__all__ = ["MIN_ATTRIBUTE_CELLS", "Suggestions", "measurements_for", "suggest_attributes"]
+__all__ = [
+    "ATTRIBUTE_WEIGHTS_METRIC",
+    "MIN_ATTRIBUTE_CELLS",
+    "Suggestions",
+    "choose_attribute_weights",
+    "measurements_for",
+    "suggest_attributes",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -14,11 +15,16 @@ from jobs.registry import JobProgress
 from learning.embeddings import save_embeddings, save_ids_and_meta
 from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
+from loop.handlers.attribute_suggestions import ATTRIBUTE_WEIGHTS_METRIC, choose_attribute_weights
 from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
+from loop.handlers.retraining import class_names
 from loop.handlers.sharding import embed_cells, embed_in_shards
+from loop.handlers.training_set import build_training_set
 from loop.models import ModelVersion, relative_artifact
 from loop.selectors import latest_version, version_written_by
 from loop.services.versions import create_version
+
+logger = logging.getLogger(__name__)
 
 
 def start_sample(cells: list[Cell], pool_cells: int, *, seed: int) -> list[Cell]:
@@ -31,6 +37,21 @@ def start_sample(cells: list[Cell], pool_cells: int, *, seed: int) -> list[Cell]
     picked = np.random.default_rng(seed).choice(len(pool), size=pool_cells, replace=False)
     keep = {pool[i].pk for i in picked} | {c.pk for c in cells if c.role == Cell.Role.VALIDATION}
     return [c for c in cells if c.pk in keep]
+
+
+def attribute_weights(job: Job, emb: np.ndarray, ids: np.ndarray) -> dict[str, float]:
+    """Each attribute's measurement weight, chosen on the labelled cells of this new embedding for the
+    retrains that will use it (:func:`loop.handlers.attribute_suggestions.choose_attribute_weights`).
+    Here, on the train worker, because the choice costs seconds and no batch should wait for it. A
+    failure costs the choice (the retrains use the default weight), never the index."""
+    project = job.project
+    assert project is not None
+    try:
+        data = build_training_set(project, ids, class_names(project))
+        return choose_attribute_weights(project, emb, ids, data, seed=job.pk)
+    except Exception:  # see the docstring; logged with its traceback
+        logger.exception("job %s: no attribute weights chosen", job.pk)
+        return {}
 
 
 def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
@@ -84,7 +105,9 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     t1 = time.perf_counter()
     EmbeddingIndex.build(emb, ids).save(out / INDEX_DIR)
     index_s = time.perf_counter() - t1
-    progress(0.99, "index built")
+    progress(0.97, "index built")
+    weights = {} if len(ids) < n_project else attribute_weights(job, emb, ids)
+    progress(0.99, "attribute weights chosen")
     with transaction.atomic():
         return create_version(
             project=project,
@@ -104,5 +127,6 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
                 "index_seconds": round(index_s, 3),
                 "cells_per_second": round(len(ids) / max(embed_s, 1e-9), 1),
                 **sharding,
+                **({ATTRIBUTE_WEIGHTS_METRIC: weights} if weights else {}),
             },
         )

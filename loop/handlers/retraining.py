@@ -24,7 +24,7 @@ from learning.query.cost import deal_by_seconds
 from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
-from loop.handlers.attribute_suggestions import Suggestions, suggest_attributes
+from loop.handlers.attribute_suggestions import ATTRIBUTE_WEIGHTS_METRIC, Suggestions, suggest_attributes
 from loop.handlers.querying import (
     Choice,
     TimedSeconds,
@@ -217,13 +217,16 @@ def _attribute_suggestions(
     ids: np.ndarray,
     data: TrainingSet,
     to_write: list[PlannedWrite],
+    index: ModelVersion,
 ) -> Suggestions:
-    """The attribute heads' suggestions for every cell of the planned batches. A failure here costs the
-    suggestions, never the batch: the annotator labels without them."""
+    """The attribute heads' suggestions for every cell of the planned batches, with the measurement
+    weights the index's embed job chose. A failure here costs the suggestions, never the batch: the
+    annotator labels without them."""
     chosen = [np.asarray(choice.rows, dtype=np.int64) for choice, _, _ in to_write]
     rows = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    weights = index.metrics.get(ATTRIBUTE_WEIGHTS_METRIC) or None
     try:
-        return suggest_attributes(project, emb, ids, data, rows, seed=job.pk)
+        return suggest_attributes(project, emb, ids, data, rows, seed=job.pk, weights=weights)
     except Exception:  # see the docstring; logged with its traceback
         logger.exception("job %s: no attribute suggestions", job.pk)
         return {}
@@ -298,7 +301,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     left = labels_left(project)  # read once: it decides the batch size and, at 0, says why there is none
     to_write = _planned_batches(project, job, emb, ids, data, probs, clf, left)
     lap("select")
-    suggested_attributes = _attribute_suggestions(project, job, emb, ids, data, to_write)
+    suggested_attributes = _attribute_suggestions(project, job, emb, ids, data, to_write, index)
     lap("attributes")
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here

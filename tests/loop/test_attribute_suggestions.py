@@ -11,9 +11,13 @@ from django.contrib.auth.models import User
 from annotation.models import Membership, Project
 from annotation.services.annotations import annotation_create
 from annotation.services.memberships import membership_set
+from jobs.models import Job
+from jobs.services import job_create
+from learning import attribute_heads
 from learning.morphometry import MEASUREMENT_DEFINITION, MEASUREMENT_NAMES
-from loop.handlers import attribute_suggestions
-from loop.models import CellMeasurement, QueryBatch, QueryItem
+from loop.handlers import attribute_suggestions, retraining
+from loop.models import CellMeasurement, ModelVersion, QueryBatch, QueryItem
+from loop.selectors import latest_version
 from loop.services.batches import batch_submit
 from tests.conftest import client_for, run_queued_jobs
 from tests.loop.test_pipeline import start_loop
@@ -121,3 +125,39 @@ def test_too_few_cells_with_attributes_suggest_nothing(loop_project: Project, an
     assert with_attributes < attribute_suggestions.MIN_ATTRIBUTE_CELLS
     assert not any(item.attribute_suggestions for item in batch.items.all())
     assert not CellMeasurement.objects.exists()
+
+
+def test_a_new_embedding_chooses_each_attributes_weight_and_the_retrains_use_it(
+    loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The subset's 24-cell first batch holds a dozen or more cells with attributes: few enough that the
+    # thresholds are lowered, enough for 5 folds to score each weight.
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    monkeypatch.setattr(attribute_heads, "MIN_CELLS_TO_CHOOSE", 8)
+    batch, given, with_attributes = second_batch(loop_project, annotator, first_batch=24)
+    assert with_attributes >= 8
+    before = latest_version(loop_project, ModelVersion.Kind.INDEX)
+    assert before is not None and attribute_suggestions.ATTRIBUTE_WEIGHTS_METRIC not in before.metrics
+    passed: list[object] = []
+    real_suggest = retraining.suggest_attributes
+
+    def recording(*args: Any, **kwargs: Any) -> attribute_suggestions.Suggestions:
+        passed.append(kwargs.get("weights"))
+        return real_suggest(*args, **kwargs)
+
+    monkeypatch.setattr(retraining, "suggest_attributes", recording)
+    # A re-embed (as after a fine-tune): the embed job chooses on the labelled cells' new embedding.
+    job_create(kind=Job.Kind.EMBED, project=loop_project, params={})
+    run_queued_jobs()
+    after = latest_version(loop_project, ModelVersion.Kind.INDEX)
+    assert after is not None and after.pk != before.pk
+    weights = after.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_METRIC]
+    # One weight per attribute the labelled cells carry.
+    assert set(weights) == set(given) and set(given) <= set(loop_project.learnable_attributes())
+    assert set(weights.values()) <= set(attribute_heads.WEIGHT_CHOICES)
+    # The next retrain's suggestions are fitted with those weights, not the default.
+    for item in batch.items.all():
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+    assert passed and passed[-1] == weights
