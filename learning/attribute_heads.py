@@ -2,8 +2,8 @@
 
 One class-balanced logistic regression per attribute on the embedding, one on the cell's measurements
 (:mod:`learning.morphometry`: sizes, nucleus shape, colours), their probabilities averaged with
-``measurement_weight``. Why two heads and not one on both: the measurements are 20 columns beside the
-embedding's 1,280, and a single regularised regression on the concatenation barely uses them (mean
+``measurement_weight``. Why two heads and not one on both: the (version-1) measurements were 20 columns
+beside the embedding's 1,280, and a single regularised regression on the concatenation barely uses them (mean
 attribute macro-F1 0.842 against 0.838 for the embedding alone, 4 fine-tunes on 810 labels,
 ``bench/attribute_features.py``), while each alone is right where the other is weak: the measurements on
 cytoplasm colour (0.78 against 0.69) and nucleus shape (0.58 against 0.56), the embedding on cell shape,
@@ -14,9 +14,11 @@ the embedding on cell shape. ``measurement_weight="cross-validated"`` chooses ea
 :data:`WEIGHT_CHOICES` by the macro-F1 of out-of-fold predictions on the labelled cells, and keeps
 :data:`MEASUREMENT_WEIGHT` unless another weight wins by :data:`CHOICE_MARGIN` (folds of a few hundred
 cells are noisy: without the margin, the gain on cytoplasm colour was lost to chance picks elsewhere).
-With the version-2 measurements, 4 fine-tunes on 810 labels: 0.862 at 0.5, 0.866 chosen (0.858 with the
-version-1 measurements at 0.5). Choosing costs 2 s at 435 cells (5 folds of 22 regressions), so the
-product chooses when the encoder changes and passes the chosen mapping to each retrain's heads.
+With the version-2 measurements, 4 fine-tunes on 810 labels (``bench/results/attribute_features_v2.json``):
+0.862 at 0.5, 0.866 chosen (0.858 with the version-1 measurements at 0.5); cytoplasm colour 0.768 ->
+0.807, nucleus shape 0.611 -> 0.628. Choosing costs 5 folds of 22 regressions (4.1-4.6 s against
+0.6-1.0 s for one weight at about 435 cells, beside a running benchmark), so the product chooses when
+the embedding changes and passes the chosen mapping to each retrain's heads.
 
 ``attributes`` follow :class:`learning.classifiers.MultiTaskClassifier`'s convention: attribute -> (N,)
 str, ``''`` where a cell has no value for it (that cell is left out of that head). Without
@@ -40,8 +42,9 @@ MEASUREMENT_WEIGHT: Final = 0.5
 ATTRIBUTE_C: Final = 0.1
 # "cross-validated": the weights tried, the folds they are scored on, the margin a weight other than
 # MEASUREMENT_WEIGHT must win by, and the fewest labelled cells an attribute needs before its weight is
-# chosen (below it a fold holds a dozen cells, and MEASUREMENT_WEIGHT stands). Folds and margin measured
-# on 4 fine-tunes (bench/README.md "The nucleus' constrictions"): 3 folds or no margin gave 0.863-0.865.
+# chosen (below it a fold holds a dozen cells, and MEASUREMENT_WEIGHT stands). Folds and margin were
+# picked on the 4 fine-tunes of bench/results/attribute_features_v2.json (bench/README.md "Version-2
+# measurements and a weight per attribute" says how far that makes its figure optimistic).
 WEIGHT_CHOICES: Final = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 CHOICE_FOLDS: Final = 5
 CHOICE_MARGIN: Final = 0.01

@@ -140,9 +140,10 @@ def _constrictions(nucleus: np.ndarray) -> dict[str, float]:
     length, ends and branches, and the hull's empty parts (see :data:`MEASUREMENT_NAMES`).
 
     Why these: the mask's connected parts (``nucleus_lobes``) miss lobes that the threshold leaves joined
-    by a filament, which is most of them at the working resolution; nucleus shape scored 0.583 macro-F1
-    from the 20 version-1 measurements and 0.607 with these added (420 random PBC cells, 5 draws,
-    logistic regression; bench/README.md "The nucleus' constrictions").
+    by a filament, which is most of them at the working resolution. The measurement head alone scored
+    nucleus shape 0.588 macro-F1 on the 20 version-1 measurements and 0.622 with these added (420
+    random cells with attributes, 5 draws; ``bench/measurement_heads.py``, bench/README.md "Version-2
+    measurements and a weight per attribute").
     """
     area = float(nucleus.sum())
     diameter = np.sqrt(area)
@@ -175,9 +176,9 @@ def _outline_and_relative_colour(
 ) -> dict[str, float]:
     """The version-2 measurements of the cell's outline and of colours against the background.
 
-    Added to the measurement head (420 random PBC cells, 4 draws, the head alone): cell shape 0.672 ->
-    0.725 macro-F1, cytoplasm colour 0.731 -> 0.758, chromatin 0.790 -> 0.805 (bench/README.md "The
-    nucleus' constrictions").
+    Added to the measurement head alone (420 random cells with attributes, 5 draws;
+    ``bench/measurement_heads.py``): cell shape 0.674 -> 0.731 macro-F1, cytoplasm colour 0.749 -> 0.774,
+    vacuoles 0.718 -> 0.727, chromatin 0.795 -> 0.804.
     """
     outline = regionprops(cell.astype(np.uint8))[0]
     reference = np.median(rgb[background], axis=0) if background.any() else np.full(3, 255.0)

@@ -1,0 +1,106 @@
+"""What the version-2 measurements add to the measurement head alone, per attribute.
+
+The measurement head (:class:`learning.attribute_heads.FusedAttributeHeads`' second voice: a
+class-balanced logistic regression, C 0.1, on :mod:`learning.morphometry`'s measurements) is trained on
+``--cells`` random pool cells that carry attributes (about what the loop's 811 labels hold), ``--draws``
+times, and scored on every test cell with attributes: once on the 20 version-1 measurements, once with
+the nucleus' constrictions added (28), once with all 43 (the cell's outline and colours against the
+background too). No embedding and no fine-tune: this isolates the measurements; what they add beside the
+fine-tuned embedding is ``bench/attribute_features.py``'s question.
+
+Example::
+
+    .venv/bin/python bench/measurement_heads.py --pool var/bench/split/pool.csv \\
+        --test var/bench/split/test.csv --out bench/results/measurement_heads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from learning.attribute_heads import ATTRIBUTE_C  # noqa: E402
+from learning.classifiers import MISSING, AlignedClassifier  # noqa: E402
+from learning.data import read_manifest  # noqa: E402
+from learning.evaluation import macro_f1  # noqa: E402
+from learning.morphometry import MEASUREMENT_NAMES, measure_cached  # noqa: E402
+
+# Column sets: the measurement list grew by appending, so each version is a prefix.
+COLUMN_SETS = {
+    "version 1 (20)": MEASUREMENT_NAMES.index("nucleus_lobes_eroded"),
+    "+ constrictions (28)": MEASUREMENT_NAMES.index("cell_solidity"),
+    "version 2 (43)": len(MEASUREMENT_NAMES),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pool", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--cells", type=int, default=420, help="labelled cells with attributes per draw")
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, default=Path("var/embeddings"))
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    pool, test = read_manifest(args.pool), read_manifest(args.test)
+    attributes = sorted({a for r in pool for a in r.attributes})
+    pool_m = measure_cached([str(r.path) for r in pool], args.cache_dir, workers=args.workers)
+    test_m = measure_cached([str(r.path) for r in test], args.cache_dir, workers=args.workers)
+    carriers = np.array([i for i, r in enumerate(pool) if r.attributes])
+    scores: dict[str, dict[str, list[float]]] = {name: {a: [] for a in attributes} for name in COLUMN_SETS}
+    with threadpool_limits(limits=1):
+        for draw in range(args.draws):
+            rows = np.random.default_rng(draw).choice(carriers, args.cells, replace=False)
+            for attribute in attributes:
+                y = np.array([pool[i].attributes.get(attribute, MISSING) for i in rows])
+                truth = np.array([r.attributes.get(attribute, MISSING) for r in test])
+                keep, scored = y != MISSING, truth != MISSING
+                values = sorted(set(y[keep]) | set(truth[scored]))
+                for name, columns in COLUMN_SETS.items():
+                    head = AlignedClassifier(values, "logreg", C=ATTRIBUTE_C, class_weight="balanced")
+                    head.fit(pool_m[rows][keep][:, :columns], y[keep])
+                    predicted = head.predict(test_m[scored][:, :columns])
+                    scores[name][attribute].append(macro_f1(truth[scored], predicted))
+    summary: dict[str, Any] = {
+        name: {
+            "mean_macro_f1": float(np.mean([np.mean(v) for v in per.values()])),
+            "per_attribute": {a: round(float(np.mean(v)), 4) for a, v in per.items()},
+        }
+        for name, per in scores.items()
+    }
+    for name, result in summary.items():
+        print(f"{name}: mean {result['mean_macro_f1']:.3f}")
+    print("attribute".ljust(28) + "".join(name.rjust(22) for name in summary))
+    for attribute in attributes:
+        row = "".join(f"{summary[name]['per_attribute'][attribute]:22.3f}" for name in summary)
+        print(attribute.ljust(28) + row)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(sys.argv),
+                "cells": args.cells,
+                "draws": args.draws,
+                "test_cells_with_attributes": int(sum(1 for r in test if r.attributes)),
+                "results": summary,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
