@@ -8,10 +8,13 @@ the nucleus' constrictions added (28), once with all 43 (the cell's outline and 
 background too). No embedding and no fine-tune: this isolates the measurements; what they add beside the
 fine-tuned embedding is ``bench/attribute_features.py``'s question.
 
+``--time-cells N`` also times :func:`learning.morphometry.measure` on N test cells, side by side in one
+process: as shipped (version 2) and with the version-2 helpers switched off (version 1's work).
+
 Example::
 
     .venv/bin/python bench/measurement_heads.py --pool var/bench/split/pool.csv \\
-        --test var/bench/split/test.csv --out bench/results/measurement_heads.json
+        --test var/bench/split/test.csv --time-cells 200 --out bench/results/measurement_heads.json
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from learning import morphometry  # noqa: E402
 from learning.attribute_heads import ATTRIBUTE_C  # noqa: E402
 from learning.classifiers import MISSING, AlignedClassifier  # noqa: E402
 from learning.data import read_manifest  # noqa: E402
 from learning.evaluation import macro_f1  # noqa: E402
-from learning.morphometry import MEASUREMENT_NAMES, measure_cached  # noqa: E402
+from learning.morphometry import MEASUREMENT_NAMES, measure, measure_cached  # noqa: E402
 
 # Column sets: the measurement list grew by appending, so each version is a prefix.
 COLUMN_SETS = {
@@ -41,6 +46,29 @@ COLUMN_SETS = {
     "+ constrictions (28)": MEASUREMENT_NAMES.index("cell_solidity"),
     "version 2 (43)": len(MEASUREMENT_NAMES),
 }
+
+
+def milliseconds_per_cell(paths: list[str]) -> dict[str, float]:
+    """Mean ms of :func:`measure` per cell, version 2 and version 1's work, interleaved in rounds so
+    that a change in the machine's load falls on both."""
+    constrictions, outline = morphometry._constrictions, morphometry._outline_and_relative_colour
+    zeros_c = dict.fromkeys(
+        MEASUREMENT_NAMES[COLUMN_SETS["version 1 (20)"] : COLUMN_SETS["+ constrictions (28)"]], 0.0
+    )
+    zeros_o = dict.fromkeys(MEASUREMENT_NAMES[COLUMN_SETS["+ constrictions (28)"] :], 0.0)
+    spent = {"version 2": 0.0, "version 1's work": 0.0}
+    for start in range(0, len(paths), 20):
+        chunk = paths[start : start + 20]
+        for name in spent:
+            v1 = name != "version 2"
+            morphometry._constrictions = (lambda _n: zeros_c) if v1 else constrictions  # type: ignore[assignment]
+            morphometry._outline_and_relative_colour = (lambda *_a: zeros_o) if v1 else outline
+            t0 = time.perf_counter()
+            for path in chunk:
+                measure(path)
+            spent[name] += time.perf_counter() - t0
+    morphometry._constrictions, morphometry._outline_and_relative_colour = constrictions, outline
+    return {name: round(1000 * seconds / len(paths), 1) for name, seconds in spent.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", type=int, default=420, help="labelled cells with attributes per draw")
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--time-cells", type=int, default=0, help="time measure() on this many test cells")
     parser.add_argument("--cache-dir", type=Path, default=Path("var/embeddings"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -87,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     for attribute in attributes:
         row = "".join(f"{summary[name]['per_attribute'][attribute]:22.3f}" for name in summary)
         print(attribute.ljust(28) + row)
+    timing = (
+        milliseconds_per_cell([str(r.path) for r in test[: args.time_cells]]) if args.time_cells else None
+    )
+    if timing:
+        print("ms per cell:", timing)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -96,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 "draws": args.draws,
                 "test_cells_with_attributes": int(sum(1 for r in test if r.attributes)),
                 "results": summary,
+                "milliseconds_per_cell": timing,
+                "timed_cells": args.time_cells,
             },
             indent=1,
         )

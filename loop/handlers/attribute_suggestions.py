@@ -3,13 +3,14 @@
 The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) train on the labelled pool
 cells that carry attributes: their embedding and their measurements (:mod:`learning.morphometry`),
 which are taken from each cell's file once, when first needed, and kept (``loop.models.CellMeasurement``).
-A batch of 48 costs 48 measurements (about 20 ms each on this machine) plus those of cells labelled
-since; the heads are logistic regressions on a few hundred rows.
+A batch of 48 costs 48 measurements (about 22 ms each on this machine, bench/measurement_heads.py) plus
+those of cells labelled since; the heads are logistic regressions on a few hundred rows.
 
 Each attribute's measurement weight (how much the measurements count beside the embedding) is chosen
 by cross-validation on the labelled cells when the embedding changes (:func:`choose_attribute_weights`,
 called by the embed job, which stores the choice with the index); the retrains that follow use it, so
-the choice (about 2 s at 435 cells) never delays a batch.
+the choice (4-5 s at about 435 cells beside a benchmark, bench/results/attribute_features_v2.json) never
+delays a batch.
 
 Suggestions are only shown, never saved as a label: the annotator's own attributes are what count.
 """
