@@ -72,13 +72,10 @@ class FusedAttributeHeads:
         C: float = ATTRIBUTE_C,
         seed: int = 0,
     ) -> None:
-        given = (
-            list(measurement_weight.values())
-            if isinstance(measurement_weight, Mapping)
-            else []
-            if measurement_weight == "cross-validated"
-            else [measurement_weight]
-        )
+        if isinstance(measurement_weight, Mapping):
+            given = list(measurement_weight.values())
+        else:
+            given = [] if measurement_weight == "cross-validated" else [measurement_weight]
         if not all(isinstance(w, float | int) and 0.0 <= w <= 1.0 for w in given):
             raise ValueError('measurement_weight must lie in [0, 1] or be "cross-validated"')
         self.schema = {name: list(values) for name, values in schema.items()}

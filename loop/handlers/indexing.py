@@ -106,7 +106,8 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     EmbeddingIndex.build(emb, ids).save(out / INDEX_DIR)
     index_s = time.perf_counter() - t1
     progress(0.97, "index built")
-    weights = {} if len(ids) < n_project else attribute_weights(job, emb, ids)
+    sampled = len(ids) < n_project
+    weights = {} if sampled else attribute_weights(job, emb, ids)
     progress(0.99, "attribute weights chosen")
     with transaction.atomic():
         return create_version(
@@ -120,7 +121,7 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
                 "n_cells": len(ids),
                 "dim": int(emb.shape[1]),
                 # A start sample (fewer cells than the project has): a full index follows.
-                "sampled": len(ids) < n_project,
+                "sampled": sampled,
             },
             metrics={
                 "embed_seconds": round(embed_s, 2),
