@@ -8,6 +8,10 @@ the nucleus' constrictions added (28), once with all 43 (the cell's outline and 
 background too). No embedding and no fine-tune: this isolates the measurements; what they add beside the
 fine-tuned embedding is ``bench/attribute_features.py``'s question.
 
+``--work-sides 192,400`` measures the same cells at other working resolutions too (400: the files' own,
+360 x 363 for the cells with attributes) and scores all 43 measurements there: whether the nucleus'
+filaments, 1-2 px at the working side of 192, are what holds nucleus shape back.
+
 ``--time-cells N`` also times :func:`learning.morphometry.measure` on N test cells, side by side in one
 process: as shipped (version 2) and with the version-2 helpers switched off (version 1's work).
 
@@ -81,26 +85,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--time-cells", type=int, default=0, help="time measure() on this many test cells")
+    parser.add_argument(
+        "--work-sides",
+        type=lambda text: [int(v) for v in text.split(",") if v],
+        default=[morphometry.WORK_SIDE],
+        help="working resolutions (longer side, px) to measure at; the first is scored with every column "
+        "set, the others with all 43 measurements (400: the files' own resolution)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("var/embeddings"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     pool, test = read_manifest(args.pool), read_manifest(args.test)
+    test = [r for r in test if r.attributes]
     attributes = sorted({a for r in pool for a in r.attributes})
-    pool_m = measure_cached([str(r.path) for r in pool], args.cache_dir, workers=args.workers)
-    test_m = measure_cached([str(r.path) for r in test], args.cache_dir, workers=args.workers)
     carriers = np.array([i for i, r in enumerate(pool) if r.attributes])
-    scores: dict[str, dict[str, list[float]]] = {name: {a: [] for a in attributes} for name in COLUMN_SETS}
+    draws = [
+        np.random.default_rng(draw).choice(carriers, args.cells, replace=False) for draw in range(args.draws)
+    ]
+    # Only the cells a draw trains on and the scored test cells are measured (a full-resolution
+    # measurement of the whole pool would take most of the run).
+    measured = np.unique(np.concatenate(draws))
+    where = np.full(len(pool), -1)
+    where[measured] = np.arange(len(measured))
+    column_sets = {name: (args.work_sides[0], columns) for name, columns in COLUMN_SETS.items()}
+    column_sets |= {f"version 2, {side} px": (side, len(MEASUREMENT_NAMES)) for side in args.work_sides[1:]}
+    tables = {}
+    for side in args.work_sides:
+        paths = [str(pool[i].path) for i in measured] + [str(r.path) for r in test]
+        values_at = measure_cached(paths, args.cache_dir, workers=args.workers, work_side=side)
+        tables[side] = (values_at[: len(measured)], values_at[len(measured) :])
+    scores: dict[str, dict[str, list[float]]] = {name: {a: [] for a in attributes} for name in column_sets}
     with threadpool_limits(limits=1):
-        for draw in range(args.draws):
-            rows = np.random.default_rng(draw).choice(carriers, args.cells, replace=False)
+        for rows in draws:
             for attribute in attributes:
                 y = np.array([pool[i].attributes.get(attribute, MISSING) for i in rows])
                 truth = np.array([r.attributes.get(attribute, MISSING) for r in test])
                 keep, scored = y != MISSING, truth != MISSING
                 values = sorted(set(y[keep]) | set(truth[scored]))
-                for name, columns in COLUMN_SETS.items():
+                for name, (side, columns) in column_sets.items():
+                    pool_m, test_m = tables[side]
                     head = AlignedClassifier(values, "logreg", C=ATTRIBUTE_C, class_weight="balanced")
-                    head.fit(pool_m[rows][keep][:, :columns], y[keep])
+                    head.fit(pool_m[where[rows]][keep][:, :columns], y[keep])
                     predicted = head.predict(test_m[scored][:, :columns])
                     scores[name][attribute].append(macro_f1(truth[scored], predicted))
     summary: dict[str, Any] = {
@@ -128,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
                 "command": " ".join(sys.argv),
                 "cells": args.cells,
                 "draws": args.draws,
-                "test_cells_with_attributes": int(sum(1 for r in test if r.attributes)),
+                "test_cells_with_attributes": len(test),
+                "work_sides": args.work_sides,
                 "results": summary,
                 "milliseconds_per_cell": timing,
                 "timed_cells": args.time_cells,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -259,12 +260,13 @@ def measure_rgb(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def measure(path: str | Path) -> np.ndarray:
-    """:func:`measure_rgb` of an image file, at the working resolution."""
+def measure(path: str | Path, work_side: int = WORK_SIDE) -> np.ndarray:
+    """:func:`measure_rgb` of an image file, at the working resolution (``work_side``: the longer side;
+    a benchmark compares others)."""
     with Image.open(path) as im:
-        im.draft("RGB", (WORK_SIDE, WORK_SIDE))
+        im.draft("RGB", (work_side, work_side))
         img = im.convert("RGB")
-    scale = WORK_SIDE / max(img.size)
+    scale = work_side / max(img.size)
     if scale < 1:
         img = img.resize(
             (max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -273,28 +275,32 @@ def measure(path: str | Path) -> np.ndarray:
     return measure_rgb(np.asarray(img))
 
 
-def measure_paths(paths: Sequence[str | Path], *, workers: int = 1) -> np.ndarray:
+def measure_paths(paths: Sequence[str | Path], *, workers: int = 1, work_side: int = WORK_SIDE) -> np.ndarray:
     """(N, len(MEASUREMENT_NAMES)) measurements of the image files, in ``workers`` processes."""
     if not paths:
         return np.zeros((0, len(MEASUREMENT_NAMES)), dtype=np.float32)
+    one = partial(measure, work_side=work_side)
     if workers <= 1:
-        return np.stack([measure(p) for p in paths])
+        return np.stack([one(p) for p in paths])
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return np.stack(list(pool.map(measure, paths, chunksize=64)))
+        return np.stack(list(pool.map(one, paths, chunksize=64)))
 
 
-def measure_cached(paths: Sequence[str | Path], cache_dir: Path | None, *, workers: int = 1) -> np.ndarray:
+def measure_cached(
+    paths: Sequence[str | Path], cache_dir: Path | None, *, workers: int = 1, work_side: int = WORK_SIDE
+) -> np.ndarray:
     """:func:`measure_paths`, kept in ``cache_dir`` under a key of the paths and the measurement list
     (a benchmark measures the same split again and again)."""
     if cache_dir is None:
-        return measure_paths(paths, workers=workers)
-    digest = hashlib.sha256("\n".join([MEASUREMENT_DEFINITION, *map(str, paths)]).encode())
+        return measure_paths(paths, workers=workers, work_side=work_side)
+    definition = MEASUREMENT_DEFINITION if work_side == WORK_SIDE else f"{MEASUREMENT_DEFINITION}@{work_side}"
+    digest = hashlib.sha256("\n".join([definition, *map(str, paths)]).encode())
     file = cache_dir / f"measurements-{digest.hexdigest()[:16]}.npy"
     if file.exists():
         return np.load(file)
-    values = measure_paths(paths, workers=workers)
+    values = measure_paths(paths, workers=workers, work_side=work_side)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(file, values)
     return values

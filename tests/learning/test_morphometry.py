@@ -103,3 +103,17 @@ def test_the_cache_returns_what_was_measured(
     # Other paths, another entry.
     measure_cached(paths[:2], tmp_path)
     assert len(list(tmp_path.glob("measurements-*.npy"))) == 2
+
+
+def test_another_working_side_is_measured_and_cached_apart(
+    manifest_rows: list[dict[str, str]], data_dir: Path, tmp_path: Path
+) -> None:
+    paths = [data_dir / r["path"] for r in manifest_rows if r["source"] == "pbc"][:2]
+    at_default = measure_cached(paths, tmp_path)
+    at_full = measure_cached(paths, tmp_path, work_side=400)  # the files' own 360 x 363 pixels
+    assert len(list(tmp_path.glob("measurements-*.npy"))) == 2
+    np.testing.assert_array_equal(at_full, measure_paths(paths, work_side=400))
+    # Pixel counts differ, sizes in units of the short side hardly do.
+    assert not np.array_equal(at_default, at_full)
+    diameter = column("cell_diameter")
+    np.testing.assert_allclose(at_full[:, diameter], at_default[:, diameter], rtol=0.1)
