@@ -74,6 +74,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # --external with --site-half; every recipe is then scored on half B).
     "semi_site": {"semi": "site"},
     "semi_site_pool": {"semi": "site+pool"},
+    # Issue 12: the attribute heads' loss weighted 3 times the default next to the cell type's, so that
+    # the fine-tuned embedding carries more of what the attribute heads read (nucleus shape, colour).
+    "supervised_attr3": {"attribute_weight": 3.0},
 }
 
 
