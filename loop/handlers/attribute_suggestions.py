@@ -10,7 +10,9 @@ Each attribute's measurement weight (how much the measurements count beside the 
 by cross-validation on the labelled cells when the embedding changes (:func:`choose_attribute_weights`,
 called by the embed job, which stores the choice with the index); the retrains that follow use it, so
 the choice (4-5 s at about 435 cells beside a benchmark, bench/results/attribute_features_v2.json) never
-delays a batch.
+delays a batch. A project that re-embeds rarely (no fine-tunes) would keep weights chosen on its first
+few labels, so a retrain chooses them again, after its batch is written, once the cells that carry
+attributes have doubled since the last choice (:func:`weights_are_stale`).
 
 Suggestions are only shown, never saved as a label: the annotator's own attributes are what count.
 """
@@ -25,6 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from annotation.models import Cell, Project
+from learning import attribute_heads
 from learning.attribute_heads import MEASUREMENT_WEIGHT, FusedAttributeHeads
 from learning.morphometry import MEASUREMENT_DEFINITION, MEASUREMENT_NAMES, measure
 from loop.handlers.training_set import TrainingSet
@@ -36,8 +39,10 @@ logger = logging.getLogger(__name__)
 # would mostly repeat the commonest value).
 MIN_ATTRIBUTE_CELLS: Final = 20
 
-# The index version's metric that holds the chosen weights (attribute -> weight).
+# The index version's metric that holds the chosen weights (attribute -> weight), and the one that says
+# how many labelled cells with attributes they were chosen on.
 ATTRIBUTE_WEIGHTS_METRIC: Final = "attribute_weights"
+ATTRIBUTE_WEIGHTS_CELLS_METRIC: Final = "attribute_weights_cells"
 
 Suggestions = dict[int, dict[str, dict[str, Any]]]  # cell id -> attribute -> {"value", "confidence"}
 
@@ -83,6 +88,23 @@ def _attribute_rows(
     train_attributes = [a for a, keep in zip(data.train_attributes, carries, strict=True) if keep]
     targets = {name: [a.get(name, "") for a in train_attributes] for name in schema}
     return schema, data.train_rows[carries], targets
+
+
+def attribute_cells(project: Project, data: TrainingSet) -> int:
+    """How many of ``data``'s labelled cells carry attributes the heads train on (0 under
+    :data:`MIN_ATTRIBUTE_CELLS`)."""
+    found = _attribute_rows(project, data)
+    return 0 if found is None else len(found[1])
+
+
+def weights_are_stale(index_metrics: Mapping[str, Any], cells: int) -> bool:
+    """Whether the weights stored with an index should be chosen again now that ``cells`` labelled cells
+    carry attributes: never under :data:`learning.attribute_heads.MIN_CELLS_TO_CHOOSE` (every weight
+    would stay the default), else when none were chosen or they were chosen on at most half as many."""
+    if cells < attribute_heads.MIN_CELLS_TO_CHOOSE:
+        return False
+    chosen_on = int(index_metrics.get(ATTRIBUTE_WEIGHTS_CELLS_METRIC) or 0)
+    return ATTRIBUTE_WEIGHTS_METRIC not in index_metrics or 2 * chosen_on <= cells
 
 
 def choose_attribute_weights(
@@ -145,10 +167,13 @@ def _as_suggestions(
 
 
 __all__ = [
+    "ATTRIBUTE_WEIGHTS_CELLS_METRIC",
     "ATTRIBUTE_WEIGHTS_METRIC",
     "MIN_ATTRIBUTE_CELLS",
     "Suggestions",
+    "attribute_cells",
     "choose_attribute_weights",
     "measurements_for",
     "suggest_attributes",
+    "weights_are_stale",
 ]

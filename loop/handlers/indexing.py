@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -15,7 +16,12 @@ from jobs.registry import JobProgress
 from learning.embeddings import save_embeddings, save_ids_and_meta
 from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
-from loop.handlers.attribute_suggestions import ATTRIBUTE_WEIGHTS_METRIC, choose_attribute_weights
+from loop.handlers.attribute_suggestions import (
+    ATTRIBUTE_WEIGHTS_CELLS_METRIC,
+    ATTRIBUTE_WEIGHTS_METRIC,
+    attribute_cells,
+    choose_attribute_weights,
+)
 from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
 from loop.handlers.retraining import class_names
 from loop.handlers.sharding import embed_cells, embed_in_shards
@@ -39,16 +45,24 @@ def start_sample(cells: list[Cell], pool_cells: int, *, seed: int) -> list[Cell]
     return [c for c in cells if c.pk in keep]
 
 
-def attribute_weights(job: Job, emb: np.ndarray, ids: np.ndarray) -> dict[str, float]:
-    """Each attribute's measurement weight, chosen on the labelled cells of this new embedding for the
-    retrains that will use it (:func:`loop.handlers.attribute_suggestions.choose_attribute_weights`).
-    Here, on the train worker, because the choice costs seconds and no batch should wait for it. A
-    failure costs the choice (the retrains use the default weight), never the index."""
+def attribute_weights(job: Job, emb: np.ndarray, ids: np.ndarray) -> dict[str, Any]:
+    """The index metrics of each attribute's measurement weight, chosen on the labelled cells of this
+    new embedding for the retrains that will use it
+    (:func:`loop.handlers.attribute_suggestions.choose_attribute_weights`), and of how many cells with
+    attributes they were chosen on. Here, on the train worker, because the choice costs seconds and no
+    batch should wait for it. A failure costs the choice (the retrains use the default weight), never
+    the index."""
     project = job.project
     assert project is not None
     try:
         data = build_training_set(project, ids, class_names(project))
-        return choose_attribute_weights(project, emb, ids, data, seed=job.pk)
+        weights = choose_attribute_weights(project, emb, ids, data, seed=job.pk)
+        if not weights:
+            return {}
+        return {
+            ATTRIBUTE_WEIGHTS_METRIC: weights,
+            ATTRIBUTE_WEIGHTS_CELLS_METRIC: attribute_cells(project, data),
+        }
     except Exception:  # see the docstring; logged with its traceback
         logger.exception("job %s: no attribute weights chosen", job.pk)
         return {}
@@ -107,7 +121,7 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     index_s = time.perf_counter() - t1
     progress(0.97, "index built")
     sampled = len(ids) < n_project
-    weights = {} if sampled else attribute_weights(job, emb, ids)
+    weight_metrics = {} if sampled else attribute_weights(job, emb, ids)
     progress(0.99, "attribute weights chosen")
     with transaction.atomic():
         return create_version(
@@ -128,6 +142,6 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
                 "index_seconds": round(index_s, 3),
                 "cells_per_second": round(len(ids) / max(embed_s, 1e-9), 1),
                 **sharding,
-                **({ATTRIBUTE_WEIGHTS_METRIC: weights} if weights else {}),
+                **weight_metrics,
             },
         )

@@ -24,7 +24,15 @@ from learning.query.cost import deal_by_seconds
 from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
-from loop.handlers.attribute_suggestions import ATTRIBUTE_WEIGHTS_METRIC, Suggestions, suggest_attributes
+from loop.handlers.attribute_suggestions import (
+    ATTRIBUTE_WEIGHTS_CELLS_METRIC,
+    ATTRIBUTE_WEIGHTS_METRIC,
+    Suggestions,
+    attribute_cells,
+    choose_attribute_weights,
+    suggest_attributes,
+    weights_are_stale,
+)
 from loop.handlers.querying import (
     Choice,
     TimedSeconds,
@@ -232,6 +240,33 @@ def _attribute_suggestions(
         return {}
 
 
+def _refresh_attribute_weights(
+    project: Project, job: Job, emb: np.ndarray, ids: np.ndarray, data: TrainingSet, index: ModelVersion
+) -> None:
+    """Choose the attribute weights again and store them with the index when the labelled cells that
+    carry attributes have doubled since they were chosen (:func:`weights_are_stale`). The embed job
+    chooses them after every re-embedding; a project that never fine-tunes re-embeds rarely and would
+    otherwise keep weights chosen on its first few labels. Called after the batch is written, so no batch
+    waits; a failure costs the refresh, never the batch."""
+    try:
+        cells = attribute_cells(project, data)
+        if not weights_are_stale(index.metrics, cells):
+            return
+        weights = choose_attribute_weights(project, emb, ids, data, seed=job.pk)
+        with transaction.atomic():
+            locked = ModelVersion.objects.select_for_update().get(pk=index.pk)
+            if not weights_are_stale(locked.metrics, cells):  # another retrain chose meanwhile
+                return
+            locked.metrics = {
+                **locked.metrics,
+                ATTRIBUTE_WEIGHTS_METRIC: weights,
+                ATTRIBUTE_WEIGHTS_CELLS_METRIC: cells,
+            }
+            locked.save(update_fields=["metrics"])
+    except Exception:  # see the docstring; logged with its traceback
+        logger.exception("job %s: attribute weights not refreshed", job.pk)
+
+
 def _still_wanted(project: Project, to_write: list[PlannedWrite]) -> list[PlannedWrite]:
     """Inside the final transaction: drop a planned split-work batch whose annotator got an open batch
     meanwhile (another loop worker's job), with the project row locked so two jobs cannot both write."""
@@ -345,6 +380,9 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
         ]
     lap("write")
+    if fit:
+        _refresh_attribute_weights(project, job, emb, ids, data, index)
+        lap("attribute_weights")
     if project.split_work:
         result = _split_result(batches, seconds)
     elif batches:

@@ -137,7 +137,10 @@ def test_a_new_embedding_chooses_each_attributes_weight_and_the_retrains_use_it(
     batch, given, with_attributes = second_batch(loop_project, annotator, first_batch=24)
     assert with_attributes >= 8
     before = latest_version(loop_project, ModelVersion.Kind.INDEX)
-    assert before is not None and attribute_suggestions.ATTRIBUTE_WEIGHTS_METRIC not in before.metrics
+    # The first retrain found no weights with the index and chose them itself, after writing its batch.
+    assert before is not None
+    assert before.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_CELLS_METRIC] == with_attributes
+    assert set(before.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_METRIC]) == set(given)
     passed: list[object] = []
     real_suggest = retraining.suggest_attributes
 
@@ -161,3 +164,24 @@ def test_a_new_embedding_chooses_each_attributes_weight_and_the_retrains_use_it(
     batch_submit(batch=batch, user=annotator)
     run_queued_jobs()
     assert passed and passed[-1] == weights
+    # No new cells with attributes: the retrain kept the embed job's choice.
+    after.refresh_from_db()
+    assert after.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_METRIC] == weights
+    assert after.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_CELLS_METRIC] == with_attributes
+
+
+@pytest.mark.parametrize(
+    ("metrics", "cells", "stale"),
+    [
+        ({}, 7, False),  # under MIN_CELLS_TO_CHOOSE (8 here): every weight would stay the default
+        ({}, 8, True),  # none chosen yet
+        ({"attribute_weights": {"cell_size": 0.5}}, 30, True),  # chosen by an older embed job: count unknown
+        ({"attribute_weights": {"cell_size": 0.5}, "attribute_weights_cells": 16}, 31, False),
+        ({"attribute_weights": {"cell_size": 0.5}, "attribute_weights_cells": 16}, 32, True),  # doubled
+    ],
+)
+def test_weights_are_chosen_again_once_the_cells_with_attributes_doubled(
+    metrics: dict[str, Any], cells: int, stale: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attribute_heads, "MIN_CELLS_TO_CHOOSE", 8)
+    assert attribute_suggestions.weights_are_stale(metrics, cells) is stale
