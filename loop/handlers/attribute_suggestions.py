@@ -109,10 +109,12 @@ def weights_are_stale(index_metrics: Mapping[str, Any], cells: int) -> bool:
 
 def choose_attribute_weights(
     project: Project, emb: np.ndarray, ids: np.ndarray, data: TrainingSet, *, seed: int = 0
-) -> dict[str, float]:
-    """Attribute -> the measurement weight cross-validation chooses on the labelled cells of this
-    embedding (:class:`learning.attribute_heads.FusedAttributeHeads`); empty when too few cells carry
-    attributes (the retrains then use ``MEASUREMENT_WEIGHT``)."""
+) -> dict[str, Any]:
+    """The index metrics of the measurement weights cross-validation chooses on the labelled cells of
+    this embedding (:class:`learning.attribute_heads.FusedAttributeHeads`): attribute -> weight under
+    :data:`ATTRIBUTE_WEIGHTS_METRIC`, and how many cells with attributes they were chosen on under
+    :data:`ATTRIBUTE_WEIGHTS_CELLS_METRIC`; empty when too few cells carry attributes (the retrains then
+    use ``MEASUREMENT_WEIGHT``)."""
     found = _attribute_rows(project, data)
     if found is None:
         return {}
@@ -120,7 +122,12 @@ def choose_attribute_weights(
     measured = measurements_for(ids[train_rows].tolist())
     with threadpool_limits(limits=1):
         heads = FusedAttributeHeads(schema, measurement_weight="cross-validated", seed=seed)
-        return heads.fit(emb[train_rows], measured, targets).weights_
+        weights = heads.fit(emb[train_rows], measured, targets).weights_
+    return (
+        {ATTRIBUTE_WEIGHTS_METRIC: weights, ATTRIBUTE_WEIGHTS_CELLS_METRIC: len(train_rows)}
+        if weights
+        else {}
+    )
 
 
 def suggest_attributes(

@@ -16,12 +16,7 @@ from jobs.registry import JobProgress
 from learning.embeddings import save_embeddings, save_ids_and_meta
 from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
-from loop.handlers.attribute_suggestions import (
-    ATTRIBUTE_WEIGHTS_CELLS_METRIC,
-    ATTRIBUTE_WEIGHTS_METRIC,
-    attribute_cells,
-    choose_attribute_weights,
-)
+from loop.handlers.attribute_suggestions import choose_attribute_weights
 from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
 from loop.handlers.retraining import class_names
 from loop.handlers.sharding import embed_cells, embed_in_shards
@@ -56,13 +51,7 @@ def attribute_weights(job: Job, emb: np.ndarray, ids: np.ndarray) -> dict[str, A
     assert project is not None
     try:
         data = build_training_set(project, ids, class_names(project))
-        weights = choose_attribute_weights(project, emb, ids, data, seed=job.pk)
-        if not weights:
-            return {}
-        return {
-            ATTRIBUTE_WEIGHTS_METRIC: weights,
-            ATTRIBUTE_WEIGHTS_CELLS_METRIC: attribute_cells(project, data),
-        }
+        return choose_attribute_weights(project, emb, ids, data, seed=job.pk)
     except Exception:  # see the docstring; logged with its traceback
         logger.exception("job %s: no attribute weights chosen", job.pk)
         return {}

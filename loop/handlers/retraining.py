@@ -25,7 +25,6 @@ from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.attribute_suggestions import (
-    ATTRIBUTE_WEIGHTS_CELLS_METRIC,
     ATTRIBUTE_WEIGHTS_METRIC,
     Suggestions,
     attribute_cells,
@@ -252,16 +251,12 @@ def _refresh_attribute_weights(
         cells = attribute_cells(project, data)
         if not weights_are_stale(index.metrics, cells):
             return
-        weights = choose_attribute_weights(project, emb, ids, data, seed=job.pk)
+        chosen = choose_attribute_weights(project, emb, ids, data, seed=job.pk)
         with transaction.atomic():
             locked = ModelVersion.objects.select_for_update().get(pk=index.pk)
-            if not weights_are_stale(locked.metrics, cells):  # another retrain chose meanwhile
+            if not chosen or not weights_are_stale(locked.metrics, cells):  # another retrain chose meanwhile
                 return
-            locked.metrics = {
-                **locked.metrics,
-                ATTRIBUTE_WEIGHTS_METRIC: weights,
-                ATTRIBUTE_WEIGHTS_CELLS_METRIC: cells,
-            }
+            locked.metrics = {**locked.metrics, **chosen}
             locked.save(update_fields=["metrics"])
     except Exception:  # see the docstring; logged with its traceback
         logger.exception("job %s: attribute weights not refreshed", job.pk)
