@@ -201,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
             pred_external = np.asarray(clf.predict(emb["external"])).astype(str)
             report = external_report(y_external, pred_external)
             abstain = abstention(
-                emb["candidates"][rows], emb["test"], emb["external"], y_test, pred_test, pred_external
+                emb["candidates"][rows],
+                emb["test"],
+                emb["external"],
+                y_test,
+                pred_test,
+                pred_external,
+                labelled_labels=y_candidates[rows],
             )
             adapted = (
                 adaptation(

@@ -396,7 +396,10 @@ def score_backbone(
     predicted = np.asarray(model.predict(external_emb)).astype(str)
     out["external"] = external_report(truth, predicted)
     # The product's safeguard on this embedding: abstain on cells unlike every labelled one.
-    out["abstention"] = abstention(labelled_emb, test_emb, external_emb, y_test, test_predicted, predicted)
+    labelled_y = np.asarray(problem.pool_y[rows]).astype(str)
+    out["abstention"] = abstention(
+        labelled_emb, test_emb, external_emb, y_test, test_predicted, predicted, labelled_labels=labelled_y
+    )
     if args.adabn:
         # The other lab's cells through the same weights with batch-norm statistics of their own
         # (AdaBN): its 351 images, no label. Our cells keep the statistics fine-tuning left.
@@ -406,7 +409,13 @@ def score_backbone(
         predicted = np.asarray(model.predict(external_emb)).astype(str)
         out["external_adabn"] = external_report(truth, predicted)
         out["abstention_adabn"] = abstention(
-            labelled_emb, test_emb, external_emb, y_test, test_predicted, predicted
+            labelled_emb,
+            test_emb,
+            external_emb,
+            y_test,
+            test_predicted,
+            predicted,
+            labelled_labels=labelled_y,
         )
     return out
 

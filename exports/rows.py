@@ -59,12 +59,13 @@ class Prediction:
     confidence: float
     model_version: int
     # Distance to the nearest cell the classifier was trained on (other than itself), in the unit of
-    # learning.shift.LabelledNeighbourhood; None when it was trained on fewer than two cells.
+    # learning.shift.LabelledNeighbourhood, or to those of the predicted class when larger; None when it
+    # was trained on fewer than two cells.
     labelled_distance_ratio: float | None = None
 
     @property
     def abstained(self) -> bool:
-        """Unlike every labelled cell: the class is a guess (as the labelling page, which withholds it)."""
+        """Unlike the labelled cells: the class is a guess (as the labelling page, which withholds it)."""
         from learning.shift import ABSTAIN_RATIO
 
         return self.labelled_distance_ratio is not None and self.labelled_distance_ratio > ABSTAIN_RATIO
@@ -164,15 +165,18 @@ class Predictor:
             self._labelled = self._training_cells(self.version)
 
     def _training_cells(self, version: ModelVersion) -> LabelledNeighbourhood | None:
-        """The cells the classifier was trained on, under their cell ids; None with fewer than two."""
+        """The cells the classifier was trained on, under their cell ids and with the class each was
+        labelled; None with fewer than two."""
         from learning.shift import LabelledNeighbourhood
         from loop.handlers.training_set import rows_of
 
         assert self._emb is not None
-        cell_ids = Annotation.objects.filter(pk__in=version.trained_on).values_list("cell_id", flat=True)
-        wanted = np.unique(np.asarray(list(cell_ids), dtype=np.int64))
+        trained = Annotation.objects.filter(pk__in=version.trained_on).values_list("cell_id", "label__name")
+        label_of = dict(trained)  # one annotation per cell in a training set
+        wanted = np.asarray(sorted(label_of), dtype=np.int64)
         rows, found = rows_of(self._ids, wanted)
-        return LabelledNeighbourhood.build(self._emb[rows], wanted[found])
+        labels = np.asarray([label_of[int(c)] for c in wanted[found]], dtype=object)
+        return LabelledNeighbourhood.build(self._emb[rows], wanted[found], labels)
 
     def predict(self, cell_ids: list[int]) -> dict[int, Prediction]:
         if self._clf is None or self._emb is None or self.version is None or not len(self._ids):
@@ -188,7 +192,9 @@ class Predictor:
         best = probs.argmax(axis=1)
         ratios: list[float | None] = [None] * len(rows)
         if self._labelled is not None:
-            ratios = [round(float(r), 4) for r in self._labelled.ratios(self._emb[rows], wanted[found])]
+            suggested = [classes[int(k)] for k in best]
+            measured = self._labelled.ratios(self._emb[rows], wanted[found], predicted=suggested)
+            ratios = [round(float(r), 4) for r in measured]
         return {
             int(cell_id): Prediction(classes[int(k)], round(float(p[k]), 6), self.version.version, ratio)
             for cell_id, p, k, ratio in zip(wanted[found], probs, best, ratios, strict=True)

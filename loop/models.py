@@ -122,8 +122,9 @@ class QueryItem(models.Model):
         null=True,
         blank=True,
         help_text="Distance to the nearest labelled cell when the batch was built, in units of the "
-        "labelled cells' own distances to each other (learning.shift.LabelledNeighbourhood); above "
-        "learning.shift.ABSTAIN_RATIO (2.5) the model's class would be a guess.",
+        "labelled cells' own distances to each other, or to the labelled cells of the suggested class in "
+        "theirs when larger (learning.shift.LabelledNeighbourhood); above learning.shift.ABSTAIN_RATIO "
+        "(2.5) the model's class would be a guess.",
     )
     # What the attribute heads suggest for this cell when the batch was built: attribute -> {"value",
     # "confidence"} (loop.handlers.attribute_suggestions); empty until enough cells carry attributes.

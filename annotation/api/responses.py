@@ -15,8 +15,9 @@ from jobs.models import Job
 Shape = serializers.Serializer[dict[str, Any]]
 
 # Why a suggestion the model made is not sent to the caller: their blind mode, or (on the labelling page) a
-# cell unlike every labelled one (the model abstains: learning.shift.ABSTAIN_RATIO) or a confidence below
-# the project's ``suggestion_min_confidence``. One list for every endpoint, so the schema has one enum.
+# cell unlike the labelled ones or those of its class (the model abstains: learning.shift.ABSTAIN_RATIO) or
+# a confidence below the project's ``suggestion_min_confidence``. One list for every endpoint, so the
+# schema has one enum.
 SUGGESTION_WITHHELD = ["blind", "unlike_labelled", "low_confidence"]
 
 

@@ -51,14 +51,17 @@ class BatchItemSerializer(Shape):
         choices=SUGGESTION_WITHHELD,
         allow_null=True,
         help_text="Why a suggestion the model made is not sent: the caller's blind mode, a cell unlike "
-        "every labelled one (the model abstains), or a confidence below the project's "
+        "the labelled ones or those of the class it would be called (the model abstains), or a "
+        "confidence below the project's "
         "suggestion_min_confidence.",
     )
     labelled_distance_ratio = serializers.FloatField(
         allow_null=True,
         help_text="The cell's distance to the nearest labelled cell when the batch was built, in units "
-        "of the labelled cells' own distances to each other (null: too few labels then). Above 2.5 "
-        "the model abstains: farther than 98% of the labelled cells lie from their nearest labelled one.",
+        "of the labelled cells' own distances to each other, or to the third-nearest labelled cell of "
+        "the suggested class in that class's units when larger (null: too few labels then). Above 2.5 "
+        "the model abstains: farther than 98% of the labelled cells lie from their nearest labelled one, "
+        "or 98% of the suggested class's cells from their third-nearest of the class.",
     )
     attribute_suggestions = serializers.DictField(
         child=AttributeSuggestionSerializer(),

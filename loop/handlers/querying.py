@@ -28,7 +28,8 @@ class Choice:
     scores: np.ndarray | None  # margin uncertainty of each chosen cell (None without a model)
     suggestions: np.ndarray | None  # class index the model predicts
     confidences: np.ndarray | None
-    # Each chosen cell's distance to the nearest labelled cell, in the labelled cells' own unit (None:
+    # Each chosen cell's distance to the nearest labelled cell, in the labelled cells' own unit, or to
+    # those of its suggested class when larger (learning.shift.LabelledNeighbourhood.ratios; None:
     # fewer than two labelled cells): far away, the model abstains (learning.shift.ABSTAIN_RATIO).
     distance_ratios: np.ndarray | None = None
 
@@ -42,7 +43,8 @@ def choose(
     probs: np.ndarray | None,
     seed: int,
     pool_sources: np.ndarray | None = None,
-    labelled_rows: np.ndarray | None = None,
+    labelled: LabelledNeighbourhood | None = None,
+    columns: Sequence[str] = (),
     n: int | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Choice:
@@ -50,8 +52,9 @@ def choose(
 
     With the project's ``query_source`` set (adapting to a new site), the strategy runs over that
     source's pool cells only, as long as some of them are unlabelled; then over the whole pool again.
-    ``labelled_rows``: the rows the classifier was trained on, every source's (the chosen cells'
-    distance to them is recorded). ``n``: how many cells (default: the project's batch size).
+    ``labelled``: the cells the classifier was trained on, every source's, and ``columns``: the class
+    of each column of ``probs`` (each chosen cell's distance to them, and to those of the class it is
+    suggested, is recorded). ``n``: how many cells (default: the project's batch size).
     ``options``: the strategy's own (``strategy_options``)."""
     focus = focus_rows(project, pool_sources, pool_annotated)
     if focus is not None:
@@ -72,12 +75,12 @@ def choose(
     )
     if probs is None:
         return Choice(strategy, pool_rows[picked], None, None, None)
-    ratios = (
-        None
-        if labelled_rows is None
-        else labelled_distance_ratios(embeddings[labelled_rows], pool_emb[picked])
-    )
-    return Choice(strategy, pool_rows[picked], *model_view(probs[picked]), ratios)
+    view = model_view(probs[picked])
+    ratios = None
+    if labelled is not None:  # the chosen cells are unlabelled, so never their own neighbour
+        suggested = np.asarray(columns)[view[1]] if len(columns) else None
+        ratios = labelled.ratios(pool_emb[picked], predicted=suggested)
+    return Choice(strategy, pool_rows[picked], *view, ratios)
 
 
 def model_view(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,13 +134,6 @@ def strategy_options(
     weights = class_vector(project.class_weights, columns, default=1.0) if project.class_weights else None
     seconds = (timed or TimedSeconds.of(project)).per_class(columns)
     return {"class_seconds": seconds, "class_weights": weights}
-
-
-def labelled_distance_ratios(labelled: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:
-    """:meth:`learning.shift.LabelledNeighbourhood.ratios` of the chosen cells (unlabelled, so never their
-    own neighbour) against the labelled ones; None with fewer than two labelled cells."""
-    neighbourhood = LabelledNeighbourhood.build(labelled)
-    return None if neighbourhood is None else neighbourhood.ratios(chosen)
 
 
 def focus_rows(

@@ -125,19 +125,25 @@ def _split_result(batches: list[QueryBatch], seconds: dict[str, float] | None = 
 
 
 def _describer(
-    clf: TemperatureScaled | None, emb: np.ndarray, ids: np.ndarray, train_rows: np.ndarray
+    clf: TemperatureScaled | None,
+    emb: np.ndarray,
+    ids: np.ndarray,
+    neighbourhood: LabelledNeighbourhood | None,
 ) -> Describe:
     """What the model says of any rows, for split-work batches whose agreement and gold cells may be
     labelled ones (so never their own labelled neighbour)."""
-    neighbourhood = LabelledNeighbourhood.build(emb[train_rows], ids[train_rows]) if clf is not None else None
 
     def describe(rows: np.ndarray) -> tuple[Any, Any, Any, Any]:
         if clf is None or not len(rows):
             return None, None, None, None
         with threadpool_limits(limits=1):
             probs = clf.predict_proba(emb[rows])
-        ratios = None if neighbourhood is None else neighbourhood.ratios(emb[rows], cell_ids=ids[rows])
-        return (*model_view(probs), ratios)
+        view = model_view(probs)
+        ratios = None
+        if neighbourhood is not None:
+            suggested = np.asarray(clf.classes)[view[1]]
+            ratios = neighbourhood.ratios(emb[rows], cell_ids=ids[rows], predicted=suggested)
+        return (*view, ratios)
 
     return describe
 
@@ -168,6 +174,12 @@ def _planned_batches(
     wanted = Shares.of(project).query * len(people) if people else project.query_batch_size
     # Read once: the strategy ranks with the team's seconds, the split deals with each annotator's.
     timed = TimedSeconds.of(project) if project.query_strategy == "cost_aware" and clf is not None else None
+    # The cells the model was trained on, per class too: a suggestion far from them is withheld.
+    neighbourhood = (
+        LabelledNeighbourhood.build(emb[data.train_rows], ids[data.train_rows], data.train_labels)
+        if clf is not None
+        else None
+    )
     choice = choose(
         project=project,
         embeddings=emb,
@@ -176,7 +188,8 @@ def _planned_batches(
         probs=probs,
         seed=job.pk,
         pool_sources=data.pool_sources,
-        labelled_rows=data.train_rows,
+        labelled=neighbourhood,
+        columns=list(clf.classes) if clf is not None else (),
         n=min(wanted, left),
         options=strategy_options(project, list(clf.classes), timed) if clf is not None else None,
     )
@@ -189,7 +202,7 @@ def _planned_batches(
         dealt=_dealt_by_seconds(people, choice.rows, emb, clf, timed),
         strategy=choice.strategy,
         ids=ids,
-        describe=_describer(clf, emb, ids, data.train_rows),
+        describe=_describer(clf, emb, ids, neighbourhood),
         seed=job.pk,
     )
     return [(plan.choice, plan.assignee, plan.purposes) for plan in planned]

@@ -30,12 +30,13 @@ from exports.service import export_path, export_request
 from jobs.models import Job
 from jobs.services import job_create
 from learning.export import readme_code
-from learning.shift import ABSTAIN_QUANTILE, ABSTAIN_RATIO
+from learning.shift import ABSTAIN_RATIO
 from loop.handlers.artifacts import classifier, index_embeddings
 from loop.handlers.training_set import rows_of
 from loop.models import ModelVersion, QueryBatch
 from loop.selectors import latest_version
 from loop.services.batches import batch_submit
+from tests.abstention_by_hand import distance_ratio_by_hand
 from tests.conftest import run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata, pytest.mark.usefixtures("own_artifacts")]
@@ -185,25 +186,27 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
     lines = run_export(loop_project, "jsonl", lead).read_text().splitlines()
     records = {r["cell_id"]: r for r in map(json.loads, lines)}
     assert len(records) == 108
-    # Each prediction's distance to the cells the classifier was trained on, by hand.
-    trained = sorted(
-        set(Annotation.objects.filter(pk__in=version.trained_on).values_list("cell_id", flat=True))
+    # Each prediction's distance to the cells the classifier was trained on (and to those of the class
+    # it predicts), by hand.
+    trained_labels = dict(
+        Annotation.objects.filter(pk__in=version.trained_on).values_list("cell_id", "label__name")
     )
+    trained = sorted(trained_labels)
     trained_rows, _ = rows_of(ids, np.asarray(trained, dtype=np.int64))
     trained_emb = emb[trained_rows]
-    sims = trained_emb @ trained_emb.T
-    np.fill_diagonal(sims, -np.inf)
-    # The unit: the 0.98-quantile of their distances to each other over ABSTAIN_RATIO.
-    reference = float(np.quantile(1 - sims.max(axis=1), ABSTAIN_QUANTILE)) / ABSTAIN_RATIO
+    labels = np.array([trained_labels[c] for c in trained])
+    abstained = 0
     for cell_id, probs, row in zip(cell_ids, platform, rows, strict=True):
         prediction = records[int(cell_id)]["prediction"]
         assert prediction["model_version"] == version.version
         assert prediction["label"] == clf.classes[int(probs.argmax())]
         assert abs(prediction["confidence"] - float(probs.max())) < 1e-5
         own = np.asarray(trained) == cell_id  # a training cell is measured to the others
-        by_hand = float(1 - (trained_emb[~own] @ emb[row]).max()) / reference
+        by_hand = distance_ratio_by_hand(trained_emb, labels, emb[row], prediction["label"], own)
         assert prediction["labelled_distance_ratio"] == pytest.approx(by_hand, rel=1e-3, abs=1e-3)
         assert prediction["abstained"] == (by_hand > ABSTAIN_RATIO)
+        abstained += prediction["abstained"]
+    assert 0 < abstained < len(cell_ids), abstained  # both outcomes exercised
     labelled = [r for r in records.values() if r["label"] is not None]
     assert len(labelled) == 12 and all(r["annotations"][0]["origin"] == "manual" for r in labelled)
 

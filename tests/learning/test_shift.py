@@ -218,6 +218,64 @@ def test_labelled_neighbourhood_measures_cells_against_the_labelled_ones() -> No
     assert hood.ratios(labelled[2:], np.array([12]))[0] > ABSTAIN_RATIO
 
 
+def on_circle(degrees: list[float]) -> np.ndarray:
+    """Unit vectors at these angles in a plane: the cosine distance between two is 1 - cos(their angle)."""
+    radians = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(radians), np.sin(radians), np.zeros_like(radians)], axis=1).astype(np.float32)
+
+
+def gap(degrees: float) -> float:
+    return float(1 - np.cos(np.deg2rad(degrees)))
+
+
+def test_nearest_other_distance_takes_the_kth_neighbour_that_is_not_the_cell_itself() -> None:
+    points = on_circle([0, 10, 30, 60])
+    index = EmbeddingIndex.build(points, np.array([1, 2, 3, 4]))
+    # Cell 2 (at 10 degrees) among the others: 10, 20 and 50 degrees away.
+    for k, degrees in ((1, 10), (2, 20), (3, 50)):
+        assert nearest_other_distance(index, points[1:2], np.array([2]), k) == pytest.approx(
+            [gap(degrees)], abs=1e-5
+        )
+    # An outsider at 10 degrees is its own distance 0 from cell 2.
+    assert nearest_other_distance(index, points[1:2], np.array([-1]), 2) == pytest.approx([gap(10)], abs=1e-5)
+    # Fewer others than k: the largest distance, 2.
+    assert nearest_other_distance(index, points[:1], np.array([1]), 4) == pytest.approx([2.0])
+
+
+def test_a_cell_is_also_measured_against_the_labelled_cells_of_the_class_it_is_called() -> None:
+    """Class a at 0-30 degrees, class b at 90-120, class c (three cells) at 200-220. Global unit: each
+    labelled cell's nearest other is 10 degrees away. Per class, each cell's third-nearest other of its
+    class is 20 or 30 degrees away: the 0.98-quantile is 30. A cell at 35 degrees is answered when called
+    a and abstained on when called b, though it lies near labelled cells either way."""
+    from learning.shift import ABSTAIN_RATIO, CLASS_NEIGHBOURS
+
+    assert CLASS_NEIGHBOURS == 3
+    labelled = on_circle([0, 10, 20, 30, 90, 100, 110, 120, 200, 210, 220])
+    labels = np.array(["a"] * 4 + ["b"] * 4 + ["c"] * 3)
+    hood = LabelledNeighbourhood.build(labelled, np.arange(100, 111), labels)
+    assert hood is not None and sorted(hood.by_class) == ["a", "b"]  # c: too few for a third neighbour
+    assert hood.reference_distance == pytest.approx(gap(10) / ABSTAIN_RATIO, abs=1e-6)
+    assert hood.by_class["a"].reference_distance == pytest.approx(gap(30) / ABSTAIN_RATIO, abs=1e-6)
+    cell = on_circle([35])
+    near = ABSTAIN_RATIO * gap(5) / gap(10)  # 5 degrees from the cell at 30
+    assert hood.ratios(cell) == pytest.approx([near], rel=1e-3)  # no class given: the global rule
+    # Called a: its third-nearest a is 25 degrees away, within a's spread.
+    called_a = ABSTAIN_RATIO * gap(25) / gap(30)
+    assert hood.ratios(cell, predicted=["a"]) == pytest.approx([called_a], rel=1e-3)
+    assert called_a < ABSTAIN_RATIO
+    # Called b: its third-nearest b is 75 degrees away, far beyond b's spread.
+    called_b = ABSTAIN_RATIO * gap(75) / gap(30)
+    assert hood.ratios(cell, predicted=["b"]) == pytest.approx([called_b], rel=1e-3)
+    assert called_b > ABSTAIN_RATIO
+    # Called c (no class rule): the global ratio; several cells at once keep their order.
+    both = hood.ratios(np.concatenate([cell, cell]), predicted=["c", "b"])
+    assert both == pytest.approx([near, called_b], rel=1e-3)
+    # A labelled cell (id 102, at 20 degrees) is measured to the others of its class, not itself:
+    # nearest other 10 degrees (2.5 global units), third-nearest a 20 degrees (below that).
+    mine = hood.ratios(labelled[2:3], np.array([102]), predicted=["a"])
+    assert mine == pytest.approx([ABSTAIN_RATIO], rel=1e-3)
+
+
 def test_abstention_report_counts_by_hand() -> None:
     """Three labelled points with nearest-other distances 0.2, 0.2 and 0.4; test cells at distance 0,
     0.45 and 1 from them; the external cells, both called blast, at 0 and 1. Each rule abstains beyond
@@ -245,15 +303,36 @@ def test_abstention_report_counts_by_hand() -> None:
     for rule in ("median:2.5", "median:3"):
         assert report[rule]["test_abstain"] == pytest.approx(1 / 3, abs=1e-4)
         assert report[rule]["test_macro_f1_answered"] == pytest.approx(1 / 3, abs=1e-4)  # "b" answered "a"
-    # The product: beyond the 0.98-quantile of 0.2, 0.2, 0.4 (0.392), so the cell at 0.45 is left out.
-    assert report["product"]["distance_limit"] == pytest.approx(0.392, abs=1e-3)
-    assert report["product"]["test_abstain"] == pytest.approx(2 / 3, abs=1e-4)
-    assert report["product"] == report["labelled_q0.98"]
+    # The global rule: beyond the 0.98-quantile of 0.2, 0.2, 0.4 (0.392), so the cell at 0.45 is left out.
+    assert report["global"]["distance_limit"] == pytest.approx(0.392, abs=1e-3)
+    assert report["global"]["test_abstain"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["global"] == report["labelled_q0.98"]
+    # Without the labelled cells' classes the product is the global rule.
+    assert report["product"] == {k: v for k, v in report["global"].items() if k != "distance_limit"}
     for key, row in report.items():
         if key.startswith("held_out"):
             continue  # scored on half the test cells, its limit from the other half
         assert row["external_abstain"] == 0.5
         assert row["external_answered_blast"] == 0.5  # the far blast is withheld, the near one is not
+    # With classes: the cell at 35 degrees, called b, lies near labelled a cells only (the test above).
+    circle = on_circle([0, 10, 20, 30, 90, 100, 110, 120])
+    classes = np.array(["a"] * 4 + ["b"] * 4)
+    cells = on_circle([35, 35, 95])
+    by_class = abstention(
+        circle,
+        cells,
+        cells[1:],
+        y_test=np.array(["a", "blast", "b"]),
+        pred_test=np.array(["a", "b", "b"]),
+        pred_external=np.array(["b", "blast"]),
+        labelled_labels=classes,
+    )
+    assert by_class["global"]["test_abstain"] == 0.0
+    assert by_class["product"]["test_abstain"] == pytest.approx(1 / 3, abs=1e-4)  # the one called b
+    assert by_class["product"]["test_blasts_abstained"] == 1.0
+    assert by_class["product"]["test_macro_f1_answered"] == pytest.approx(1.0)
+    assert by_class["product"]["external_abstain"] == 0.5  # "blast" has no labelled cells: global only
+    assert by_class["product"]["external_answered_blast"] == 0.5
     with pytest.raises(ValueError, match="two labelled"):
         abstention(
             labelled[:1], test, external, np.array(["a"] * 3), np.array(["a"] * 3), np.array(["a"] * 2)

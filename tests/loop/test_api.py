@@ -20,10 +20,10 @@ from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from learning.imaging import CELL_CROP_SCALE, square_box
-from learning.shift import ABSTAIN_QUANTILE, ABSTAIN_RATIO
 from loop.handlers.artifacts import index_embeddings
 from loop.models import ModelVersion, QueryBatch
 from loop.selectors import latest_version
+from tests.abstention_by_hand import distance_ratio_by_hand
 from tests.conftest import client_for, run_queued_jobs
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
@@ -126,18 +126,23 @@ def test_similar_why_and_saliency_after_a_retrain(running_loop: Project, annotat
     new = current_batch(client, running_loop)
     assert new["number"] == 2 and new["classifier_version"] == 1
     # Each new cell's distance to the labelled ones, as the loop recorded it, by hand: nearest labelled
-    # cell over the unit: the 0.98-quantile of the labelled cells' distances to their nearest other,
-    # over ABSTAIN_RATIO.
+    # cell over the unit (the 0.98-quantile of the labelled cells' distances to their nearest other, over
+    # ABSTAIN_RATIO), or to the labelled cells of its suggested class when that is larger.
     index = QueryBatch.objects.get(pk=new["id"]).index
     assert index is not None
     ids, emb = index_embeddings(index)
     row = {int(c): i for i, c in enumerate(ids.tolist())}
-    labelled_emb = emb[[row[i.cell_id] for i in db_batch.items.all()]]
-    sims = labelled_emb @ labelled_emb.T
-    np.fill_diagonal(sims, -np.inf)
-    reference = float(np.quantile(1 - sims.max(axis=1), ABSTAIN_QUANTILE)) / ABSTAIN_RATIO
+    labelled_items = list(db_batch.items.select_related("cell__reference_label"))
+    labelled_emb = emb[[row[i.cell_id] for i in labelled_items]]
+    labels = np.array([i.cell.reference_label.name for i in labelled_items])  # type: ignore[union-attr]
+    suggested = {
+        i.cell_id: i.suggestion.name
+        for i in QueryBatch.objects.get(pk=new["id"]).items.select_related("suggestion")
+        if i.suggestion is not None
+    }
     for item in new["items"]:
-        by_hand = float(1 - (labelled_emb @ emb[row[item["cell"]]]).max()) / reference
+        cell_emb = emb[row[item["cell"]]]
+        by_hand = distance_ratio_by_hand(labelled_emb, labels, cell_emb, suggested[item["cell"]])
         assert item["labelled_distance_ratio"] == pytest.approx(by_hand, rel=1e-3, abs=1e-3)
     cell = new["items"][0]["cell"]
     similar = client.get(f"/api/cells/{cell}/similar/?k=5").json()

@@ -19,7 +19,7 @@ function suggestionLine(item, byName) {
   }
   if (view.kind === "blind") return null;
   if (view.kind === "unlike") {
-    return el("span", { className: "suggestion none unlike", title: "this cell lies far from every labelled cell (another lab or stain, say): the model's class would be a guess" }, "unlike any labelled cell");
+    return el("span", { className: "suggestion none unlike", title: "this cell lies far from every labelled cell, or from the labelled cells of the class the model would name (another lab or stain, say): the model's class would be a guess" }, "unlike the labelled cells");
   }
   if (view.kind === "low") {
     return el("span", { className: "suggestion none low", title: "the model's confidence is below the project's threshold" }, "no confident suggestion");

@@ -448,7 +448,7 @@ export function clampTileSize(size) {
 // --- suggestions ------------------------------------------------------------------------------------
 
 /** What a tile says about the model's suggestion: {kind, label, confidence}. kind is "shown", "blind"
- * (the user hides suggestions), "unlike" (the cell is unlike every labelled one: the model abstains),
+ * (the user hides suggestions), "unlike" (the cell is unlike the labelled cells: the model abstains),
  * "low" (below the lead's threshold: the server did not send it) or "none" (no model yet). Only "shown"
  * carries the class name. */
 export function suggestionView(item) {
