@@ -39,6 +39,15 @@ def final_of(summary: dict[str, Any], strategy: str) -> dict[str, float]:
         "pbc": float(final["per_source_macro_f1"]["pbc"]),
         "blast_recall": float(final["per_class_recall"]["blast"]),
     }
+    external = final.get("external")
+    if external is not None:  # another lab's cells (``--external``), never trained on
+        out["external_macro_f1_min20"] = float(external["macro_f1_min20"])
+        out["external_predicted_blast"] = float(external["predicted_blast"])
+        for rule in ("product", "global"):
+            rows = external[f"abstention_{rule}"]
+            out[f"external_answered_blast_{rule}"] = float(rows["external_answered_blast"])
+            out[f"external_abstain_{rule}"] = float(rows["external_abstain"])
+            out[f"test_abstain_{rule}"] = float(rows["test_abstain"])
     # Runs whose attribute heads heard the measurements also scored the same heads without them.
     last = [r for r in summary["runs"] if r.get("strategy", strategy) == strategy][-1]["rounds"][-1]
     if last.get("attribute_mean_macro_f1_embedding_only") is not None:

@@ -307,9 +307,10 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
     for name, records in (("pool", pool), ("test", test)):
         if any(r.label is None for r in records):
             parser.error(f"every {name} cell needs a label (the oracle and the scorer read them)")
-    if args.external is not None and args.finetune_every:
+    if args.adapt_labels and args.finetune_every:
         parser.error(
-            "--external is scored on frozen embeddings only; with --finetune-every it is not built yet"
+            "--adapt-labels refits the frozen-feature classifier; with --finetune-every it is not built "
+            "(bench/finetune_recipe.py --adapt-labels adapts by fine-tuning)"
         )
     if args.adapt_labels and args.external is None:
         parser.error("--adapt-labels needs --external (the lab to adapt to)")
@@ -344,7 +345,7 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         adapt_labels=args.adapt_labels,
     )
     if args.finetune_every:
-        return finetune_benchmark(args, argv, problem, pool, test, pool_info, test_info, strategies)
+        return finetune_benchmark(args, argv, problem, pool, test, pool_info, test_info, strategies, external)
     summary, rounds = run_benchmark(
         problem,
         strategies=strategies,
@@ -385,8 +386,10 @@ def finetune_benchmark(
     pool_info: dict[str, Any],
     test_info: dict[str, Any],
     strategies: Sequence[str],
+    external: Sequence[CellRecord] = (),
 ) -> dict[str, Any]:
-    """``benchmark --finetune-every K``: the loop with fine-tuning (:mod:`learning.finetune_benchmark`)."""
+    """``benchmark --finetune-every K``: the loop with fine-tuning (:mod:`learning.finetune_benchmark`);
+    ``external``: another lab's cells, scored every round on the current encoder (never trained on)."""
     import os
 
     import torch
@@ -410,6 +413,7 @@ def finetune_benchmark(
     crop = str(pool_info["crop"])
     pool_images = CellImageDataset(pool, size, crop=crop).preload(cache_dir=args.image_cache, progress=True)
     test_images = CellImageDataset(test, size, crop=crop).preload(cache_dir=args.image_cache, progress=True)
+    external_images = CellImageDataset(list(external), size, crop=crop).preload() if external else None
     preload_s = time.perf_counter() - t0
     semi = (
         SemiSupervised(threshold=args.semi_threshold, lambda_u=args.lambda_u, ratio=args.semi_ratio)
@@ -446,6 +450,7 @@ def finetune_benchmark(
             progress=say,
             start=args.start,
             label_budget=args.label_budget,
+            external_images=external_images,
         )
         for seed in seed_list(args)
         for strategy in strategies
@@ -479,6 +484,8 @@ def finetune_benchmark(
             c: float(np.mean([r["per_class_recall"][c] for r in last])) for c in last[0]["per_class_recall"]
         }
         mean["finetune_seconds"] = float(np.mean([r["finetune_seconds_so_far"] for r in last]))
+        if all("external" in r for r in last):
+            mean["external"] = external_means(last)
         mean["against_targets"] = against_targets(mean)
         finals[strategy] = mean
     summary: dict[str, Any] = {
@@ -518,6 +525,25 @@ def finetune_benchmark(
         "final": finals,
         "reference": reference and {"head_test": reference["head_test"], "test": reference["test"]},
     }
+
+
+def external_means(last: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Seed means of the other lab's figures in the final rounds: macro-F1, what it is called blast,
+    and, per abstention rule, the share abstained on (own test cells and the lab's) and of the lab's
+    cells answered "blast"."""
+    ext = [r["external"] for r in last]
+    out: dict[str, Any] = {
+        "macro_f1_min20": float(np.mean([e["macro_f1_min20"] or 0.0 for e in ext])),
+        "macro_f1_all": float(np.mean([e["macro_f1_all"] for e in ext])),
+        "predicted_blast": float(np.mean([e["predicted_share"].get("blast", 0.0) for e in ext])),
+        "per_class_recall": {
+            c: float(np.mean([e["per_class_recall"][c] for e in ext])) for c in ext[0]["per_class_recall"]
+        },
+    }
+    for rule in last[0]["abstention"]:
+        rows = [r["abstention"][rule] for r in last]
+        out[f"abstention_{rule}"] = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+    return out
 
 
 def write_finetune_outputs(out_dir: Path, summary: dict[str, Any]) -> None:

@@ -33,10 +33,11 @@ from torch import Tensor, nn
 
 from learning.benchmark import ALProblem, attribute_report, initial_stratified
 from learning.classifiers import AlignedClassifier, ClassifierKind
-from learning.evaluation import attribute_scores, evaluate, knn_macro_f1
+from learning.evaluation import attribute_scores, evaluate, external_report, knn_macro_f1
 from learning.finetune import FinetuneResult, finetune
 from learning.query import STRATEGIES, resolve_strategy, select
 from learning.semi import SemiSupervised
+from learning.shift import abstention
 from learning.transforms import to_float
 
 Progress = Callable[[str], None]
@@ -304,6 +305,36 @@ def _finetune_on(
     return result, info
 
 
+def external_round(
+    problem: ALProblem,
+    model: AlignedClassifier,
+    pool_x: np.ndarray,
+    test_x: np.ndarray,
+    external_x: np.ndarray,
+    labelled: np.ndarray,
+) -> dict[str, Any]:
+    """Another lab's cells under this round's classifier: scored over the classes they hold
+    (``external``), and the product's abstention (:class:`learning.shift.LabelledNeighbourhood`, per
+    class too) against the global rule alone (``abstention``: shares abstained on, of the test cells and
+    of the lab's, and of the lab's cells answered "blast")."""
+    assert problem.external_y is not None
+    predicted_external = np.asarray(model.predict(external_x)).astype(str)
+    predicted_test = np.asarray(model.predict(test_x)).astype(str)
+    rules = abstention(
+        pool_x[labelled],
+        test_x,
+        external_x,
+        np.asarray(problem.test_y).astype(str),
+        predicted_test,
+        predicted_external,
+        labelled_labels=np.asarray(problem.pool_y[labelled]).astype(str),
+    )
+    return {
+        "external": external_report(problem.external_y, predicted_external),
+        "abstention": {rule: rules[rule] for rule in ("product", "global")},
+    }
+
+
 def run_finetune_loop(
     problem: ALProblem,
     pool_images: Tensor,
@@ -321,6 +352,7 @@ def run_finetune_loop(
     progress: Progress | None = None,
     start: str = "stratified",
     label_budget: int | None = None,
+    external_images: Tensor | None = None,
 ) -> LoopRun:
     """One learning curve of the loop with fine-tuning, from a stratified first batch (``start``
     ``"stratified"``) or, as a new project starts, one the strategy's cold start picks without labels
@@ -334,6 +366,10 @@ def run_finetune_loop(
     ``label_budget`` (``Project.label_budget``): as the product's loop, the last batch is cut so that the
     labels never exceed it, the round that reaches it fine-tunes whatever the schedule says, and the run
     ends there (or after ``rounds``, whichever comes first).
+
+    ``external_images`` (another lab's cells, with ``problem.external_x`` / ``external_y`` their
+    initial embeddings and labels): every round scores them with the round's classifier, and reports
+    the product's abstention on them and on the test cells (:func:`external_round`). Never trained on.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}")
@@ -344,7 +380,9 @@ def run_finetune_loop(
     sample_rng = np.random.default_rng(seed + 20_011)
     initial = copy.deepcopy(encoder)
     backbone = copy.deepcopy(encoder)
-    pool_x, test_x = problem.pool_x, problem.test_x
+    pool_x, test_x, external_x = problem.pool_x, problem.test_x, problem.external_x
+    if external_images is not None and (external_x is None or len(external_x) != len(external_images)):
+        raise ValueError("external images need their initial embeddings in problem.external_x")
     labelled = np.zeros(len(pool_x), dtype=bool)
     query_s, ran_as, version = 0.0, "stratified", 0
     if start == "cold":
@@ -380,6 +418,8 @@ def run_finetune_loop(
                 pool_x = pool_x.copy()
                 pool_x[rows] = normalise(raw_features(result.backbone, pool_images[torch.from_numpy(rows)]))
             test_x = normalise(test_raw)
+            if external_images is not None:
+                external_x = normalise(raw_features(result.backbone, external_images))
             embed_s = time.perf_counter() - t0
             finetune_total += result.seconds
             embed_total += embed_s
@@ -423,6 +463,8 @@ def run_finetune_loop(
                 n_boot=n_boot,
             )
             pool_probs = model.predict_proba(pool_x) if not last else None
+            if external_images is not None and external_x is not None:
+                report |= external_round(problem, model, pool_x, test_x, external_x, labelled)
         retrain_s = time.perf_counter() - t0
         run.rounds.append(
             {

@@ -4,6 +4,7 @@ embedding, passes the unlabelled sample and the attributes, and reports the issu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from learning.__main__ import main
-from learning.benchmark import ALProblem
+from learning.benchmark import ALProblem, initial_stratified
+from learning.classifiers import AlignedClassifier
 from learning.finetune_benchmark import (
     FinetunePlan,
     against_targets,
@@ -173,6 +175,68 @@ def test_a_cold_start_picks_the_first_batch_without_labels(
         first_round("warm")
 
 
+def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
+    problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module],
+) -> None:
+    """External cells (two of the three classes, never trained on) get a report every round, on the
+    embedding of the encoder of that round; the product's abstention adds the per-class rule to the
+    global one, so it never abstains on fewer cells."""
+    problem, pool_images, test_images, encoder = problem_and_images
+    external_images, external_y, _sources, _attrs = synthetic(12, seed=7)
+    keep = external_y != "blast"
+    external_images, external_y = external_images[torch.from_numpy(keep)], external_y[keep]
+    with_external = dataclasses.replace(
+        problem, external_x=normalise(raw_features(encoder, external_images)), external_y=external_y
+    )
+    run = run_finetune_loop(
+        with_external,
+        pool_images,
+        test_images,
+        encoder,
+        FinetunePlan(every=2, minutes=None, epochs=1, attributes=False, batch_size=6),
+        strategy="margin",
+        seed=0,
+        batch=6,
+        rounds=2,
+        n_boot=20,
+        external_images=external_images,
+    )
+    assert [r["encoder_version"] for r in run.rounds] == [0, 0, 1]
+    for r in run.rounds:
+        ext = r["external"]
+        assert ext["cells"] == 8 and set(ext["per_class_recall"]) == {"lymphocyte", "neutrophil"}
+        assert sum(ext["predicted_share"].values()) == pytest.approx(1.0)
+        product, global_rule = r["abstention"]["product"], r["abstention"]["global"]
+        assert product["test_abstain"] >= global_rule["test_abstain"]
+        assert product["external_abstain"] >= global_rule["external_abstain"]
+        assert product["external_answered_blast"] <= ext["predicted_share"].get("blast", 0.0) + 1e-9
+    # Round 0 scores the external cells on the initial embedding: the same as fitting by hand.
+    labelled = np.zeros(len(problem.pool_x), dtype=bool)
+    labelled[initial_stratified(problem.pool_y, 6, np.random.default_rng(10_000))] = True
+    by_hand = (
+        AlignedClassifier(CLASSES, "logreg", class_weight="balanced", seed=0)
+        .fit(problem.pool_x[labelled], problem.pool_y[labelled])
+        .predict(with_external.external_x)
+    )
+    recall = {
+        c: float((np.asarray(by_hand)[external_y == c] == c).mean()) for c in ("lymphocyte", "neutrophil")
+    }
+    assert run.rounds[0]["external"]["per_class_recall"] == pytest.approx(recall)
+    with pytest.raises(ValueError, match="initial embeddings"):
+        run_finetune_loop(
+            problem,
+            pool_images,
+            test_images,
+            encoder,
+            FinetunePlan(every=2, minutes=None, epochs=1, attributes=False, batch_size=6),
+            strategy="margin",
+            seed=0,
+            batch=6,
+            rounds=1,
+            external_images=external_images,
+        )
+
+
 def test_attribute_matrix_and_targets() -> None:
     attrs = {
         "cell_size": np.array(["big", "", "small", "huge"]),
@@ -221,10 +285,21 @@ def test_benchmark_cli_with_fine_tuning(
             writer = csv.DictWriter(handle, fieldnames=list(manifest_rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+    # Another lab's cells: every 30th of external_bccd, scored each round on the current encoder.
+    external_root = data_dir.parent / "external_bccd"
+    if not (external_root / "manifest.csv").exists():
+        pytest.skip("../shared/data/external_bccd is not there")
+    with (external_root / "manifest.csv").open(newline="") as handle:
+        external_rows = list(csv.DictReader(handle))[::30]
+    paths["external"] = tmp_path / "external.csv"
+    with paths["external"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(external_rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "path": str(external_root / r["path"])} for r in external_rows)
     out = tmp_path / "bench"
     argv = [
         "benchmark",
-        *("--pool", str(paths["pool"]), "--test", str(paths["test"])),
+        *("--pool", str(paths["pool"]), "--test", str(paths["test"]), "--external", str(paths["external"])),
         *("--backbone", "lightcnn", "--image-size", "32", "--strategies", "hybrid"),
         *("--batch", "9", "--rounds", "2", "--seeds", "1"),
         *("--finetune-every", "1", "--finetune-minutes", "0.2", "--finetune-epochs", "1", "--semi"),
@@ -243,6 +318,17 @@ def test_benchmark_cli_with_fine_tuning(
         "attribute_mean_macro_f1",
     }
     assert printed["final"]["hybrid"]["macro_f1"] == final["macro_f1"]
+    external = final["external"]
+    assert set(external["per_class_recall"]) == {r["label"] for r in external_rows}
+    assert 0.0 <= external["macro_f1_all"] <= 1.0 and 0.0 <= external["predicted_blast"] <= 1.0
+    for rule in ("abstention_product", "abstention_global"):
+        assert set(external[rule]) >= {"test_abstain", "external_abstain", "external_answered_blast"}
+    rounds = summary["runs"][0]["rounds"]
+    assert all(r["external"]["cells"] == len(external_rows) for r in rounds)
+    last = rounds[-1]
+    assert external["abstention_product"]["external_answered_blast"] == pytest.approx(
+        last["abstention"]["product"]["external_answered_blast"]
+    )
     finetunes = summary["runs"][0]["finetunes"]
     assert [f["unlabelled_cells"] for f in finetunes] == [
         54,
