@@ -185,9 +185,8 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
     external_images, external_y, _sources, _attrs = synthetic(12, seed=7)
     keep = external_y != "blast"
     external_images, external_y = external_images[torch.from_numpy(keep)], external_y[keep]
-    with_external = dataclasses.replace(
-        problem, external_x=normalise(raw_features(encoder, external_images)), external_y=external_y
-    )
+    external_x = normalise(raw_features(encoder, external_images))
+    with_external = dataclasses.replace(problem, external_x=external_x, external_y=external_y)
     run = run_finetune_loop(
         with_external,
         pool_images,
@@ -216,7 +215,7 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
     by_hand = (
         AlignedClassifier(CLASSES, "logreg", class_weight="balanced", seed=0)
         .fit(problem.pool_x[labelled], problem.pool_y[labelled])
-        .predict(with_external.external_x)
+        .predict(external_x)
     )
     recall = {
         c: float((np.asarray(by_hand)[external_y == c] == c).mean()) for c in ("lymphocyte", "neutrophil")
