@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = ShiftReference(emb_labelled, list(y), validation_confidence, classes)
     ids = np.arange(len(labelled), dtype=np.int64)
     index = EmbeddingIndex.build(emb_labelled, ids)
-    own = nearest_other_distance(index, emb_labelled, ids)
-    ref_distance, abstain_unit = float(np.median(own)), LabelledNeighbourhood.unit(own)
+    ref_distance = float(np.median(nearest_other_distance(index, emb_labelled, ids)))
+    labelled_cells = LabelledNeighbourhood.build(emb_labelled, ids, y)  # the page's abstention, per class too
 
     report: dict[str, Any] = {}
     next_id = len(labelled)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             embeddings=emb,
             cell_ids=group_ids,
             probabilities=probs,
-            abstain_unit=abstain_unit,
+            labelled_cells=labelled_cells,
         )
         report[name] = shift.to_dict()
     result = {

@@ -27,7 +27,6 @@ from annotation.models import Cell, Project
 from jobs.models import Job
 from jobs.selectors import error_summary
 from jobs.services import job_create
-from learning.index import EmbeddingIndex
 from learning.shift import (
     CONFIDENCE_DROP,
     DISTANCE_RATIO,
@@ -215,10 +214,14 @@ def compute_shift_report(project: Project) -> dict[str, Any]:
         val_conf = (
             float(np.asarray(model.predict_proba(emb[val_rows])).max(axis=1).mean()) if len(val_rows) else 0.0
         )
-        reference = ShiftReference(emb[ref_rows], [labelled_of[int(pk)] for pk in ref_ids], val_conf, classes)
-        index = EmbeddingIndex.build(emb[ref_rows], ref_ids)
-        own = nearest_other_distance(index, emb[ref_rows], ref_ids)
-        ref_distance, unit = float(np.median(own)), LabelledNeighbourhood.unit(own)
+        ref_labels = [labelled_of[int(pk)] for pk in ref_ids]
+        reference = ShiftReference(emb[ref_rows], ref_labels, val_conf, classes)
+        # The labelled cells with their classes: the unlike share counts the cells the labelling page
+        # would withhold a suggestion on (MIN_LABELLED >= 2 cells, so never None).
+        labelled_cells = LabelledNeighbourhood.build(emb[ref_rows], ref_ids, np.asarray(ref_labels))
+        assert labelled_cells is not None
+        index = labelled_cells.index
+        ref_distance = float(np.median(nearest_other_distance(index, emb[ref_rows], ref_ids)))
         report_rows = []
         for source in sorted(set(names[~is_validation].tolist())):
             in_source = names == source
@@ -237,7 +240,7 @@ def compute_shift_report(project: Project) -> dict[str, Any]:
                 cell_ids=cell_ids[picked],
                 probabilities=np.asarray(model.predict_proba(emb[rows[picked]])),
                 labelled=labelled_here,
-                abstain_unit=unit,
+                labelled_cells=labelled_cells,
             )
             top = sorted(shift.predicted_mix.items(), key=lambda kv: -kv[1])[:3]
             report_rows.append(

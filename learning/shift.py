@@ -158,23 +158,24 @@ def source_shift(
     cell_ids: np.ndarray,
     probabilities: np.ndarray,
     labelled: int = 0,
-    abstain_unit: float | None = None,
+    labelled_cells: LabelledNeighbourhood | None = None,
 ) -> SourceShift:
     """The report of one source's cells (``embeddings`` L2-normalised, ``probabilities`` over
     ``reference.classes``). ``reference_index`` holds the labelled cells under their cell ids and
-    ``reference_distance`` is :func:`reference_median_distance` of it; ``abstain_unit``
-    (:meth:`LabelledNeighbourhood.unit` of the same cells) adds the unlike share."""
+    ``reference_distance`` is :func:`reference_median_distance` of it; ``labelled_cells`` (the same
+    cells as a :class:`LabelledNeighbourhood`, with their classes for the per-class rule) adds the unlike
+    share: the share of the source's cells the model abstains on, as the labelling page does."""
     if len(embeddings) == 0:
         raise ValueError(f"source {source!r} has no cells in the index")
     distances = nearest_other_distance(reference_index, embeddings, cell_ids)
     distance = float(np.median(distances))
     ratio = distance / max(reference_distance, 1e-6)
+    predicted = [reference.classes[i] for i in probabilities.argmax(axis=1)]
     unlike = (
-        float((distances / max(abstain_unit, 1e-6) > ABSTAIN_RATIO).mean())
-        if abstain_unit is not None
+        float((labelled_cells.ratios(embeddings, cell_ids, predicted=predicted) > ABSTAIN_RATIO).mean())
+        if labelled_cells is not None
         else None
     )
-    predicted = [reference.classes[i] for i in probabilities.argmax(axis=1)]
     mix = class_mix(predicted, reference.classes)
     mix_distance = total_variation(mix, reference.mix())
     confidence = float(probabilities.max(axis=1).mean())
@@ -188,8 +189,8 @@ def source_shift(
     reasons = []
     if grades["unlike"]:
         reasons.append(
-            f"{unlike:.0%} of its cells are unlike every labelled cell (the model withholds its suggestion "
-            "on those)"
+            f"{unlike:.0%} of its cells are unlike the labelled cells, or those of the class the model "
+            "calls them (the model withholds its suggestion on those)"
         )
     if grades["distance"]:
         reasons.append(

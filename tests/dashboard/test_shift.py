@@ -19,8 +19,10 @@ from annotation.models import Cell, Membership, Project
 from annotation.services.memberships import membership_set
 from dashboard.shift import compute_shift_report, report_path, saved_report, shift_report
 from jobs.models import Job
-from loop.handlers.artifacts import index_embeddings
+from learning.shift import ABSTAIN_RATIO
+from loop.handlers.artifacts import classifier, index_embeddings
 from loop.models import ModelVersion
+from tests.abstention_by_hand import distance_ratio_by_hand
 from tests.conftest import import_external_cells
 from tests.dashboard import run_loop
 
@@ -51,6 +53,8 @@ def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_co
     labelled = sorted(c for c, s in states.items() if s.status is LabelStatus.LABELLED)
     assert data["labelled"] == len(labelled) == 12
     ref = emb[[row_of[c] for c in labelled]]
+    ref_labels = np.array([str(states[c].label) for c in labelled])
+    model = classifier(version)
     sims = ref @ ref.T
     np.fill_diagonal(sims, -np.inf)
     ref_median = float(np.median(1 - sims.max(axis=1)))
@@ -66,8 +70,14 @@ def test_each_source_is_reported_with_counts_and_a_distance_that_match_a_hand_co
             nearest = (emb[[row_of[c] for c in unlabelled]] @ ref.T).max(axis=1)
             by_hand = float(np.median(1 - nearest)) / ref_median
             assert row["distance_ratio"] == pytest.approx(by_hand, rel=1e-2)
-            # Unlike: farther from every labelled cell than 98% of labelled cells lie from each other.
-            unlike = float((1 - nearest > np.quantile(1 - sims.max(axis=1), 0.98)).mean())
+            # Unlike: farther from every labelled cell than 98% of labelled cells lie from each other, or
+            # from the labelled cells of the class the model calls it than those lie from theirs.
+            rows = [row_of[c] for c in unlabelled]
+            called = np.asarray(model.classes)[np.asarray(model.predict_proba(emb[rows])).argmax(axis=1)]
+            ratios = [
+                distance_ratio_by_hand(ref, ref_labels, emb[r], c) for r, c in zip(rows, called, strict=True)
+            ]
+            unlike = float((np.asarray(ratios) > ABSTAIN_RATIO).mean())
             assert row["unlike_share"] == pytest.approx(unlike, abs=1e-3)
             assert row["level"] in {"ok", "caution", "untrusted"}
             assert sum(row["predicted_mix"].values()) == pytest.approx(1.0, abs=1e-3)

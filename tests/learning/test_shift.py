@@ -56,7 +56,9 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
     np.fill_diagonal(sims, -np.inf)
     assert ref_distance == pytest.approx(float(np.median(1 - sims.max(axis=1))), abs=1e-5)
     reference = ShiftReference(ref, labels, validation_confidence=0.9, classes=CLASSES)
-    abstain_unit = LabelledNeighbourhood.unit(1 - sims.max(axis=1))
+    # Without classes: the global rule only, the one worked out by hand below.
+    labelled_cells = LabelledNeighbourhood.build(ref, ids)
+    assert labelled_cells is not None
 
     near = unit(centre_a + 0.1 * rng.normal(size=(40, 16)))
     same = source_shift(
@@ -67,7 +69,7 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
         embeddings=near,
         cell_ids=np.arange(1000, 1040),
         probabilities=np.tile([0.88, 0.12], (40, 1)),
-        abstain_unit=abstain_unit,
+        labelled_cells=labelled_cells,
     )
     assert same.distance_ratio < 2.0 and same.level in {"ok", "caution"}
     # By hand: the share of its cells farther from every labelled cell than 98% of labelled cells lie.
@@ -83,7 +85,7 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
     probs[:20] = [0.6, 0.4]
     probs[20:] = [0.4, 0.6]
 
-    def other_lab(unit_given: float | None) -> SourceShift:
+    def other_lab(given: LabelledNeighbourhood | None) -> SourceShift:
         return source_shift(
             reference=reference,
             reference_index=index,
@@ -92,18 +94,18 @@ def test_a_source_among_the_labels_is_ok_and_a_far_one_untrusted() -> None:
             embeddings=far,
             cell_ids=np.arange(2000, 2040),
             probabilities=probs,
-            abstain_unit=unit_given,
+            labelled_cells=given,
         )
 
-    other = other_lab(abstain_unit)
+    other = other_lab(labelled_cells)
     assert other.distance_ratio > 3.0 and other.level == "untrusted"
     assert other.mean_confidence == pytest.approx(0.6) and other.confidence_drop == pytest.approx(0.3)
     assert other.unlike_share == 1.0
-    # Without the unit (a caller that does not ask) the signal is absent, not zero.
+    # Without the labelled cells (a caller that does not ask) the signal is absent, not zero.
     assert other_lab(None).unlike_share is None
     text = warning_text(other)
     assert text.startswith("other lab: do not trust") and "as far from the nearest labelled cell" in text
-    assert "100% of its cells are unlike every labelled cell" in text
+    assert "100% of its cells are unlike the labelled cells" in text
 
 
 def test_a_labelled_cell_is_not_its_own_neighbour() -> None:
@@ -171,7 +173,9 @@ def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_ar
     ids = np.arange(len(labelled), dtype=np.int64)
     index = EmbeddingIndex.build(emb, ids)
     ref_distance = reference_median_distance(index, emb, ids)
-    abstain_unit = LabelledNeighbourhood.unit(nearest_other_distance(index, emb, ids))
+    # With their classes, as the dashboard builds it: the page's abstention, per class too.
+    labelled_cells = LabelledNeighbourhood.build(emb, ids, np.array([str(r.label) for r in labelled]))
+    assert labelled_cells is not None and labelled_cells.by_class
     shifts = {}
     for name, group in (("pbc", held_out), ("bccd", bccd)):
         group_emb = embed(model, group, crop)
@@ -183,7 +187,7 @@ def test_another_labs_cells_are_flagged_and_held_out_cells_of_the_main_source_ar
             embeddings=group_emb,
             cell_ids=np.arange(10_000, 10_000 + len(group)),
             probabilities=np.asarray(clf.predict_proba(group_emb)),
-            abstain_unit=abstain_unit,
+            labelled_cells=labelled_cells,
         )
     assert shifts["pbc"].level == "ok", shifts["pbc"]
     assert shifts["pbc"].unlike_share is not None and shifts["pbc"].unlike_share < UNLIKE_SHARE[0]
