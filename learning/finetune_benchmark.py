@@ -316,7 +316,8 @@ def external_round(
     """Another lab's cells under this round's classifier: scored over the classes they hold
     (``external``), and the product's abstention (:class:`learning.shift.LabelledNeighbourhood`, per
     class too) against the global rule alone (``abstention``: shares abstained on, of the test cells and
-    of the lab's, and of the lab's cells answered "blast")."""
+    of the lab's, and of the lab's cells answered "blast"; and the global rule with its limit from
+    held-out cells, ``held_out_q<q>``)."""
     assert problem.external_y is not None
     predicted_external = np.asarray(model.predict(external_x)).astype(str)
     predicted_test = np.asarray(model.predict(test_x)).astype(str)
@@ -331,7 +332,11 @@ def external_round(
     )
     return {
         "external": external_report(problem.external_y, predicted_external),
-        "abstention": {rule: rules[rule] for rule in ("product", "global")},
+        # The held-out rules: the global rule's limit from half the test cells' own distances, a unit
+        # that does not depend on how spread out the strategy's picks are.
+        "abstention": {
+            rule: rules[rule] for rule in ("product", "global", "held_out_q0.98", "held_out_q0.95")
+        },
     }
 
 
