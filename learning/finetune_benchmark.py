@@ -33,11 +33,11 @@ from torch import Tensor, nn
 
 from learning.benchmark import ALProblem, attribute_report, initial_stratified
 from learning.classifiers import AlignedClassifier, ClassifierKind
-from learning.evaluation import attribute_scores, evaluate, external_report, knn_macro_f1
+from learning.evaluation import attribute_scores, evaluate, external_report, knn_macro_f1, macro_f1
 from learning.finetune import FinetuneResult, finetune
 from learning.query import STRATEGIES, resolve_strategy, select
 from learning.semi import SemiSupervised
-from learning.shift import abstention
+from learning.shift import CLASS_NEIGHBOURS, LabelledNeighbourhood, abstention, nearest_other_distance
 from learning.transforms import to_float
 
 Progress = Callable[[str], None]
@@ -336,7 +336,64 @@ def external_round(
         # that does not depend on how spread out the strategy's picks are.
         "abstention": {
             rule: rules[rule] for rule in ("product", "global", "held_out_q0.98", "held_out_q0.95")
-        },
+        }
+        | {"class_held_out_q0.98": class_rule_held_out(problem, pool_x, test_x, external_x, labelled, model)},
+    }
+
+
+def class_rule_held_out(
+    problem: ALProblem,
+    pool_x: np.ndarray,
+    test_x: np.ndarray,
+    external_x: np.ndarray,
+    labelled: np.ndarray,
+    model: AlignedClassifier,
+    quantile: float = 0.98,
+) -> dict[str, float]:
+    """The product's two rules (global, and per class to the CLASS_NEIGHBOURS-th nearest labelled cell of
+    the predicted class) with each limit taken from half the test cells (those predicted that class, for
+    the class rule; at least 20 of them, else no class rule) instead of from the labelled cells'
+    distances to each other; scored on the other half and on the external cells. Measured, not the
+    product: a unit that does not loosen when the strategy's picks are spread out."""
+    labels = np.asarray(problem.pool_y[labelled]).astype(str)
+    hood = LabelledNeighbourhood.build(pool_x[labelled], labels=labels)
+    assert hood is not None
+    half = (
+        np.random.default_rng(0).permutation(len(test_x)) < len(test_x) // 2
+    )  # as learning.shift.abstention
+    predicted = {"test": np.asarray(model.predict(test_x)).astype(str)}
+    predicted["external"] = np.asarray(model.predict(external_x)).astype(str)
+    cells = {"test": test_x, "external": external_x}
+    distance = {k: nearest_other_distance(hood.index, v, np.full(len(v), -1)) for k, v in cells.items()}
+    limit = float(np.quantile(distance["test"][half], quantile))
+    kept = {k: d <= limit for k, d in distance.items()}
+    for name, class_hood in hood.by_class.items():
+        asked = {k: predicted[k] == name for k in cells}
+        calibrating = half & asked["test"]
+        if calibrating.sum() < 20:
+            continue
+        own = {
+            k: nearest_other_distance(
+                class_hood.index, cells[k][asked[k]], np.full(int(asked[k].sum()), -1), CLASS_NEIGHBOURS
+            )
+            for k in cells
+        }
+        class_limit = float(np.quantile(own["test"][half[asked["test"]]], quantile))
+        for k in cells:
+            kept[k][asked[k]] &= own[k] <= class_limit
+    scored = ~half
+    y_test = np.asarray(problem.test_y).astype(str)
+    return {
+        "test_abstain": round(float(1 - kept["test"][scored].mean()), 4),
+        "test_macro_f1_answered": round(
+            macro_f1(y_test[scored & kept["test"]], predicted["test"][scored & kept["test"]]), 4
+        )
+        if (scored & kept["test"]).any()
+        else float("nan"),
+        "external_abstain": round(float(1 - kept["external"].mean()), 4),
+        "external_answered_blast": round(
+            float((kept["external"] & (predicted["external"] == "blast")).mean()), 4
+        ),
     }
 
 

@@ -205,7 +205,13 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
         ext = r["external"]
         assert ext["cells"] == 8 and set(ext["per_class_recall"]) == {"lymphocyte", "neutrophil"}
         assert sum(ext["predicted_share"].values()) == pytest.approx(1.0)
-        assert set(r["abstention"]) == {"product", "global", "held_out_q0.98", "held_out_q0.95"}
+        assert set(r["abstention"]) == {
+            "product",
+            "global",
+            "held_out_q0.98",
+            "held_out_q0.95",
+            "class_held_out_q0.98",
+        }
         product, global_rule = r["abstention"]["product"], r["abstention"]["global"]
         assert product["test_abstain"] >= global_rule["test_abstain"]
         assert product["external_abstain"] >= global_rule["external_abstain"]
