@@ -332,7 +332,9 @@ def abstention(
         raise ValueError("abstention needs at least two labelled cells")
     vectors = np.ascontiguousarray(labelled, dtype=np.float32)
     keys = np.arange(len(vectors), dtype=np.int64)
-    index = EmbeddingIndex.build(vectors, keys)
+    hood = LabelledNeighbourhood.build(vectors, keys, labelled_labels)
+    assert hood is not None  # two labelled cells or more
+    index = hood.index  # the global rule's: every labelled cell, nearest neighbour
     own = nearest_other_distance(index, vectors, keys)
 
     def distances(cells: np.ndarray) -> np.ndarray:  # cells outside the labelled set: id -1
@@ -360,8 +362,6 @@ def abstention(
         limits = {"distance_limit": round(float(limit), 4)}
         return limits | answered(test_distance <= limit, external_distance <= limit, scored)
 
-    hood = LabelledNeighbourhood.build(vectors, keys, labelled_labels)
-    assert hood is not None
     out = {
         "product": answered(
             hood.ratios(test, predicted=pred_test) <= ABSTAIN_RATIO,
