@@ -136,7 +136,7 @@ def test_label_a_batch_by_keyboard_and_get_the_next_from_a_retrained_model(
     wait_for_js(page, "() => document.getElementById('batch-number')?.textContent === '2'", timeout=120)
     assert "model v1" in page.locator("#batch-model").inner_text()
     # Some tile shows model v1's class. Not necessarily the first: with ~11 labels the cell the hybrid ranks
-    # first may lie far from every labelled one and show "unlike any labelled cell" instead (which cell it
+    # first may lie far from every labelled one and show "unlike the labelled cells" instead (which cell it
     # is depends on the job's id, the strategy's seed; seen once in a fresh-clone run).
     page.wait_for_selector(".tile .suggestion:not(.none)")
     retrain = Job.objects.get(project=loop_project, kind=Job.Kind.RETRAIN)
