@@ -43,7 +43,9 @@ def final_of(summary: dict[str, Any], strategy: str) -> dict[str, float]:
     if external is not None:  # another lab's cells (``--external``), never trained on
         out["external_macro_f1_min20"] = float(external["macro_f1_min20"])
         out["external_predicted_blast"] = float(external["predicted_blast"])
-        for rule in ("product", "global"):
+        for rule in ("product", "global", "initial", "product_and_initial"):
+            if f"abstention_{rule}" not in external:  # runs from before the rule was measured
+                continue
             rows = external[f"abstention_{rule}"]
             out[f"external_answered_blast_{rule}"] = float(rows["external_answered_blast"])
             out[f"external_abstain_{rule}"] = float(rows["external_abstain"])

@@ -37,7 +37,14 @@ from learning.evaluation import attribute_scores, evaluate, external_report, knn
 from learning.finetune import FinetuneResult, finetune
 from learning.query import STRATEGIES, resolve_strategy, select
 from learning.semi import SemiSupervised
-from learning.shift import CLASS_NEIGHBOURS, LabelledNeighbourhood, abstention, nearest_other_distance
+from learning.shift import (
+    ABSTAIN_RATIO,
+    CLASS_NEIGHBOURS,
+    LabelledNeighbourhood,
+    abstention,
+    abstention_row,
+    nearest_other_distance,
+)
 from learning.transforms import to_float
 
 Progress = Callable[[str], None]
@@ -337,7 +344,46 @@ def external_round(
         "abstention": {
             rule: rules[rule] for rule in ("product", "global", "held_out_q0.98", "held_out_q0.95")
         }
-        | {"class_held_out_q0.98": class_rule_held_out(problem, pool_x, test_x, external_x, labelled, model)},
+        | {"class_held_out_q0.98": class_rule_held_out(problem, pool_x, test_x, external_x, labelled, model)}
+        | initial_encoder_rules(
+            problem, pool_x, test_x, external_x, labelled, predicted_test, predicted_external
+        ),
+    }
+
+
+def initial_encoder_rules(
+    problem: ALProblem,
+    pool_x: np.ndarray,
+    test_x: np.ndarray,
+    external_x: np.ndarray,
+    labelled: np.ndarray,
+    predicted_test: np.ndarray,
+    predicted_external: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """The product's rule (global and per class, :class:`LabelledNeighbourhood`) measured on the
+    *initial* encoder's embeddings (``problem.pool_x`` / ``test_x`` / ``external_x``: the frozen features
+    the loop starts on) with this round's predictions (``"initial"``), and together with the rule on this
+    round's embeddings (``"product_and_initial"``: answered only where both answer). A fine-tune can pull
+    another lab's cells into the blast cluster; the frozen features have not learned that. Measured, not
+    the product. Before the first fine-tune both rows equal ``"product"``."""
+    assert problem.external_x is not None
+    labels = np.asarray(problem.pool_y[labelled]).astype(str)
+    y_test = np.asarray(problem.test_y).astype(str)
+
+    def kept(pool: np.ndarray, test: np.ndarray, external: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hood = LabelledNeighbourhood.build(pool[labelled], labels=labels)
+        assert hood is not None  # the loop labels far more than one cell
+        return (
+            hood.ratios(test, predicted=predicted_test) <= ABSTAIN_RATIO,
+            hood.ratios(external, predicted=predicted_external) <= ABSTAIN_RATIO,
+        )
+
+    initial = kept(problem.pool_x, problem.test_x, problem.external_x)
+    current = kept(pool_x, test_x, external_x)
+    both = (initial[0] & current[0], initial[1] & current[1])
+    return {
+        name: abstention_row(test_kept, external_kept, y_test, predicted_test, predicted_external)
+        for name, (test_kept, external_kept) in (("initial", initial), ("product_and_initial", both))
     }
 
 

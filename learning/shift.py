@@ -341,22 +341,10 @@ def abstention(
         return nearest_other_distance(index, cells, np.full(len(cells), -1, dtype=np.int64))
 
     test_distance, external_distance = distances(test), distances(external)
-    pred_test, pred_external = np.asarray(pred_test), np.asarray(pred_external)
-    blasts = np.asarray(y_test) == "blast"
     every = np.ones(len(test), dtype=bool)
 
     def answered(kept: np.ndarray, external_kept: np.ndarray, scored: np.ndarray = every) -> dict[str, float]:
-        return {
-            "test_abstain": round(float(1 - kept[scored].mean()), 4),
-            "test_macro_f1_answered": round(macro_f1(y_test[scored & kept], pred_test[scored & kept]), 4)
-            if (scored & kept).any()
-            else float("nan"),  # every test cell abstained on: nothing answered to score
-            "test_blasts_abstained": round(float(1 - kept[scored & blasts].mean()), 4)
-            if (scored & blasts).any()
-            else 0.0,
-            "external_abstain": round(float(1 - external_kept.mean()), 4),
-            "external_answered_blast": round(float((external_kept & (pred_external == "blast")).mean()), 4),
-        }
+        return abstention_row(kept, external_kept, y_test, pred_test, pred_external, scored)
 
     def row(limit: float, scored: np.ndarray = every) -> dict[str, float]:
         limits = {"distance_limit": round(float(limit), 4)}
@@ -376,6 +364,32 @@ def abstention(
         out[f"labelled_q{q:g}"] = row(float(np.quantile(own, q)))
         out[f"held_out_q{q:g}"] = row(float(np.quantile(test_distance[half], q)), ~half)
     return out
+
+
+def abstention_row(
+    test_kept: np.ndarray,
+    external_kept: np.ndarray,
+    y_test: np.ndarray,
+    pred_test: np.ndarray,
+    pred_external: np.ndarray,
+    scored: np.ndarray | None = None,
+) -> dict[str, float]:
+    """One rule's figures from the cells it answers (``test_kept``, ``external_kept``: True where the
+    model answers): shares of test (``scored`` ones only, default all) and external cells abstained on,
+    the test macro-F1 over the cells answered, the share of the test blasts abstained on, and the share of
+    all external cells answered "blast"."""
+    y_test, pred_test, pred_external = np.asarray(y_test), np.asarray(pred_test), np.asarray(pred_external)
+    scored = np.ones(len(y_test), dtype=bool) if scored is None else scored
+    kept, blasts = test_kept & scored, (y_test == "blast") & scored
+    return {
+        "test_abstain": round(float(1 - test_kept[scored].mean()), 4),
+        "test_macro_f1_answered": round(macro_f1(y_test[kept], pred_test[kept]), 4)
+        if kept.any()
+        else float("nan"),  # every test cell abstained on: nothing answered to score
+        "test_blasts_abstained": round(float(1 - test_kept[blasts].mean()), 4) if blasts.any() else 0.0,
+        "external_abstain": round(float(1 - external_kept.mean()), 4),
+        "external_answered_blast": round(float((external_kept & (pred_external == "blast")).mean()), 4),
+    }
 
 
 def warning_text(shift: SourceShift) -> str:

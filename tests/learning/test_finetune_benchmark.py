@@ -211,11 +211,24 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
             "held_out_q0.98",
             "held_out_q0.95",
             "class_held_out_q0.98",
+            "initial",
+            "product_and_initial",
         }
         product, global_rule = r["abstention"]["product"], r["abstention"]["global"]
         assert product["test_abstain"] >= global_rule["test_abstain"]
         assert product["external_abstain"] >= global_rule["external_abstain"]
         assert product["external_answered_blast"] <= ext["predicted_share"].get("blast", 0.0) + 1e-9
+        # Answered only where both rules answer: never fewer abstentions than either alone.
+        both, initial = r["abstention"]["product_and_initial"], r["abstention"]["initial"]
+        for key in ("test_abstain", "external_abstain"):
+            assert both[key] >= max(product[key], initial[key])
+        assert both["external_answered_blast"] <= min(
+            product["external_answered_blast"], initial["external_answered_blast"]
+        )
+    # Before the first fine-tune the initial embedding is the current one: the rows agree.
+    for r in run.rounds[:2]:
+        assert r["abstention"]["initial"] == r["abstention"]["product"]
+        assert r["abstention"]["product_and_initial"] == r["abstention"]["product"]
     # Round 0 scores the external cells on the initial embedding: the same as fitting by hand.
     labelled = np.zeros(len(problem.pool_x), dtype=bool)
     labelled[initial_stratified(problem.pool_y, 6, np.random.default_rng(10_000))] = True
