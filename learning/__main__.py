@@ -225,6 +225,15 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         "cells, share predicted as each class)",
     )
     parser.add_argument(
+        "--save-final-arrays",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --finetune-every and --external: write DIR/<strategy>_seed<S>.npz at each run's last "
+        "round (the labelled, test and external cells' embeddings on that round's encoder and the initial "
+        "one, their labels, and the round's probabilities) for bench/loop_abstention_rules.py",
+    )
+    parser.add_argument(
         "--adapt-labels",
         type=int,
         default=0,
@@ -314,6 +323,8 @@ def cmd_benchmark(argv: Sequence[str]) -> dict[str, Any]:
         )
     if args.adapt_labels and args.external is None:
         parser.error("--adapt-labels needs --external (the lab to adapt to)")
+    if args.save_final_arrays is not None and (args.external is None or not args.finetune_every):
+        parser.error("--save-final-arrays needs --finetune-every and --external (it saves their last round)")
     external = read_manifest(args.external) if args.external is not None else []
     if any(r.label is None for r in external):
         parser.error("every external cell needs a label (the scorer reads them)")
@@ -451,6 +462,7 @@ def finetune_benchmark(
             start=args.start,
             label_budget=args.label_budget,
             external_images=external_images,
+            save_final_arrays=args.save_final_arrays,
         )
         for seed in seed_list(args)
         for strategy in strategies

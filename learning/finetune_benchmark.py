@@ -22,6 +22,7 @@ import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -351,6 +352,38 @@ def external_round(
     }
 
 
+def write_final_arrays(
+    path: Path,
+    problem: ALProblem,
+    model: AlignedClassifier,
+    pool_x: np.ndarray,
+    test_x: np.ndarray,
+    external_x: np.ndarray,
+    labelled: np.ndarray,
+) -> None:
+    """The arrays bench/loop_abstention_rules.py scores abstention rules on, offline: the labelled,
+    test and external cells' embeddings on this round's encoder (``*_x``) and on the initial one
+    (``*_x0``), their classes, and the round's class probabilities on the test and external cells."""
+    assert problem.external_x is not None and problem.external_y is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        labelled=np.flatnonzero(labelled),
+        labels=np.asarray(problem.pool_y[labelled]).astype(str),
+        test_y=np.asarray(problem.test_y).astype(str),
+        external_y=np.asarray(problem.external_y).astype(str),
+        labelled_x=pool_x[labelled],
+        test_x=test_x,
+        external_x=external_x,
+        labelled_x0=problem.pool_x[labelled],
+        test_x0=problem.test_x,
+        external_x0=problem.external_x,
+        test_probs=model.predict_proba(test_x),
+        external_probs=model.predict_proba(external_x),
+        classes=np.asarray(model.classes).astype(str),
+    )
+
+
 def initial_encoder_rules(
     problem: ALProblem,
     pool_x: np.ndarray,
@@ -461,6 +494,7 @@ def run_finetune_loop(
     start: str = "stratified",
     label_budget: int | None = None,
     external_images: Tensor | None = None,
+    save_final_arrays: Path | None = None,
 ) -> LoopRun:
     """One learning curve of the loop with fine-tuning, from a stratified first batch (``start``
     ``"stratified"``) or, as a new project starts, one the strategy's cold start picks without labels
@@ -478,6 +512,8 @@ def run_finetune_loop(
     ``external_images`` (another lab's cells, with ``problem.external_x`` / ``external_y`` their
     initial embeddings and labels): every round scores them with the round's classifier, and reports
     the product's abstention on them and on the test cells (:func:`external_round`). Never trained on.
+    ``save_final_arrays`` (with ``external_images``): a folder that gets the last round's arrays
+    (:func:`save_final_arrays`).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}")
@@ -573,6 +609,9 @@ def run_finetune_loop(
             pool_probs = model.predict_proba(pool_x) if not last else None
             if external_images is not None and external_x is not None:
                 report |= external_round(problem, model, pool_x, test_x, external_x, labelled)
+                if last and save_final_arrays is not None:
+                    path = save_final_arrays / f"{strategy}_seed{seed}.npz"
+                    write_final_arrays(path, problem, model, pool_x, test_x, external_x, labelled)
         retrain_s = time.perf_counter() - t0
         run.rounds.append(
             {

@@ -190,6 +190,27 @@ def test_unknown_command_and_strategy_are_refused(capsys: pytest.CaptureFixture[
     assert "unknown strategies" in capsys.readouterr().err
 
 
+def test_final_arrays_need_a_fine_tuned_loop_scored_on_another_lab(
+    small_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--save-final-arrays saves the last round of --finetune-every runs with --external; without either
+    it is refused before anything is embedded."""
+    common = [
+        "benchmark",
+        "--pool",
+        str(small_manifest),
+        "--test",
+        str(small_manifest),
+        "--out",
+        str(tmp_path),
+    ]
+    for extra in (["--finetune-every", "2"], ["--external", str(small_manifest)]):
+        with pytest.raises(SystemExit):
+            main([*common, *extra, "--save-final-arrays", str(tmp_path / "arrays")])
+        assert "--save-final-arrays needs --finetune-every and --external" in capsys.readouterr().err
+    assert not (tmp_path / "arrays").exists()
+
+
 def test_split_keeps_byte_identical_images_on_one_side(
     data_dir: Path, manifest_rows: list[dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -176,7 +176,7 @@ def test_a_cold_start_picks_the_first_batch_without_labels(
 
 
 def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
-    problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module],
+    problem_and_images: tuple[ALProblem, torch.Tensor, torch.Tensor, torch.nn.Module], tmp_path: Path
 ) -> None:
     """External cells (two of the three classes, never trained on) get a report every round, on the
     embedding of the encoder of that round; the product's abstention adds the per-class rule to the
@@ -199,8 +199,20 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
         rounds=2,
         n_boot=20,
         external_images=external_images,
+        save_final_arrays=tmp_path,
     )
     assert [r["encoder_version"] for r in run.rounds] == [0, 0, 1]
+    # The last round's arrays: the initial embeddings as given, the round's own differ (fine-tuned),
+    # and its probabilities give the external figures the round reported.
+    saved = np.load(tmp_path / "margin_seed0.npz")
+    assert list(saved["labels"]) == list(problem.pool_y[saved["labelled"]])
+    assert np.array_equal(saved["external_x0"], external_x) and not np.allclose(saved["external_x"], external_x)
+    assert np.array_equal(saved["labelled_x0"], problem.pool_x[saved["labelled"]])
+    called = saved["classes"][saved["external_probs"].argmax(axis=1)]
+    last = run.rounds[-1]["external"]["predicted_share"]
+    assert {c: float((called == c).mean()) for c in set(called)} == pytest.approx(
+        {c: v for c, v in last.items() if v > 0}
+    )
     for r in run.rounds:
         ext = r["external"]
         assert ext["cells"] == 8 and set(ext["per_class_recall"]) == {"lymphocyte", "neutrophil"}

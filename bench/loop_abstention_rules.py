@@ -1,0 +1,153 @@
+"""Abstention rules scored offline on the arrays a loop-benchmark run saved at its last round
+(``python -m learning benchmark ... --external M --save-final-arrays DIR``): the labelled cells', test
+cells' and another lab's embeddings on the round's encoder and on the initial (frozen) one, and the
+round's class probabilities.
+
+For each rule: the share of held-out test cells abstained on, the macro-F1 over the test cells answered,
+the share of test blasts abstained on, the share of the other lab's cells abstained on, and the share of
+them answered "blast" (healthy cells called blasts: the false alarm issue 13 counts, target <= 2%).
+
+Rules (``product`` is what the platform runs, :class:`learning.shift.LabelledNeighbourhood`):
+
+- ``product``: nearest labelled cell, and the 3rd-nearest labelled cell of the predicted class, each in
+  its own 0.98-quantile unit, against ABSTAIN_RATIO;
+- ``product_and_initial``: the same rule on the frozen features too (answered only where both answer);
+- ``product_confident``: ``product`` and a calibrated top probability of at least 0.6 (the labelling
+  page's default ``suggestion_min_confidence``; temperature fitted on the other half of the test cells);
+- ``product_knn<k>``: ``product`` and at least half of the cell's k nearest labelled cells of the
+  predicted class (a vote of the labelled neighbours);
+- ``product_trust``: ``product`` and a trust score (Jiang et al. 2018: distance to the nearest labelled
+  cell of another class over that to the nearest of the predicted class) of at least 1.
+
+    .venv/bin/python bench/loop_abstention_rules.py var/bench/loop_arrays/seed*.npz \
+        --out bench/results/loop_abstention_rules.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from learning.calibration import apply_temperature, fit_temperature
+from learning.index import EmbeddingIndex
+from learning.shift import ABSTAIN_RATIO, LabelledNeighbourhood, abstention_row
+
+MIN_CONFIDENCE = 0.6  # annotation.models.Project.suggestion_min_confidence's default
+
+
+def product_kept(
+    labelled: np.ndarray, labels: np.ndarray, cells: np.ndarray, predicted: np.ndarray
+) -> np.ndarray:
+    hood = LabelledNeighbourhood.build(labelled, labels=labels)
+    assert hood is not None
+    return hood.ratios(cells, predicted=predicted) <= ABSTAIN_RATIO
+
+
+def knn_agrees(
+    labelled: np.ndarray, labels: np.ndarray, cells: np.ndarray, predicted: np.ndarray, k: int
+) -> np.ndarray:
+    """At least half of the cell's k nearest labelled cells carry its predicted class."""
+    index = EmbeddingIndex.build(np.ascontiguousarray(labelled, dtype=np.float32), np.arange(len(labelled)))
+    _, rows = index.search(np.ascontiguousarray(cells, dtype=np.float32), k=k)
+    votes = (labels[rows] == predicted[:, None]).mean(axis=1)
+    return votes >= 0.5
+
+
+def trust(labelled: np.ndarray, labels: np.ndarray, cells: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Distance to the nearest labelled cell of another class over that to the nearest of the predicted
+    class (cosine distances; > 1: the predicted class's labelled cells are the nearer)."""
+    distance = 1.0 - cells @ labelled.T  # (N, L): a few thousand by 811, small
+    same = labels[None, :] == predicted[:, None]
+    to_same = np.where(same, distance, np.inf).min(axis=1)
+    to_other = np.where(~same, distance, np.inf).min(axis=1)
+    return to_other / np.maximum(to_same, 1e-6)
+
+
+def score_seed(path: Path) -> dict[str, Any]:
+    a = np.load(path)
+    classes = a["classes"]
+    labels, test_y = a["labels"], a["test_y"]
+    test_probs, external_probs = a["test_probs"], a["external_probs"]
+    pred_test, pred_external = classes[test_probs.argmax(axis=1)], classes[external_probs.argmax(axis=1)]
+    # Temperature from one half of the test cells (the project's validation cells play this part),
+    # rules scored on the other half and on the other lab.
+    half = np.random.default_rng(0).permutation(len(test_y)) < len(test_y) // 2
+    columns = {c: i for i, c in enumerate(classes)}
+    temperature = fit_temperature(test_probs[half], np.array([columns[y] for y in test_y[half]]))
+
+    def confident(probs: np.ndarray) -> np.ndarray:
+        return apply_temperature(probs, temperature).max(axis=1) >= MIN_CONFIDENCE
+
+    both: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for space in ("", "0"):
+        both[space] = (
+            product_kept(a["labelled_x" + space], labels, a["test_x" + space], pred_test),
+            product_kept(a["labelled_x" + space], labels, a["external_x" + space], pred_external),
+        )
+    product = both[""]
+    rules: dict[str, Callable[[str, np.ndarray, np.ndarray], np.ndarray]] = {
+        "knn5": lambda _c, x, p: knn_agrees(a["labelled_x"], labels, x, p, 5),
+        "knn10": lambda _c, x, p: knn_agrees(a["labelled_x"], labels, x, p, 10),
+        "trust": lambda _c, x, p: trust(a["labelled_x"], labels, x, p) >= 1.0,
+        "confident": lambda c, _x, _p: confident(test_probs if c == "test" else external_probs),
+    }
+    kept = {
+        "none": (np.ones(len(test_y), dtype=bool), np.ones(len(pred_external), dtype=bool)),
+        "product": product,
+        "product_and_initial": (product[0] & both["0"][0], product[1] & both["0"][1]),
+    }
+    for name, rule in rules.items():
+        kept[f"product_{name}"] = (
+            product[0] & rule("test", a["test_x"], pred_test),
+            product[1] & rule("external", a["external_x"], pred_external),
+        )
+    return {
+        "arrays": str(path),
+        "temperature": round(float(temperature), 4),
+        "rules": {
+            name: abstention_row(t, e, test_y, pred_test, pred_external, scored=~half)
+            for name, (t, e) in kept.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("arrays", type=Path, nargs="+")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    seeds = [score_seed(p) for p in args.arrays]
+    names = list(seeds[0]["rules"])
+    mean = {
+        rule: {
+            k: round(float(np.mean([s["rules"][rule][k] for s in seeds])), 4) for k in seeds[0]["rules"][rule]
+        }
+        for rule in names
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"command": " ".join(sys.argv), "seeds": seeds, "mean": mean}, indent=2) + "\n"
+    )
+    print(f"{'rule':<22} test_abst f1_ans blast_abst ext_abst ext_blast   per seed ext_blast")
+    for rule in names:
+        row = mean[rule]
+        each = " ".join(f"{s['rules'][rule]['external_answered_blast']:.3f}" for s in seeds)
+        print(
+            f"{rule:<22} {row['test_abstain']:9.3f} {row['test_macro_f1_answered']:6.3f} "
+            f"{row['test_blasts_abstained']:10.3f} {row['external_abstain']:8.3f} "
+            f"{row['external_answered_blast']:9.3f}   {each}"
+        )
+
+
+if __name__ == "__main__":
+    main()
