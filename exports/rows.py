@@ -62,13 +62,27 @@ class Prediction:
     # learning.shift.LabelledNeighbourhood, or to those of the predicted class when larger; None when it
     # was trained on fewer than two cells.
     labelled_distance_ratio: float | None = None
+    # The project's suggestion_min_confidence when predicted: below it the labelling page shows no
+    # suggestion, and the export says the model abstained, for the same reason.
+    min_confidence: float = 0.0
+
+    @property
+    def abstain_reason(self) -> str:
+        """Why the model does not answer for this cell, in the labelling page's words (its
+        ``suggestion_withheld``): ``"unlike_labelled"`` (the class would be a guess, however confident),
+        ``"low_confidence"`` (below the project's ``suggestion_min_confidence``), or ``""`` (it answers)."""
+        from learning.shift import ABSTAIN_RATIO
+
+        if self.labelled_distance_ratio is not None and self.labelled_distance_ratio > ABSTAIN_RATIO:
+            return "unlike_labelled"
+        if self.min_confidence > 0 and self.confidence < self.min_confidence:
+            return "low_confidence"
+        return ""
 
     @property
     def abstained(self) -> bool:
-        """Unlike the labelled cells: the class is a guess (as the labelling page, which withholds it)."""
-        from learning.shift import ABSTAIN_RATIO
-
-        return self.labelled_distance_ratio is not None and self.labelled_distance_ratio > ABSTAIN_RATIO
+        """The model says "not sure" here, as the labelling page does by withholding its suggestion."""
+        return bool(self.abstain_reason)
 
 
 @dataclass(slots=True)
@@ -108,6 +122,7 @@ class ExportRow:
             "model_version": self.prediction.model_version,
             "labelled_distance_ratio": self.prediction.labelled_distance_ratio,
             "abstained": self.prediction.abstained,
+            "abstain_reason": self.prediction.abstain_reason,
         }
 
 
@@ -155,6 +170,7 @@ class Predictor:
         from loop.selectors import latest_version
 
         self.version: ModelVersion | None = latest_version(project, ModelVersion.Kind.CLASSIFIER)
+        self._min_confidence = float(project.suggestion_min_confidence)
         self._ids = np.zeros(0, dtype=np.int64)
         self._emb: np.ndarray | None = None
         self._clf: Any = None
@@ -196,7 +212,9 @@ class Predictor:
             measured = self._labelled.ratios(self._emb[rows], wanted[found], predicted=suggested)
             ratios = [round(float(r), 4) for r in measured]
         return {
-            int(cell_id): Prediction(classes[int(k)], round(float(p[k]), 6), self.version.version, ratio)
+            int(cell_id): Prediction(
+                classes[int(k)], round(float(p[k]), 6), self.version.version, ratio, self._min_confidence
+            )
             for cell_id, p, k, ratio in zip(wanted[found], probs, best, ratios, strict=True)
         }
 

@@ -135,6 +135,7 @@ def _table_columns(attributes: list[str]) -> list[str]:
         "model_version",
         "labelled_distance_ratio",
         "abstained",
+        "abstain_reason",
     ]
 
 
@@ -168,6 +169,7 @@ def _table_row(row: ExportRow, attributes: list[str]) -> dict[str, Any]:
         if prediction and prediction.labelled_distance_ratio is not None
         else "",
         "abstained": ("yes" if prediction.abstained else "no") if prediction else "",
+        "abstain_reason": prediction.abstain_reason if prediction else "",
     }
 
 

@@ -182,10 +182,6 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
     rows, found = rows_of(ids, cell_ids)
     assert found.all()
     platform = np.asarray(clf.predict_proba(emb[rows]))
-
-    lines = run_export(loop_project, "jsonl", lead).read_text().splitlines()
-    records = {r["cell_id"]: r for r in map(json.loads, lines)}
-    assert len(records) == 108
     # Each prediction's distance to the cells the classifier was trained on (and to those of the class
     # it predicts), by hand.
     trained_labels = dict(
@@ -195,18 +191,40 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
     trained_rows, _ = rows_of(ids, np.asarray(trained, dtype=np.int64))
     trained_emb = emb[trained_rows]
     labels = np.array([trained_labels[c] for c in trained])
-    abstained = 0
-    for cell_id, probs, row in zip(cell_ids, platform, rows, strict=True):
+    by_hand = np.array(
+        [
+            # A training cell is measured to the others.
+            distance_ratio_by_hand(
+                trained_emb, labels, emb[row], clf.classes[int(p.argmax())], np.asarray(trained) == cell_id
+            )
+            for cell_id, p, row in zip(cell_ids, platform, rows, strict=True)
+        ]
+    )
+    # The lead's suggestion threshold at the median confidence of the cells near the labelled ones, so
+    # that the export shows all three outcomes: unlike, below the threshold, answered.
+    loop_project.suggestion_min_confidence = float(np.median(platform.max(axis=1)[by_hand <= ABSTAIN_RATIO]))
+    loop_project.save(update_fields=["suggestion_min_confidence"])
+
+    lines = run_export(loop_project, "jsonl", lead).read_text().splitlines()
+    records = {r["cell_id"]: r for r in map(json.loads, lines)}
+    assert len(records) == 108
+    reasons = []
+    for cell_id, probs, ratio in zip(cell_ids, platform, by_hand, strict=True):
         prediction = records[int(cell_id)]["prediction"]
         assert prediction["model_version"] == version.version
         assert prediction["label"] == clf.classes[int(probs.argmax())]
         assert abs(prediction["confidence"] - float(probs.max())) < 1e-5
-        own = np.asarray(trained) == cell_id  # a training cell is measured to the others
-        by_hand = distance_ratio_by_hand(trained_emb, labels, emb[row], prediction["label"], own)
-        assert prediction["labelled_distance_ratio"] == pytest.approx(by_hand, rel=1e-3, abs=1e-3)
-        assert prediction["abstained"] == (by_hand > ABSTAIN_RATIO)
-        abstained += prediction["abstained"]
-    assert 0 < abstained < len(cell_ids), abstained  # both outcomes exercised
+        assert prediction["labelled_distance_ratio"] == pytest.approx(ratio, rel=1e-3, abs=1e-3)
+        expected = (
+            "unlike_labelled"
+            if ratio > ABSTAIN_RATIO
+            else "low_confidence"
+            if prediction["confidence"] < loop_project.suggestion_min_confidence
+            else ""
+        )
+        assert (prediction["abstain_reason"], prediction["abstained"]) == (expected, bool(expected))
+        reasons.append(expected)
+    assert set(reasons) == {"unlike_labelled", "low_confidence", ""}, reasons  # every outcome exercised
     labelled = [r for r in records.values() if r["label"] is not None]
     assert len(labelled) == 12 and all(r["annotations"][0]["origin"] == "manual" for r in labelled)
 
