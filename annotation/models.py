@@ -183,7 +183,8 @@ class Project(models.Model):
         "done.",
     )
     # A weak suggestion on every tile invites anchoring: below this (temperature-calibrated) confidence the
-    # labelling page shows none.
+    # labelling page shows none, and the exports say the model abstained. The default is
+    # learning.shift.SUGGESTION_MIN_CONFIDENCE, which the loop benchmark scores (a test keeps them equal).
     suggestion_min_confidence = models.FloatField(
         default=0.6,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],

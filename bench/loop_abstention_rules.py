@@ -7,17 +7,20 @@ For each rule: the share of held-out test cells abstained on, the macro-F1 over 
 the share of test blasts abstained on, the share of the other lab's cells abstained on, and the share of
 them answered "blast" (healthy cells called blasts: the false alarm issue 13 counts, target <= 2%).
 
-Rules (``product`` is what the platform runs, :class:`learning.shift.LabelledNeighbourhood`):
+Rules (the distance rule is :class:`learning.shift.LabelledNeighbourhood`: the nearest labelled cell,
+and the 3rd-nearest labelled cell of the predicted class, each in its own 0.98-quantile unit, against
+ABSTAIN_RATIO; the temperature is fitted on one half of the test cells, the rules scored on the other):
 
-- ``product``: nearest labelled cell, and the 3rd-nearest labelled cell of the predicted class, each in
-  its own 0.98-quantile unit, against ABSTAIN_RATIO;
-- ``product_and_initial``: the same rule on the frozen features too (answered only where both answer);
-- ``product_confident``: ``product`` and a calibrated top probability of at least 0.6 (the labelling
-  page's default ``suggestion_min_confidence``; temperature fitted on the other half of the test cells);
-- ``product_knn<k>``: ``product`` and at least half of the cell's k nearest labelled cells of the
-  predicted class (a vote of the labelled neighbours);
-- ``product_trust``: ``product`` and a trust score (Jiang et al. 2018: distance to the nearest labelled
-  cell of another class over that to the nearest of the predicted class) of at least 1.
+- ``product_confident``: what the platform answers (the labelling page's suggestion, the exports'
+  ``abstained``): the distance rule and a calibrated top probability of at least the default
+  ``suggestion_min_confidence`` (0.6); ``product_confident<c>``: the same at a stricter c;
+- ``product_distance_only``: the distance rule alone (the loop benchmark's ``product`` row);
+- ``product_and_initial``: the distance rule on this round's and on the initial (frozen) features;
+  ``product_confident_and_initial``: that and the confidence;
+- ``product_knn10``: the distance rule and at least half of the cell's 10 nearest labelled cells of its
+  predicted class;
+- ``product_trust``: the distance rule and a trust score (Jiang et al. 2018: distance to the nearest
+  labelled cell of another class over that to the nearest of the predicted class) of at least 1.
 
     .venv/bin/python bench/loop_abstention_rules.py var/bench/loop_arrays/seed*.npz \
         --out bench/results/loop_abstention_rules.json
@@ -28,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learning.calibration import apply_temperature, fit_temperature
+from learning.finetune_benchmark import held_out_confident
 from learning.index import EmbeddingIndex
-from learning.shift import ABSTAIN_RATIO, LabelledNeighbourhood, abstention_row
+from learning.shift import ABSTAIN_RATIO, SUGGESTION_MIN_CONFIDENCE, LabelledNeighbourhood, abstention_row
 
-MIN_CONFIDENCE = 0.6  # annotation.models.Project.suggestion_min_confidence's default
+# The product's default suggestion_min_confidence first, then stricter ones for the trade-off.
+MIN_CONFIDENCES = (SUGGESTION_MIN_CONFIDENCE, 0.7, 0.8, 0.9)
 
 
 def product_kept(
@@ -73,42 +76,50 @@ def trust(labelled: np.ndarray, labels: np.ndarray, cells: np.ndarray, predicted
 
 def score_seed(path: Path) -> dict[str, Any]:
     a = np.load(path)
-    classes = a["classes"]
+    classes = [str(c) for c in a["classes"]]
     labels, test_y = a["labels"], a["test_y"]
     test_probs, external_probs = a["test_probs"], a["external_probs"]
-    pred_test, pred_external = classes[test_probs.argmax(axis=1)], classes[external_probs.argmax(axis=1)]
+    pred_test = np.asarray(classes)[test_probs.argmax(axis=1)]
+    pred_external = np.asarray(classes)[external_probs.argmax(axis=1)]
     # Temperature from one half of the test cells (the project's validation cells play this part),
     # rules scored on the other half and on the other lab.
     half = np.random.default_rng(0).permutation(len(test_y)) < len(test_y) // 2
-    columns = {c: i for i, c in enumerate(classes)}
-    temperature = fit_temperature(test_probs[half], np.array([columns[y] for y in test_y[half]]))
-
-    def confident(probs: np.ndarray) -> np.ndarray:
-        return apply_temperature(probs, temperature).max(axis=1) >= MIN_CONFIDENCE
-
-    both: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for space in ("", "0"):
-        both[space] = (
+    sure: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    temperature = 1.0
+    for level in MIN_CONFIDENCES:
+        test_sure, external_sure, temperature = held_out_confident(
+            test_probs, external_probs, test_y, classes, half, level
+        )
+        sure[level] = (test_sure, external_sure)
+    near = {
+        space: (
             product_kept(a["labelled_x" + space], labels, a["test_x" + space], pred_test),
             product_kept(a["labelled_x" + space], labels, a["external_x" + space], pred_external),
         )
-    product = both[""]
-    rules: dict[str, Callable[[str, np.ndarray, np.ndarray], np.ndarray]] = {
-        "knn5": lambda _c, x, p: knn_agrees(a["labelled_x"], labels, x, p, 5),
-        "knn10": lambda _c, x, p: knn_agrees(a["labelled_x"], labels, x, p, 10),
-        "trust": lambda _c, x, p: trust(a["labelled_x"], labels, x, p) >= 1.0,
-        "confident": lambda c, _x, _p: confident(test_probs if c == "test" else external_probs),
+        for space in ("", "0")  # this round's encoder, the initial one
     }
+
+    def both(*masks: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return np.logical_and.reduce([m[0] for m in masks]), np.logical_and.reduce([m[1] for m in masks])
+
+    votes = (
+        knn_agrees(a["labelled_x"], labels, a["test_x"], pred_test, 10),
+        knn_agrees(a["labelled_x"], labels, a["external_x"], pred_external, 10),
+    )
+    trusted = (
+        trust(a["labelled_x"], labels, a["test_x"], pred_test) >= 1.0,
+        trust(a["labelled_x"], labels, a["external_x"], pred_external) >= 1.0,
+    )
     kept = {
         "none": (np.ones(len(test_y), dtype=bool), np.ones(len(pred_external), dtype=bool)),
-        "product": product,
-        "product_and_initial": (product[0] & both["0"][0], product[1] & both["0"][1]),
+        "product_distance_only": near[""],
+        "product_confident": both(near[""], sure[0.6]),  # what the platform answers now
+        "product_and_initial": both(near[""], near["0"]),
+        "product_confident_and_initial": both(near[""], sure[0.6], near["0"]),
+        "product_knn10": both(near[""], votes),
+        "product_trust": both(near[""], trusted),
+        **{f"product_confident{level:g}": both(near[""], sure[level]) for level in MIN_CONFIDENCES[1:]},
     }
-    for name, rule in rules.items():
-        kept[f"product_{name}"] = (
-            product[0] & rule("test", a["test_x"], pred_test),
-            product[1] & rule("external", a["external_x"], pred_external),
-        )
     return {
         "arrays": str(path),
         "temperature": round(float(temperature), 4),
@@ -138,12 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(
         json.dumps({"command": " ".join(sys.argv), "seeds": seeds, "mean": mean}, indent=2) + "\n"
     )
-    print(f"{'rule':<22} test_abst f1_ans blast_abst ext_abst ext_blast   per seed ext_blast")
+    print(f"{'rule':<30} test_abst f1_ans blast_abst ext_abst ext_blast   per seed ext_blast")
     for rule in names:
         row = mean[rule]
         each = " ".join(f"{s['rules'][rule]['external_answered_blast']:.3f}" for s in seeds)
         print(
-            f"{rule:<22} {row['test_abstain']:9.3f} {row['test_macro_f1_answered']:6.3f} "
+            f"{rule:<30} {row['test_abstain']:9.3f} {row['test_macro_f1_answered']:6.3f} "
             f"{row['test_blasts_abstained']:10.3f} {row['external_abstain']:8.3f} "
             f"{row['external_answered_blast']:9.3f}   {each}"
         )

@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from learning.benchmark import ALProblem, attribute_report, initial_stratified
+from learning.calibration import apply_temperature, fit_temperature
 from learning.classifiers import AlignedClassifier, ClassifierKind
 from learning.evaluation import attribute_scores, evaluate, external_report, knn_macro_f1, macro_f1
 from learning.finetune import FinetuneResult, finetune
@@ -41,6 +42,7 @@ from learning.semi import SemiSupervised
 from learning.shift import (
     ABSTAIN_RATIO,
     CLASS_NEIGHBOURS,
+    SUGGESTION_MIN_CONFIDENCE,
     LabelledNeighbourhood,
     abstention,
     abstention_row,
@@ -348,8 +350,65 @@ def external_round(
         | {"class_held_out_q0.98": class_rule_held_out(problem, pool_x, test_x, external_x, labelled, model)}
         | initial_encoder_rules(
             problem, pool_x, test_x, external_x, labelled, predicted_test, predicted_external
-        ),
+        )
+        | {"product_confident": product_confident_rule(problem, model, pool_x, test_x, external_x, labelled)},
     }
+
+
+def held_out_confident(
+    test_probs: np.ndarray,
+    external_probs: np.ndarray,
+    test_y: np.ndarray,
+    classes: Sequence[str],
+    calibrating: np.ndarray,
+    min_confidence: float = SUGGESTION_MIN_CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Which test and external cells the model is confident on, as the product decides it: a temperature
+    fitted on the ``calibrating`` test cells (the project's validation cells play this part in the loop,
+    ``learning.calibration``), then a calibrated top probability of at least ``min_confidence``.
+    Returns (test mask, external mask, temperature)."""
+    column = {str(c): i for i, c in enumerate(classes)}
+    truth = np.array([column[str(y)] for y in np.asarray(test_y)[calibrating]])
+    temperature = fit_temperature(test_probs[calibrating], truth)
+    return (
+        apply_temperature(test_probs, temperature).max(axis=1) >= min_confidence,
+        apply_temperature(external_probs, temperature).max(axis=1) >= min_confidence,
+        temperature,
+    )
+
+
+def product_confident_rule(
+    problem: ALProblem,
+    model: AlignedClassifier,
+    pool_x: np.ndarray,
+    test_x: np.ndarray,
+    external_x: np.ndarray,
+    labelled: np.ndarray,
+) -> dict[str, float]:
+    """What the product answers: cells near the labelled ones (:class:`LabelledNeighbourhood`, the
+    ``"product"`` row) on which the calibrated confidence reaches the default
+    ``suggestion_min_confidence``, where the labelling page shows a suggestion and the exports do not
+    abstain. The temperature comes from half the test cells (as :func:`class_rule_held_out`); scored on
+    the other half and on the external cells."""
+    labels = np.asarray(problem.pool_y[labelled]).astype(str)
+    hood = LabelledNeighbourhood.build(pool_x[labelled], labels=labels)
+    assert hood is not None
+    test_probs, external_probs = model.predict_proba(test_x), model.predict_proba(external_x)
+    predicted_test = np.asarray(problem.classes)[test_probs.argmax(axis=1)]
+    predicted_external = np.asarray(problem.classes)[external_probs.argmax(axis=1)]
+    half = np.random.default_rng(0).permutation(len(test_x)) < len(test_x) // 2  # as class_rule_held_out
+    y_test = np.asarray(problem.test_y).astype(str)
+    sure_test, sure_external, _ = held_out_confident(
+        test_probs, external_probs, y_test, problem.classes, half
+    )
+    return abstention_row(
+        (hood.ratios(test_x, predicted=predicted_test) <= ABSTAIN_RATIO) & sure_test,
+        (hood.ratios(external_x, predicted=predicted_external) <= ABSTAIN_RATIO) & sure_external,
+        y_test,
+        predicted_test,
+        predicted_external,
+        scored=~half,
+    )
 
 
 def write_final_arrays(

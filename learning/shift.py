@@ -74,6 +74,9 @@ LEVELS: Final = ("ok", "caution", "untrusted")
 ABSTAIN_RATIO: Final = 2.5
 ABSTAIN_QUANTILE: Final = 0.98
 CLASS_NEIGHBOURS: Final = 3
+# Below this calibrated confidence the model does not answer either (Project.suggestion_min_confidence's
+# default: the labelling page shows no suggestion, the exports say it abstained).
+SUGGESTION_MIN_CONFIDENCE: Final = 0.6
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from exports.service import export_path, export_request
 from jobs.models import Job
 from jobs.services import job_create
 from learning.export import readme_code
-from learning.shift import ABSTAIN_RATIO
+from learning.shift import ABSTAIN_RATIO, SUGGESTION_MIN_CONFIDENCE
 from loop.handlers.artifacts import classifier, index_embeddings
 from loop.handlers.training_set import rows_of
 from loop.models import ModelVersion, QueryBatch
@@ -310,3 +310,9 @@ def test_only_leads_export_and_the_file_downloads(
     job = Job.objects.get(pk=failed)
     assert job.status == Job.Status.FAILED and "no trained classifier" in job.error
     assert client.get(f"/api/exports/{failed}/download").status_code == 409
+
+
+def test_the_benchmarks_confidence_threshold_is_the_projects_default() -> None:
+    """The loop benchmark scores what the product answers with learning.shift's threshold: it must be
+    the default a new project gets."""
+    assert Project._meta.get_field("suggestion_min_confidence").default == SUGGESTION_MIN_CONFIDENCE

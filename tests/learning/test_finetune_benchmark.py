@@ -14,11 +14,13 @@ import torch
 
 from learning.__main__ import main
 from learning.benchmark import ALProblem, initial_stratified
+from learning.calibration import apply_temperature
 from learning.classifiers import AlignedClassifier
 from learning.finetune_benchmark import (
     FinetunePlan,
     against_targets,
     attribute_matrix,
+    held_out_confident,
     normalise,
     raw_features,
     run_finetune_loop,
@@ -206,7 +208,9 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
     # and its probabilities give the external figures the round reported.
     saved = np.load(tmp_path / "margin_seed0.npz")
     assert list(saved["labels"]) == list(problem.pool_y[saved["labelled"]])
-    assert np.array_equal(saved["external_x0"], external_x) and not np.allclose(saved["external_x"], external_x)
+    assert np.array_equal(saved["external_x0"], external_x) and not np.allclose(
+        saved["external_x"], external_x
+    )
     assert np.array_equal(saved["labelled_x0"], problem.pool_x[saved["labelled"]])
     called = saved["classes"][saved["external_probs"].argmax(axis=1)]
     last = run.rounds[-1]["external"]["predicted_share"]
@@ -225,6 +229,7 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
             "class_held_out_q0.98",
             "initial",
             "product_and_initial",
+            "product_confident",
         }
         product, global_rule = r["abstention"]["product"], r["abstention"]["global"]
         assert product["test_abstain"] >= global_rule["test_abstain"]
@@ -237,6 +242,10 @@ def test_another_labs_cells_are_scored_every_round_on_the_current_encoder(
         assert both["external_answered_blast"] <= min(
             product["external_answered_blast"], initial["external_answered_blast"]
         )
+        # The confidence threshold only takes answers away (the external cells are scored whole by both).
+        confident = r["abstention"]["product_confident"]
+        assert confident["external_abstain"] >= product["external_abstain"]
+        assert confident["external_answered_blast"] <= product["external_answered_blast"]
     # Before the first fine-tune the initial embedding is the current one: the rows agree.
     for r in run.rounds[:2]:
         assert r["abstention"]["initial"] == r["abstention"]["product"]
@@ -375,3 +384,26 @@ def test_benchmark_cli_with_fine_tuning(
     assert [int(r["labels"]) for r in rows] == [9, 18, 27]
     assert [r["encoder_version"] for r in rows] == ["0", "1", "2"]
     assert all(r["blast_recall"] != "" and r["pbc_macro_f1"] != "" for r in rows)
+
+
+def test_held_out_confident_fits_the_temperature_on_the_calibrating_cells_only() -> None:
+    """Confident where the calibrated top probability reaches the threshold; the temperature comes from
+    the calibrating cells (here: the model is right on them with 0.6, so T = 1 and 0.6 passes at 0.6)."""
+    classes = ["a", "b"]
+    test_probs = np.array([[0.6, 0.4], [0.4, 0.6], [0.55, 0.45], [0.9, 0.1]])
+    test_y = np.array(["a", "b", "b", "a"])
+    calibrating = np.array([True, True, False, False])
+    external_probs = np.array([[0.59, 0.41], [0.2, 0.8]])
+    test_sure, external_sure, temperature = held_out_confident(
+        test_probs, external_probs, test_y, classes, calibrating, 0.6
+    )
+    # Right on both calibrating cells at 0.6: the NLL falls as T falls, to its lower bound.
+    assert temperature < 1.0
+    sharpened = apply_temperature(test_probs, temperature).max(axis=1)
+    assert list(test_sure) == list(sharpened >= 0.6)
+    assert list(external_sure) == list(apply_temperature(external_probs, temperature).max(axis=1) >= 0.6)
+    # Wrong with confidence on the calibrating cells: T rises and fewer cells stay sure.
+    _, external_flat, flat = held_out_confident(
+        test_probs, external_probs, np.array(["b", "a", "b", "a"]), classes, calibrating, 0.6
+    )
+    assert flat > 1.0 and external_flat.sum() <= external_sure.sum()
