@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from learning.calibration import apply_temperature
 from learning.finetune_benchmark import held_out_confident
 from learning.index import EmbeddingIndex
 from learning.shift import ABSTAIN_RATIO, SUGGESTION_MIN_CONFIDENCE, LabelledNeighbourhood, abstention_row
@@ -72,6 +73,11 @@ def trust(labelled: np.ndarray, labels: np.ndarray, cells: np.ndarray, predicted
     to_same = np.where(same, distance, np.inf).min(axis=1)
     to_other = np.where(~same, distance, np.inf).min(axis=1)
     return to_other / np.maximum(to_same, 1e-6)
+
+
+def median_where(probs: np.ndarray, rows: np.ndarray) -> float | None:
+    """Median top probability over ``rows``; None where there are none."""
+    return round(float(np.median(probs[rows].max(axis=1))), 4) if rows.any() else None
 
 
 def score_seed(path: Path) -> dict[str, Any]:
@@ -123,6 +129,13 @@ def score_seed(path: Path) -> dict[str, Any]:
     return {
         "arrays": str(path),
         "temperature": round(float(temperature), 4),
+        # How sure the model is where it says "blast": the other lab's cells against our test blasts.
+        "median_confidence_called_blast": {
+            "external": median_where(
+                apply_temperature(external_probs, temperature), pred_external == "blast"
+            ),
+            "test_blasts": median_where(apply_temperature(test_probs, temperature), test_y == "blast"),
+        },
         "rules": {
             name: abstention_row(t, e, test_y, pred_test, pred_external, scored=~half)
             for name, (t, e) in kept.items()
@@ -158,6 +171,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['test_blasts_abstained']:10.3f} {row['external_abstain']:8.3f} "
             f"{row['external_answered_blast']:9.3f}   {each}"
         )
+    for s in seeds:
+        median = s["median_confidence_called_blast"]
+        print(f"{s['arrays']}: median calibrated confidence where it says blast {median}")
 
 
 if __name__ == "__main__":
