@@ -298,12 +298,13 @@ def test_a_member_without_a_batch_gets_one_when_their_page_asks(
 
 
 def test_cost_aware_deals_each_annotator_the_cells_they_are_quickest_at(
-    loop_project: Project, lead: User
+    loop_project: Project, lead: User, make_manifest: Any
 ) -> None:
     """Two annotators with opposite speeds on two classes (5 timed labels of each, on the same cells):
     their next batches, chosen together by the cost-aware strategy, are dealt so that no swap of two
     cells between them would save expected seconds (the optimal deal for two), and each gets more of
     the class they are quick at."""
+    from annotation.importing.service import LabelMode, import_cells
     from annotation.services.annotations import annotation_create
     from loop.handlers.artifacts import classifier, index_embeddings
     from loop.handlers.querying import TimedSeconds
@@ -320,6 +321,13 @@ def test_cost_aware_deals_each_annotator_the_cells_they_are_quickest_at(
         query_strategy="cost_aware",
         query_batch_size=6,
     )
+    # 6 more cells of each class (13 in the pool): the first two batches (12 cells, chosen with seeds
+    # that follow the job ids) may take several lymphocytes, and 5 of each timed class must stay out of
+    # them. With 7 per class they once left 4.
+    more = import_cells(
+        project=loop_project, source=make_manifest(per_class=14, folder="more"), labels=LabelMode.REFERENCE
+    )
+    assert more.imported == 54, more.as_dict()
     job_create(kind=Job.Kind.PRETRAIN, project=loop_project)
     run_queued_jobs()
     first = {name: open_batch(loop_project, user) for name, user in people.items()}
