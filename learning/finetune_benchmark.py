@@ -329,8 +329,13 @@ def external_round(
     of the lab's, and of the lab's cells answered "blast"; and the global rule with its limit from
     held-out cells, ``held_out_q<q>``)."""
     assert problem.external_y is not None
-    predicted_external = np.asarray(model.predict(external_x)).astype(str)
-    predicted_test = np.asarray(model.predict(test_x)).astype(str)
+    # model.predict is the argmax of predict_proba: the probabilities are read once, for the confidence.
+    test_probs, external_probs = model.predict_proba(test_x), model.predict_proba(external_x)
+    predicted_test = np.asarray(model.classes)[test_probs.argmax(axis=1)].astype(str)
+    predicted_external = np.asarray(model.classes)[external_probs.argmax(axis=1)].astype(str)
+    labels = np.asarray(problem.pool_y[labelled]).astype(str)
+    # The product's rule on this round's embedding, for the rows that combine it with another.
+    current = near_labelled(pool_x[labelled], labels, test_x, external_x, predicted_test, predicted_external)
     rules = abstention(
         pool_x[labelled],
         test_x,
@@ -348,11 +353,31 @@ def external_round(
             rule: rules[rule] for rule in ("product", "global", "held_out_q0.98", "held_out_q0.95")
         }
         | {"class_held_out_q0.98": class_rule_held_out(problem, pool_x, test_x, external_x, labelled, model)}
-        | initial_encoder_rules(
-            problem, pool_x, test_x, external_x, labelled, predicted_test, predicted_external
-        )
-        | {"product_confident": product_confident_rule(problem, model, pool_x, test_x, external_x, labelled)},
+        | initial_encoder_rules(problem, labelled, current, predicted_test, predicted_external)
+        | {
+            "product_confident": product_confident_rule(
+                problem, test_probs, external_probs, current, predicted_test, predicted_external
+            )
+        },
     }
+
+
+def near_labelled(
+    labelled_x: np.ndarray,
+    labels: np.ndarray,
+    test_x: np.ndarray,
+    external_x: np.ndarray,
+    predicted_test: np.ndarray,
+    predicted_external: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the product's distance rule (:class:`LabelledNeighbourhood`, global and per class) lets the
+    model answer: (test mask, external mask), on whichever embedding the arrays come from."""
+    hood = LabelledNeighbourhood.build(labelled_x, labels=labels)
+    assert hood is not None  # the loop labels far more than one cell
+    return (
+        hood.ratios(test_x, predicted=predicted_test) <= ABSTAIN_RATIO,
+        hood.ratios(external_x, predicted=predicted_external) <= ABSTAIN_RATIO,
+    )
 
 
 def held_out_confident(
@@ -379,31 +404,28 @@ def held_out_confident(
 
 def product_confident_rule(
     problem: ALProblem,
-    model: AlignedClassifier,
-    pool_x: np.ndarray,
-    test_x: np.ndarray,
-    external_x: np.ndarray,
-    labelled: np.ndarray,
+    test_probs: np.ndarray,
+    external_probs: np.ndarray,
+    near: tuple[np.ndarray, np.ndarray],
+    predicted_test: np.ndarray,
+    predicted_external: np.ndarray,
 ) -> dict[str, float]:
     """What the product answers: cells near the labelled ones (:class:`LabelledNeighbourhood`, the
     ``"product"`` row) on which the calibrated confidence reaches the default
     ``suggestion_min_confidence``, where the labelling page shows a suggestion and the exports do not
     abstain. The temperature comes from half the test cells (as :func:`class_rule_held_out`); scored on
-    the other half and on the external cells."""
-    labels = np.asarray(problem.pool_y[labelled]).astype(str)
-    hood = LabelledNeighbourhood.build(pool_x[labelled], labels=labels)
-    assert hood is not None
-    test_probs, external_probs = model.predict_proba(test_x), model.predict_proba(external_x)
-    predicted_test = np.asarray(problem.classes)[test_probs.argmax(axis=1)]
-    predicted_external = np.asarray(problem.classes)[external_probs.argmax(axis=1)]
-    half = np.random.default_rng(0).permutation(len(test_x)) < len(test_x) // 2  # as class_rule_held_out
+    the other half and on the external cells. ``near``: :func:`near_labelled` on this round's
+    embedding."""
+    half = (
+        np.random.default_rng(0).permutation(len(test_probs)) < len(test_probs) // 2
+    )  # as class_rule_held_out
     y_test = np.asarray(problem.test_y).astype(str)
     sure_test, sure_external, _ = held_out_confident(
         test_probs, external_probs, y_test, problem.classes, half
     )
     return abstention_row(
-        (hood.ratios(test_x, predicted=predicted_test) <= ABSTAIN_RATIO) & sure_test,
-        (hood.ratios(external_x, predicted=predicted_external) <= ABSTAIN_RATIO) & sure_external,
+        near[0] & sure_test,
+        near[1] & sure_external,
         y_test,
         predicted_test,
         predicted_external,
@@ -445,10 +467,8 @@ def write_final_arrays(
 
 def initial_encoder_rules(
     problem: ALProblem,
-    pool_x: np.ndarray,
-    test_x: np.ndarray,
-    external_x: np.ndarray,
     labelled: np.ndarray,
+    current: tuple[np.ndarray, np.ndarray],
     predicted_test: np.ndarray,
     predicted_external: np.ndarray,
 ) -> dict[str, dict[str, float]]:
@@ -457,21 +477,19 @@ def initial_encoder_rules(
     the loop starts on) with this round's predictions (``"initial"``), and together with the rule on this
     round's embeddings (``"product_and_initial"``: answered only where both answer). A fine-tune can pull
     another lab's cells into the blast cluster; the frozen features have not learned that. Measured, not
-    the product. Before the first fine-tune both rows equal ``"product"``."""
+    the product. Before the first fine-tune both rows equal ``"product"``. ``current``:
+    :func:`near_labelled` on this round's embedding."""
     assert problem.external_x is not None
     labels = np.asarray(problem.pool_y[labelled]).astype(str)
     y_test = np.asarray(problem.test_y).astype(str)
-
-    def kept(pool: np.ndarray, test: np.ndarray, external: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        hood = LabelledNeighbourhood.build(pool[labelled], labels=labels)
-        assert hood is not None  # the loop labels far more than one cell
-        return (
-            hood.ratios(test, predicted=predicted_test) <= ABSTAIN_RATIO,
-            hood.ratios(external, predicted=predicted_external) <= ABSTAIN_RATIO,
-        )
-
-    initial = kept(problem.pool_x, problem.test_x, problem.external_x)
-    current = kept(pool_x, test_x, external_x)
+    initial = near_labelled(
+        problem.pool_x[labelled],
+        labels,
+        problem.test_x,
+        problem.external_x,
+        predicted_test,
+        predicted_external,
+    )
     both = (initial[0] & current[0], initial[1] & current[1])
     return {
         name: abstention_row(test_kept, external_kept, y_test, predicted_test, predicted_external)
