@@ -20,7 +20,12 @@ ABSTAIN_RATIO; the temperature is fitted on one half of the test cells, the rule
 - ``product_knn10``: the distance rule and at least half of the cell's 10 nearest labelled cells of its
   predicted class;
 - ``product_trust``: the distance rule and a trust score (Jiang et al. 2018: distance to the nearest
-  labelled cell of another class over that to the nearest of the predicted class) of at least 1.
+  labelled cell of another class over that to the nearest of the predicted class) of at least 1;
+- ``product_class_floor<alpha>``: the product and a per-class floor (:mod:`learning.conformal`: the
+  calibrated probability of the predicted class reaches what all but ``alpha`` of the calibrating half's
+  cells of that class reach for it); ``product_correct_floor<alpha>``: floors over the cells the model
+  also called that class (``among="correct"``); ``product_blast_floor<alpha>`` and
+  ``product_blast_correct_floor<alpha>``: the same floors for blast only.
 
     .venv/bin/python bench/loop_abstention_rules.py var/bench/loop_arrays/seed*.npz \
         --out bench/results/loop_abstention_rules.json
@@ -39,12 +44,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learning.calibration import apply_temperature
+from learning.conformal import below_floor, class_confidence_floors
 from learning.finetune_benchmark import held_out_confident
 from learning.index import EmbeddingIndex
 from learning.shift import ABSTAIN_RATIO, SUGGESTION_MIN_CONFIDENCE, LabelledNeighbourhood, abstention_row
 
 # The product's default suggestion_min_confidence first, then stricter ones for the trade-off.
 MIN_CONFIDENCES = (SUGGESTION_MIN_CONFIDENCE, 0.7, 0.8, 0.9)
+# The share of a class's own held-out cells a per-class floor may withhold (learning.conformal).
+FLOOR_ALPHAS = (0.02, 0.05, 0.1)
 
 
 def product_kept(
@@ -108,6 +116,33 @@ def score_seed(path: Path) -> dict[str, Any]:
     def both(*masks: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return np.logical_and.reduce([m[0] for m in masks]), np.logical_and.reduce([m[1] for m in masks])
 
+    # Per-class floors (learning.conformal) from the calibrating half's calibrated probabilities.
+    calibrated_test = apply_temperature(test_probs, temperature)
+    calibrated_external = apply_temperature(external_probs, temperature)
+    floors = {
+        f"class{alpha:g}": class_confidence_floors(calibrated_test[half], test_y[half], classes, alpha=alpha)
+        for alpha in FLOOR_ALPHAS
+    }
+    floors |= {
+        f"correct{alpha:g}": class_confidence_floors(
+            calibrated_test[half], test_y[half], classes, alpha=alpha, among="correct"
+        )
+        for alpha in FLOOR_ALPHAS
+    }
+    floored = {
+        key: (
+            ~below_floor(calibrated_test, classes, f),
+            ~below_floor(calibrated_external, classes, f),
+        )
+        for key, f in floors.items()
+    }
+    blast_only = {
+        key: (
+            ~below_floor(calibrated_test, classes, {"blast": f["blast"]} if "blast" in f else {}),
+            ~below_floor(calibrated_external, classes, {"blast": f["blast"]} if "blast" in f else {}),
+        )
+        for key, f in floors.items()
+    }
     votes = (
         knn_agrees(a["labelled_x"], labels, a["test_x"], pred_test, 10),
         knn_agrees(a["labelled_x"], labels, a["external_x"], pred_external, 10),
@@ -125,10 +160,29 @@ def score_seed(path: Path) -> dict[str, Any]:
         "product_knn10": both(near[""], votes),
         "product_trust": both(near[""], trusted),
         **{f"product_confident{level:g}": both(near[""], sure[level]) for level in MIN_CONFIDENCES[1:]},
+        **{
+            f"product_class_floor{alpha:g}": both(near[""], sure[0.6], floored[f"class{alpha:g}"])
+            for alpha in FLOOR_ALPHAS
+        },
+        **{
+            f"product_correct_floor{alpha:g}": both(near[""], sure[0.6], floored[f"correct{alpha:g}"])
+            for alpha in FLOOR_ALPHAS
+        },
+        **{
+            f"product_blast_floor{alpha:g}": both(near[""], sure[0.6], blast_only[f"class{alpha:g}"])
+            for alpha in FLOOR_ALPHAS
+        },
+        **{
+            f"product_blast_correct_floor{alpha:g}": both(
+                near[""], sure[0.6], blast_only[f"correct{alpha:g}"]
+            )
+            for alpha in FLOOR_ALPHAS
+        },
     }
     return {
         "arrays": str(path),
         "temperature": round(float(temperature), 4),
+        "class_floors": {str(key): {c: round(v, 4) for c, v in f.items()} for key, f in floors.items()},
         # How sure the model is where it says "blast": the other lab's cells against our test blasts.
         "median_confidence_called_blast": {
             "external": median_where(
