@@ -20,6 +20,11 @@ With the version-2 measurements, 4 fine-tunes on 810 labels (``bench/results/att
 0.6-1.0 s for one weight at about 435 cells, beside a running benchmark), so the product chooses when
 the embedding changes and passes the chosen mapping to each retrain's heads.
 
+``measurement_kind`` picks the measurement head (:mod:`learning.classifiers`' kinds). The product keeps
+the logistic one: boosted trees score 0.870 against 0.864 at 811 labels (3 loop runs,
+``bench/loop_attribute_heads.py``) but take 29 s to refit where the logistic heads take 0.7 s, and every
+retrain refits them before its batch is written.
+
 ``attributes`` follow :class:`learning.classifiers.MultiTaskClassifier`'s convention: attribute -> (N,)
 str, ``''`` where a cell has no value for it (that cell is left out of that head). Without
 measurements (``None``) the heads are the embedding's alone.
@@ -34,7 +39,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from learning.classifiers import MISSING, AlignedClassifier
+from learning.classifiers import MISSING, AlignedClassifier, ClassifierKind
 
 # Measured on 4 fine-tunes of 810 labels (bench/attribute_features.py, bench/README.md).
 MEASUREMENT_WEIGHT: Final = 0.5
@@ -70,6 +75,7 @@ class FusedAttributeHeads:
         *,
         measurement_weight: WeightSetting = MEASUREMENT_WEIGHT,
         C: float = ATTRIBUTE_C,
+        measurement_kind: ClassifierKind = "logreg",
         seed: int = 0,
     ) -> None:
         if isinstance(measurement_weight, Mapping):
@@ -81,10 +87,16 @@ class FusedAttributeHeads:
         self.schema = {name: list(values) for name, values in schema.items()}
         self.measurement_weight = measurement_weight
         self.C = C
+        self.measurement_kind = measurement_kind
         self.seed = seed
 
     def _head(self, values: list[str]) -> AlignedClassifier:
         return AlignedClassifier(values, "logreg", C=self.C, class_weight="balanced", seed=self.seed)
+
+    def _measurement_head(self, values: list[str]) -> AlignedClassifier:
+        return AlignedClassifier(
+            values, self.measurement_kind, C=self.C, class_weight="balanced", seed=self.seed
+        )
 
     def _weight(
         self, name: str, values: list[str], embeddings: np.ndarray, measurements: np.ndarray, y: np.ndarray
@@ -114,7 +126,7 @@ class FusedAttributeHeads:
         for train, held_out in folds.split(embeddings, y):
             emb_head = self._head(values).fit(embeddings[train], y[train])
             from_embedding[held_out] = emb_head.predict_proba(embeddings[held_out])
-            meas_head = self._head(values).fit(measurements[train], y[train])
+            meas_head = self._measurement_head(values).fit(measurements[train], y[train])
             from_measurements[held_out] = meas_head.predict_proba(measurements[held_out])
         names = np.asarray(values, dtype=object)
         scores = {
@@ -160,7 +172,7 @@ class FusedAttributeHeads:
                 continue
             self.embedding_heads_[name] = self._head(values).fit(embeddings[keep], y[keep])
             if m is not None:
-                self.measurement_heads_[name] = self._head(values).fit(m[keep], y[keep])
+                self.measurement_heads_[name] = self._measurement_head(values).fit(m[keep], y[keep])
                 self.weights_[name] = self._weight(name, values, embeddings[keep], m[keep], y[keep])
             self.trained_.append(name)
         return self

@@ -102,3 +102,23 @@ def test_too_few_labelled_cells_keep_the_default_weight() -> None:
     assert (
         FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated").fit(emb, None, attrs).weights_ == {}
     )
+
+
+def test_a_boosted_measurement_head_reads_what_a_linear_one_cannot() -> None:
+    # "Vacuolated" only where both measurements are high or both low (an interaction, XOR-like): no
+    # linear head can read it, shallow trees can. The embedding knows nothing of it.
+    rng = np.random.default_rng(3)
+    n = 400
+    meas = rng.normal(size=(n, 3)).astype(np.float32)
+    emb = rng.normal(size=(n, 8)).astype(np.float32)
+    value = np.where((meas[:, 0] > 0) == (meas[:, 1] > 0), "yes", "no")
+    schema = {"vacuoles": ["yes", "no"]}
+    train, test = slice(0, 300), slice(300, n)
+
+    def accuracy(kind: str) -> float:
+        heads = FusedAttributeHeads(schema, measurement_weight=1.0, measurement_kind=kind)  # type: ignore[arg-type]
+        heads.fit(emb[train], meas[train], {"vacuoles": value[train]})
+        return float((heads.predict(emb[test], meas[test])["vacuoles"] == value[test]).mean())
+
+    assert accuracy("logreg") < 0.65
+    assert accuracy("boosted") > 0.85

@@ -86,7 +86,7 @@ def test_rejects_labels_outside_the_class_list_and_empty_sets() -> None:
     with pytest.raises(ValueError):
         AlignedClassifier(CLASSES).fit(X[:0], y[:0])
     with pytest.raises(ValueError):
-        AlignedClassifier(CLASSES, "forest").fit(X[:3], np.array(["blast"] * 2 + ["basophil"]))  # type: ignore[arg-type]
+        AlignedClassifier(CLASSES, "knn").fit(X[:3], np.array(["blast"] * 2 + ["basophil"]))  # type: ignore[arg-type]
 
 
 def test_multitask_masks_missing_attribute_labels() -> None:
