@@ -37,7 +37,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -116,33 +116,33 @@ def score_seed(path: Path) -> dict[str, Any]:
     def both(*masks: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return np.logical_and.reduce([m[0] for m in masks]), np.logical_and.reduce([m[1] for m in masks])
 
-    # Per-class floors (learning.conformal) from the calibrating half's calibrated probabilities.
+    # Per-class floors (learning.conformal) from the calibrating half's calibrated probabilities, over
+    # every cell of the class ("class") or over the model's right calls of it ("correct"); each for
+    # every class and for blast alone, on top of what the product answers.
     calibrated_test = apply_temperature(test_probs, temperature)
     calibrated_external = apply_temperature(external_probs, temperature)
-    floors = {
-        f"class{alpha:g}": class_confidence_floors(calibrated_test[half], test_y[half], classes, alpha=alpha)
-        for alpha in FLOOR_ALPHAS
-    }
-    floors |= {
-        f"correct{alpha:g}": class_confidence_floors(
-            calibrated_test[half], test_y[half], classes, alpha=alpha, among="correct"
+
+    def over(class_floors: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            ~below_floor(calibrated_test, classes, class_floors),
+            ~below_floor(calibrated_external, classes, class_floors),
         )
-        for alpha in FLOOR_ALPHAS
+
+    floors: dict[str, dict[str, float]] = {}
+    floor_rows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows_of: dict[Literal["class", "correct"], tuple[str, str]] = {
+        "class": ("product_class_floor", "product_blast_floor"),
+        "correct": ("product_correct_floor", "product_blast_correct_floor"),
     }
-    floored = {
-        key: (
-            ~below_floor(calibrated_test, classes, f),
-            ~below_floor(calibrated_external, classes, f),
-        )
-        for key, f in floors.items()
-    }
-    blast_only = {
-        key: (
-            ~below_floor(calibrated_test, classes, {"blast": f["blast"]} if "blast" in f else {}),
-            ~below_floor(calibrated_external, classes, {"blast": f["blast"]} if "blast" in f else {}),
-        )
-        for key, f in floors.items()
-    }
+    for among, (every_class, blast_alone) in rows_of.items():
+        for alpha in FLOOR_ALPHAS:
+            f = class_confidence_floors(
+                calibrated_test[half], test_y[half], classes, alpha=alpha, among=among
+            )
+            floors[f"{among}{alpha:g}"] = f
+            blast = {"blast": f["blast"]} if "blast" in f else {}
+            floor_rows[f"{every_class}{alpha:g}"] = both(near[""], sure[0.6], over(f))
+            floor_rows[f"{blast_alone}{alpha:g}"] = both(near[""], sure[0.6], over(blast))
     votes = (
         knn_agrees(a["labelled_x"], labels, a["test_x"], pred_test, 10),
         knn_agrees(a["labelled_x"], labels, a["external_x"], pred_external, 10),
@@ -160,24 +160,7 @@ def score_seed(path: Path) -> dict[str, Any]:
         "product_knn10": both(near[""], votes),
         "product_trust": both(near[""], trusted),
         **{f"product_confident{level:g}": both(near[""], sure[level]) for level in MIN_CONFIDENCES[1:]},
-        **{
-            f"product_class_floor{alpha:g}": both(near[""], sure[0.6], floored[f"class{alpha:g}"])
-            for alpha in FLOOR_ALPHAS
-        },
-        **{
-            f"product_correct_floor{alpha:g}": both(near[""], sure[0.6], floored[f"correct{alpha:g}"])
-            for alpha in FLOOR_ALPHAS
-        },
-        **{
-            f"product_blast_floor{alpha:g}": both(near[""], sure[0.6], blast_only[f"class{alpha:g}"])
-            for alpha in FLOOR_ALPHAS
-        },
-        **{
-            f"product_blast_correct_floor{alpha:g}": both(
-                near[""], sure[0.6], blast_only[f"correct{alpha:g}"]
-            )
-            for alpha in FLOOR_ALPHAS
-        },
+        **floor_rows,
     }
     return {
         "arrays": str(path),

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     test_attributes = {
         a: np.array([r.attributes.get(a, MISSING) for r in test], dtype=object) for a in attributes
     }
+    missing = np.full(len(test), MISSING, dtype=object)  # for an attribute no labelled cell carries
     test_m = measure_cached([str(r.path) for r in test], args.cache_dir, workers=args.workers)
     runs: list[dict[str, Any]] = []
     for path in args.arrays:
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{path}: the labelled rows do not match {args.pool}'s order")
         lab_m = measure_cached([str(r.path) for r in labelled], args.cache_dir, workers=args.workers)
         lab_attributes = {a: np.array([r.attributes.get(a, MISSING) for r in labelled]) for a in attributes}
+        attribute_cells = int(sum(bool(r.attributes) for r in labelled))
         results: dict[str, Any] = {}
         with threadpool_limits(limits=1):
             for kind in kinds:
@@ -87,7 +89,6 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 refit_s = time.perf_counter() - t0
                 predicted = heads.predict(saved["test_x"], test_m)
-                missing = np.full(len(test), MISSING, dtype=object)
                 report = attribute_scores(test_attributes, {a: predicted.get(a, missing) for a in attributes})
                 results[kind] = {
                     "mean_macro_f1": report["mean_macro_f1"],
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                     "weights": heads.weights_,
                     "fit_seconds_choosing_weights": round(fit_s, 2),
                     "refit_seconds_chosen_weights": round(refit_s, 2),
-                    "attribute_cells": int(sum(bool(r.attributes) for r in labelled)),
+                    "attribute_cells": attribute_cells,
                 }
                 print(
                     f"{path.name} {kind}: {report['mean_macro_f1']:.4f} "

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def class_confidence_floors(
     classes: Sequence[str],
     *,
     alpha: float = ALPHA,
-    among: str = "class",
+    among: Literal["class", "correct"] = "class",
 ) -> dict[str, float]:
     """Class -> floor, from held-out cells' calibrated ``probs`` (N, C; columns ``classes``) and their
     true labels ``y_true``; ``among``: ``"class"`` (every held-out cell of the class) or ``"correct"``

@@ -74,4 +74,4 @@ def test_shapes_and_alpha_are_checked() -> None:
     with pytest.raises(ValueError, match="shape"):
         class_confidence_floors(np.ones((3, 2)) / 2, ["blast", "blast"], CLASSES)
     with pytest.raises(ValueError, match="among"):
-        class_confidence_floors(np.ones((2, 2)) / 2, ["blast", "blast"], CLASSES, among="all")
+        class_confidence_floors(np.ones((2, 2)) / 2, ["blast", "blast"], CLASSES, among="all")  # type: ignore[arg-type]
