@@ -20,10 +20,16 @@ With the version-2 measurements, 4 fine-tunes on 810 labels (``bench/results/att
 0.6-1.0 s for one weight at about 435 cells, beside a running benchmark), so the product chooses when
 the embedding changes and passes the chosen mapping to each retrain's heads.
 
-``measurement_kind`` picks the measurement head (:mod:`learning.classifiers`' kinds). The product keeps
-the logistic one: boosted trees score 0.870 against 0.864 at 811 labels (3 loop runs,
-``bench/loop_attribute_heads.py``) but take 29 s to refit where the logistic heads take 0.7 s, and every
-retrain refits them before its batch is written.
+``measurement_kind`` picks the measurement head (:mod:`learning.classifiers`' kinds): boosted trees
+score 0.870 against 0.864 for the logistic one at 811 labels (3 loop runs, ``bench/loop_attribute_heads.py``)
+but take 29 s to fit where the logistic heads take 0.7 s. The measurement heads do not depend on the
+embedding, so they can be fitted once, away from the retrain that needs them
+(:func:`fit_measurement_heads`), and handed to :meth:`FusedAttributeHeads.fit` as
+``measurement_heads``: only the embedding heads are then fitted there. Choosing the weights with boosted
+heads costs 5 folds of them (162-217 s against 4 s); ``weights_kind`` chooses them with logistic
+measurement heads instead, and the boosted heads score the same with those weights (0.8741 against 0.8739
+on the first loop run, bench/README.md "Boosted measurement heads in the product"). The product
+(:data:`PRODUCT_MEASUREMENT_KIND`, :data:`PRODUCT_WEIGHTS_KIND`) and its benchmark use that pair.
 
 ``attributes`` follow :class:`learning.classifiers.MultiTaskClassifier`'s convention: attribute -> (N,)
 str, ``''`` where a cell has no value for it (that cell is left out of that head). Without
@@ -54,6 +60,9 @@ WEIGHT_CHOICES: Final = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 CHOICE_FOLDS: Final = 5
 CHOICE_MARGIN: Final = 0.01
 MIN_CELLS_TO_CHOOSE: Final = 60
+# The product's measurement head, and the one its weights are chosen with (see the module docstring).
+PRODUCT_MEASUREMENT_KIND: Final[ClassifierKind] = "boosted"
+PRODUCT_WEIGHTS_KIND: Final[ClassifierKind] = "logreg"
 
 # One weight for every attribute, "cross-validated", or attribute -> weight (chosen earlier; an
 # attribute it does not name gets MEASUREMENT_WEIGHT).
@@ -64,7 +73,9 @@ class FusedAttributeHeads:
     """Per attribute, an embedding head and a measurement head whose probabilities are averaged.
 
     ``schema``: attribute -> its values (the order of the probability columns). ``measurement_weight``:
-    see :data:`WeightSetting` and the module docstring. Fitted state: ``trained_`` (the attributes that
+    see :data:`WeightSetting` and the module docstring. ``measurement_kind``: the measurement head;
+    ``weights_kind``: the measurement head ``"cross-validated"`` weights are chosen with
+    (``measurement_kind`` when None). Fitted state: ``trained_`` (the attributes that
     had at least one labelled cell), ``weights_`` (attribute -> the weight used, where measurements were
     given).
     """
@@ -76,6 +87,7 @@ class FusedAttributeHeads:
         measurement_weight: WeightSetting = MEASUREMENT_WEIGHT,
         C: float = ATTRIBUTE_C,
         measurement_kind: ClassifierKind = "logreg",
+        weights_kind: ClassifierKind | None = None,
         seed: int = 0,
     ) -> None:
         if isinstance(measurement_weight, Mapping):
@@ -88,14 +100,15 @@ class FusedAttributeHeads:
         self.measurement_weight = measurement_weight
         self.C = C
         self.measurement_kind = measurement_kind
+        self.weights_kind = weights_kind or measurement_kind
         self.seed = seed
 
     def _head(self, values: list[str]) -> AlignedClassifier:
         return AlignedClassifier(values, "logreg", C=self.C, class_weight="balanced", seed=self.seed)
 
-    def _measurement_head(self, values: list[str]) -> AlignedClassifier:
+    def _measurement_head(self, values: list[str], kind: ClassifierKind | None = None) -> AlignedClassifier:
         return AlignedClassifier(
-            values, self.measurement_kind, C=self.C, class_weight="balanced", seed=self.seed
+            values, kind or self.measurement_kind, C=self.C, class_weight="balanced", seed=self.seed
         )
 
     def _weight(
@@ -126,7 +139,7 @@ class FusedAttributeHeads:
         for train, held_out in folds.split(embeddings, y):
             emb_head = self._head(values).fit(embeddings[train], y[train])
             from_embedding[held_out] = emb_head.predict_proba(embeddings[held_out])
-            meas_head = self._measurement_head(values).fit(measurements[train], y[train])
+            meas_head = self._measurement_head(values, self.weights_kind).fit(measurements[train], y[train])
             from_measurements[held_out] = meas_head.predict_proba(measurements[held_out])
         names = np.asarray(values, dtype=object)
         scores = {
@@ -147,8 +160,21 @@ class FusedAttributeHeads:
         embeddings: np.ndarray,
         measurements: np.ndarray | None,
         attributes: Mapping[str, np.ndarray | Sequence[str]],
+        *,
+        measurement_heads: Mapping[str, AlignedClassifier] | None = None,
     ) -> Self:
-        """``embeddings`` (N, D), ``measurements`` (N, M) or None, ``attributes`` as the module says."""
+        """``embeddings`` (N, D), ``measurements`` (N, M) or None, ``attributes`` as the module says.
+
+        ``measurement_heads``: attribute -> a measurement head fitted earlier
+        (:func:`fit_measurement_heads`, possibly on other cells), used as it is instead of one fitted
+        here; a head whose values are not the schema's is refused. Not with ``"cross-validated"``
+        weights, which score heads fitted on folds of these cells."""
+        prefitted = dict(measurement_heads or {})
+        if prefitted and self.measurement_weight == "cross-validated":
+            raise ValueError('prefitted measurement heads need given weights, not "cross-validated"')
+        for name, head in prefitted.items():
+            if list(head.classes) != self.schema.get(name):
+                raise ValueError(f"{name}: the prefitted head's values are not the schema's")
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if measurements is not None and len(measurements) != len(embeddings):
             raise ValueError(f"{len(measurements)} measurement rows for {len(embeddings)} embeddings")
@@ -172,7 +198,9 @@ class FusedAttributeHeads:
                 continue
             self.embedding_heads_[name] = self._head(values).fit(embeddings[keep], y[keep])
             if m is not None:
-                self.measurement_heads_[name] = self._measurement_head(values).fit(m[keep], y[keep])
+                self.measurement_heads_[name] = prefitted.get(name) or self._measurement_head(values).fit(
+                    m[keep], y[keep]
+                )
                 self.weights_[name] = self._weight(name, values, embeddings[keep], m[keep], y[keep])
             self.trained_.append(name)
         return self
@@ -198,12 +226,43 @@ class FusedAttributeHeads:
         }
 
 
+def fit_measurement_heads(
+    schema: Mapping[str, Sequence[str]],
+    measurements: np.ndarray,
+    attributes: Mapping[str, np.ndarray | Sequence[str]],
+    *,
+    kind: ClassifierKind,
+    C: float = ATTRIBUTE_C,
+    seed: int = 0,
+) -> dict[str, AlignedClassifier]:
+    """Attribute -> the measurement head :class:`FusedAttributeHeads` of ``measurement_kind=kind`` would
+    fit on these cells, for the attributes at least one of them carries (``measurements`` (N, M),
+    ``attributes`` as the module says)."""
+    heads = FusedAttributeHeads(schema, C=C, measurement_kind=kind, seed=seed)
+    m = np.asarray(measurements, dtype=np.float32)
+    out: dict[str, AlignedClassifier] = {}
+    for name, values in heads.schema.items():
+        given = attributes.get(name)
+        if given is None:
+            continue
+        y = np.asarray(given, dtype=object).astype(str)
+        if len(y) != len(m):
+            raise ValueError(f"{name}: {len(y)} values for {len(m)} measurement rows")
+        keep = (y != MISSING) & np.isin(y, values)
+        if keep.any():
+            out[name] = heads._measurement_head(values).fit(m[keep], y[keep])
+    return out
+
+
 __all__ = [
     "ATTRIBUTE_C",
     "CHOICE_MARGIN",
     "MEASUREMENT_WEIGHT",
     "MIN_CELLS_TO_CHOOSE",
+    "PRODUCT_MEASUREMENT_KIND",
+    "PRODUCT_WEIGHTS_KIND",
     "WEIGHT_CHOICES",
     "FusedAttributeHeads",
     "WeightSetting",
+    "fit_measurement_heads",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from learning.adaptation import adapt_to_site
-from learning.attribute_heads import FusedAttributeHeads
+from learning.attribute_heads import PRODUCT_MEASUREMENT_KIND, PRODUCT_WEIGHTS_KIND, FusedAttributeHeads
 from learning.classifiers import MISSING, ClassifierKind, make_classifier
 from learning.evaluation import (
     attribute_scores,
@@ -171,10 +171,17 @@ def attribute_report(
     """The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) trained on the
     labelled pool cells' embedding (and measurements, when the problem has them), scored on the test
     cells. Each attribute's measurement weight is chosen on the labelled cells, as the product's
-    fine-tune chooses it for the retrains that follow."""
+    embed job chooses it for the retrains that follow, and the measurement heads are the product's
+    (boosted trees, with weights chosen with logistic heads: ``learning.attribute_heads``)."""
     pool_m, test_m = problem.pool_measurements, problem.test_measurements
     with_measurements = pool_m is not None and test_m is not None
-    heads = FusedAttributeHeads(problem.attribute_classes, measurement_weight="cross-validated", seed=seed)
+    heads = FusedAttributeHeads(
+        problem.attribute_classes,
+        measurement_weight="cross-validated",
+        measurement_kind=PRODUCT_MEASUREMENT_KIND,
+        weights_kind=PRODUCT_WEIGHTS_KIND,
+        seed=seed,
+    )
     heads.fit(
         pool_x[labelled],
         pool_m[labelled] if with_measurements and pool_m is not None else None,

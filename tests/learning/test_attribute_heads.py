@@ -10,6 +10,7 @@ from learning.attribute_heads import (
     MIN_CELLS_TO_CHOOSE,
     WEIGHT_CHOICES,
     FusedAttributeHeads,
+    fit_measurement_heads,
 )
 from learning.classifiers import AlignedClassifier
 
@@ -122,3 +123,71 @@ def test_a_boosted_measurement_head_reads_what_a_linear_one_cannot() -> None:
 
     assert accuracy("logreg") < 0.65
     assert accuracy("boosted") > 0.85
+
+
+def test_measurement_heads_fitted_earlier_are_used_as_they_are() -> None:
+    emb, meas, attrs = problem(5)
+    # Fitted on the first half only, as heads fitted a batch ago know fewer cells.
+    early = fit_measurement_heads(
+        SCHEMA, meas[:100], {name: values[:100] for name, values in attrs.items()}, kind="logreg"
+    )
+    assert set(early) == set(SCHEMA)
+    weights = {"cell_size": 0.7, "granularity": 0.5}
+    given = FusedAttributeHeads(SCHEMA, measurement_weight=weights).fit(
+        emb, meas, attrs, measurement_heads=early
+    )
+    assert given.measurement_heads_["cell_size"] is early["cell_size"]
+    # The embedding heads are still fitted on every cell: the fusion is those with the early heads.
+    own = FusedAttributeHeads(SCHEMA, measurement_weight=0.0).fit(emb, meas, attrs)
+    expected = 0.3 * own.predict_proba(emb, meas)["cell_size"] + 0.7 * early["cell_size"].predict_proba(meas)
+    np.testing.assert_allclose(given.predict_proba(emb, meas)["cell_size"], expected, atol=1e-6)
+    # Heads fitted here on every cell differ from the early ones: the early heads were not refitted.
+    refitted = FusedAttributeHeads(SCHEMA, measurement_weight=weights).fit(emb, meas, attrs)
+    assert not np.allclose(
+        refitted.predict_proba(emb, meas)["cell_size"], given.predict_proba(emb, meas)["cell_size"]
+    )
+    # An attribute without an early head gets one fitted here.
+    partial = FusedAttributeHeads(SCHEMA, measurement_weight=weights).fit(
+        emb, meas, attrs, measurement_heads={"cell_size": early["cell_size"]}
+    )
+    assert set(partial.measurement_heads_) == set(SCHEMA)
+
+
+def test_early_heads_must_match_the_schema_and_given_weights() -> None:
+    emb, meas, attrs = problem(6)
+    early = fit_measurement_heads(SCHEMA, meas, attrs, kind="logreg")
+    with pytest.raises(ValueError, match="cross-validated"):
+        FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated").fit(
+            emb, meas, attrs, measurement_heads=early
+        )
+    other = {"cell_size": ["small", "medium", "big"], "granularity": ["yes", "no"]}
+    with pytest.raises(ValueError, match="not the schema"):
+        FusedAttributeHeads(other).fit(emb, meas, attrs, measurement_heads=early)
+    with pytest.raises(ValueError, match="measurement rows"):
+        fit_measurement_heads(SCHEMA, meas[:10], attrs, kind="logreg")
+    # Only attributes some cell carries get a head.
+    assert set(fit_measurement_heads(SCHEMA, meas, {"granularity": attrs["granularity"]}, kind="logreg")) == {
+        "granularity"
+    }
+
+
+def test_weights_can_be_chosen_with_one_head_and_used_with_another() -> None:
+    emb, meas, attrs = problem(7)
+    logistic = FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated").fit(emb, meas, attrs)
+    boosted = FusedAttributeHeads(SCHEMA, measurement_weight="cross-validated", measurement_kind="boosted")
+    boosted.fit(emb, meas, attrs)
+    mixed = FusedAttributeHeads(
+        SCHEMA, measurement_weight="cross-validated", measurement_kind="boosted", weights_kind="logreg"
+    ).fit(emb, meas, attrs)
+    # The weights are the logistic chooser's, the heads that answer are the boosted ones.
+    assert mixed.weights_ == logistic.weights_
+    assert all(head.kind == "boosted" for head in mixed.measurement_heads_.values())
+    np.testing.assert_allclose(
+        mixed.predict_proba(emb, meas)["cell_size"],
+        FusedAttributeHeads(SCHEMA, measurement_weight=mixed.weights_, measurement_kind="boosted")
+        .fit(emb, meas, attrs)
+        .predict_proba(emb, meas)["cell_size"],
+        atol=1e-6,
+    )
+    # Chosen with boosted heads, the out-of-fold scores differ, and so may the weights; the chooser ran.
+    assert set(boosted.weights_) == set(SCHEMA)
