@@ -25,6 +25,7 @@ class Job(models.Model):
         MAP = "map", "Draw the embedding map"
         LABEL_CHECK = "label_check", "Find likely label mistakes"
         SHIFT = "shift", "Report each source's shift"
+        ATTRIBUTE_HEADS = "attribute_heads", "Fit the attribute heads on the cell measurements"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

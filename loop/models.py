@@ -30,6 +30,8 @@ class ModelVersion(models.Model):
         ENCODER = "encoder", "Self-supervised encoder"
         INDEX = "index", "Embeddings and FAISS index"
         CLASSIFIER = "classifier", "Classifier"
+        # Fitted beside the loop on the cells' measurements (loop.handlers.measurement_heads).
+        ATTRIBUTE_HEADS = "attribute_heads", "Attribute heads on the cell measurements"
 
     project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="model_versions")
     kind = models.CharField(max_length=16, choices=Kind.choices)

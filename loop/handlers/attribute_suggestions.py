@@ -4,7 +4,9 @@ The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) trai
 cells that carry attributes: their embedding and their measurements (:mod:`learning.morphometry`),
 which are taken from each cell's file once, when first needed, and kept (``loop.models.CellMeasurement``).
 A batch of 48 costs 48 measurements (about 22 ms each on this machine, bench/measurement_heads.py) plus
-those of cells labelled since; the heads are logistic regressions on a few hundred rows.
+those of cells labelled since. The embedding heads are logistic regressions on a few hundred rows,
+fitted here; the measurement heads are boosted trees fitted beside the loop after each batch
+(``loop.handlers.measurement_heads``), or logistic regressions fitted here until those exist.
 
 Each attribute's measurement weight (how much the measurements count beside the embedding) is chosen
 by cross-validation on the labelled cells when the embedding changes (:func:`choose_attribute_weights`,
@@ -28,7 +30,8 @@ from threadpoolctl import threadpool_limits
 
 from annotation.models import Cell, Project
 from learning import attribute_heads
-from learning.attribute_heads import MEASUREMENT_WEIGHT, FusedAttributeHeads
+from learning.attribute_heads import MEASUREMENT_WEIGHT, PRODUCT_WEIGHTS_KIND, FusedAttributeHeads
+from learning.classifiers import AlignedClassifier
 from learning.morphometry import MEASUREMENT_DEFINITION, MEASUREMENT_NAMES, measure
 from loop.handlers.training_set import TrainingSet
 from loop.models import CellMeasurement
@@ -71,12 +74,13 @@ def measurements_for(cell_ids: Sequence[int]) -> np.ndarray:
     return np.asarray([known.get(c, zeros) for c in wanted], dtype=np.float32)
 
 
-def _attribute_rows(
-    project: Project, data: TrainingSet
+def attribute_rows(
+    schema: Mapping[str, list[str]], data: TrainingSet
 ) -> tuple[dict[str, list[str]], np.ndarray, dict[str, list[str]]] | None:
-    """The project's learnable schema, the labelled rows that carry any of it and their targets
-    (attribute -> values, ``''`` where missing); None when fewer than :data:`MIN_ATTRIBUTE_CELLS` do."""
-    schema = project.learnable_attributes()
+    """The project's learnable ``schema`` (``Project.learnable_attributes``), the labelled rows that carry
+    any of it and their targets (attribute -> values, ``''`` where missing); None when fewer than
+    :data:`MIN_ATTRIBUTE_CELLS` do."""
+    schema = dict(schema)
     if not schema:
         return None
     carries = np.array(
@@ -93,7 +97,7 @@ def _attribute_rows(
 def attribute_cells(project: Project, data: TrainingSet) -> int:
     """How many of ``data``'s labelled cells carry attributes the heads train on (0 under
     :data:`MIN_ATTRIBUTE_CELLS`)."""
-    found = _attribute_rows(project, data)
+    found = attribute_rows(project.learnable_attributes(), data)
     return 0 if found is None else len(found[1])
 
 
@@ -115,13 +119,17 @@ def choose_attribute_weights(
     :data:`ATTRIBUTE_WEIGHTS_METRIC`, and how many cells with attributes they were chosen on under
     :data:`ATTRIBUTE_WEIGHTS_CELLS_METRIC`; empty when too few cells carry attributes (the retrains then
     use ``MEASUREMENT_WEIGHT``)."""
-    found = _attribute_rows(project, data)
+    found = attribute_rows(project.learnable_attributes(), data)
     if found is None:
         return {}
     schema, train_rows, targets = found
     measured = measurements_for(ids[train_rows].tolist())
     with threadpool_limits(limits=1):
-        heads = FusedAttributeHeads(schema, measurement_weight="cross-validated", seed=seed)
+        # Chosen with logistic measurement heads whatever heads the retrains use: the boosted heads
+        # score the same with these weights, and choosing with them costs minutes (learning.attribute_heads).
+        heads = FusedAttributeHeads(
+            schema, measurement_weight="cross-validated", measurement_kind=PRODUCT_WEIGHTS_KIND, seed=seed
+        )
         weights = heads.fit(emb[train_rows], measured, targets).weights_
     return (
         {ATTRIBUTE_WEIGHTS_METRIC: weights, ATTRIBUTE_WEIGHTS_CELLS_METRIC: len(train_rows)}
@@ -139,12 +147,14 @@ def suggest_attributes(
     *,
     seed: int = 0,
     weights: Mapping[str, float] | None = None,
+    measurement_heads: Mapping[str, AlignedClassifier] | None = None,
 ) -> Suggestions:
     """Attribute suggestions for the cells at ``rows`` of the index (``emb``, ``ids``), from heads
     trained on ``data``'s labelled cells with ``weights`` (attribute -> measurement weight, chosen by
     :func:`choose_attribute_weights`; ``MEASUREMENT_WEIGHT`` where it has none); empty when fewer than
-    :data:`MIN_ATTRIBUTE_CELLS` carry attributes of the project's schema."""
-    found = _attribute_rows(project, data) if len(rows) else None
+    :data:`MIN_ATTRIBUTE_CELLS` carry attributes of the project's schema. ``measurement_heads``: heads
+    fitted earlier (``loop.handlers.measurement_heads``), used instead of fitting logistic ones here."""
+    found = attribute_rows(project.learnable_attributes(), data) if len(rows) else None
     if found is None:
         return {}
     schema, train_rows, targets = found
@@ -153,7 +163,7 @@ def suggest_attributes(
         heads = FusedAttributeHeads(
             schema, measurement_weight=dict(weights) if weights else MEASUREMENT_WEIGHT, seed=seed
         )
-        heads.fit(emb[train_rows], measured[: len(train_rows)], targets)
+        heads.fit(emb[train_rows], measured[: len(train_rows)], targets, measurement_heads=measurement_heads)
         probs = heads.predict_proba(emb[rows], measured[len(train_rows) :])
     return _as_suggestions(ids[rows], probs, heads.schema)
 
@@ -179,6 +189,7 @@ __all__ = [
     "MIN_ATTRIBUTE_CELLS",
     "Suggestions",
     "attribute_cells",
+    "attribute_rows",
     "choose_attribute_weights",
     "measurements_for",
     "suggest_attributes",

@@ -19,6 +19,7 @@ from loop.handlers.encoders import pretrain_encoder
 from loop.handlers.finetuning import finetune_encoder
 from loop.handlers.indexing import embed_and_index
 from loop.handlers.label_check import MIN_LABELLED, check_labels
+from loop.handlers.measurement_heads import fit_and_store
 from loop.handlers.retraining import retrain_and_query
 from loop.handlers.sharding import run_shard
 from loop.models import ModelVersion
@@ -106,6 +107,18 @@ def run_retrain(job: Job, progress: JobProgress) -> dict[str, Any]:
     # So does the dashboard's shift report of the new classifier (seconds at a million cells).
     result["shift_job"] = start_follow_up(parent=job, kind=Job.Kind.SHIFT).pk
     return result
+
+
+@job_handler(Job.Kind.ATTRIBUTE_HEADS)
+def run_attribute_heads(job: Job, progress: JobProgress) -> dict[str, Any]:
+    version = fit_and_store(job, progress)
+    if version is None:
+        return {"message": "no new attribute heads: the newest hold these labels, or too few carry any"}
+    cells, seconds = version.metrics["attribute_cells"], version.metrics["fit_seconds"]
+    return {
+        "attribute_heads_version": version.version,
+        "message": f"attribute heads v{version.version} fitted on {cells} cells in {seconds} s",
+    }
 
 
 @job_handler(Job.Kind.LABEL_CHECK)

@@ -32,6 +32,7 @@ from loop.handlers.attribute_suggestions import (
     suggest_attributes,
     weights_are_stale,
 )
+from loop.handlers.measurement_heads import request_measurement_heads, stored_measurement_heads
 from loop.handlers.querying import (
     Choice,
     TimedSeconds,
@@ -240,13 +241,19 @@ def _attribute_suggestions(
     index: ModelVersion,
 ) -> Suggestions:
     """The attribute heads' suggestions for every cell of the planned batches, with the measurement
-    weights the index's embed job chose. A failure here costs the suggestions, never the batch: the
-    annotator labels without them."""
+    weights the index's embed job chose and the measurement heads the newest ``attribute_heads`` job
+    fitted (``loop.handlers.measurement_heads``). A failure here costs the suggestions, never the
+    batch: the annotator labels without them."""
     chosen = [np.asarray(choice.rows, dtype=np.int64) for choice, _, _ in to_write]
     rows = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     weights = index.metrics.get(ATTRIBUTE_WEIGHTS_METRIC) or None
     try:
-        return suggest_attributes(project, emb, ids, data, rows, seed=job.pk, weights=weights)
+        if not len(rows):
+            return {}
+        stored = stored_measurement_heads(project, project.learnable_attributes())
+        return suggest_attributes(
+            project, emb, ids, data, rows, seed=job.pk, weights=weights, measurement_heads=stored
+        )
     except Exception:  # see the docstring; logged with its traceback
         logger.exception("job %s: no attribute suggestions", job.pk)
         return {}
@@ -388,9 +395,16 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
         ]
     lap("write")
+    heads_job: Job | None = None
     if fit:
         _refresh_attribute_weights(project, job, emb, ids, data, index)
         lap("attribute_weights")
+        # The next retrain's measurement heads, fitted on the side queue (seconds to half a minute).
+        # A failure costs the newer heads (the next retrain asks again), never the written batch.
+        try:
+            heads_job = request_measurement_heads(project, job, data, ids)
+        except Exception:  # logged with its traceback
+            logger.exception("job %s: no attribute heads job requested", job.pk)
     if project.split_work:
         result = _split_result(batches, seconds)
     elif batches:
@@ -403,4 +417,6 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         result["validation_macro_f1"] = metrics.get("macro_f1")
     if data.missing_from_index:
         result["cells_not_indexed"] = data.missing_from_index
+    if heads_job is not None:
+        result["attribute_heads_job"] = heads_job.pk
     return result

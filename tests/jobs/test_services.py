@@ -57,7 +57,13 @@ def test_side_jobs_go_to_the_side_queue_training_to_its_own_and_the_loop_to_its_
     monkeypatch.setattr(dispatch, "current_app", SimpleNamespace(send_task=send_task))
     with django_capture_on_commit_callbacks(execute=True):
         jobs = {kind: job_create(kind=kind, project=project) for kind in Job.Kind.values}
-    queue = {"export": "side", "map": "side", "label_check": "side", "shift": "side"}
+    queue = {
+        "export": "side",
+        "map": "side",
+        "label_check": "side",
+        "shift": "side",
+        "attribute_heads": "side",
+    }
     queue |= {"pretrain": "train", "finetune": "train", "embed": "train", "embed_shard": "train"}
     assert sorted(sent) == sorted((job.pk, queue.get(kind, "celery")) for kind, job in jobs.items())
     # A job whose worker died goes back to the queue of its kind.

@@ -1,0 +1,149 @@
+"""The attribute heads on the cells' measurements: fitted beside the loop, used by its retrains.
+
+Each attribute's suggestion averages a head on the embedding with one on the cell's measurements
+(:class:`learning.attribute_heads.FusedAttributeHeads`). Boosted trees are the better measurement head
+(attribute macro-F1 0.870 against 0.864 for the logistic one at 811 labels, 3 loop runs,
+bench/README.md "Trees on the measurements") but take about 29 s to fit on one thread, and a retrain
+must write its batch within seconds. The measurement heads do not depend on the embedding, so they need
+not be fitted there: after a retrain writes its batch it asks for an ``attribute_heads`` job (the side
+queue), which fits them on the labelled cells that then carry attributes and stores them as a model
+version; the next retrain uses the newest of those beside embedding heads it fits itself (under a
+second). Its suggestions thus hear measurement heads one batch behind its labels. Until the first
+version is ready, and for an attribute it has no head for, a retrain fits the logistic measurement head
+itself, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import joblib
+import numpy as np
+from django.db import transaction
+from threadpoolctl import threadpool_limits
+
+from annotation.models import Project
+from annotation.selectors import active_classes
+from jobs.models import Job
+from jobs.registry import JobProgress
+from jobs.services import job_create
+from learning.attribute_heads import PRODUCT_MEASUREMENT_KIND, fit_measurement_heads
+from learning.classifiers import AlignedClassifier, ClassifierKind
+from loop.handlers.artifacts import index_embeddings, job_dir
+from loop.handlers.attribute_suggestions import attribute_rows, measurements_for
+from loop.handlers.training_set import TrainingSet, build_training_set
+from loop.models import ModelVersion, relative_artifact
+from loop.selectors import latest_version
+from loop.services.versions import create_version
+
+logger = logging.getLogger(__name__)
+
+# The measurement head the job fits (learning.classifiers' kinds; bench/loop_attribute_heads.py).
+MEASUREMENT_HEAD_KIND: Final[ClassifierKind] = PRODUCT_MEASUREMENT_KIND
+HEADS_FILE: Final = "measurement_heads.joblib"
+# The version metric that fingerprints what the heads were fitted on (see attribute_fingerprint).
+FINGERPRINT_METRIC: Final = "fingerprint"
+
+
+def attribute_fingerprint(schema: Mapping[str, list[str]], data: TrainingSet, ids: np.ndarray) -> str | None:
+    """A digest of the project's attribute schema and of every labelled cell's attributes the heads
+    would train on (None when too few cells carry them): equal digests, equal heads."""
+    found = attribute_rows(schema, data)
+    if found is None:
+        return None
+    _, rows, targets = found
+    cells = [int(c) for c in ids[rows]]
+    payload = {"schema": schema, "cells": cells, "targets": targets, "kind": MEASUREMENT_HEAD_KIND}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def request_measurement_heads(
+    project: Project, parent: Job, data: TrainingSet, ids: np.ndarray
+) -> Job | None:
+    """After a retrain wrote its batch: an ``attribute_heads`` job, unless the newest heads were fitted
+    on exactly these attributes or one is queued already (it will read the labels when it starts)."""
+    fingerprint = attribute_fingerprint(project.learnable_attributes(), data, ids)
+    if fingerprint is None:
+        return None
+    newest = latest_version(project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    if newest is not None and newest.metrics.get(FINGERPRINT_METRIC) == fingerprint:
+        return None
+    if Job.objects.filter(project=project, kind=Job.Kind.ATTRIBUTE_HEADS, status=Job.Status.QUEUED).exists():
+        return None
+    return job_create(
+        kind=Job.Kind.ATTRIBUTE_HEADS,
+        project=project,
+        params={"parent_job": parent.pk, "reason": f"labels of retrain {parent.pk}"},
+    )
+
+
+def fit_and_store(job: Job, progress: JobProgress) -> ModelVersion | None:
+    """The ``attribute_heads`` job: measurement heads on the labelled cells that carry attributes now,
+    stored as the next version (None when too few cells carry them, or the newest version already
+    holds these)."""
+    project = job.project
+    assert project is not None
+    index = latest_version(project, ModelVersion.Kind.INDEX)
+    if index is None:
+        raise ValueError("the project has no index yet: embed the cells first")
+    ids, _ = index_embeddings(index)
+    # The cells a retrain would train the heads on (labelled with an active class).
+    data = build_training_set(project, ids, [c.name for c in active_classes(project=project)])
+    schema = project.learnable_attributes()
+    found = attribute_rows(schema, data)
+    fingerprint = attribute_fingerprint(schema, data, ids)
+    newest = latest_version(project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    if found is None or (newest is not None and newest.metrics.get(FINGERPRINT_METRIC) == fingerprint):
+        return None
+    _, rows, targets = found
+    progress(0.1, f"measuring {len(rows)} cells")
+    measured = measurements_for(ids[rows].tolist())
+    progress(0.3, f"fitting {MEASUREMENT_HEAD_KIND} heads on {len(rows)} cells")
+    t0 = time.perf_counter()
+    # One thread: the fine-tune on the train worker needs the other core more.
+    with threadpool_limits(limits=1):
+        heads = fit_measurement_heads(schema, measured, targets, kind=MEASUREMENT_HEAD_KIND, seed=job.pk)
+    seconds = round(time.perf_counter() - t0, 2)
+    path = job_dir(job) / HEADS_FILE
+    joblib.dump(heads, path)
+    with transaction.atomic():
+        return create_version(
+            project=project,
+            kind=ModelVersion.Kind.ATTRIBUTE_HEADS,
+            job=job,
+            artifacts={"heads": relative_artifact(path), "kind": MEASUREMENT_HEAD_KIND, "schema": schema},
+            metrics={FINGERPRINT_METRIC: fingerprint, "attribute_cells": len(rows), "fit_seconds": seconds},
+            label_count=len(rows),
+        )
+
+
+def stored_measurement_heads(
+    project: Project, schema: Mapping[str, list[str]]
+) -> dict[str, AlignedClassifier]:
+    """The newest stored measurement heads whose values are still the schema's (attribute -> head);
+    empty when none are stored or their file cannot be read (the retrain then fits its own)."""
+    newest = latest_version(project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    if newest is None:
+        return {}
+    try:
+        heads: dict[str, AlignedClassifier] = joblib.load(newest.artifact_path("heads"))
+    except (OSError, ValueError, EOFError) as exc:
+        logger.warning("attribute heads v%s unreadable (%s): the retrain fits its own", newest.version, exc)
+        return {}
+    return {name: head for name, head in heads.items() if list(head.classes) == schema.get(name)}
+
+
+__all__ = [
+    "FINGERPRINT_METRIC",
+    "HEADS_FILE",
+    "MEASUREMENT_HEAD_KIND",
+    "attribute_fingerprint",
+    "fit_and_store",
+    "request_measurement_heads",
+    "stored_measurement_heads",
+]

@@ -1,0 +1,121 @@
+"""The attribute heads on the measurements are fitted beside the loop after each batch, and the next
+retrain's suggestions use them, on real cells."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from annotation.models import Project
+from annotation.services.annotations import annotation_create
+from jobs.models import Job
+from jobs.routing import SIDE_QUEUE, queue_for_kind
+from loop.handlers import attribute_suggestions, measurement_heads, retraining
+from loop.models import ModelVersion, QueryBatch
+from loop.selectors import latest_version
+from loop.services.batches import batch_submit
+from tests.conftest import run_queued_jobs
+from tests.loop.test_attribute_suggestions import second_batch
+
+pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
+
+
+def record_heads(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The measurement heads each retrain hands to ``suggest_attributes``, in order."""
+    passed: list[dict[str, Any]] = []
+    real_suggest = retraining.suggest_attributes
+
+    def recording(*args: Any, **kwargs: Any) -> attribute_suggestions.Suggestions:
+        passed.append(dict(kwargs.get("measurement_heads") or {}))
+        return real_suggest(*args, **kwargs)
+
+    monkeypatch.setattr(retraining, "suggest_attributes", recording)
+    return passed
+
+
+def label_only(batch: Any, annotator: User) -> None:
+    """Label a batch's cells with their class and no attributes, and submit it."""
+    for item in batch.items.select_related("cell__reference_label"):
+        annotation_create(cell=item.cell, annotator=annotator, label=item.cell.reference_label)
+    batch_submit(batch=batch, user=annotator)
+
+
+def test_heads_fitted_after_a_batch_serve_the_next_retrain(
+    loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    passed = record_heads(monkeypatch)
+    assert queue_for_kind(Job.Kind.ATTRIBUTE_HEADS) == SIDE_QUEUE  # never on the loop's queue
+    batch, given, with_attributes = second_batch(loop_project, annotator, first_batch=24)
+    # The first retrain had no stored heads: it fitted its own, then asked for them; the job ran.
+    assert passed and passed[0] == {}
+    job = Job.objects.get(project=loop_project, kind=Job.Kind.ATTRIBUTE_HEADS)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    version = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    assert version is not None and version.job_id == job.pk
+    assert version.metrics["attribute_cells"] == with_attributes == version.label_count
+    assert version.artifacts["kind"] == measurement_heads.MEASUREMENT_HEAD_KIND == "boosted"
+    stored = measurement_heads.stored_measurement_heads(loop_project, loop_project.learnable_attributes())
+    assert set(stored) == set(given)
+    # Boosted trees wherever the labelled cells gave an attribute two values or more (one value needs
+    # no model: every cell is that value).
+    assert all(head.kind == "boosted" for head in stored.values())
+    assert any(isinstance(head.estimator_, HistGradientBoostingClassifier) for head in stored.values())
+    # The next batch adds labels but no attributes: its retrain uses those heads as they are, and asks
+    # for no new ones (they would be fitted on the same cells).
+    before = len(passed)
+    label_only(batch, annotator)
+    run_queued_jobs()
+    assert len(passed) == before + 1 and set(passed[-1]) == set(given)
+    # The heads handed over are the stored ones: the same answers on real cells' measurements.
+    cells = attribute_suggestions.measurements_for(list(batch.items.values_list("cell_id", flat=True)[:5]))
+    for name, head in passed[-1].items():
+        np.testing.assert_allclose(head.predict_proba(cells), stored[name].predict_proba(cells))
+    assert Job.objects.filter(project=loop_project, kind=Job.Kind.ATTRIBUTE_HEADS).count() == 1
+
+
+def test_new_attributes_ask_for_new_heads_and_a_lost_file_costs_only_them(
+    loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    passed = record_heads(monkeypatch)
+    batch, _given, _ = second_batch(loop_project, annotator, first_batch=24)
+    first = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    assert first is not None
+    first.artifact_path("heads").unlink()  # the file is gone (a cleaned disk, a moved folder)
+    # The next batch carries attributes: its retrain still writes its batch with suggestions (heads
+    # fitted in the retrain itself), and asks for heads on the new attributes.
+    for item in batch.items.select_related("cell__reference_label"):
+        annotation_create(
+            cell=item.cell,
+            annotator=annotator,
+            label=item.cell.reference_label,
+            attributes=dict(item.cell.reference_attributes or {}),
+        )
+    batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+    assert passed[-1] == {}
+    third = QueryBatch.objects.get(project=loop_project, number=3)
+    assert any(item.attribute_suggestions for item in third.items.all())
+    newest = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    assert newest is not None and newest.version == first.version + 1
+    assert newest.metrics["attribute_cells"] > first.metrics["attribute_cells"]
+    assert newest.metrics["fingerprint"] != first.metrics["fingerprint"]
+
+
+def test_heads_whose_values_are_not_the_schemas_are_not_used(
+    loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    second_batch(loop_project, annotator, first_batch=24)
+    schema = loop_project.learnable_attributes()
+    stored = measurement_heads.stored_measurement_heads(loop_project, schema)
+    assert stored
+    name = next(iter(stored))
+    changed = {**schema, name: [*schema[name], "a value added since"]}
+    kept = measurement_heads.stored_measurement_heads(loop_project, changed)
+    assert name not in kept and set(kept) == set(stored) - {name}
