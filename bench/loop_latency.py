@@ -13,6 +13,10 @@ With ``--finetune-beside``, one worker per queue (loop, train, side: what ``make
 the first round, a
 fine-tune of the whole encoder (``Project.finetune_image_size``, 128 px) starts there: the later rounds
 are timed while it (and the re-embedding that follows it) runs, and each round records whether it did.
+With ``--attributes``, each cell is labelled with its reference attributes too, so the retrains suggest
+attributes (measuring the batch cells) and, after each batch, an ``attribute_heads`` job fits the
+measurement heads on the side worker; each round records whether its batch got suggestions and how many
+head versions were stored by then.
 Server times are taken with Django's test client in this process (the WSGI stack without a network).
 The encoder is EfficientNet-Lite0's ImageNet weights at 64 px (no pretraining: it does not change the
 latencies, only the accuracy).
@@ -92,6 +96,12 @@ def main() -> None:
         action="store_true",
         help="time rounds 2.. while a fine-tune runs on a train worker",
     )
+    parser.add_argument(
+        "--attributes",
+        action="store_true",
+        help="label each cell's reference attributes too: the retrains suggest attributes, and an "
+        "attribute_heads job fits the measurement heads on the side worker after each batch",
+    )
     args = parser.parse_args()
     configure(args.database_url)
 
@@ -106,7 +116,7 @@ def main() -> None:
     from annotation.services.projects import project_create
     from jobs.models import Job
     from jobs.services import job_create
-    from loop.models import QueryBatch
+    from loop.models import ModelVersion, QueryBatch, QueryItem
     from tests.conftest import run_queued_jobs  # runs the queued jobs in this process
 
     result: dict[str, Any] = {
@@ -148,6 +158,7 @@ def main() -> None:
     else:
         workers = [start_worker("celery,train,side", "worker.log", "loop")]
     result["finetune_beside"] = args.finetune_beside
+    result["attributes"] = args.attributes
     # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
     job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
     t = time.perf_counter()
@@ -191,6 +202,8 @@ def main() -> None:
             for item in items:
                 label = item.cell.reference_label
                 body = {"cells": [item.cell_id], "label": label.name if label else None, "seconds_spent": 2.0}
+                if args.attributes and item.cell.reference_attributes:
+                    body["attributes"] = item.cell.reference_attributes
                 t = time.perf_counter()
                 response = client.post(
                     f"/api/projects/{project.pk}/annotations/", body, content_type="application/json"
@@ -226,6 +239,15 @@ def main() -> None:
                     "job_total_s": round(sum(stages.values()), 3),
                     "queue_and_overhead_s": round(wall - sum(stages.values()), 3),
                     "validation_macro_f1": job.result.get("validation_macro_f1"),
+                    # With --attributes: whether this batch's cells got attribute suggestions, and
+                    # how many measurement-head versions the side worker had stored by then.
+                    "attribute_suggestions": QueryItem.objects.filter(batch__project=project)
+                    .filter(batch__number=batch.number + 1)
+                    .exclude(attribute_suggestions={})
+                    .count(),
+                    "attribute_heads_versions": ModelVersion.objects.filter(
+                        project=project, kind=ModelVersion.Kind.ATTRIBUTE_HEADS
+                    ).count(),
                 }
             )
             print(json.dumps(rounds[-1]), flush=True)
