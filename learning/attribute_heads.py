@@ -27,8 +27,9 @@ embedding, so they can be fitted once, away from the retrain that needs them
 (:func:`fit_measurement_heads`), and handed to :meth:`FusedAttributeHeads.fit` as
 ``measurement_heads``: only the embedding heads are then fitted there. Choosing the weights with boosted
 heads costs 5 folds of them (162-217 s against 4 s); ``weights_kind`` chooses them with logistic
-measurement heads instead, and the boosted heads score the same with those weights (0.8741 against 0.8739
-on the first loop run, bench/README.md "Boosted measurement heads in the product"). The product
+measurement heads instead, and the boosted heads score as well with those weights (0.8741 against 0.8739
+on the loop run where both were measured; 0.871 on the mean of 5 runs at 811 labels, against 0.866 for
+the logistic heads: bench/README.md "Boosted measurement heads in the product"). The product
 (:data:`PRODUCT_MEASUREMENT_KIND`, :data:`PRODUCT_WEIGHTS_KIND`) and its benchmark use that pair.
 
 ``attributes`` follow :class:`learning.classifiers.MultiTaskClassifier`'s convention: attribute -> (N,)
