@@ -26,6 +26,7 @@ class Job(models.Model):
         LABEL_CHECK = "label_check", "Find likely label mistakes"
         SHIFT = "shift", "Report each source's shift"
         ATTRIBUTE_HEADS = "attribute_heads", "Fit the attribute heads on the cell measurements"
+        MEASURE = "measure", "Measure the cells for the attribute heads"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

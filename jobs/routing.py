@@ -7,7 +7,8 @@ Three queues, so that no long job holds up the next batch:
 - ``train``: the encoder's training and what follows it, label-free pretraining, fine-tuning and the
   embedding and indexing of every cell with a new encoder (minutes to hours on a CPU);
 - ``side``: exports, the label check, the dashboard's map and shift report (a minute of UMAP, a
-  large export) and the attribute heads fitted on the measurements after each batch (half a minute).
+  large export), the attribute heads fitted on the measurements after each batch (half a minute) and
+  the measuring of every cell those heads need (minutes, once per project).
 
 ``make run`` starts one worker per queue (a test reads the Makefile and fails if any task or job kind
 routes to a queue no worker started there reads)."""
@@ -26,7 +27,14 @@ QUEUES: Final = (LOOP_QUEUE, TRAIN_QUEUE, SIDE_QUEUE)
 
 TRAIN_KINDS: Final = frozenset({Job.Kind.PRETRAIN, Job.Kind.FINETUNE, Job.Kind.EMBED, Job.Kind.EMBED_SHARD})
 SIDE_KINDS: Final = frozenset(
-    {Job.Kind.EXPORT, Job.Kind.MAP, Job.Kind.LABEL_CHECK, Job.Kind.SHIFT, Job.Kind.ATTRIBUTE_HEADS}
+    {
+        Job.Kind.EXPORT,
+        Job.Kind.MAP,
+        Job.Kind.LABEL_CHECK,
+        Job.Kind.SHIFT,
+        Job.Kind.ATTRIBUTE_HEADS,
+        Job.Kind.MEASURE,
+    }
 )
 
 RUN_JOB_TASK: Final = "leukoloop.run_job"

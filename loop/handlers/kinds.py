@@ -19,7 +19,7 @@ from loop.handlers.encoders import pretrain_encoder
 from loop.handlers.finetuning import finetune_encoder
 from loop.handlers.indexing import embed_and_index
 from loop.handlers.label_check import MIN_LABELLED, check_labels
-from loop.handlers.measurement_heads import fit_and_store
+from loop.handlers.measurement_heads import fit_and_store, measure_every_cell
 from loop.handlers.retraining import retrain_and_query
 from loop.handlers.sharding import run_shard
 from loop.models import ModelVersion
@@ -119,6 +119,12 @@ def run_attribute_heads(job: Job, progress: JobProgress) -> dict[str, Any]:
         "attribute_heads_version": version.version,
         "message": f"attribute heads v{version.version} fitted on {cells} cells in {seconds} s",
     }
+
+
+@job_handler(Job.Kind.MEASURE)
+def run_measure(job: Job, progress: JobProgress) -> dict[str, Any]:
+    measured = measure_every_cell(job, progress)
+    return {"cells_measured": measured, "message": f"{measured} cells measured for the attribute heads"}
 
 
 @job_handler(Job.Kind.LABEL_CHECK)

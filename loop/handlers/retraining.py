@@ -32,7 +32,11 @@ from loop.handlers.attribute_suggestions import (
     suggest_attributes,
     weights_are_stale,
 )
-from loop.handlers.measurement_heads import request_measurement_heads, stored_measurement_heads
+from loop.handlers.measurement_heads import (
+    request_measurement_heads,
+    request_measuring,
+    stored_measurement_heads,
+)
 from loop.handlers.querying import (
     Choice,
     TimedSeconds,
@@ -396,6 +400,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         ]
     lap("write")
     heads_job: Job | None = None
+    measure_job: Job | None = None
     if fit:
         _refresh_attribute_weights(project, job, emb, ids, data, index)
         lap("attribute_weights")
@@ -403,8 +408,10 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         # A failure costs the newer heads (the next retrain asks again), never the written batch.
         try:
             heads_job = request_measurement_heads(project, job, data, ids)
+            if heads_job is not None or suggested_attributes:  # the heads are in use: measure every cell
+                measure_job = request_measuring(project, job)
         except Exception:  # logged with its traceback
-            logger.exception("job %s: no attribute heads job requested", job.pk)
+            logger.exception("job %s: no attribute heads or measure job requested", job.pk)
     if project.split_work:
         result = _split_result(batches, seconds)
     elif batches:
@@ -419,4 +426,6 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         result["cells_not_indexed"] = data.missing_from_index
     if heads_job is not None:
         result["attribute_heads_job"] = heads_job.pk
+    if measure_job is not None:
+        result["measure_job"] = measure_job.pk
     return result

@@ -63,6 +63,7 @@ def test_side_jobs_go_to_the_side_queue_training_to_its_own_and_the_loop_to_its_
         "label_check": "side",
         "shift": "side",
         "attribute_heads": "side",
+        "measure": "side",
     }
     queue |= {"pretrain": "train", "finetune": "train", "embed": "train", "embed_shard": "train"}
     assert sorted(sent) == sorted((job.pk, queue.get(kind, "celery")) for kind, job in jobs.items())

@@ -10,12 +10,12 @@ import pytest
 from django.contrib.auth.models import User
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from annotation.models import Project
+from annotation.models import Cell, Project
 from annotation.services.annotations import annotation_create
 from jobs.models import Job
 from jobs.routing import SIDE_QUEUE, queue_for_kind
 from loop.handlers import attribute_suggestions, measurement_heads, retraining
-from loop.models import ModelVersion, QueryBatch
+from loop.models import CellMeasurement, ModelVersion, QueryBatch
 from loop.selectors import latest_version
 from loop.services.batches import batch_submit
 from tests.conftest import run_queued_jobs
@@ -119,3 +119,35 @@ def test_heads_whose_values_are_not_the_schemas_are_not_used(
     changed = {**schema, name: [*schema[name], "a value added since"]}
     kept = measurement_heads.stored_measurement_heads(loop_project, changed)
     assert name not in kept and set(kept) == set(stored) - {name}
+
+
+def test_once_suggestions_start_every_pool_cell_is_measured_beside_the_loop(
+    loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    assert measurement_heads.unmeasured_cells(loop_project).exists()
+    batch, _given, _ = second_batch(loop_project, annotator, first_batch=24)
+    job = Job.objects.get(project=loop_project, kind=Job.Kind.MEASURE)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert queue_for_kind(Job.Kind.MEASURE) == SIDE_QUEUE
+    # Every pool cell is measured now, and the validation cells were left alone.
+    assert not measurement_heads.unmeasured_cells(loop_project).exists()
+    pool = Cell.objects.filter(project=loop_project, role=Cell.Role.POOL)
+    assert CellMeasurement.objects.filter(cell__in=pool).count() == pool.count()
+    assert not CellMeasurement.objects.filter(cell__project=loop_project, cell__role=Cell.Role.VALIDATION)
+    # So the next retrain measures nothing itself (its suggestions read the stored measurements), and
+    # asks for no second measure job.
+    measured: list[str] = []
+    real_measure = attribute_suggestions.measure
+
+    def counting(path: Any) -> Any:
+        measured.append(str(path))
+        return real_measure(path)
+
+    monkeypatch.setattr(attribute_suggestions, "measure", counting)
+    label_only(batch, annotator)
+    run_queued_jobs()
+    third = QueryBatch.objects.get(project=loop_project, number=3)
+    assert any(item.attribute_suggestions for item in third.items.all())
+    assert measured == []
+    assert Job.objects.filter(project=loop_project, kind=Job.Kind.MEASURE).count() == 1
