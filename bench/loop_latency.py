@@ -16,7 +16,8 @@ are timed while it (and the re-embedding that follows it) runs, and each round r
 With ``--attributes``, each cell is labelled with its reference attributes too, so the retrains suggest
 attributes (measuring the batch cells) and, after each batch, an ``attribute_heads`` job fits the
 measurement heads on the side worker; each round records whether its batch got suggestions and how many
-head versions were stored by then.
+head versions and measured cells were stored by then. ``--seconds-per-label`` paces the labels as an
+expert would, so that the side jobs a batch starts run while the next batch is labelled.
 Server times are taken with Django's test client in this process (the WSGI stack without a network).
 The encoder is EfficientNet-Lite0's ImageNet weights at 64 px (no pretraining: it does not change the
 latencies, only the accuracy).
@@ -97,6 +98,13 @@ def main() -> None:
         help="time rounds 2.. while a fine-tune runs on a train worker",
     )
     parser.add_argument(
+        "--seconds-per-label",
+        type=float,
+        default=0.0,
+        help="pause this long before each label, as an expert takes time over a cell (the side jobs "
+        "that follow a batch run meanwhile); 0: labels as fast as the API answers",
+    )
+    parser.add_argument(
         "--attributes",
         action="store_true",
         help="label each cell's reference attributes too: the retrains suggest attributes, and an "
@@ -116,7 +124,7 @@ def main() -> None:
     from annotation.services.projects import project_create
     from jobs.models import Job
     from jobs.services import job_create
-    from loop.models import ModelVersion, QueryBatch, QueryItem
+    from loop.models import CellMeasurement, ModelVersion, QueryBatch, QueryItem
     from tests.conftest import run_queued_jobs  # runs the queued jobs in this process
 
     result: dict[str, Any] = {
@@ -159,6 +167,7 @@ def main() -> None:
         workers = [start_worker("celery,train,side", "worker.log", "loop")]
     result["finetune_beside"] = args.finetune_beside
     result["attributes"] = args.attributes
+    result["seconds_per_label"] = args.seconds_per_label
     # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
     job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
     t = time.perf_counter()
@@ -204,6 +213,7 @@ def main() -> None:
                 body = {"cells": [item.cell_id], "label": label.name if label else None, "seconds_spent": 2.0}
                 if args.attributes and item.cell.reference_attributes:
                     body["attributes"] = item.cell.reference_attributes
+                time.sleep(args.seconds_per_label)
                 t = time.perf_counter()
                 response = client.post(
                     f"/api/projects/{project.pk}/annotations/", body, content_type="application/json"
@@ -248,6 +258,7 @@ def main() -> None:
                     "attribute_heads_versions": ModelVersion.objects.filter(
                         project=project, kind=ModelVersion.Kind.ATTRIBUTE_HEADS
                     ).count(),
+                    "cells_measured": CellMeasurement.objects.filter(cell__project=project).count(),
                 }
             )
             print(json.dumps(rounds[-1]), flush=True)
