@@ -123,8 +123,15 @@ def run_attribute_heads(job: Job, progress: JobProgress) -> dict[str, Any]:
 
 @job_handler(Job.Kind.MEASURE)
 def run_measure(job: Job, progress: JobProgress) -> dict[str, Any]:
-    measured = measure_every_cell(job, progress)
-    return {"cells_measured": measured, "message": f"{measured} cells measured for the attribute heads"}
+    measured, follow = measure_every_cell(job, progress)
+    result: dict[str, Any] = {
+        "cells_measured": measured,
+        "message": f"{measured} cells measured for the attribute heads",
+    }
+    if follow is not None:
+        result["next_job"] = follow.pk
+        result["message"] += ", the rest follows"
+    return result
 
 
 @job_handler(Job.Kind.LABEL_CHECK)

@@ -55,8 +55,10 @@ MEASUREMENT_HEAD_KIND: Final[ClassifierKind] = PRODUCT_MEASUREMENT_KIND
 HEADS_FILE: Final = "measurement_heads.joblib"
 # The version metric that fingerprints what the heads were fitted on (see attribute_fingerprint).
 FINGERPRINT_METRIC: Final = "fingerprint"
-# Cells measured and stored at a time by the measure job (about 6 s of work).
+# Cells measured and stored at a time by the measure job (about 6 s of work), and how long one measure
+# job goes on before it hands over to a follow-up at the back of the queue.
 MEASURE_CHUNK: Final = 256
+MEASURE_SECONDS: Final = 60.0
 
 
 def attribute_fingerprint(schema: Mapping[str, list[str]], data: TrainingSet, ids: np.ndarray) -> str | None:
@@ -110,16 +112,25 @@ def request_measuring(project: Project, parent: Job) -> Job | None:
     return job_create(kind=Job.Kind.MEASURE, project=project, params={"parent_job": parent.pk})
 
 
-def measure_every_cell(job: Job, progress: JobProgress) -> int:
-    """The ``measure`` job: every cell of the project not measured yet, stored a chunk at a time (a
-    stopped job keeps what it measured; the next one goes on from there). Returns how many."""
+def measure_every_cell(job: Job, progress: JobProgress) -> tuple[int, Job | None]:
+    """The ``measure`` job: the project's cells not measured yet, stored a chunk at a time, for at most
+    :data:`MEASURE_SECONDS`; then a follow-up job at the back of the queue goes on from there, so the
+    side jobs a batch starts meanwhile (attribute heads, map, shift report) are not held up for the
+    minutes a large project takes (16k cells: about 6 CPU minutes). Returns how many cells it
+    measured and the follow-up, if any."""
     project = job.project
     assert project is not None
     wanted = list(unmeasured_cells(project).order_by("pk").values_list("pk", flat=True))
-    for start in range(0, len(wanted), MEASURE_CHUNK):
-        progress(start / max(len(wanted), 1), f"measured {start} of {len(wanted)} cells")
-        measurements_for(wanted[start : start + MEASURE_CHUNK])
-    return len(wanted)
+    started = time.perf_counter()
+    done = 0
+    while done < len(wanted):
+        if done and time.perf_counter() - started >= MEASURE_SECONDS:
+            follow = job_create(kind=Job.Kind.MEASURE, project=project, params={"parent_job": job.pk})
+            return done, follow
+        progress(done / len(wanted), f"measured {done} of {len(wanted)} cells")
+        measurements_for(wanted[done : done + MEASURE_CHUNK])
+        done = min(done + MEASURE_CHUNK, len(wanted))
+    return done, None
 
 
 def fit_and_store(job: Job, progress: JobProgress) -> ModelVersion | None:
@@ -183,6 +194,7 @@ __all__ = [
     "HEADS_FILE",
     "MEASUREMENT_HEAD_KIND",
     "MEASURE_CHUNK",
+    "MEASURE_SECONDS",
     "attribute_fingerprint",
     "fit_and_store",
     "measure_every_cell",

@@ -3,6 +3,7 @@ retrain's suggestions use them, on real cells."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from annotation.models import Cell, Project
 from annotation.services.annotations import annotation_create
 from jobs.models import Job
 from jobs.routing import SIDE_QUEUE, queue_for_kind
+from jobs.services import job_create
 from loop.handlers import attribute_suggestions, measurement_heads, retraining
 from loop.models import CellMeasurement, ModelVersion, QueryBatch
 from loop.selectors import latest_version
@@ -151,3 +153,25 @@ def test_once_suggestions_start_every_pool_cell_is_measured_beside_the_loop(
     assert any(item.attribute_suggestions for item in third.items.all())
     assert measured == []
     assert Job.objects.filter(project=loop_project, kind=Job.Kind.MEASURE).count() == 1
+
+
+def test_a_measure_job_hands_over_to_a_follow_up_after_its_time(
+    loop_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slice of no time: each job measures one chunk and queues the next, until every cell is measured.
+    monkeypatch.setattr(measurement_heads, "MEASURE_SECONDS", 0.0)
+    monkeypatch.setattr(measurement_heads, "MEASURE_CHUNK", 16)
+    pool = Cell.objects.filter(project=loop_project, role=Cell.Role.POOL).count()
+    first = job_create(kind=Job.Kind.MEASURE, project=loop_project)
+    assert measurement_heads.request_measuring(loop_project, first) is None  # one is queued already
+    run_queued_jobs()
+    jobs = list(Job.objects.filter(project=loop_project, kind=Job.Kind.MEASURE).order_by("pk"))
+    assert len(jobs) == -(-pool // 16)  # one job per chunk
+    assert all(job.status == Job.Status.SUCCEEDED for job in jobs)
+    assert [job.result["cells_measured"] for job in jobs] == [16] * (len(jobs) - 1) + [
+        pool - 16 * (len(jobs) - 1)
+    ]
+    assert all(job.params["parent_job"] == before.pk for before, job in itertools.pairwise(jobs))
+    assert not measurement_heads.unmeasured_cells(loop_project).exists()
+    # Nothing left to measure: no job is asked for.
+    assert measurement_heads.request_measuring(loop_project, jobs[-1]) is None
