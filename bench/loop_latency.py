@@ -17,7 +17,8 @@ With ``--attributes``, each cell is labelled with its reference attributes too, 
 attributes (measuring the batch cells) and, after each batch, an ``attribute_heads`` job fits the
 measurement heads on the side worker; each round records whether its batch got suggestions and how many
 head versions and measured cells were stored by then. ``--seconds-per-label`` paces the labels as an
-expert would, so that the side jobs a batch starts run while the next batch is labelled.
+expert would, so that the side jobs a batch starts run while the next batch is labelled;
+``--measure-first`` measures every pool cell before the timed rounds (the loop once the measure job is done).
 Server times are taken with Django's test client in this process (the WSGI stack without a network).
 The encoder is EfficientNet-Lite0's ImageNet weights at 64 px (no pretraining: it does not change the
 latencies, only the accuracy).
@@ -105,6 +106,12 @@ def main() -> None:
         "that follow a batch run meanwhile); 0: labels as fast as the API answers",
     )
     parser.add_argument(
+        "--measure-first",
+        action="store_true",
+        help="measure every pool cell (what the measure job does) before the timed rounds: the loop "
+        "once a project's cells are measured",
+    )
+    parser.add_argument(
         "--attributes",
         action="store_true",
         help="label each cell's reference attributes too: the retrains suggest attributes, and an "
@@ -168,6 +175,7 @@ def main() -> None:
     result["finetune_beside"] = args.finetune_beside
     result["attributes"] = args.attributes
     result["seconds_per_label"] = args.seconds_per_label
+    result["measure_first"] = args.measure_first
     # Encoder + embeddings + FAISS index + cold-start batch, run here (no broker needed).
     job_create(kind=Job.Kind.PRETRAIN, project=project, enqueue=False)
     t = time.perf_counter()
@@ -182,6 +190,17 @@ def main() -> None:
     index_job = Job.objects.get(project=project, kind=Job.Kind.EMBED)
     result["embedding"] = index_job.result.get("metrics", {})
     print(f"indexed in {result['index_build_seconds']} s", flush=True)
+
+    if args.measure_first:
+        from loop.handlers.attribute_suggestions import measurements_for
+        from loop.handlers.measurement_heads import MEASURE_CHUNK, unmeasured_cells
+
+        t = time.perf_counter()
+        wanted = list(unmeasured_cells(project).order_by("pk").values_list("pk", flat=True))
+        for start in range(0, len(wanted), MEASURE_CHUNK):
+            measurements_for(wanted[start : start + MEASURE_CHUNK])
+        result["measure_first_seconds"] = round(time.perf_counter() - t, 1)
+        print(f"measured {len(wanted)} cells in {result['measure_first_seconds']} s", flush=True)
 
     client = Client()
     client.force_login(user)
