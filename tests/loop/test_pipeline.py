@@ -169,7 +169,7 @@ def test_a_new_encoder_reindexes_and_retrains_on_the_existing_labels(
         kind: ModelVersion.objects.filter(project=loop_project, kind=kind).count()
         for kind in ModelVersion.Kind.values
     }
-    assert kinds == {"encoder": 2, "index": 2, "classifier": 1}
+    assert kinds == {"encoder": 2, "index": 2, "classifier": 1, "attribute_heads": 0}
     latest = QueryBatch.objects.filter(project=loop_project).first()
     assert latest is not None and latest.index is not None and latest.index.version == 2
     assert latest.classifier is not None and latest.classifier.parent == latest.index
