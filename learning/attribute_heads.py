@@ -39,7 +39,7 @@ measurements (``None``) the heads are the embedding's alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, Literal, Self
 
 import numpy as np
@@ -187,16 +187,7 @@ class FusedAttributeHeads:
         self.trained_: list[str] = []
         self.weights_: dict[str, float] = {}
         m = None if measurements is None else np.asarray(measurements, dtype=np.float32)
-        for name, values in self.schema.items():
-            given = attributes.get(name)
-            if given is None:
-                continue
-            y = np.asarray(given, dtype=object).astype(str)
-            if len(y) != len(embeddings):
-                raise ValueError(f"{name}: {len(y)} values for {len(embeddings)} rows")
-            keep = (y != MISSING) & np.isin(y, values)
-            if not keep.any():
-                continue
+        for name, values, y, keep in _carried(self.schema, attributes, len(embeddings), "rows"):
             self.embedding_heads_[name] = self._head(values).fit(embeddings[keep], y[keep])
             if m is not None:
                 self.measurement_heads_[name] = prefitted.get(name) or self._measurement_head(values).fit(
@@ -241,18 +232,28 @@ def fit_measurement_heads(
     ``attributes`` as the module says)."""
     heads = FusedAttributeHeads(schema, C=C, measurement_kind=kind, seed=seed)
     m = np.asarray(measurements, dtype=np.float32)
-    out: dict[str, AlignedClassifier] = {}
-    for name, values in heads.schema.items():
+    return {
+        name: heads._measurement_head(values).fit(m[keep], y[keep])
+        for name, values, y, keep in _carried(heads.schema, attributes, len(m), "measurement rows")
+    }
+
+
+def _carried(
+    schema: Mapping[str, list[str]], attributes: Mapping[str, np.ndarray | Sequence[str]], n: int, rows: str
+) -> Iterator[tuple[str, list[str], np.ndarray, np.ndarray]]:
+    """(attribute, its values, the (N,) str targets, the mask of cells with one of those values) for
+    each attribute of ``schema`` that ``attributes`` gives and at least one of the ``n`` cells carries;
+    a column of another length is refused (``rows`` names what it was measured against)."""
+    for name, values in schema.items():
         given = attributes.get(name)
         if given is None:
             continue
         y = np.asarray(given, dtype=object).astype(str)
-        if len(y) != len(m):
-            raise ValueError(f"{name}: {len(y)} values for {len(m)} measurement rows")
+        if len(y) != n:
+            raise ValueError(f"{name}: {len(y)} values for {n} {rows}")
         keep = (y != MISSING) & np.isin(y, values)
         if keep.any():
-            out[name] = heads._measurement_head(values).fit(m[keep], y[keep])
-    return out
+            yield name, values, y, keep
 
 
 __all__ = [

@@ -74,9 +74,11 @@ def measurements_for(cell_ids: Sequence[int]) -> np.ndarray:
     return np.asarray([known.get(c, zeros) for c in wanted], dtype=np.float32)
 
 
-def attribute_rows(
-    schema: Mapping[str, list[str]], data: TrainingSet
-) -> tuple[dict[str, list[str]], np.ndarray, dict[str, list[str]]] | None:
+# The learnable schema, the labelled rows that carry it, their targets (attribute_rows).
+AttributeRows = tuple[dict[str, list[str]], np.ndarray, dict[str, list[str]]]
+
+
+def attribute_rows(schema: Mapping[str, list[str]], data: TrainingSet) -> AttributeRows | None:
     """The project's learnable ``schema`` (``Project.learnable_attributes``), the labelled rows that carry
     any of it and their targets (attribute -> values, ``''`` where missing); None when fewer than
     :data:`MIN_ATTRIBUTE_CELLS` do."""
@@ -187,6 +189,7 @@ __all__ = [
     "ATTRIBUTE_WEIGHTS_CELLS_METRIC",
     "ATTRIBUTE_WEIGHTS_METRIC",
     "MIN_ATTRIBUTE_CELLS",
+    "AttributeRows",
     "Suggestions",
     "attribute_cells",
     "attribute_rows",

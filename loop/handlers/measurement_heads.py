@@ -20,6 +20,7 @@ cell of the project not measured yet, and the retrains find them stored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from learning.attribute_heads import PRODUCT_MEASUREMENT_KIND, fit_measurement_h
 from learning.classifiers import AlignedClassifier, ClassifierKind
 from learning.morphometry import MEASUREMENT_DEFINITION
 from loop.handlers.artifacts import index_embeddings, job_dir
-from loop.handlers.attribute_suggestions import attribute_rows, measurements_for
+from loop.handlers.attribute_suggestions import AttributeRows, attribute_rows, measurements_for
 from loop.handlers.training_set import TrainingSet, build_training_set
 from loop.models import CellMeasurement, ModelVersion, relative_artifact
 from loop.selectors import latest_version
@@ -61,10 +62,12 @@ MEASURE_CHUNK: Final = 256
 MEASURE_SECONDS: Final = 60.0
 
 
-def attribute_fingerprint(schema: Mapping[str, list[str]], data: TrainingSet, ids: np.ndarray) -> str | None:
+def attribute_fingerprint(
+    schema: Mapping[str, list[str]], found: AttributeRows | None, ids: np.ndarray
+) -> str | None:
     """A digest of the project's attribute schema and of every labelled cell's attributes the heads
-    would train on (None when too few cells carry them): equal digests, equal heads."""
-    found = attribute_rows(schema, data)
+    would train on (``found``: :func:`attribute_rows` of them; None when too few cells carry them):
+    equal digests, equal heads."""
     if found is None:
         return None
     _, rows, targets = found
@@ -78,7 +81,8 @@ def request_measurement_heads(
 ) -> Job | None:
     """After a retrain wrote its batch: an ``attribute_heads`` job, unless the newest heads were fitted
     on exactly these attributes or one is queued already (it will read the labels when it starts)."""
-    fingerprint = attribute_fingerprint(project.learnable_attributes(), data, ids)
+    schema = project.learnable_attributes()
+    fingerprint = attribute_fingerprint(schema, attribute_rows(schema, data), ids)
     if fingerprint is None:
         return None
     newest = latest_version(project, ModelVersion.Kind.ATTRIBUTE_HEADS)
@@ -147,7 +151,7 @@ def fit_and_store(job: Job, progress: JobProgress) -> ModelVersion | None:
     data = build_training_set(project, ids, [c.name for c in active_classes(project=project)])
     schema = project.learnable_attributes()
     found = attribute_rows(schema, data)
-    fingerprint = attribute_fingerprint(schema, data, ids)
+    fingerprint = attribute_fingerprint(schema, found, ids)
     newest = latest_version(project, ModelVersion.Kind.ATTRIBUTE_HEADS)
     if found is None or (newest is not None and newest.metrics.get(FINGERPRINT_METRIC) == fingerprint):
         return None
@@ -173,6 +177,13 @@ def fit_and_store(job: Job, progress: JobProgress) -> ModelVersion | None:
         )
 
 
+@functools.lru_cache(maxsize=4)
+def _load_heads(path: str) -> dict[str, AlignedClassifier]:
+    """A version's heads file, read once per worker (a version's file never changes)."""
+    heads: dict[str, AlignedClassifier] = joblib.load(path)
+    return heads
+
+
 def stored_measurement_heads(
     project: Project, schema: Mapping[str, list[str]]
 ) -> dict[str, AlignedClassifier]:
@@ -182,7 +193,7 @@ def stored_measurement_heads(
     if newest is None:
         return {}
     try:
-        heads: dict[str, AlignedClassifier] = joblib.load(newest.artifact_path("heads"))
+        heads = _load_heads(str(newest.artifact_path("heads")))
     except (OSError, ValueError, EOFError) as exc:
         logger.warning("attribute heads v%s unreadable (%s): the retrain fits its own", newest.version, exc)
         return {}
