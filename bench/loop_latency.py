@@ -14,9 +14,10 @@ the first round, a
 fine-tune of the whole encoder (``Project.finetune_image_size``, 128 px) starts there: the later rounds
 are timed while it (and the re-embedding that follows it) runs, and each round records whether it did.
 With ``--attributes``, each cell is labelled with its reference attributes too, so the retrains suggest
-attributes (measuring the batch cells) and, after each batch, an ``attribute_heads`` job fits the
-measurement heads on the side worker; each round records whether its batch got suggestions and how many
-head versions and measured cells were stored by then. ``--seconds-per-label`` paces the labels as an
+attributes and, after each batch, an ``attribute_heads`` job fits the measurement heads on the side
+worker; each round records whether its batch got suggestions, how many of them came after the write
+(cells not measured before it: ``loop.handlers.batch_attributes``) and when the last one did, and how
+many head versions and measured cells were stored by then. ``--seconds-per-label`` paces the labels as an
 expert would, so that the side jobs a batch starts run while the next batch is labelled;
 ``--measure-first`` measures every pool cell before the timed rounds (the loop once the measure job is done).
 Server times are taken with Django's test client in this process (the WSGI stack without a network).
@@ -248,6 +249,12 @@ def main() -> None:
                     raise TimeoutError("no next batch after 300 s; see var/bench-loop/worker.log")
                 time.sleep(0.02)
             wall = time.perf_counter() - t0
+            # The cells the retrain had not measured get their attribute suggestions after the write.
+            while QueryBatch.objects.filter(
+                project=project, number=batch.number + 1, attribute_suggestions_pending=True
+            ).exists():
+                time.sleep(0.02)
+            suggestions_wall = time.perf_counter() - t0
             job = Job.objects.get(pk=job_id)
             while job.status != Job.Status.SUCCEEDED:
                 time.sleep(0.05)
@@ -264,6 +271,9 @@ def main() -> None:
                     "beside": beside,
                     "labels": batch.labelled_count + len(items),
                     "submit_to_next_batch_s": round(wall, 3),
+                    # Until every cell of the next batch has its attribute suggestions (with --attributes).
+                    "submit_to_all_attribute_suggestions_s": round(suggestions_wall, 3),
+                    "suggested_after_write": job.result.get("attribute_suggestions_after_write", 0),
                     "job_stages_s": stages,
                     "job_total_s": round(sum(stages.values()), 3),
                     "queue_and_overhead_s": round(wall - sum(stages.values()), 3),
@@ -302,6 +312,12 @@ def main() -> None:
             "rounds": len(busy),
             "median": statistics.median(busy),
             "max": max(busy),
+        }
+    complete = [r["submit_to_all_attribute_suggestions_s"] for r in rounds if r.get("beside")]
+    if busy and args.attributes:
+        result["submit_to_all_attribute_suggestions_while_training_s"] = {
+            "median": statistics.median(complete),
+            "max": max(complete),
         }
     result["load_average"] = os.getloadavg()
     stage_totals: dict[str, float] = {}

@@ -89,6 +89,10 @@ class QueryBatch(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     labelled_count = models.PositiveIntegerField(default=0, help_text="Labels in the project when chosen.")
+    # True from the write until the retrain that wrote the batch has given every cell its attribute
+    # suggestions: cells not measured yet get theirs after the write, so that no batch waits for
+    # measuring (loop.handlers.retraining). The page refreshes the suggestions until it is False.
+    attribute_suggestions_pending = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     submitted_by = models.ForeignKey(

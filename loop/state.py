@@ -52,7 +52,16 @@ def batch_summary(batch: QueryBatch) -> dict[str, Any]:
         "created_at": batch.created_at.isoformat(),
         "submitted": batch.submitted_at is not None,
         "assignee": batch.assignee.get_username() if batch.assignee_id and batch.assignee else None,
+        "attribute_suggestions_pending": attribute_suggestions_pending(batch),
     }
+
+
+def attribute_suggestions_pending(batch: QueryBatch) -> bool:
+    """Whether more attribute suggestions are coming for the batch's cells: its flag is set and the job
+    that wrote it is still running (one that died after the write sends no more)."""
+    if not batch.attribute_suggestions_pending or batch.job_id is None:
+        return False
+    return Job.objects.filter(pk=batch.job_id, status__in=ACTIVE).exists()
 
 
 def loop_state(*, project: Project, user: AnyUser | None = None) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class BatchSummarySerializer(Shape):
     labelled_count = serializers.IntegerField(help_text="Labels in the project when the batch was chosen.")
     created_at = serializers.DateTimeField()
     submitted = serializers.BooleanField()
+    assignee = serializers.CharField(allow_null=True, help_text="Split work: the annotator it is for.")
+    attribute_suggestions_pending = serializers.BooleanField(
+        help_text="More attribute suggestions are coming (its cells measured after it was written)."
+    )
 
 
 class AttributeSuggestionSerializer(Shape):

@@ -2,11 +2,11 @@
 
 The attribute heads (:class:`learning.attribute_heads.FusedAttributeHeads`) train on the labelled pool
 cells that carry attributes: their embedding and their measurements (:mod:`learning.morphometry`),
-which are taken from each cell's file once, when first needed, and kept (``loop.models.CellMeasurement``).
-A batch of 48 costs 48 measurements (about 22 ms each on this machine, bench/measurement_heads.py) plus
-those of cells labelled since. The embedding heads are logistic regressions on a few hundred rows,
-fitted here; the measurement heads are boosted trees fitted beside the loop after each batch
-(``loop.handlers.measurement_heads``), or logistic regressions fitted here until those exist.
+which are taken from each cell's file once, when first needed, and kept (``loop.models.CellMeasurement``):
+about 22 ms a cell on this machine (bench/measurement_heads.py), which the retrain spends after it has
+written its batch (``loop.handlers.batch_attributes``). The embedding heads are logistic regressions on
+a few hundred rows, fitted here; the measurement heads are boosted trees fitted beside the loop after
+each batch (``loop.handlers.measurement_heads``), or logistic regressions fitted here until those exist.
 
 Each attribute's measurement weight (how much the measurements count beside the embedding) is chosen
 by cross-validation on the labelled cells when the embedding changes (:func:`choose_attribute_weights`,
@@ -140,33 +140,51 @@ def choose_attribute_weights(
     )
 
 
-def suggest_attributes(
+def measured_cell_ids(cell_ids: Sequence[int]) -> set[int]:
+    """Those of ``cell_ids`` with a stored measurement of the current definition (no file is read)."""
+    stored = CellMeasurement.objects.filter(
+        cell_id__in={int(c) for c in cell_ids}, definition=MEASUREMENT_DEFINITION
+    )
+    return set(stored.values_list("cell_id", flat=True))
+
+
+def fit_attribute_heads(
     project: Project,
     emb: np.ndarray,
     ids: np.ndarray,
     data: TrainingSet,
-    rows: np.ndarray,
     *,
     seed: int = 0,
     weights: Mapping[str, float] | None = None,
     measurement_heads: Mapping[str, AlignedClassifier] | None = None,
-) -> Suggestions:
-    """Attribute suggestions for the cells at ``rows`` of the index (``emb``, ``ids``), from heads
-    trained on ``data``'s labelled cells with ``weights`` (attribute -> measurement weight, chosen by
-    :func:`choose_attribute_weights`; ``MEASUREMENT_WEIGHT`` where it has none); empty when fewer than
-    :data:`MIN_ATTRIBUTE_CELLS` carry attributes of the project's schema. ``measurement_heads``: heads
-    fitted earlier (``loop.handlers.measurement_heads``), used instead of fitting logistic ones here."""
-    found = attribute_rows(project.learnable_attributes(), data) if len(rows) else None
+) -> FusedAttributeHeads | None:
+    """The attribute heads trained on ``data``'s labelled cells of the index (``emb``, ``ids``) with
+    ``weights`` (attribute -> measurement weight, chosen by :func:`choose_attribute_weights`;
+    ``MEASUREMENT_WEIGHT`` where it has none); None when fewer than :data:`MIN_ATTRIBUTE_CELLS` carry
+    attributes of the project's schema. ``measurement_heads``: heads fitted earlier
+    (``loop.handlers.measurement_heads``), used instead of fitting logistic ones here."""
+    found = attribute_rows(project.learnable_attributes(), data)
     if found is None:
-        return {}
+        return None
     schema, train_rows, targets = found
-    measured = measurements_for([*ids[train_rows].tolist(), *ids[rows].tolist()])
+    measured = measurements_for(ids[train_rows].tolist())
     with threadpool_limits(limits=1):
         heads = FusedAttributeHeads(
             schema, measurement_weight=dict(weights) if weights else MEASUREMENT_WEIGHT, seed=seed
         )
-        heads.fit(emb[train_rows], measured[: len(train_rows)], targets, measurement_heads=measurement_heads)
-        probs = heads.predict_proba(emb[rows], measured[len(train_rows) :])
+        heads.fit(emb[train_rows], measured, targets, measurement_heads=measurement_heads)
+    return heads
+
+
+def predict_attributes(
+    heads: FusedAttributeHeads, emb: np.ndarray, ids: np.ndarray, rows: np.ndarray
+) -> Suggestions:
+    """``heads``' suggestions for the cells at ``rows`` of the index, measuring those not measured yet."""
+    if not len(rows):
+        return {}
+    measured = measurements_for(ids[rows].tolist())
+    with threadpool_limits(limits=1):
+        probs = heads.predict_proba(emb[rows], measured)
     return _as_suggestions(ids[rows], probs, heads.schema)
 
 
@@ -194,7 +212,9 @@ __all__ = [
     "attribute_cells",
     "attribute_rows",
     "choose_attribute_weights",
+    "fit_attribute_heads",
+    "measured_cell_ids",
     "measurements_for",
-    "suggest_attributes",
+    "predict_attributes",
     "weights_are_stale",
 ]

@@ -12,10 +12,10 @@ second). Its suggestions thus hear measurement heads one batch behind its labels
 version is ready, and for an attribute it has no head for, a retrain fits the logistic measurement head
 itself, as before.
 
-The retrain also measures the batch cells it suggests for (about 22 ms a cell; 3-5 s for 48 cells while a
-fine-tune holds the cores, which put submit-to-next-batch over 5 s: bench/README.md "While a fine-tune
-runs beside the loop"). So once suggestions start, a ``measure`` job on the same queue measures every
-cell of the project not measured yet, and the retrains find them stored.
+The suggestions also need the batch cells' measurements (about 22 ms a cell; 3-5 s for 48 cells while a
+fine-tune holds the cores). A retrain measures the cells not measured yet after it writes its batch
+(``loop.handlers.batch_attributes``), and once suggestions start, a ``measure`` job on the same queue
+measures every cell of the project not measured yet, so that later batches find them stored.
 """
 
 from __future__ import annotations

@@ -174,12 +174,14 @@ def write_batch(
     assignee_id: int | None = None,
     purposes: Sequence[str] | None = None,
     attribute_suggestions: Mapping[int, dict[str, Any]] | None = None,
+    attribute_suggestions_pending: bool = False,
 ) -> QueryBatch:
     """Store the batch and its provenance. Call inside the job's final transaction. ``columns``: the class
     names of the probabilities' columns (the classifier's own list, which may predate a taxonomy change).
     ``assignee_id``: the annotator a split-work batch is for; ``purposes``: each row's
     ``QueryItem.Purpose`` (default: all chosen by the strategy); ``attribute_suggestions``: cell id ->
-    the attribute heads' suggestions (``loop.handlers.attribute_suggestions``)."""
+    the attribute heads' suggestions (``loop.handlers.attribute_suggestions``);
+    ``attribute_suggestions_pending``: more of them follow once the batch is written."""
     classes = suggestion_classes(project, columns)
     number = (QueryBatch.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
     batch = QueryBatch.objects.create(
@@ -192,6 +194,7 @@ def write_batch(
         job=job,
         labelled_count=labelled_count,
         assignee_id=assignee_id,
+        attribute_suggestions_pending=attribute_suggestions_pending,
     )
     items = []
     for rank, row in enumerate(choice.rows):

@@ -25,18 +25,13 @@ from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.attribute_suggestions import (
-    ATTRIBUTE_WEIGHTS_METRIC,
     Suggestions,
     attribute_cells,
     choose_attribute_weights,
-    suggest_attributes,
     weights_are_stale,
 )
-from loop.handlers.measurement_heads import (
-    request_measurement_heads,
-    request_measuring,
-    stored_measurement_heads,
-)
+from loop.handlers.batch_attributes import AttributeSuggester, PendingAttributes
+from loop.handlers.measurement_heads import request_measurement_heads, request_measuring
 from loop.handlers.querying import (
     Choice,
     TimedSeconds,
@@ -236,31 +231,16 @@ def _dealt_by_seconds(
 
 
 def _attribute_suggestions(
-    project: Project,
-    job: Job,
-    emb: np.ndarray,
-    ids: np.ndarray,
-    data: TrainingSet,
-    to_write: list[PlannedWrite],
-    index: ModelVersion,
-) -> Suggestions:
-    """The attribute heads' suggestions for every cell of the planned batches, with the measurement
-    weights the index's embed job chose and the measurement heads the newest ``attribute_heads`` job
-    fitted (``loop.handlers.measurement_heads``). A failure here costs the suggestions, never the
+    suggester: AttributeSuggester, job: Job, to_write: list[PlannedWrite]
+) -> tuple[Suggestions, PendingAttributes | None]:
+    """The attribute suggestions the planned batches can carry when written, and what is left for after
+    the write (``loop.handlers.batch_attributes``). A failure here costs the suggestions, never the
     batch: the annotator labels without them."""
-    chosen = [np.asarray(choice.rows, dtype=np.int64) for choice, _, _ in to_write]
-    rows = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-    weights = index.metrics.get(ATTRIBUTE_WEIGHTS_METRIC) or None
     try:
-        if not len(rows):
-            return {}
-        stored = stored_measurement_heads(project, project.learnable_attributes())
-        return suggest_attributes(
-            project, emb, ids, data, rows, seed=job.pk, weights=weights, measurement_heads=stored
-        )
+        return suggester.before_write([choice.rows for choice, _, _ in to_write])
     except Exception:  # see the docstring; logged with its traceback
         logger.exception("job %s: no attribute suggestions", job.pk)
-        return {}
+        return {}, None
 
 
 def _refresh_attribute_weights(
@@ -355,7 +335,8 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     left = labels_left(project)  # read once: it decides the batch size and, at 0, says why there is none
     to_write = _planned_batches(project, job, emb, ids, data, probs, clf, left)
     lap("select")
-    suggested_attributes = _attribute_suggestions(project, job, emb, ids, data, to_write, index)
+    suggester = AttributeSuggester(project, emb, ids, data, index, seed=job.pk)
+    suggested_attributes, pending_attributes = _attribute_suggestions(suggester, job, to_write)
     lap("attributes")
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
@@ -395,10 +376,16 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
                 assignee_id=assignee,
                 purposes=purposes,
                 attribute_suggestions=suggested_attributes,
+                attribute_suggestions_pending=pending_attributes is not None,
             )
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
         ]
     lap("write")
+    attributes_after_write = 0
+    if pending_attributes is not None and batches:
+        # The cells not measured before the write: measured now, the page refreshes their suggestions.
+        attributes_after_write = suggester.fill(batches, pending_attributes)
+        lap("attributes_after_write")
     heads_job: Job | None = None
     measure_job: Job | None = None
     if fit:
@@ -408,7 +395,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         # A failure costs the newer heads (the next retrain asks again), never the written batch.
         try:
             heads_job = request_measurement_heads(project, job, data, ids)
-            if heads_job is not None or suggested_attributes:  # the heads are in use: measure every cell
+            if heads_job is not None or suggested_attributes or attributes_after_write:  # in use: measure all
                 measure_job = request_measuring(project, job)
         except Exception:  # logged with its traceback
             logger.exception("job %s: no attribute heads or measure job requested", job.pk)
@@ -424,6 +411,8 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         result["validation_macro_f1"] = metrics.get("macro_f1")
     if data.missing_from_index:
         result["cells_not_indexed"] = data.missing_from_index
+    if attributes_after_write:
+        result["attribute_suggestions_after_write"] = attributes_after_write
     if heads_job is not None:
         result["attribute_heads_job"] = heads_job.pk
     if measure_job is not None:

@@ -281,3 +281,35 @@ def test_server_strings_are_shown_as_text(batch: QueryBatch, live_server: Any, b
     assert page.locator(".tile img:not([alt^='cell'])").count() == 0
     assert page.evaluate("window.__injected") is None
     assert page.errors == []
+
+
+def test_attribute_suggestions_that_arrive_after_the_batch_reach_the_open_page(
+    batch: QueryBatch, live_server: Any, browser: Any
+) -> None:
+    project = batch.project
+    size = project.attribute_schema[0]
+    # The retrain wrote the batch before measuring its cells: still running, more suggestions to come.
+    retrain = Job.objects.create(project=project, kind=Job.Kind.RETRAIN, status=Job.Status.RUNNING)
+    QueryBatch.objects.filter(pk=batch.pk).update(job=retrain, attribute_suggestions_pending=True)
+    page = open_batch(browser, live_server.url, project)
+    page.keyboard.press("a")
+    page.wait_for_selector("#attribute-panel:not([hidden])")
+    assert page.locator(".attr-value.suggested").count() == 0
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#attribute-panel", state="hidden")
+    # The retrain stores them and clears the flag; the page, polling, fetches them without a reload.
+    suggestion = {size["name"]: {"value": size["values"][1], "confidence": 0.91}}
+    QueryItem.objects.filter(batch=batch, rank=0).update(attribute_suggestions=suggestion)
+    QueryBatch.objects.filter(pk=batch.pk).update(attribute_suggestions_pending=False)
+    Job.objects.filter(pk=retrain.pk).update(status=Job.Status.SUCCEEDED)
+
+    def shown() -> bool:
+        page.keyboard.press("a")
+        page.wait_for_selector("#attribute-panel:not([hidden])")
+        found = page.locator(".attr-value.suggested").count() == 1
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#attribute-panel", state="hidden")
+        return found
+
+    wait_for(shown, timeout=15, what="the attribute suggestion fetched after the batch")
+    assert page.errors == []

@@ -14,8 +14,9 @@ from annotation.services.memberships import membership_set
 from jobs.models import Job
 from jobs.services import job_create
 from learning import attribute_heads
+from learning.attribute_heads import FusedAttributeHeads
 from learning.morphometry import MEASUREMENT_DEFINITION, MEASUREMENT_NAMES
-from loop.handlers import attribute_suggestions, retraining
+from loop.handlers import attribute_suggestions, batch_attributes
 from loop.models import CellMeasurement, ModelVersion, QueryBatch, QueryItem
 from loop.selectors import latest_version
 from loop.services.batches import batch_submit
@@ -142,13 +143,13 @@ def test_a_new_embedding_chooses_each_attributes_weight_and_the_retrains_use_it(
     assert before.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_CELLS_METRIC] == with_attributes
     assert set(before.metrics[attribute_suggestions.ATTRIBUTE_WEIGHTS_METRIC]) == set(given)
     passed: list[object] = []
-    real_suggest = retraining.suggest_attributes
+    real_fit = batch_attributes.fit_attribute_heads
 
-    def recording(*args: Any, **kwargs: Any) -> attribute_suggestions.Suggestions:
+    def recording(*args: Any, **kwargs: Any) -> FusedAttributeHeads | None:
         passed.append(kwargs.get("weights"))
-        return real_suggest(*args, **kwargs)
+        return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(retraining, "suggest_attributes", recording)
+    monkeypatch.setattr(batch_attributes, "fit_attribute_heads", recording)
     # A re-embed (as after a fine-tune): the embed job chooses on the labelled cells' new embedding.
     job_create(kind=Job.Kind.EMBED, project=loop_project, params={})
     run_queued_jobs()

@@ -16,7 +16,8 @@ from annotation.services.annotations import annotation_create
 from jobs.models import Job
 from jobs.routing import SIDE_QUEUE, queue_for_kind
 from jobs.services import job_create
-from loop.handlers import attribute_suggestions, measurement_heads, retraining
+from learning.attribute_heads import FusedAttributeHeads
+from loop.handlers import attribute_suggestions, batch_attributes, measurement_heads
 from loop.models import CellMeasurement, ModelVersion, QueryBatch
 from loop.selectors import latest_version
 from loop.services.batches import batch_submit
@@ -27,15 +28,15 @@ pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
 
 
 def record_heads(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The measurement heads each retrain hands to ``suggest_attributes``, in order."""
+    """The measurement heads each retrain hands to ``fit_attribute_heads``, in order."""
     passed: list[dict[str, Any]] = []
-    real_suggest = retraining.suggest_attributes
+    real_fit = batch_attributes.fit_attribute_heads
 
-    def recording(*args: Any, **kwargs: Any) -> attribute_suggestions.Suggestions:
+    def recording(*args: Any, **kwargs: Any) -> FusedAttributeHeads | None:
         passed.append(dict(kwargs.get("measurement_heads") or {}))
-        return real_suggest(*args, **kwargs)
+        return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(retraining, "suggest_attributes", recording)
+    monkeypatch.setattr(batch_attributes, "fit_attribute_heads", recording)
     return passed
 
 

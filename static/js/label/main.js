@@ -647,6 +647,12 @@ async function poll() {
   drawStatus();
   await resendUnsaved();
   const newest = loop.batch;
+  if (newest && page.batch && newest.id === page.batch.id && page.batch.attribute_suggestions_pending) {
+    // The retrain measures the cells it had not measured after writing the batch, a few at a time:
+    // their attribute suggestions are fetched on each poll until it says it is done, and once more then.
+    page.batch.attribute_suggestions_pending = newest.attribute_suggestions_pending;
+    await refreshSuggestions();
+  }
   if (newest && (!page.batch || newest.id !== page.batch.id)) {
     const finished = !page.batch || items().every(isDone);
     if (finished) await loadBatch();
