@@ -19,7 +19,7 @@ from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
 from loop.handlers.attribute_suggestions import choose_attribute_weights
 from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
 from loop.handlers.retraining import class_names
-from loop.handlers.sharding import embed_cells, embed_in_shards
+from loop.handlers.sharding import embed_cells, embed_in_shards, remove_shards
 from loop.handlers.training_set import build_training_set
 from loop.models import ModelVersion, relative_artifact
 from loop.selectors import latest_version, version_written_by
@@ -113,7 +113,7 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
     weight_metrics = {} if sampled else attribute_weights(job, emb, ids)
     progress(0.99, "attribute weights chosen")
     with transaction.atomic():
-        return create_version(
+        version = create_version(
             project=project,
             kind=ModelVersion.Kind.INDEX,
             job=job,
@@ -134,3 +134,6 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
                 **weight_metrics,
             },
         )
+    if sharding:
+        remove_shards(job)  # after the version's commit: the shards are in embeddings.npy now
+    return version

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 # The measurement head the job fits (learning.classifiers' kinds; bench/loop_attribute_heads.py).
 MEASUREMENT_HEAD_KIND: Final[ClassifierKind] = PRODUCT_MEASUREMENT_KIND
 HEADS_FILE: Final = "measurement_heads.joblib"
+# Heads files kept: a version per batch, 2.2-3.5 MB each with 24-120 labelled cells carrying attributes
+# (bench/loop_latency.py), growing with them, would reach gigabytes over a long project; only the newest
+# is read.
+KEEP_HEADS_FILES: Final = 2
 # The version metric that fingerprints what the heads were fitted on (see attribute_fingerprint).
 FINGERPRINT_METRIC: Final = "fingerprint"
 # Cells measured and stored at a time by the measure job (about 6 s of work), and how long one measure
@@ -167,7 +171,7 @@ def fit_and_store(job: Job, progress: JobProgress) -> ModelVersion | None:
     path = job_dir(job) / HEADS_FILE
     joblib.dump(heads, path)
     with transaction.atomic():
-        return create_version(
+        version = create_version(
             project=project,
             kind=ModelVersion.Kind.ATTRIBUTE_HEADS,
             job=job,
@@ -175,6 +179,31 @@ def fit_and_store(job: Job, progress: JobProgress) -> ModelVersion | None:
             metrics={FINGERPRINT_METRIC: fingerprint, "attribute_cells": len(rows), "fit_seconds": seconds},
             label_count=len(rows),
         )
+    prune_heads_files(project)  # after the new version's commit: it is the one the retrains read now
+    return version
+
+
+def prune_heads_files(project: Project) -> int:
+    """Delete the heads files of all but the newest :data:`KEEP_HEADS_FILES` versions (the version rows
+    stay, marked ``pruned``). Only the newest is ever read, by the retrains; one before it is kept for a
+    retrain that started before the newest was stored. Returns how many files went. A file that cannot
+    be deleted is logged and left (the next heads job tries again)."""
+    old = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.ATTRIBUTE_HEADS).order_by(
+        "-version"
+    )[KEEP_HEADS_FILES:]
+    pruned = 0
+    for version in old:
+        if "heads" not in version.artifacts:
+            continue
+        try:
+            version.artifact_path("heads").unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("attribute heads v%s: file not deleted (%s)", version.version, exc)
+            continue
+        version.artifacts = {**{k: v for k, v in version.artifacts.items() if k != "heads"}, "pruned": True}
+        version.save(update_fields=["artifacts"])
+        pruned += 1
+    return pruned
 
 
 @functools.lru_cache(maxsize=4)
@@ -203,12 +232,14 @@ def stored_measurement_heads(
 __all__ = [
     "FINGERPRINT_METRIC",
     "HEADS_FILE",
+    "KEEP_HEADS_FILES",
     "MEASUREMENT_HEAD_KIND",
     "MEASURE_CHUNK",
     "MEASURE_SECONDS",
     "attribute_fingerprint",
     "fit_and_store",
     "measure_every_cell",
+    "prune_heads_files",
     "request_measurement_heads",
     "request_measuring",
     "stored_measurement_heads",

@@ -17,6 +17,7 @@ exactly the ones it expected (a cell imported or deleted meanwhile makes it embe
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,13 @@ def embed_cells(
 def shard_ranges(ids: np.ndarray, size: int) -> list[tuple[int, int]]:
     """Row ranges [start, stop) of shards of at most ``size`` cells covering ``ids``."""
     return [(start, min(start + size, len(ids))) for start in range(0, len(ids), size)]
+
+
+def remove_shards(parent: Job) -> None:
+    """Delete ``parent``'s shard files: called once its index version is committed, when they are in
+    ``embeddings.npy`` and a retry of the job returns that version without reading them. They are as large
+    as the embeddings themselves (83 MB at 16k cells with EfficientNet-Lite0), once per re-embedding."""
+    shutil.rmtree(job_dir(parent) / SHARDS_DIR, ignore_errors=True)
 
 
 def shard_file(parent: Job, number: int) -> Path:

@@ -13,9 +13,9 @@ from annotation.models import Cell, Project
 from jobs.models import Job
 from jobs.services import job_create
 from jobs.tasks import run_job
-from loop.handlers.artifacts import index_embeddings
+from loop.handlers.artifacts import EMBEDDINGS_DIR, index_embeddings, job_dir
 from loop.handlers.encoders import encoder_crop, load_backbone
-from loop.handlers.sharding import _shard_jobs, embed_cells, embed_in_shards, shard_ranges
+from loop.handlers.sharding import SHARDS_DIR, _shard_jobs, embed_cells, embed_in_shards, shard_ranges
 from loop.models import ModelVersion
 from loop.selectors import latest_version
 from tests.conftest import run_queued_jobs
@@ -47,6 +47,10 @@ def test_an_embed_job_shards_its_cells_and_writes_what_one_pass_would(
     np.testing.assert_allclose(emb, one_pass(loop_project, index.parent), atol=1e-5)  # type: ignore[arg-type]
     shards = Job.objects.filter(project=loop_project, kind=Job.Kind.EMBED_SHARD)
     assert shards.count() == 4 and set(shards.values_list("status", flat=True)) == {Job.Status.SUCCEEDED}
+    # Their files went once the index version was stored: the embeddings hold them.
+    embed = Job.objects.get(project=loop_project, kind=Job.Kind.EMBED)
+    assert not (job_dir(embed) / SHARDS_DIR).exists()
+    assert (job_dir(embed) / EMBEDDINGS_DIR).is_dir()
     # Their messages, delivered later to another worker, run nothing.
     assert {run_job(job.pk) for job in shards} == {"skipped"}
 

@@ -176,3 +176,34 @@ def test_a_measure_job_hands_over_to_a_follow_up_after_its_time(
     assert not measurement_heads.unmeasured_cells(loop_project).exists()
     # Nothing left to measure: no job is asked for.
     assert measurement_heads.request_measuring(loop_project, jobs[-1]) is None
+
+
+def test_only_the_newest_heads_files_are_kept(
+    loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    monkeypatch.setattr(measurement_heads, "KEEP_HEADS_FILES", 1)
+    batch, _given, _ = second_batch(loop_project, annotator, first_batch=24)
+    first = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    assert first is not None and first.artifact_path("heads").is_file()
+    for item in batch.items.select_related("cell__reference_label"):
+        annotation_create(
+            cell=item.cell,
+            annotator=annotator,
+            label=item.cell.reference_label,
+            attributes=dict(item.cell.reference_attributes or {}),
+        )
+    batch_submit(batch=batch, user=annotator)
+    run_queued_jobs()
+    newest = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)
+    assert newest is not None and newest.version == first.version + 1
+    # The older file is gone and its version says so; the newest is the one the retrains read.
+    old_path = first.artifact_path("heads")
+    first.refresh_from_db()
+    assert not old_path.exists()
+    assert first.artifacts["pruned"] is True and "heads" not in first.artifacts
+    assert newest.artifact_path("heads").is_file()
+    stored = measurement_heads.stored_measurement_heads(loop_project, loop_project.learnable_attributes())
+    assert stored
+    # Nothing left to prune.
+    assert measurement_heads.prune_heads_files(loop_project) == 0
