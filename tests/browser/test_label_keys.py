@@ -292,24 +292,23 @@ def test_attribute_suggestions_that_arrive_after_the_batch_reach_the_open_page(
     retrain = Job.objects.create(project=project, kind=Job.Kind.RETRAIN, status=Job.Status.RUNNING)
     QueryBatch.objects.filter(pk=batch.pk).update(job=retrain, attribute_suggestions_pending=True)
     page = open_batch(browser, live_server.url, project)
+    # The expert opens the first cell's panel before its suggestions came, and picks a value.
     page.keyboard.press("a")
     page.wait_for_selector("#attribute-panel:not([hidden])")
     assert page.locator(".attr-value.suggested").count() == 0
-    page.keyboard.press("Escape")
-    page.wait_for_selector("#attribute-panel", state="hidden")
-    # The retrain stores them and clears the flag; the page, polling, fetches them without a reload.
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    chosen = page.locator(".attr-value.chosen")
+    assert chosen.count() == 1
+    # The retrain stores them and clears the flag; the page, polling, shows them in the open panel
+    # without a reload, and the value the expert picked stays.
     suggestion = {size["name"]: {"value": size["values"][1], "confidence": 0.91}}
     QueryItem.objects.filter(batch=batch, rank=0).update(attribute_suggestions=suggestion)
     QueryBatch.objects.filter(pk=batch.pk).update(attribute_suggestions_pending=False)
     Job.objects.filter(pk=retrain.pk).update(status=Job.Status.SUCCEEDED)
-
-    def shown() -> bool:
-        page.keyboard.press("a")
-        page.wait_for_selector("#attribute-panel:not([hidden])")
-        found = page.locator(".attr-value.suggested").count() == 1
-        page.keyboard.press("Escape")
-        page.wait_for_selector("#attribute-panel", state="hidden")
-        return found
-
-    wait_for(shown, timeout=15, what="the attribute suggestion fetched after the batch")
+    page.wait_for_selector(f".attr-value.suggested[data-value='{size['values'][1]}']", timeout=15_000)
+    assert chosen.count() == 1
+    page.keyboard.press("m")  # M takes it: the first attribute had no value yet
+    values = {b.get_attribute("data-attr"): b.get_attribute("data-value") for b in chosen.all()}
+    assert values[size["name"]] == size["values"][1] and len(values) == 2
     assert page.errors == []

@@ -19,6 +19,7 @@ import {
   openAttributePanel,
   planAttributeSave,
   planLabelRequests,
+  refreshPanelSuggestions,
   remainingEntry,
   secondsSpent,
   selectRange,
@@ -389,6 +390,25 @@ describe("attribute panel", () => {
     assert.equal(takeAttributeSuggestions(panel, specs), 1);
     assert.deepEqual(panel.values, { granules: "few", nucleus_shape: "lobed" }, "the expert's value stays");
     assert.equal(takeAttributeSuggestions(panel, specs), 0);
+  });
+
+  test("an open panel takes the suggestions that arrive for its cell, and keeps the values shown", () => {
+    const items = [item(1), item(2)];
+    const panel = openAttributePanel(items, [0]);
+    panel.values.granules = "few";
+    assert.equal(refreshPanelSuggestions(panel, items), false, "nothing new yet");
+    items[1].attribute_suggestions = { granules: { value: "many", confidence: 0.9 } };
+    assert.equal(refreshPanelSuggestions(panel, items), false, "another cell's");
+    const arrived = { granules: { value: "many", confidence: 0.9 }, nucleus_shape: { value: "lobed", confidence: 0.8 } };
+    items[0].attribute_suggestions = arrived;
+    assert.equal(refreshPanelSuggestions(panel, items), true);
+    assert.deepEqual(panel.suggested, arrived);
+    assert.deepEqual(panel.values, { granules: "few" });
+    assert.equal(refreshPanelSuggestions(panel, items), false, "the same again");
+    assert.equal(takeAttributeSuggestions(panel, specs), 1);
+    const both = openAttributePanel(items, [0, 1]);
+    assert.equal(refreshPanelSuggestions(both, items), false, "several cells: none");
+    assert.equal(refreshPanelSuggestions(null, items), false);
   });
 
   test("a panel for several cells offers no suggestions (one cell's guesses are not the others')", () => {

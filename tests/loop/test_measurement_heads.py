@@ -22,7 +22,7 @@ from loop.models import CellMeasurement, ModelVersion, QueryBatch
 from loop.selectors import latest_version
 from loop.services.batches import batch_submit
 from tests.conftest import run_queued_jobs
-from tests.loop.test_attribute_suggestions import second_batch
+from tests.loop.test_attribute_suggestions import label_with_attributes, second_batch
 
 pytestmark = [pytest.mark.django_db, pytest.mark.realdata]
 
@@ -92,13 +92,7 @@ def test_new_attributes_ask_for_new_heads_and_a_lost_file_costs_only_them(
     first.artifact_path("heads").unlink()  # the file is gone (a cleaned disk, a moved folder)
     # The next batch carries attributes: its retrain still writes its batch with suggestions (heads
     # fitted in the retrain itself), and asks for heads on the new attributes.
-    for item in batch.items.select_related("cell__reference_label"):
-        annotation_create(
-            cell=item.cell,
-            annotator=annotator,
-            label=item.cell.reference_label,
-            attributes=dict(item.cell.reference_attributes or {}),
-        )
+    label_with_attributes(batch, annotator)
     batch_submit(batch=batch, user=annotator)
     run_queued_jobs()
     assert passed[-1] == {}
@@ -186,13 +180,7 @@ def test_only_the_newest_heads_files_are_kept(
     batch, _given, _ = second_batch(loop_project, annotator, first_batch=24)
     first = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)
     assert first is not None and first.artifact_path("heads").is_file()
-    for item in batch.items.select_related("cell__reference_label"):
-        annotation_create(
-            cell=item.cell,
-            annotator=annotator,
-            label=item.cell.reference_label,
-            attributes=dict(item.cell.reference_attributes or {}),
-        )
+    label_with_attributes(batch, annotator)
     batch_submit(batch=batch, user=annotator)
     run_queued_jobs()
     newest = latest_version(loop_project, ModelVersion.Kind.ATTRIBUTE_HEADS)

@@ -33,6 +33,7 @@ import {
   openAttributePanel,
   planAttributeSave,
   planLabelRequests,
+  refreshPanelSuggestions,
   remainingEntry,
   secondsSpent,
   stepZoom,
@@ -478,6 +479,7 @@ async function refreshSuggestions() {
     item.attribute_suggestions = now.attribute_suggestions;
   }
   draw();
+  if (refreshPanelSuggestions(page.panel, items())) drawAttributes();
   return undefined;
 }
 

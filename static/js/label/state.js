@@ -266,6 +266,18 @@ export function openAttributePanel(items, indices, pending = {}) {
   };
 }
 
+/** An open panel for one cell takes the suggestions the server sends for it now (the retrain measures some
+ * cells after writing the batch, and their suggestions arrive on a later poll). The values shown are
+ * left as they are. Returns whether the panel's suggestions changed (it needs drawing again). */
+export function refreshPanelSuggestions(panel, items) {
+  if (!panel || panel.cells.length !== 1) return false;
+  const item = items.find((candidate) => candidate.cell === panel.cells[0]);
+  const now = (item && item.attribute_suggestions) || {};
+  if (JSON.stringify(now) === JSON.stringify(panel.suggested || {})) return false;
+  panel.suggested = { ...now };
+  return true;
+}
+
 /** M in the panel: every attribute that has no value yet takes the model's suggestion (values already
  * chosen, by the expert or saved before, stay). Returns how many were filled. */
 export function takeAttributeSuggestions(panel, specs) {
