@@ -1,15 +1,14 @@
-"""A retrain's attribute suggestions for the cells of the batches it writes, without measuring on the
-batch's path.
+"""A retrain's attribute suggestions for the cells of the batches it writes, given after the write.
 
-The suggestions need each cell's measurements (:mod:`learning.morphometry`): about 22 ms a cell on a
-quiet core and 80-100 ms while a fine-tune holds the other one, so measuring a batch of 48 before writing
-it put the loop at 6.2 s from submit to next batch (bench/README.md "With attribute labels, the loop is
-over 5 s while a fine-tune runs"). So the retrain suggests, before the write, only for the cells already
-measured (by an earlier batch or by the ``measure`` job), and marks the batch
-``attribute_suggestions_pending``; just after the write it measures the others, in rank order a few at a
-time, and stores their suggestions; the labelling page refreshes them until the flag clears. Where the
-labelled cells themselves are not all measured (the first retrain with attributes), the heads are fitted
-after the write too.
+The suggestions need the attribute heads fitted on the labelled cells (11 logistic regressions on the
+embedding beside the stored measurement heads: 0.4 s at 48 labels, 2 s at 816 while a fine-tune holds the
+cores) and each batch cell's measurements (:mod:`learning.morphometry`: about 22 ms a cell on a quiet
+core, 80-100 ms beside a fine-tune). Done before the write, they put the loop at 6.2 s from submit to
+next batch with a fine-tune beside, and the fit alone at 5.1 s by 816 labels (bench/README.md "Measuring
+after the write"). So the retrain writes its batch flagged ``attribute_suggestions_pending`` and only then
+fits the heads, stores the suggestions of the cells measured already, and measures the others in rank
+order a few at a time, storing theirs after each chunk. The labelling page refreshes them until the flag
+clears.
 
 A failure here costs suggestions, never the batch, and always clears the flag.
 """
@@ -24,7 +23,6 @@ from typing import Final
 import numpy as np
 
 from annotation.models import Project
-from learning.attribute_heads import FusedAttributeHeads
 from loop.handlers.attribute_suggestions import (
     ATTRIBUTE_WEIGHTS_METRIC,
     Suggestions,
@@ -46,15 +44,14 @@ FILL_CHUNK: Final = 12
 
 @dataclass(frozen=True)
 class PendingAttributes:
-    """What is left to suggest once the batch is written."""
+    """The batch cells to suggest attributes for once the batch is written."""
 
-    rows: np.ndarray  # index rows of the batch cells still without suggestions, in rank order
-    heads: FusedAttributeHeads | None  # None: fit them after the write (labelled cells to measure)
+    rows: np.ndarray  # index rows, each once, in rank order
 
 
 class AttributeSuggester:
-    """The attribute suggestions of one retrain: what it can give before the write (:meth:`before_write`)
-    and the rest after it (:meth:`fill`)."""
+    """The attribute suggestions of one retrain: whether its batches will get any (:meth:`plan`, before
+    the write) and the suggestions themselves (:meth:`fill`, after it)."""
 
     def __init__(
         self,
@@ -69,47 +66,39 @@ class AttributeSuggester:
         self.project, self.emb, self.ids, self.data, self.seed = project, emb, ids, data, seed
         self.weights = index.metrics.get(ATTRIBUTE_WEIGHTS_METRIC) or None
 
-    def _fit(self) -> FusedAttributeHeads | None:
-        stored = stored_measurement_heads(self.project, self.project.learnable_attributes())
-        return fit_attribute_heads(
-            self.project,
-            self.emb,
-            self.ids,
-            self.data,
-            seed=self.seed,
-            weights=self.weights,
-            measurement_heads=stored,
-        )
-
-    def before_write(self, batch_rows: Sequence[np.ndarray]) -> tuple[Suggestions, PendingAttributes | None]:
-        """The suggestions for the already-measured cells of the batches (``batch_rows``: each batch's
-        index rows in rank order), and what is left for :meth:`fill`; ``({}, None)`` when the project has
-        too few cells with attributes. Reads no cell file."""
+    def plan(self, batch_rows: Sequence[np.ndarray]) -> PendingAttributes | None:
+        """The cells of the batches (``batch_rows``: each batch's index rows in rank order) to suggest for
+        after the write; None when the project has too few labelled cells with attributes. Fits nothing
+        and reads no cell file."""
         rows = _first_occurrences(batch_rows)
-        found = attribute_rows(self.project.learnable_attributes(), self.data) if len(rows) else None
-        if found is None:
-            return {}, None
-        train_rows = found[1]
-        measured = measured_cell_ids([*self.ids[train_rows].tolist(), *self.ids[rows].tolist()])
-        if not set(self.ids[train_rows].tolist()) <= measured:
-            return {}, PendingAttributes(rows=rows, heads=None)
-        heads = self._fit()
-        if heads is None:
-            return {}, None
-        ready = np.isin(self.ids[rows], list(measured))
-        suggestions = predict_attributes(heads, self.emb, self.ids, rows[ready])
-        pending = PendingAttributes(rows=rows[~ready], heads=heads) if (~ready).any() else None
-        return suggestions, pending
+        if not len(rows) or attribute_rows(self.project.learnable_attributes(), self.data) is None:
+            return None
+        return PendingAttributes(rows=rows)
 
     def fill(self, batches: Sequence[QueryBatch], pending: PendingAttributes) -> int:
-        """Measure the cells ``pending`` lists, store their suggestions on the items of ``batches`` a
-        chunk at a time and clear the batches' flag. Returns how many cells got suggestions."""
+        """Fit the heads, store the suggestions of the cells measured already, then measure the others a
+        chunk of :data:`FILL_CHUNK` at a time in rank order and store theirs; clear the batches' flag.
+        Returns how many cells got suggestions."""
         filled = 0
         try:
-            heads = pending.heads or self._fit()
-            for start in range(0, len(pending.rows) if heads is not None else 0, FILL_CHUNK):
-                chunk = pending.rows[start : start + FILL_CHUNK]
-                assert heads is not None
+            stored = stored_measurement_heads(self.project, self.project.learnable_attributes())
+            heads = fit_attribute_heads(
+                self.project,
+                self.emb,
+                self.ids,
+                self.data,
+                seed=self.seed,
+                weights=self.weights,
+                measurement_heads=stored,
+            )
+            if heads is None:
+                return 0
+            rows = pending.rows
+            measured = np.isin(self.ids[rows], list(measured_cell_ids(self.ids[rows].tolist())))
+            chunks = [rows[measured]] if measured.any() else []
+            later = rows[~measured]
+            chunks += [later[start : start + FILL_CHUNK] for start in range(0, len(later), FILL_CHUNK)]
+            for chunk in chunks:
                 filled += _store(batches, predict_attributes(heads, self.emb, self.ids, chunk))
         except Exception:  # see the module docstring; logged with its traceback
             logger.exception("batches %s: attribute suggestions not completed", [b.pk for b in batches])

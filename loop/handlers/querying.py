@@ -173,15 +173,14 @@ def write_batch(
     columns: Sequence[str] = (),
     assignee_id: int | None = None,
     purposes: Sequence[str] | None = None,
-    attribute_suggestions: Mapping[int, dict[str, Any]] | None = None,
     attribute_suggestions_pending: bool = False,
 ) -> QueryBatch:
     """Store the batch and its provenance. Call inside the job's final transaction. ``columns``: the class
     names of the probabilities' columns (the classifier's own list, which may predate a taxonomy change).
     ``assignee_id``: the annotator a split-work batch is for; ``purposes``: each row's
-    ``QueryItem.Purpose`` (default: all chosen by the strategy); ``attribute_suggestions``: cell id ->
-    the attribute heads' suggestions (``loop.handlers.attribute_suggestions``);
-    ``attribute_suggestions_pending``: more of them follow once the batch is written."""
+    ``QueryItem.Purpose`` (default: all chosen by the strategy); ``attribute_suggestions_pending``: the
+    retrain gives the cells their attribute suggestions once the batch is written
+    (``loop.handlers.batch_attributes``)."""
     classes = suggestion_classes(project, columns)
     number = (QueryBatch.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
     batch = QueryBatch.objects.create(
@@ -215,7 +214,6 @@ def write_batch(
                 confidence=confidence,
                 labelled_distance_ratio=ratio,
                 purpose=purposes[rank] if purposes is not None else QueryItem.Purpose.QUERY,
-                attribute_suggestions=(attribute_suggestions or {}).get(int(cell_ids[row]), {}),
             )
         )
     QueryItem.objects.bulk_create(items)

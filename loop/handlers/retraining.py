@@ -25,12 +25,11 @@ from learning.shift import LabelledNeighbourhood
 from loop.handlers.artifacts import CLASSIFIER_FILE, index_embeddings, job_dir
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.attribute_suggestions import (
-    Suggestions,
     attribute_cells,
     choose_attribute_weights,
     weights_are_stale,
 )
-from loop.handlers.batch_attributes import AttributeSuggester, PendingAttributes
+from loop.handlers.batch_attributes import AttributeSuggester
 from loop.handlers.measurement_heads import request_measurement_heads, request_measuring
 from loop.handlers.querying import (
     Choice,
@@ -230,19 +229,6 @@ def _dealt_by_seconds(
     return [rows[positions] for positions in deal_by_seconds(probs, seconds, sizes)]
 
 
-def _attribute_suggestions(
-    suggester: AttributeSuggester, job: Job, to_write: list[PlannedWrite]
-) -> tuple[Suggestions, PendingAttributes | None]:
-    """The attribute suggestions the planned batches can carry when written, and what is left for after
-    the write (``loop.handlers.batch_attributes``). A failure here costs the suggestions, never the
-    batch: the annotator labels without them."""
-    try:
-        return suggester.before_write([choice.rows for choice, _, _ in to_write])
-    except Exception:  # see the docstring; logged with its traceback
-        logger.exception("job %s: no attribute suggestions", job.pk)
-        return {}, None
-
-
 def _refresh_attribute_weights(
     project: Project, job: Job, emb: np.ndarray, ids: np.ndarray, data: TrainingSet, index: ModelVersion
 ) -> None:
@@ -335,9 +321,9 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     left = labels_left(project)  # read once: it decides the batch size and, at 0, says why there is none
     to_write = _planned_batches(project, job, emb, ids, data, probs, clf, left)
     lap("select")
+    # Attribute suggestions come after the write (loop.handlers.batch_attributes): here only whether any.
     suggester = AttributeSuggester(project, emb, ids, data, index, seed=job.pk)
-    suggested_attributes, pending_attributes = _attribute_suggestions(suggester, job, to_write)
-    lap("attributes")
+    pending_attributes = suggester.plan([choice.rows for choice, _, _ in to_write])
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
@@ -375,7 +361,6 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
                 columns=columns,
                 assignee_id=assignee,
                 purposes=purposes,
-                attribute_suggestions=suggested_attributes,
                 attribute_suggestions_pending=pending_attributes is not None,
             )
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
@@ -383,7 +368,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     lap("write")
     attributes_after_write = 0
     if pending_attributes is not None and batches:
-        # The cells not measured before the write: measured now, the page refreshes their suggestions.
+        # The page shows the batch meanwhile, and refreshes the suggestions until the flag clears.
         attributes_after_write = suggester.fill(batches, pending_attributes)
         lap("attributes_after_write")
     heads_job: Job | None = None
@@ -395,7 +380,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
         # A failure costs the newer heads (the next retrain asks again), never the written batch.
         try:
             heads_job = request_measurement_heads(project, job, data, ids)
-            if heads_job is not None or suggested_attributes or attributes_after_write:  # in use: measure all
+            if heads_job is not None or attributes_after_write:  # the heads are in use: measure every cell
                 measure_job = request_measuring(project, job)
         except Exception:  # logged with its traceback
             logger.exception("job %s: no attribute heads or measure job requested", job.pk)

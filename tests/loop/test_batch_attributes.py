@@ -1,5 +1,6 @@
-"""A retrain writes its batch before measuring the cells it has not measured, and gives them their
-attribute suggestions just after; the page is told more are coming. Real cells, real measurements."""
+"""A retrain writes its batch before it fits the attribute heads or measures a cell, and gives the cells
+their attribute suggestions just after, those measured already first; the page is told more are coming.
+Real cells, real measurements."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_the_first_retrain_with_attributes_measures_after_writing_its_batch(
     assert retrain.result["seconds"]["attributes_after_write"] >= 0
 
 
-def test_cells_measured_before_get_theirs_with_the_batch_and_the_rest_follow_in_rank_order(
+def test_cells_measured_already_get_theirs_first_and_the_rest_follow_in_rank_order(
     loop_project: Project, annotator: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
@@ -81,19 +82,33 @@ def test_cells_measured_before_get_theirs_with_the_batch_and_the_rest_follow_in_
     CellMeasurement.objects.filter(cell_id__in=forgotten).delete()
     label_with_attributes(second, annotator)
     seen = spy_on_measuring(monkeypatch, number=3)
+    fitted: list[dict[str, Any]] = []
+    real_fit = batch_attributes.fit_attribute_heads
+
+    def fitting(*args: Any, **kwargs: Any) -> Any:
+        batch = QueryBatch.objects.filter(number=3).first()
+        fitted.append(
+            {"written": batch is not None, "pending": batch and batch.attribute_suggestions_pending}
+        )
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(batch_attributes, "fit_attribute_heads", fitting)
     batch_submit(batch=second, user=annotator)
     run_queued_jobs()
     batch = QueryBatch.objects.get(project=loop_project, number=3)
     in_batch = list(batch.items.order_by("rank").values_list("cell_id", flat=True))
     later = [cell for cell in in_batch if cell in forgotten]
     assert 0 < len(later) < len(in_batch), "the batch should mix measured and forgotten cells"
-    # Nothing was measured before the write; the cells measured already had their suggestions in it.
+    # The heads were fitted once, after the write (the batch waited for none of it).
+    assert fitted == [{"written": True, "pending": True}]
+    # Nothing was measured before the write; the cells measured already had their suggestions before
+    # the first of the others was measured.
     by_retrain = [s for s in seen if s["batch"] is None or s["batch"]["pending"]]
     assert len(by_retrain) == len(later) and all(s["batch"] is not None for s in by_retrain)
-    at_write = by_retrain[0]["batch"]["suggested"]
-    assert at_write == set(in_batch) - forgotten
+    first_stored = by_retrain[0]["batch"]["suggested"]
+    assert first_stored == set(in_batch) - forgotten
     # The others after it, FILL_CHUNK at a time in rank order, stored after each chunk.
-    stored = [s["batch"]["suggested"] - at_write for s in by_retrain]
+    stored = [s["batch"]["suggested"] - first_stored for s in by_retrain]
     chunks = [set(later[i : i + 3]) for i in range(0, len(later), 3)]
     expected = [set().union(*chunks[: i // 3]) for i in range(len(later))]
     assert stored == expected
@@ -101,7 +116,7 @@ def test_cells_measured_before_get_theirs_with_the_batch_and_the_rest_follow_in_
     assert not batch.attribute_suggestions_pending
     assert all(set(item.attribute_suggestions) == set(given) for item in batch.items.all())
     assert batch.job is not None
-    assert batch.job.result["attribute_suggestions_after_write"] == len(later)
+    assert batch.job.result["attribute_suggestions_after_write"] == len(in_batch)
 
 
 def test_a_failure_after_the_write_costs_only_the_suggestions(
