@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -42,13 +41,6 @@ logger = logging.getLogger(__name__)
 FILL_CHUNK: Final = 12
 
 
-@dataclass(frozen=True)
-class PendingAttributes:
-    """The batch cells to suggest attributes for once the batch is written."""
-
-    rows: np.ndarray  # index rows, each once, in rank order
-
-
 class AttributeSuggester:
     """The attribute suggestions of one retrain: whether its batches will get any (:meth:`plan`, before
     the write) and the suggestions themselves (:meth:`fill`, after it)."""
@@ -66,16 +58,16 @@ class AttributeSuggester:
         self.project, self.emb, self.ids, self.data, self.seed = project, emb, ids, data, seed
         self.weights = index.metrics.get(ATTRIBUTE_WEIGHTS_METRIC) or None
 
-    def plan(self, batch_rows: Sequence[np.ndarray]) -> PendingAttributes | None:
-        """The cells of the batches (``batch_rows``: each batch's index rows in rank order) to suggest for
-        after the write; None when the project has too few labelled cells with attributes. Fits nothing
-        and reads no cell file."""
-        rows = _first_occurrences(batch_rows)
+    def plan(self, batch_rows: Sequence[np.ndarray]) -> np.ndarray | None:
+        """The index rows of the batches' cells (``batch_rows``: each batch's rows in rank order), each
+        once in rank order, to suggest for after the write; None when the project has too few labelled
+        cells with attributes. Fits nothing and reads no cell file."""
+        rows = np.asarray(list(dict.fromkeys(int(r) for b in batch_rows for r in b)), dtype=np.int64)
         if not len(rows) or attribute_rows(self.project.learnable_attributes(), self.data) is None:
             return None
-        return PendingAttributes(rows=rows)
+        return rows
 
-    def fill(self, batches: Sequence[QueryBatch], pending: PendingAttributes) -> int:
+    def fill(self, batches: Sequence[QueryBatch], rows: np.ndarray) -> int:
         """Fit the heads, store the suggestions of the cells measured already, then measure the others a
         chunk of :data:`FILL_CHUNK` at a time in rank order and store theirs; clear the batches' flag.
         Returns how many cells got suggestions."""
@@ -93,7 +85,6 @@ class AttributeSuggester:
             )
             if heads is None:
                 return 0
-            rows = pending.rows
             measured = np.isin(self.ids[rows], list(measured_cell_ids(self.ids[rows].tolist())))
             chunks = [rows[measured]] if measured.any() else []
             later = rows[~measured]
@@ -109,15 +100,6 @@ class AttributeSuggester:
         return filled
 
 
-def _first_occurrences(batch_rows: Sequence[np.ndarray]) -> np.ndarray:
-    """The rows of every batch, each once, in the order they first appear (rank order within a batch)."""
-    seen: dict[int, None] = {}
-    for rows in batch_rows:
-        for row in np.asarray(rows, dtype=np.int64).tolist():
-            seen.setdefault(int(row), None)
-    return np.asarray(list(seen), dtype=np.int64)
-
-
 def _store(batches: Sequence[QueryBatch], suggestions: Suggestions) -> int:
     items = list(QueryItem.objects.filter(batch__in=list(batches), cell_id__in=list(suggestions)))
     for item in items:
@@ -126,4 +108,4 @@ def _store(batches: Sequence[QueryBatch], suggestions: Suggestions) -> int:
     return len({item.cell_id for item in items})
 
 
-__all__ = ["FILL_CHUNK", "AttributeSuggester", "PendingAttributes"]
+__all__ = ["FILL_CHUNK", "AttributeSuggester"]

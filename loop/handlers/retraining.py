@@ -323,7 +323,7 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
     lap("select")
     # Attribute suggestions come after the write (loop.handlers.batch_attributes): here only whether any.
     suggester = AttributeSuggester(project, emb, ids, data, index, seed=job.pk)
-    pending_attributes = suggester.plan([choice.rows for choice, _, _ in to_write])
+    attribute_rows_after_write = suggester.plan([choice.rows for choice, _, _ in to_write])
     if fit:
         failpoint("retrain.before_commit")  # crash tests kill the worker here
     artifacts: dict[str, Any] = {}
@@ -361,15 +361,15 @@ def retrain_and_query(job: Job, progress: JobProgress, *, fit: bool = True) -> d
                 columns=columns,
                 assignee_id=assignee,
                 purposes=purposes,
-                attribute_suggestions_pending=pending_attributes is not None,
+                attribute_suggestions_pending=attribute_rows_after_write is not None,
             )
             for batch_choice, assignee, purposes in _still_wanted(project, to_write)
         ]
     lap("write")
     attributes_after_write = 0
-    if pending_attributes is not None and batches:
+    if attribute_rows_after_write is not None and batches:
         # The page shows the batch meanwhile, and refreshes the suggestions until the flag clears.
-        attributes_after_write = suggester.fill(batches, pending_attributes)
+        attributes_after_write = suggester.fill(batches, attribute_rows_after_write)
         lap("attributes_after_write")
     heads_job: Job | None = None
     measure_job: Job | None = None
