@@ -292,6 +292,10 @@ LEUKOLOOP_JOB_MAX_ATTEMPTS = env_int("LEUKOLOOP_JOB_MAX_ATTEMPTS", 3)
 LEUKOLOOP_EMBED_SHARD_CELLS = env_int("LEUKOLOOP_EMBED_SHARD_CELLS", 8192)
 # Torch threads per worker process (0: one per core). Two train workers on one machine: set 1 each.
 LEUKOLOOP_TORCH_THREADS = env_int("LEUKOLOOP_TORCH_THREADS", 0)
+# Index versions (embeddings and FAISS index: 166 MB at 16k cells, one per re-embedding) whose files are
+# kept: the newest this many and the newest classifier's (loop.handlers.retention).
+# The rows stay, marked pruned; 0 keeps every file.
+LEUKOLOOP_KEEP_INDEX_VERSIONS = env_int("LEUKOLOOP_KEEP_INDEX_VERSIONS", 3)
 # Encoders, embeddings, FAISS indexes and classifiers, one folder per job.
 LEUKOLOOP_ARTIFACTS_DIR = Path(env_str("LEUKOLOOP_ARTIFACTS_DIR", str(VAR_DIR / "artifacts"))).resolve()
 LEUKOLOOP_DATA_DIR = Path(

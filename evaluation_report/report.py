@@ -50,11 +50,25 @@ from annotation.models import Cell, Project
 from learning.evaluation import evaluate, macro_f1
 from loop.handlers.artifacts import classifier as load_classifier
 from loop.handlers.artifacts import index_embeddings
+from loop.handlers.retention import is_pruned
 from loop.handlers.training_set import rows_of
 from loop.models import ModelVersion
 
 RELIABILITY_BINS = 10
 NOT_SCORED_REASON = "imported after the index; re-embed"
+
+
+def pruned_message(version: ModelVersion) -> str:
+    """Why classifier ``version`` cannot be scored any more: its index's files were deleted to save disk
+    (``loop.handlers.retention``)."""
+    index = version.parent
+    return (
+        f"classifier version {version.version} cannot be scored any more: the embeddings of its index "
+        f"(v{index.version if index else '?'}) were deleted to save disk, as the platform keeps only the "
+        "newest index versions (LEUKOLOOP_KEEP_INDEX_VERSIONS); its validation figures stay on the dashboard"
+    )
+
+
 UNKNOWN = "unknown"
 DIFFERENTIAL_METHOD = (
     "Per slide (slide_id; cells without one are grouped by source): the true and the predicted "
@@ -220,6 +234,8 @@ def evaluation_report(
     index = version.parent
     if index is None or index.kind != ModelVersion.Kind.INDEX:
         raise ReportError(f"classifier version {version.pk} has no index version to embed its cells")
+    if is_pruned(index):
+        raise ReportError(pruned_message(version))
     project = version.project
     role = evaluation_role(project.pk) if cells is None else None
     chosen = evaluation_cells(project.pk) if cells is None else cells
@@ -337,6 +353,8 @@ def source_comparison(
     for version in (before, after):
         if version.kind != ModelVersion.Kind.CLASSIFIER or version.parent is None:
             raise ReportError(f"version {version.pk} is not a classifier with an index")
+        if is_pruned(version.parent):
+            raise ReportError(pruned_message(version))
     project = after.project
     chosen = evaluation_cells(project.pk) if cells is None else cells
     labelled, _ = _labelled(project, _cell_ids(chosen))

@@ -19,9 +19,16 @@ from evaluation_report.report import (
     NOT_SCORED_REASON,
     evaluation_cells,
     evaluation_report,
+    pruned_message,
     source_comparison,
 )
+from loop.handlers.retention import is_pruned
 from loop.models import ModelVersion
+
+
+class IndexPruned(Exception):
+    """The version asked for exists, but its index's files were deleted to save disk: answered 410 Gone
+    with the reason, not a bare 404 (``loop.handlers.retention``)."""
 
 
 def _version(request: HttpRequest, project_id: int, version: int) -> ModelVersion:
@@ -36,6 +43,8 @@ def _version(request: HttpRequest, project_id: int, version: int) -> ModelVersio
         raise Http404("No such classifier version")
     if found.parent is None:  # its index was deleted: there are no embeddings to score cells with
         raise Http404(f"classifier version {found.version} has no index any more; nothing to report on")
+    if is_pruned(found.parent):
+        raise IndexPruned(pruned_message(found))
     return found
 
 
@@ -104,6 +113,8 @@ def _compared(request: HttpRequest, found: ModelVersion) -> ModelVersion | None:
     )
     if earlier is None or earlier.parent is None:
         raise Http404(f"no classifier version {value} with an index to compare with")
+    if is_pruned(earlier.parent):
+        raise IndexPruned(pruned_message(earlier))
     return earlier
 
 
@@ -115,6 +126,13 @@ def _comparison(request: HttpRequest, found: ModelVersion) -> dict[str, Any] | N
 @login_required
 @require_GET
 def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResponse:
+    try:
+        return _report_page(request, project_id, version)
+    except IndexPruned as gone:
+        return HttpResponse(str(gone), status=410, content_type="text/plain; charset=utf-8")
+
+
+def _report_page(request: HttpRequest, project_id: int, version: int) -> HttpResponse:
     found = _version(request, project_id, version)
     source = _source(request)
     sources = sorted(set(evaluation_cells(project_id).values_list("source", flat=True)) - {""})
@@ -123,14 +141,17 @@ def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResp
         data_url += "?" + urlencode({"source": source})
     report = evaluation_report(found, source=source)
     names = dict(found.project.classes.values_list("name", "display_name"))
-    earlier_versions = list(
-        ModelVersion.objects.filter(
+    earlier_versions = [
+        (earlier.version, earlier.label_count)
+        for earlier in ModelVersion.objects.filter(
             project=found.project, kind=ModelVersion.Kind.CLASSIFIER, parent__isnull=False
         )
         .exclude(pk=found.pk)
+        .select_related("parent")
         .order_by("-version")
-        .values_list("version", "label_count")
-    )
+        # In Python: a JSON key lookup excludes the rows without the key too (SQL NULL).
+        if not is_pruned(earlier.parent)  # nothing left to score them with
+    ]
     context = {
         "comparison": _comparison(request, found),
         "earlier_versions": earlier_versions,
@@ -156,9 +177,12 @@ def report_page(request: HttpRequest, project_id: int, version: int) -> HttpResp
 @login_required
 @require_GET
 def report_json(request: HttpRequest, project_id: int, version: int) -> JsonResponse:
-    found = _version(request, project_id, version)
+    try:
+        found = _version(request, project_id, version)
+        comparison = _comparison(request, found)
+    except IndexPruned as gone:
+        return JsonResponse({"detail": str(gone)}, status=410)
     report = evaluation_report(found, source=_source(request))
-    comparison = _comparison(request, found)
     if comparison is not None:
         report["comparison"] = comparison
     return JsonResponse(report)

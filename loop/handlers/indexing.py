@@ -18,6 +18,7 @@ from learning.index import EmbeddingIndex
 from loop.handlers.artifacts import EMBEDDINGS_DIR, INDEX_DIR, job_dir
 from loop.handlers.attribute_suggestions import choose_attribute_weights
 from loop.handlers.encoders import encoder_crop, load_backbone, torch_threads
+from loop.handlers.retention import prune_index_versions
 from loop.handlers.retraining import class_names
 from loop.handlers.sharding import embed_cells, embed_in_shards, remove_shards
 from loop.handlers.training_set import build_training_set
@@ -136,4 +137,5 @@ def embed_and_index(job: Job, progress: JobProgress) -> ModelVersion:
         )
     if sharding:
         remove_shards(job)  # after the version's commit: the shards are in embeddings.npy now
+    prune_index_versions(project)  # after the commit too: the new version is the newest kept
     return version
