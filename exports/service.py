@@ -376,9 +376,12 @@ def write_coco(project: Project, out: Path, progress: Progress) -> dict[str, Any
 
 def write_torchscript(project: Project, out: Path, progress: Progress) -> dict[str, Any]:
     """The latest classifier version with its encoder as one TorchScript bundle (see learning.export)."""
-    from learning.export import classifier_to_torchscript, write_bundle
+    from learning.export import classifier_to_torchscript, exported_attributes, write_bundle
     from loop.handlers.artifacts import classifier, index_embeddings
+    from loop.handlers.attribute_suggestions import attribute_cells, fit_embedding_attribute_heads
     from loop.handlers.encoders import encoder_crop, load_backbone
+    from loop.handlers.retraining import class_names
+    from loop.handlers.training_set import build_training_set
     from loop.selectors import latest_version
 
     version = latest_version(project, ModelVersion.Kind.CLASSIFIER)
@@ -388,10 +391,18 @@ def write_torchscript(project: Project, out: Path, progress: Progress) -> dict[s
     encoder = version.parent.parent
     progress(0.1, f"loading classifier v{version.version} and encoder v{encoder.version}")
     backbone, size = load_backbone(encoder)
-    _, emb = index_embeddings(index)
+    ids, emb = index_embeddings(index)
     clf = classifier(version)
+    progress(0.2, "fitting the attribute heads on the labelled cells")
+    data = build_training_set(project, ids, class_names(project))
+    fitted = fit_embedding_attribute_heads(project, emb, ids, data, seed=version.version)
+    attribute_heads = {n: fitted.embedding_heads_[n] for n in fitted.trained_} if fitted else {}
     progress(0.3, "tracing the model")
-    module = classifier_to_torchscript(backbone, clf, int(emb.shape[1]), size)
+    module = classifier_to_torchscript(
+        backbone, clf, int(emb.shape[1]), size, attribute_heads=attribute_heads
+    )
+    exported = exported_attributes(module)
+    attributes = {name: list(attribute_heads[name].classes) for name in exported}
     progress(0.8, "writing the bundle")
     meta = {
         "project": project.name,
@@ -400,12 +411,15 @@ def write_torchscript(project: Project, out: Path, progress: Progress) -> dict[s
         "encoder_version": encoder.version,
         "label_count": version.label_count,
         "metrics": version.metrics,
+        # Fitted here on the labels as they are now, as a retrain fits them for its suggestions.
+        "attribute_cells": attribute_cells(project, data),
     }
     crop = encoder_crop(encoder)
-    write_bundle(out, module, list(clf.classes), size, crop=crop, metadata=meta)
+    write_bundle(out, module, list(clf.classes), size, crop=crop, metadata=meta, attributes=attributes)
     return {
         "model_version": version.version,
         "classes": list(clf.classes),
+        "attributes": sorted(attributes),
         "image_size": size,
         "crop": crop,
     }

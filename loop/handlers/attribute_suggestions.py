@@ -176,6 +176,21 @@ def fit_attribute_heads(
     return heads
 
 
+def fit_embedding_attribute_heads(
+    project: Project, emb: np.ndarray, ids: np.ndarray, data: TrainingSet, *, seed: int = 0
+) -> FusedAttributeHeads | None:
+    """The attribute heads on the embedding alone, trained on ``data``'s labelled cells of the index
+    (``emb``, ``ids``): what the TorchScript export folds into the model (a measurement head is not a
+    linear function of the image). None when fewer than :data:`MIN_ATTRIBUTE_CELLS` carry attributes.
+    No cell is measured."""
+    found = attribute_rows(project.learnable_attributes(), data)
+    if found is None:
+        return None
+    schema, train_rows, targets = found
+    with threadpool_limits(limits=1):
+        return FusedAttributeHeads(schema, seed=seed).fit(emb[train_rows], None, targets)
+
+
 def predict_attributes(
     heads: FusedAttributeHeads, emb: np.ndarray, ids: np.ndarray, rows: np.ndarray
 ) -> Suggestions:

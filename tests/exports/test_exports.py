@@ -264,6 +264,71 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
     assert np.abs(exported - platform).max() < 1e-4
 
 
+ATTRIBUTE_DRIVER = """
+import json, sys
+import numpy as np
+{readme}
+model, labels, geometry = load_bundle(sys.argv[1])
+paths = json.loads(open(sys.argv[2]).read())
+np.savez(sys.argv[3], **{{k: v.numpy() for k, v in predict_attributes(model, paths, geometry).items()}})
+"""
+
+
+def test_the_torchscript_bundle_carries_the_attribute_heads(
+    loop_project: Project, annotator: User, lead: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labelled with attributes, the bundle's ``attributes`` method gives, in a fresh Python with plain
+    torch, what the platform's embedding heads give on the same cells' stored embeddings."""
+    from loop.handlers import attribute_suggestions
+    from loop.handlers.attribute_suggestions import fit_embedding_attribute_heads
+    from loop.handlers.retraining import class_names
+    from loop.handlers.training_set import build_training_set
+    from tests.loop.test_attribute_suggestions import second_batch
+
+    monkeypatch.setattr(attribute_suggestions, "MIN_ATTRIBUTE_CELLS", 4)
+    second_batch(loop_project, annotator, first_batch=24)
+    version = latest_version(loop_project, ModelVersion.Kind.CLASSIFIER)
+    assert version is not None and version.parent is not None
+    ids, emb = index_embeddings(version.parent)
+    data = build_training_set(loop_project, ids, class_names(loop_project))
+    heads = fit_embedding_attribute_heads(loop_project, emb, ids, data, seed=version.version)
+    assert heads is not None and len(heads.trained_) >= 5
+
+    bundle = run_export(loop_project, "torchscript", lead)
+    with zipfile.ZipFile(bundle) as zf:
+        described = json.loads(zf.read("attributes.json"))["attributes"]
+        readme = zf.read("README.md").decode()
+        meta = json.loads(zf.read("labels.json"))["model"]
+    # Every attribute with two or more values among the labelled cells, in the schema's value order.
+    trained = [n for n in heads.trained_ if len(heads.embedding_heads_[n].seen_) > 1]
+    assert sorted(described) == sorted(trained)
+    assert all(described[n] == loop_project.learnable_attributes()[n] for n in described)
+    assert meta["attribute_cells"] >= 4 and "predict_attributes" in readme
+
+    cells = list(Cell.objects.filter(project=loop_project).order_by("pk")[:40])
+    rows, found = rows_of(ids, np.array([c.pk for c in cells], dtype=np.int64))
+    assert found.all()
+    platform = heads.predict_proba(emb[rows], None)
+    script = tmp_path / "run_attributes.py"
+    script.write_text(ATTRIBUTE_DRIVER.format(readme=readme_code(readme)))
+    (tmp_path / "paths.json").write_text(json.dumps([str(c.image_path) for c in cells]))
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE"}}
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), str(bundle), "paths.json", "attributes.npz"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    exported = np.load(tmp_path / "attributes.npz")
+    assert sorted(exported.files) == sorted(described)
+    for name in described:
+        assert exported[name].shape == platform[name].shape
+        assert np.abs(exported[name] - platform[name]).max() < 1e-4, name
+
+
 def login(user: User) -> Client:
     client = Client()
     client.force_login(user)

@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from learning.classifiers import AlignedClassifier
-from learning.export import build_torchscript, classifier_to_torchscript, readme_code, write_bundle
+from learning.export import (
+    build_torchscript,
+    classifier_to_torchscript,
+    exported_attributes,
+    readme_code,
+    write_bundle,
+)
 from learning.saliency import CellClassifierModule
 from learning.transforms import gray_world, to_float
 from models_zoo import create_model
@@ -70,3 +76,52 @@ def test_a_classifier_without_a_linear_form_is_refused(backbone: nn.Module) -> N
     clf.fit(x, y)
     with pytest.raises(ValueError, match="cannot be exported"):
         classifier_to_torchscript(backbone, clf, x.shape[1], SIZE)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_attribute_heads_fold_into_the_model_and_one_value_heads_are_left_out(
+    backbone: nn.Module, tmp_path: Path
+) -> None:
+    dim = int(backbone.num_features)  # type: ignore[arg-type]
+    images = torch.randint(0, 256, (9, 3, SIZE, SIZE), dtype=torch.uint8)
+    with torch.no_grad():
+        z = torch.nn.functional.normalize(backbone.forward_features(to_float(gray_world(images))), dim=1)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    clf = AlignedClassifier(["a", "b", "c"], "logreg").fit(x, np.array(["a", "b", "c", "a"] * 10))
+    heads = {
+        "granules": AlignedClassifier(["no", "yes"], "logreg").fit(x, np.array(["no", "yes"] * 20)),
+        # Values as the schema lists them, one never seen: its column is 0, as on the platform.
+        "size": AlignedClassifier(["big", "medium", "small"], "logreg").fit(
+            x, np.array(["small", "big"] * 20)
+        ),
+        "shape": AlignedClassifier(["round", "irregular", "oval"], "logreg").fit(
+            x, np.array(["round", "irregular", "oval", "round"] * 10)
+        ),
+        "vacuoles": AlignedClassifier(["no", "yes"], "logreg").fit(x, np.array(["no"] * 40)),  # one value
+    }
+    scripted = classifier_to_torchscript(backbone, clf, dim, SIZE, attribute_heads=heads)
+    assert exported_attributes(scripted) == ["granules", "size", "shape"]
+    with torch.no_grad():
+        got = scripted.attributes(images)
+    assert sorted(got) == ["granules", "shape", "size"]
+    for name in got:
+        expected = heads[name].predict_proba(z.numpy())
+        assert got[name].shape == expected.shape
+        assert np.abs(got[name].numpy() - expected).max() < 1e-5, name
+    assert float(got["size"][:, 1].max()) < 1e-6  # "medium", never seen
+
+    attributes = {name: list(heads[name].classes) for name in exported_attributes(scripted)}
+    bundle = write_bundle(tmp_path / "model.zip", scripted, clf.classes, SIZE, attributes=attributes)
+    with zipfile.ZipFile(bundle) as zf:
+        assert json.loads(zf.read("attributes.json"))["attributes"] == attributes
+        loaded = torch.jit.load(io.BytesIO(zf.read("model.pt")))
+    with torch.no_grad():
+        again = loaded.attributes(images)
+        assert all(torch.equal(again[name], got[name]) for name in got)
+        assert torch.equal(loaded(images), scripted(images))
+    # A model without attribute heads says so with an empty answer, not an error.
+    plain = classifier_to_torchscript(backbone, clf, dim, SIZE)
+    with torch.no_grad():
+        assert plain.attributes(images) == {}
