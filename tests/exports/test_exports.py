@@ -159,6 +159,26 @@ assert not leaked, leaked
 """
 
 
+def run_in_fresh_python(
+    driver: str, readme: str, bundle: Path, cells: list[Cell], folder: Path, *outputs: str
+) -> None:
+    """Run ``driver`` (the bundle README's code, then its own lines) in an isolated interpreter that has
+    neither leukoloop nor Django on its path: ``driver bundle paths.json *outputs``, in ``folder``."""
+    script = folder / "run_bundle.py"
+    script.write_text(driver.format(readme=readme_code(readme)))
+    (folder / "paths.json").write_text(json.dumps([str(c.image_path) for c in cells]))
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE"}}
+    done = subprocess.run(
+        [sys.executable, "-I", str(script), str(bundle), "paths.json", *outputs],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_jsonl_coco_and_torchscript_carry_the_model(
     loop_project: Project,
     annotator: User,
@@ -244,19 +264,7 @@ def test_jsonl_coco_and_torchscript_carry_the_model(
         # below on the files) crops the same square.
         assert (spec["image_size"], spec["crop"], loop_project.input_crop) == (32, "cell", "cell")
         assert "nucleus" in spec["caller"]["crop"]
-    script = tmp_path / "run_bundle.py"
-    script.write_text(DRIVER.format(readme=readme_code(readme)))
-    (tmp_path / "paths.json").write_text(json.dumps([str(c.image_path) for c in cells]))
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE"}}
-    done = subprocess.run(
-        [sys.executable, "-I", str(script), str(bundle), "paths.json", "probs.npy", "labels.json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_in_fresh_python(DRIVER, readme, bundle, cells, tmp_path, "probs.npy", "labels.json")
     exported = np.load(tmp_path / "probs.npy")
     assert json.loads((tmp_path / "labels.json").read_text()) == list(clf.classes)
     assert exported.shape == platform.shape
@@ -309,19 +317,7 @@ def test_the_torchscript_bundle_carries_the_attribute_heads(
     rows, found = rows_of(ids, np.array([c.pk for c in cells], dtype=np.int64))
     assert found.all()
     platform = heads.predict_proba(emb[rows], None)
-    script = tmp_path / "run_attributes.py"
-    script.write_text(ATTRIBUTE_DRIVER.format(readme=readme_code(readme)))
-    (tmp_path / "paths.json").write_text(json.dumps([str(c.image_path) for c in cells]))
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE"}}
-    done = subprocess.run(
-        [sys.executable, "-I", str(script), str(bundle), "paths.json", "attributes.npz"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_in_fresh_python(ATTRIBUTE_DRIVER, readme, bundle, cells, tmp_path, "attributes.npz")
     exported = np.load(tmp_path / "attributes.npz")
     assert sorted(exported.files) == sorted(described)
     for name in described:

@@ -85,7 +85,8 @@ def test_attribute_heads_fold_into_the_model_and_one_value_heads_are_left_out(
     dim = int(backbone.num_features)  # type: ignore[arg-type]
     images = torch.randint(0, 256, (9, 3, SIZE, SIZE), dtype=torch.uint8)
     with torch.no_grad():
-        z = torch.nn.functional.normalize(backbone.forward_features(to_float(gray_world(images))), dim=1)
+        features = backbone.forward_features(to_float(gray_world(images)))  # type: ignore[operator]
+        z = torch.nn.functional.normalize(features, dim=1)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
