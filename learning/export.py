@@ -17,7 +17,14 @@ crop and the bilinear resize to S stay with the caller (PIL's resize cannot be s
 ``preprocessing.json`` says how and the README in the bundle prints the code, the source of
 :mod:`learning.imaging` that the platform itself decodes with.
 
-No Django here: the platform's export job supplies the backbone, the classifier and the class names.
+The morphological attributes' heads on the embedding (logistic regressions, as the class head) fold
+the same way, into one more linear layer behind the model's ``attributes`` method: attribute ->
+probabilities over its values, listed in ``attributes.json``. The heads on the cell's measurements that
+the platform's suggestions also average in are trees on :mod:`learning.morphometry`'s measurements,
+which are not tensors of the image: they stay out, and the bundle's README says so.
+
+No Django here: the platform's export job supplies the backbone, the classifier, the attribute heads and
+the class names.
 """
 
 from __future__ import annotations
