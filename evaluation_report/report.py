@@ -82,6 +82,11 @@ class ReportError(ValueError):
     """The version cannot be evaluated (not a classifier, or no index behind it)."""
 
 
+class IndexPruned(ReportError):
+    """The version's index files were deleted to save disk (``loop.handlers.retention``): the pages
+    answer 410 Gone with :func:`pruned_message`."""
+
+
 VALIDATION_FALLBACK = (
     "This project has no test cells, so the report scores its validation cells instead: held out of "
     "every training set, but the ones the loop's own validation scores come from, so not an "
@@ -235,7 +240,7 @@ def evaluation_report(
     if index is None or index.kind != ModelVersion.Kind.INDEX:
         raise ReportError(f"classifier version {version.pk} has no index version to embed its cells")
     if is_pruned(index):
-        raise ReportError(pruned_message(version))
+        raise IndexPruned(pruned_message(version))
     project = version.project
     role = evaluation_role(project.pk) if cells is None else None
     chosen = evaluation_cells(project.pk) if cells is None else cells
@@ -354,7 +359,7 @@ def source_comparison(
         if version.kind != ModelVersion.Kind.CLASSIFIER or version.parent is None:
             raise ReportError(f"version {version.pk} is not a classifier with an index")
         if is_pruned(version.parent):
-            raise ReportError(pruned_message(version))
+            raise IndexPruned(pruned_message(version))
     project = after.project
     chosen = evaluation_cells(project.pk) if cells is None else cells
     labelled, _ = _labelled(project, _cell_ids(chosen))

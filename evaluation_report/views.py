@@ -17,18 +17,13 @@ from annotation.roles import LEADS
 from evaluation_report.report import (
     DIFFERENTIAL_METHOD,
     NOT_SCORED_REASON,
+    IndexPruned,
     evaluation_cells,
     evaluation_report,
-    pruned_message,
     source_comparison,
 )
 from loop.handlers.retention import is_pruned
 from loop.models import ModelVersion
-
-
-class IndexPruned(Exception):
-    """The version asked for exists, but its index's files were deleted to save disk: answered 410 Gone
-    with the reason, not a bare 404 (``loop.handlers.retention``)."""
 
 
 def _version(request: HttpRequest, project_id: int, version: int) -> ModelVersion:
@@ -43,8 +38,6 @@ def _version(request: HttpRequest, project_id: int, version: int) -> ModelVersio
         raise Http404("No such classifier version")
     if found.parent is None:  # its index was deleted: there are no embeddings to score cells with
         raise Http404(f"classifier version {found.version} has no index any more; nothing to report on")
-    if is_pruned(found.parent):
-        raise IndexPruned(pruned_message(found))
     return found
 
 
@@ -113,8 +106,6 @@ def _compared(request: HttpRequest, found: ModelVersion) -> ModelVersion | None:
     )
     if earlier is None or earlier.parent is None:
         raise Http404(f"no classifier version {value} with an index to compare with")
-    if is_pruned(earlier.parent):
-        raise IndexPruned(pruned_message(earlier))
     return earlier
 
 
@@ -177,12 +168,12 @@ def _report_page(request: HttpRequest, project_id: int, version: int) -> HttpRes
 @login_required
 @require_GET
 def report_json(request: HttpRequest, project_id: int, version: int) -> JsonResponse:
-    try:
-        found = _version(request, project_id, version)
+    found = _version(request, project_id, version)
+    try:  # the report functions say when an index was pruned (IndexPruned)
+        report = evaluation_report(found, source=_source(request))
         comparison = _comparison(request, found)
     except IndexPruned as gone:
         return JsonResponse({"detail": str(gone)}, status=410)
-    report = evaluation_report(found, source=_source(request))
     if comparison is not None:
         report["comparison"] = comparison
     return JsonResponse(report)
